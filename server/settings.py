@@ -1,0 +1,188 @@
+"""Typed settings: environment variables (``IOC_*``) and the ``IOC_CONFIG`` TOML file.
+
+Precedence, highest first: values passed in code (CLI flags), the environment, the TOML
+file named by ``config`` / ``IOC_CONFIG``. Settings are built once in ``server.__main__``
+and handed to ``create_app``; nothing reads them at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModbusUnit(_Section):
+    device: str = Field(min_length=1, description="device id in the registry")
+    unit: int = Field(ge=0, le=255, description="Modbus unit / device id")
+    profile: str = Field(min_length=1, description="built-in profile name or a profile file")
+    interval_s: float = Field(default=10.0, ge=0.1, le=86_400)
+
+
+class ModbusGateway(_Section):
+    name: str = Field(min_length=1)
+    host: str
+    port: int = Field(default=502, ge=1, le=65_535)
+    framer: Literal["socket", "rtu"] = "socket"
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    units: list[ModbusUnit] = []
+
+    @model_validator(mode="after")
+    def _unique_units(self) -> ModbusGateway:
+        seen: set[int] = set()
+        for u in self.units:
+            if u.unit in seen:
+                raise ValueError(f"gateway {self.name!r}: unit {u.unit} is listed twice")
+            seen.add(u.unit)
+        return self
+
+
+class ModbusSettings(_Section):
+    gateways: list[ModbusGateway] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModbusSettings:
+        names = [g.name for g in self.gateways]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"gateway names must be unique, repeated: {sorted(dupes)}")
+        return self
+
+
+class RulesSettings(_Section):
+    paths: list[str] = []
+
+
+class WebhookChannel(_Section):
+    name: str = "webhook"
+    url: str
+    secret: str | None = Field(
+        default=None, description="Standard Webhooks secret (whsec_... base64)"
+    )
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+
+class SmtpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65_535)
+    sender: str = "ioc@localhost"
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+
+
+class NotifySettings(_Section):
+    webhooks: list[WebhookChannel] = []
+    smtp: SmtpSettings | None = None
+
+
+class IngestSettings(_Section):
+    queue_size: int = Field(default=200_000, ge=100, description="readings held before backpressure")
+    batch_max: int = Field(default=20_000, ge=1)
+    linger_ms: int = Field(default=50, ge=0, le=5_000)
+    retention_days: int = Field(default=400, ge=1, le=36_500)
+    future_tolerance_s: int = Field(default=300, ge=0)
+    partitions_ahead_days: int = Field(default=3, ge=1, le=60)
+
+
+class Settings(BaseSettings):
+    """Every knob of one server process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IOC_", env_nested_delimiter="__", extra="forbid", populate_by_name=True
+    )
+
+    database_url: str | None = Field(default=None, description="postgresql://user:pw@host:port/db")
+    mqtt_url: str | None = Field(default=None, description="mqtt://[user:password@]host:port")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65_535)
+    config: Path | None = Field(default=None, description="TOML file with the sections below")
+
+    mqtt_client_id: str = Field(default="ioc-server", min_length=1, max_length=64)
+    db_pool_min: int = Field(default=2, ge=1)
+    db_pool_max: int = Field(default=10, ge=1)
+    static_dir: Path | None = None
+    web_style_url: str | None = Field(default=None, description="external basemap style (optional)")
+
+    modbus: ModbusSettings = ModbusSettings()
+    rules: RulesSettings = RulesSettings()
+    notify: NotifySettings = NotifySettings()
+    ingest: IngestSettings = IngestSettings()
+    adapters: dict[str, dict[str, Any]] = {}
+
+    @field_validator("database_url")
+    @classmethod
+    def _pg_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (e.g. postgresql://ioc@127.0.0.1:5432/ioc)")
+        return v
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("mqtt://", "tcp://")):
+            raise ValueError("must look like mqtt://host:1883 or mqtt://user:password@host:1883")
+        return v
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Settings:
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError("db_pool_min must not exceed db_pool_max")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = getattr(init_settings, "init_kwargs", {}).get("config") or os.environ.get(
+            "IOC_CONFIG"
+        )
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path:
+            sources.append(_TomlFile(settings_cls, Path(path)))
+        return tuple(sources)
+
+
+class ConfigFileError(Exception):
+    """The TOML file is missing or not TOML; the message names the file and the line."""
+
+
+class _TomlFile(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        try:
+            with path.open("rb") as f:
+                self._data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigFileError(f"IOC_CONFIG file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigFileError(f"{path}: not valid TOML: {err}") from None
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+Role = Literal["viewer", "crew", "operator", "integrator", "admin"]
+ROLES: tuple[Role, ...] = ("viewer", "crew", "operator", "integrator", "admin")
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
