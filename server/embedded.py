@@ -199,7 +199,7 @@ class EmbeddedPostgres:
         args = [str(postgres_bindir() / "postgres"), "-D", str(self.pgdata)]
         for k, v in opts.items():
             args += ["-c", f"{k}={v}"]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             _as_service_user(args), stdout=log, stderr=subprocess.STDOUT, cwd="/",
             start_new_session=True,  # Ctrl-C reaches us; we stop it after the server
@@ -218,7 +218,9 @@ class EmbeddedPostgres:
                     return
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
-                    raise EmbeddedError("PostgreSQL did not accept connections" + _tail(self.log_path)) from None
+                    raise EmbeddedError(
+                        "PostgreSQL did not accept connections" + _tail(self.log_path)
+                    ) from None
                 time.sleep(0.1)
 
     def create_database(self, name: str, template: str | None = None) -> str:
@@ -303,7 +305,7 @@ class EmbeddedMosquitto:
             + self.extra_conf
         )
         _own(self.data_dir)
-        log = open(self.log_path, "ab")  # noqa: SIM115
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             _as_service_user([binary, "-c", str(conf)]), stdout=log, stderr=subprocess.STDOUT,
             cwd="/", start_new_session=True,

@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     db_pool_max: int = Field(default=10, ge=1)
     static_dir: Path | None = None
     web_style_url: str | None = Field(default=None, description="external basemap style (optional)")
+    simulate: bool = Field(default=False, description="run the device simulator in-process")
 
     modbus: ModbusSettings = ModbusSettings()
     rules: RulesSettings = RulesSettings()

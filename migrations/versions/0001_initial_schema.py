@@ -7,7 +7,6 @@ Create Date: 2026-11-22 03:25:58.882163
 
 from collections.abc import Sequence
 
-import geoalchemy2
 import sqlalchemy as sa
 from alembic import op
 from geoalchemy2 import Geometry
@@ -273,6 +272,7 @@ def upgrade() -> None:
 
     op.execute(TELEMETRY_FUNCTIONS)
     op.execute(WARD_TRIGGER)
+    op.execute(STATE_FUNCTIONS)
     # Time-range scans (retention, rollups, backfill) use a tiny BRIN index; lookups by
     # device and metric use the primary key.
     op.execute("create index ix_telemetry_ts_brin on telemetry using brin (ts)")
@@ -281,6 +281,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("drop trigger if exists devices_ward on devices")
     op.execute("drop function if exists ioc_device_ward()")
+    op.execute("drop function if exists ioc_newer(jsonb, jsonb, jsonb)")
     op.execute("drop function if exists ioc_ensure_telemetry_partition(date)")
     op.execute("drop function if exists ioc_drop_telemetry_partitions(timestamptz)")
     op.drop_index('ix_notification_outbox_due', table_name='notification_outbox', postgresql_where=sa.text("status = 'pending'"))
@@ -380,4 +381,15 @@ end $$;
 
 create trigger devices_ward before insert or update of geom on devices
 for each row execute function ioc_device_ward();
+"""
+
+# device_state keeps, per metric, the value with the newest device timestamp: a reading
+# that arrives late is stored in telemetry but never moves the latest state backwards.
+STATE_FUNCTIONS = """
+create or replace function ioc_newer(old_t jsonb, new_t jsonb, src jsonb) returns jsonb
+language sql immutable parallel safe as $$
+    select coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb)
+    from jsonb_each(src) e
+    where coalesce((old_t ->> e.key)::bigint, -1) <= (new_t ->> e.key)::bigint
+$$;
 """

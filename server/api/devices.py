@@ -1,0 +1,277 @@
+"""``/api/v1/devices``: the registry as GeoJSON."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+import shapely
+from aiohttp import web
+
+from geo.geojson import GeometryError, parse_bbox, parse_geometry
+from server import keys
+from server.audit import audit
+from server.auth import require
+from server.devices import (
+    COMPUTED,
+    ID_RE,
+    SELECT_FEATURE,
+    feature,
+    features_of,
+    fetch_one,
+    insert_many,
+    known_kinds,
+    parse_feature,
+)
+from server.jsonutil import json_response, read_json
+from server.problems import Problem, bad_request
+
+routes = web.RouteTableDef()
+
+GEOJSON = "application/geo+json"
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 50_000
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        val = int(raw)
+    except ValueError:
+        raise bad_request(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= val <= hi:
+        raise bad_request(f"{name} must be between {lo} and {hi}, got {val}")
+    return val
+
+
+@routes.get("/api/v1/devices")
+async def list_devices(request: web.Request) -> web.Response:
+    try:
+        bbox = parse_bbox(request.query.get("bbox"))
+    except GeometryError as e:
+        raise bad_request(str(e)) from None
+    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    after = request.query.get("after")
+    kinds_param = [k for k in request.query.get("kind", "").split(",") if k]
+    ward = request.query.get("ward")
+    parent = request.query.get("parent")
+    async with request.app[keys.DB].acquire() as conn:
+        if kinds_param:
+            known = await known_kinds(conn)
+            unknown = [k for k in kinds_param if k not in known]
+            if unknown:
+                raise bad_request(
+                    f"unknown kind {', '.join(unknown)}; known kinds: {', '.join(sorted(known))}"
+                )
+        where, args = [], []
+
+        def arg(v: Any) -> str:
+            args.append(v)
+            return f"${len(args)}"
+
+        if bbox:
+            env = f"ST_MakeEnvelope({arg(bbox[0])}, {arg(bbox[1])}, {arg(bbox[2])}, {arg(bbox[3])}, 4326)"
+            where.append(f"d.geom && {env} and ST_Intersects(d.geom, {env})")
+        if kinds_param:
+            where.append(f"d.kind = any({arg(kinds_param)}::text[])")
+        if ward:
+            where.append(f"d.ward = {arg(ward)}")
+        if parent:
+            where.append(f"d.parent = {arg(parent)}")
+        if after:
+            where.append(f"d.id > {arg(after)}")
+        sql = SELECT_FEATURE
+        if where:
+            sql += " where " + " and ".join(where)
+        sql += f" order by d.id limit {arg(limit + 1)}"
+        rows = await conn.fetch(sql, *args)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    body: dict[str, Any] = {
+        "type": "FeatureCollection",
+        "features": [feature(r) for r in rows],
+        "numberReturned": len(rows),
+    }
+    if more:
+        q = dict(request.query)
+        q["after"] = rows[-1]["id"]
+        body["links"] = [{"rel": "next", "type": GEOJSON,
+                          "href": str(request.rel_url.with_query(q))}]
+    return json_response(body, content_type=GEOJSON)
+
+
+@routes.get("/api/v1/devices/{id}")
+async def get_device(request: web.Request) -> web.Response:
+    dev_id = request.match_info["id"]
+    async with request.app[keys.DB].acquire() as conn:
+        feat = await fetch_one(conn, dev_id)
+    if feat is None:
+        raise Problem(404, f"no device with id {dev_id!r}")
+    return json_response(feat, content_type=GEOJSON)
+
+
+@routes.post("/api/v1/devices")
+async def create_devices(request: web.Request) -> web.Response:
+    who = require(request, "integrator")
+    doc = await read_json(request)
+    try:
+        feats = features_of(doc)
+    except ValueError as e:
+        raise bad_request(str(e)) from None
+    single = isinstance(doc, Mapping) and doc.get("type") == "Feature"
+    pool = request.app[keys.DB]
+    async with pool.acquire() as conn:
+        kinds = await known_kinds(conn)
+        items, errors = [], []
+        for i, f in enumerate(feats):
+            item, errs = parse_feature(f, None if single else i, kinds)
+            errors.extend(errs)
+            if item:
+                items.append(item)
+        ids = [d.id for d in items]
+        dupes = sorted({x for x in ids if ids.count(x) > 1})
+        if dupes:
+            raise bad_request(f"the same id appears more than once: {', '.join(dupes[:20])}")
+        if errors:
+            raise bad_request(
+                f"{len(errors)} problem(s) in the submitted features; nothing was stored",
+                errors=[e.as_dict() for e in errors[:1000]],
+            )
+        existing = await conn.fetch("select id from devices where id = any($1::text[])", ids)
+        if existing:
+            taken = ", ".join(r["id"] for r in existing[:20])
+            raise Problem(409, f"device id(s) already exist: {taken}; use PATCH to change them")
+        await _check_refs(conn, items, ids)
+        async with conn.transaction():
+            await insert_many(conn, items)
+            await audit(conn, who.actor, "device.create", target=f"{len(items)} device(s)",
+                        device=items[0].id if len(items) == 1 else None,
+                        details={"ids": ids[:100]})
+        if single:
+            feat = await fetch_one(conn, items[0].id)
+            return json_response(feat, status=201, content_type=GEOJSON,
+                                 headers={"Location": f"/api/v1/devices/{items[0].id}"})
+        rows = await conn.fetch(SELECT_FEATURE + " where d.id = any($1::text[]) order by d.id", ids)
+    return json_response({"type": "FeatureCollection", "features": [feature(r) for r in rows]},
+                         status=201, content_type=GEOJSON)
+
+
+async def _check_refs(conn: asyncpg.Connection, items, ids: list[str]) -> None:
+    """Parents must exist (in the database or the same request); external ids be free."""
+    batch = set(ids)
+    parents = {d.parent for d in items if d.parent and d.parent not in batch}
+    if parents:
+        found = {r["id"] for r in await conn.fetch(
+            "select id from devices where id = any($1::text[])", list(parents))}
+        missing = sorted(parents - found)
+        if missing:
+            raise bad_request(f"unknown parent device(s): {', '.join(missing[:20])}")
+    ext = [d.external_id for d in items if d.external_id]
+    if len(ext) != len(set(ext)):
+        raise bad_request("the same external_id appears more than once in the request")
+    if ext:
+        clash = await conn.fetch(
+            "select id, external_id from devices where external_id = any($1::text[])", ext)
+        if clash:
+            c = clash[0]
+            raise Problem(409, f"external_id {c['external_id']!r} already belongs to {c['id']}")
+
+
+@routes.patch("/api/v1/devices/{id}")
+async def patch_device(request: web.Request) -> web.Response:
+    """JSON merge patch (RFC 7396) of a device: geometry and/or properties."""
+    who = require(request, "integrator")
+    dev_id = request.match_info["id"]
+    doc = await read_json(request)
+    if not isinstance(doc, Mapping):
+        raise bad_request("send a JSON object with geometry and/or properties")
+    unknown = set(doc) - {"type", "id", "geometry", "properties"}
+    if unknown:
+        raise bad_request(f"unexpected member(s) {sorted(unknown)}; send geometry and/or properties")
+    if doc.get("id") not in (None, dev_id):
+        raise bad_request("a device id cannot be changed; create a new device instead")
+    props = doc.get("properties") or {}
+    if not isinstance(props, Mapping):
+        raise bad_request("properties must be an object")
+    sets, args = [], [dev_id]
+
+    def set_(col: str, expr: str, value: Any) -> None:
+        args.append(value)
+        sets.append(f"{col} = {expr.replace('?', f'${len(args)}')}")
+
+    if "geometry" in doc:
+        try:
+            geom = parse_geometry(doc["geometry"])
+        except GeometryError as e:
+            raise bad_request(str(e)) from None
+        set_("geom", "ST_GeomFromWKB(?, 4326)", shapely.to_wkb(geom))
+    async with request.app[keys.DB].acquire() as conn:
+        current = await conn.fetchrow("select properties from devices where id = $1", dev_id)
+        if current is None:
+            raise Problem(404, f"no device with id {dev_id!r}")
+        if "kind" in props:
+            kinds = await known_kinds(conn)
+            if props["kind"] not in kinds:
+                raise bad_request(f"unknown kind {props['kind']!r}; known: {', '.join(sorted(kinds))}")
+            set_("kind", "?", props["kind"])
+        if "name" in props:
+            if not isinstance(props["name"], str):
+                raise bad_request("properties.name must be a string")
+            set_("name", "?", props["name"])
+        for col in ("parent", "external_id", "adapter"):
+            if col in props:
+                v = props[col]
+                if v is not None and (not isinstance(v, str) or not v):
+                    raise bad_request(f"properties.{col} must be a non-empty string or null")
+                if col == "parent" and v is not None and (v == dev_id or not ID_RE.match(v)):
+                    raise bad_request("properties.parent must be another device's id")
+                set_(col, "?", v)
+        if "adapter_config" in props:
+            if props["adapter_config"] is not None and not isinstance(props["adapter_config"], Mapping):
+                raise bad_request("properties.adapter_config must be an object or null")
+            set_("adapter_config", "?", props["adapter_config"])
+        free = dict(current["properties"])
+        changed_free = False
+        for k, v in props.items():
+            if k in ("kind", "name", "parent", "external_id", "adapter", "adapter_config", "id"):
+                continue
+            if k in COMPUTED:
+                continue  # read-only, computed on the way out
+            changed_free = True
+            if v is None:
+                free.pop(k, None)
+            else:
+                free[k] = v
+        if changed_free:
+            set_("properties", "?", free)
+        if sets:
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        f"update devices set {', '.join(sets)}, updated_at = now() where id = $1",
+                        *args)
+                    changed = sorted({*props.keys(), *(["geometry"] if "geometry" in doc else [])})
+                    await audit(conn, who.actor, "device.update", device=dev_id,
+                                details={"changed": changed})
+            except asyncpg.ForeignKeyViolationError:
+                raise bad_request(f"unknown parent device {props.get('parent')!r}") from None
+            except asyncpg.UniqueViolationError:
+                ext = props.get("external_id")
+                raise Problem(409, f"external_id {ext!r} already belongs to another device") from None
+        feat = await fetch_one(conn, dev_id)
+    return json_response(feat, content_type=GEOJSON)
+
+
+@routes.delete("/api/v1/devices/{id}")
+async def delete_device(request: web.Request) -> web.Response:
+    who = require(request, "integrator")
+    dev_id = request.match_info["id"]
+    async with request.app[keys.DB].acquire() as conn, conn.transaction():
+        gone = await conn.fetchval("delete from devices where id = $1 returning id", dev_id)
+        if gone is None:
+            raise Problem(404, f"no device with id {dev_id!r}")
+        await audit(conn, who.actor, "device.delete", device=dev_id)
+    return web.Response(status=204)

@@ -1,0 +1,65 @@
+"""HTTP push (``POST /api/v1/telemetry``) and history (``GET …/devices/{id}/telemetry``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import orjson
+from aiohttp import web
+
+from adapters.mqtt import protocol as native
+from server import keys
+from server.auth import require
+from server.history import history_query
+from server.jsonutil import json_response
+from server.problems import Problem, bad_request
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/api/v1/telemetry")
+async def push(request: web.Request) -> web.Response:
+    """The MQTT payload plus ``device_id``, or an array of those → 202.
+
+    Entries that fail validation become dead letters and are listed in ``rejected``; the
+    good ones are stored all the same.
+    """
+    require(request, "integrator")
+    raw = await request.read()
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise bad_request(f"the body is not valid JSON: {err}") from None
+    entries = doc if isinstance(doc, list) else [doc]
+    if not entries:
+        raise bad_request("the array is empty; send at least one reading object")
+    now = datetime.now(UTC)
+    readings, errors = [], []
+    for i, entry in enumerate(entries):
+        where = f"entry {i}: " if isinstance(doc, list) else ""
+        if not isinstance(entry, Mapping):
+            raise bad_request(f"{where}expected an object with device_id, ts and values")
+        device_id = entry.get("device_id")
+        if not isinstance(device_id, str) or not device_id:
+            raise bad_request(f"{where}device_id is missing; each object names its device")
+        body = {k: v for k, v in entry.items() if k != "device_id"}
+        got, errs = native.decode_telemetry(device_id, orjson.dumps(body), now)
+        readings.extend(got)
+        errors.extend(errs)
+    result = await request.app[keys.INGEST].submit(
+        readings, errors=errors, source="http", raw=raw, topic=None
+    )
+    return json_response({"accepted": result.accepted, "rejected": result.rejected},
+                         status=202)
+
+
+@routes.get("/api/v1/devices/{id}/telemetry")
+async def history(request: web.Request) -> web.Response:
+    dev_id = request.match_info["id"]
+    async with request.app[keys.DB].acquire() as conn:
+        key = await conn.fetchval("select key from devices where id = $1", dev_id)
+        if key is None:
+            raise Problem(404, f"no device with id {dev_id!r}")
+        body = await history_query(conn, key, dev_id, request.query)
+    return json_response(body)

@@ -1,0 +1,53 @@
+"""The aiohttp application factory: resources in cleanup contexts, routes, middlewares."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from server import keys
+from server.api import devices, health, telemetry
+from server.auth import TokenStore, auth_middleware
+from server.db import db_pool
+from server.lifecycle import ingest_ctx, mqtt_ctx
+from server.metrics import Registry, metrics_handler
+from server.problems import problem_middleware
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_BODY = 64 * 1024 * 1024  # a FeatureCollection import of 100,000 devices fits
+
+
+async def token_store(app: web.Application) -> AsyncIterator[None]:
+    app[keys.TOKENS] = TokenStore(app[keys.DB])
+    yield
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler):
+    resp = await handler(request)
+    request.app[keys.METRICS].http_requests.labels(request.method, str(resp.status)).inc()
+    return resp
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[problem_middleware, count_requests, auth_middleware(keys.TOKENS)],
+        client_max_size=MAX_BODY,
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.METRICS] = Registry()
+    app.cleanup_ctx.extend([db_pool, token_store, ingest_ctx, mqtt_ctx])
+    app.add_routes(health.routes)
+    app.add_routes(devices.routes)
+    app.add_routes(telemetry.routes)
+    app.router.add_get("/metrics", metrics_handler)
+    static = settings.static_dir or STATIC_DIR
+    if static.exists():
+        app.router.add_static("/static/", static, name="static")
+    return app

@@ -1,0 +1,114 @@
+"""In-memory directory of devices, kinds and metrics for validating readings.
+
+Validation runs for every reading, so it must not touch the database: this keeps
+id → (key, kind), external id → id, and the metric catalogue in dictionaries. Misses
+are looked up in one query per batch (a device created a moment ago, perhaps by another
+server process) with a short negative cache, and the whole directory is reloaded
+periodically so deletions and edits made elsewhere arrive.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import asyncpg
+
+NEGATIVE_TTL_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    key: int
+    id: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    id: int
+    name: str
+    is_bool: bool
+
+
+class Directory:
+    def __init__(self) -> None:
+        self.devices: dict[str, DeviceInfo] = {}
+        self.by_external: dict[str, str] = {}
+        self.by_key: dict[int, DeviceInfo] = {}
+        self.metrics: dict[str, MetricInfo] = {}
+        self.metric_names: dict[int, str] = {}
+        self.kind_metrics: dict[str, frozenset[str] | None] = {}
+        self.kind_interval: dict[str, int] = {}
+        self._missing: dict[str, float] = {}
+        self.loaded_at = 0.0
+
+    async def load(self, conn: asyncpg.Connection) -> None:
+        metrics = await conn.fetch("select id, name, value_type from metrics")
+        kinds = await conn.fetch("select kind, metrics, expected_interval_s from kinds")
+        rows = await conn.fetch("select key, id, kind, external_id from devices")
+        self.metrics = {r["name"]: MetricInfo(r["id"], r["name"], r["value_type"] == "bool")
+                        for r in metrics}
+        self.metric_names = {m.id: m.name for m in self.metrics.values()}
+        self.kind_metrics = {
+            r["kind"]: frozenset(r["metrics"]) if r["metrics"] is not None else None for r in kinds
+        }
+        self.kind_interval = {r["kind"]: r["expected_interval_s"] for r in kinds}
+        devices, ext = {}, {}
+        for r in rows:
+            devices[r["id"]] = DeviceInfo(r["key"], r["id"], r["kind"])
+            if r["external_id"]:
+                ext[r["external_id"].lower()] = r["id"]
+        self.devices, self.by_external = devices, ext
+        self.by_key = {d.key: d for d in devices.values()}
+        self._missing.clear()
+        self.loaded_at = time.monotonic()
+
+    def get(self, device_id: str) -> DeviceInfo | None:
+        return self.devices.get(device_id)
+
+    def resolve_external(self, external_id: str) -> str | None:
+        return self.by_external.get(external_id.lower())
+
+    async def fill_misses(
+        self, conn: asyncpg.Connection, ids: Iterable[str] = (), external: Iterable[str] = ()
+    ) -> None:
+        """Look up ids (or external ids) not in the directory, at most once per TTL each."""
+        now = time.monotonic()
+        want = [i for i in set(ids) if i not in self.devices and self._missing.get(i, 0) < now]
+        want_ext = [e.lower() for e in set(external)
+                    if e.lower() not in self.by_external and self._missing.get("ext:" + e.lower(), 0) < now]
+        if not want and not want_ext:
+            return
+        rows = await conn.fetch(
+            "select key, id, kind, external_id from devices "
+            "where id = any($1::text[]) or lower(external_id) = any($2::text[])",
+            want, want_ext,
+        )
+        for r in rows:
+            self.add(r["key"], r["id"], r["kind"], r["external_id"])
+        for i in want:
+            if i not in self.devices:
+                self._missing[i] = now + NEGATIVE_TTL_S
+        for e in want_ext:
+            if e not in self.by_external:
+                self._missing["ext:" + e] = now + NEGATIVE_TTL_S
+        if len(self._missing) > 100_000:
+            self._missing.clear()
+
+    def add(self, key: int, device_id: str, kind: str, external_id: str | None) -> None:
+        info = DeviceInfo(key, device_id, kind)
+        self.devices[device_id] = info
+        self.by_key[key] = info
+        if external_id:
+            self.by_external[external_id.lower()] = device_id
+        self._missing.pop(device_id, None)
+
+    def remove(self, device_id: str) -> None:
+        info = self.devices.pop(device_id, None)
+        if info:
+            self.by_key.pop(info.key, None)
+        for ext, dev in list(self.by_external.items()):
+            if dev == device_id:
+                del self.by_external[ext]

@@ -1,0 +1,454 @@
+"""The ingest pipeline: validate, queue (bounded), write in batches.
+
+Producers (the MQTT session, HTTP push, pollers) call :meth:`Ingest.submit` with what an
+adapter decoded. Validation is synchronous against the in-memory :class:`Directory`;
+rejected readings become dead-letter rows with the reason and the raw payload, and the
+good readings of the same message go on. The queue is bounded in readings: when the
+database is slow or down, ``submit`` waits, so MQTT stops acknowledging and pollers slow
+down, instead of memory growing. One writer task takes batches off the queue and commits
+telemetry (COPY), dead letters and one ``device_state`` upsert per device per batch in
+one transaction; only then are the producers' ``on_commit`` callbacks (MQTT PUBACKs) run,
+in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import asyncpg
+
+from adapters.sdk import DecodeError, Quality, Reading, StatusUpdate
+from server.directory import Directory
+from server.metrics import Registry
+from server.settings import IngestSettings
+
+logger = logging.getLogger(__name__)
+
+TELEMETRY_COLS = ("device_key", "metric_id", "ts", "value", "quality", "received_at")
+DEAD_COLS = ("received_at", "source", "device_id", "topic", "field", "reason", "payload")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class Envelope:
+    """What one producer call contributed: committed together, acknowledged together."""
+
+    rows: list[tuple] = field(default_factory=list)
+    dead: list[tuple] = field(default_factory=list)
+    status: list[tuple[int, str, datetime, bool]] = field(default_factory=list)
+    on_commit: Callable[[], None] | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.rows) + len(self.dead) + len(self.status)
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A committed batch, handed to listeners (rules, websocket hub) after the commit."""
+
+    rows: list[tuple]
+    status: list[tuple[int, str, datetime, bool]]
+    states: dict[int, dict[str, tuple[int, float | bool | None, int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    accepted: int
+    rejected: list[str]
+
+
+class Ingest:
+    def __init__(self, pool: asyncpg.Pool, directory: Directory, settings: IngestSettings,
+                 metrics: Registry) -> None:
+        self.pool = pool
+        self.directory = directory
+        self.settings = settings
+        self.metrics = metrics
+        self.capacity = settings.queue_size
+        self._queue: deque[Envelope] = deque()
+        self._pending = 0  # readings queued or being written (not yet committed)
+        self._space = asyncio.Condition()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._partitions: set[date] = set()
+        self.listeners: list[Callable[[Committed], None]] = []
+        self.last_error: str | None = None
+        self.committed_batches = 0
+        metrics.queue_capacity.set(self.capacity)
+
+    # ------------------------------------------------------------------ producers
+    async def submit(
+        self,
+        items: Sequence[Reading | StatusUpdate],
+        *,
+        source: str,
+        errors: Sequence[DecodeError] = (),
+        raw: bytes | None = None,
+        topic: str | None = None,
+        on_commit: Callable[[], None] | None = None,
+        by_external_id: bool = False,
+    ) -> SubmitResult:
+        now = datetime.now(UTC)
+        if by_external_id:
+            items = await self._map_external(items)
+        await self._fill_misses(items)
+        env = Envelope(on_commit=on_commit)
+        rejected: list[str] = []
+
+        def reject(device_id: str | None, fieldname: str | None, reason: str) -> None:
+            env.dead.append((now, source, device_id, topic, fieldname, reason, raw))
+            rejected.append(f"{device_id or '?'}.{fieldname}: {reason}" if fieldname else reason)
+            self.metrics.dead_letters.labels(source, _reason_label(reason)).inc()
+
+        for err in errors:
+            reject(err.device_id, err.field, str(err))
+        self._validate(items, now, env, reject)
+        if env.size:
+            await self._put(env)
+        elif on_commit:
+            on_commit()
+        self.metrics.readings_received.labels(source).inc(len(env.rows))
+        return SubmitResult(len(env.rows), rejected)
+
+    async def dead_letter(self, *, source: str, reason: str, raw: bytes | None = None,
+                          topic: str | None = None, device_id: str | None = None,
+                          fieldname: str | None = None,
+                          on_commit: Callable[[], None] | None = None) -> None:
+        """Store an input that could not be decoded at all."""
+        env = Envelope(on_commit=on_commit)
+        env.dead.append((datetime.now(UTC), source, device_id, topic, fieldname, reason, raw))
+        self.metrics.dead_letters.labels(source, _reason_label(reason)).inc()
+        await self._put(env)
+
+    def _validate(self, items, now: datetime, env: Envelope, reject) -> None:
+        directory = self.directory
+        future = now + timedelta(seconds=self.settings.future_tolerance_s)
+        oldest = now - timedelta(days=self.settings.retention_days)
+        for it in items:
+            dev = directory.get(it.device_id)
+            if dev is None:
+                what = "metric" if isinstance(it, Reading) else "status"
+                reject(it.device_id, getattr(it, "metric", None),
+                       f"unknown device {it.device_id!r}: register it before sending {what}s")
+                continue
+            if isinstance(it, StatusUpdate):
+                env.status.append((dev.key, "online" if it.online else "offline", it.ts,
+                                   it.retained))
+                continue
+            metric = directory.metrics.get(it.metric)
+            if metric is None:
+                reject(it.device_id, it.metric, f"unknown metric {it.metric!r}")
+                continue
+            allowed = directory.kind_metrics.get(dev.kind)
+            if allowed is not None and it.metric not in allowed:
+                reject(it.device_id, it.metric,
+                       f"metric {it.metric!r} is not one a {dev.kind} reports "
+                       f"(expected one of {', '.join(sorted(allowed))})")
+                continue
+            value, quality = it.value, int(it.quality)
+            if quality == Quality.OK:
+                if not math.isfinite(value):
+                    reject(it.device_id, it.metric, f"non-finite value {value!r}")
+                    continue
+                if metric.is_bool and value not in (0.0, 1.0):
+                    reject(it.device_id, it.metric,
+                           f"{it.metric} is a boolean metric; got {value!r}")
+                    continue
+            elif not math.isfinite(value):
+                value = 0.0  # a faulty reading keeps its quality, never a NaN in the table
+            ts = it.ts
+            if ts.tzinfo is None:
+                ts = ts.replace(tzinfo=UTC)
+            if ts > future:
+                reject(it.device_id, it.metric,
+                       f"timestamp {ts.isoformat()} is {(ts - now).total_seconds():.0f} s in the "
+                       "future (check the device clock)")
+                continue
+            if ts < oldest:
+                reject(it.device_id, it.metric,
+                       f"timestamp {ts.isoformat()} is older than the retention of "
+                       f"{self.settings.retention_days} days")
+                continue
+            env.rows.append((dev.key, metric.id, ts, value, quality, now))
+
+    async def _map_external(self, items):
+        misses = [it.device_id for it in items
+                  if self.directory.resolve_external(it.device_id) is None]
+        if misses:
+            await self._with_conn(lambda c: self.directory.fill_misses(c, external=misses))
+        out = []
+        for it in items:
+            dev_id = self.directory.resolve_external(it.device_id)
+            if dev_id is None:
+                dev_id = f"external:{it.device_id}"  # unknown: rejected with this name
+            out.append(_with_device(it, dev_id))
+        return out
+
+    async def _fill_misses(self, items) -> None:
+        misses = [it.device_id for it in items if it.device_id not in self.directory.devices]
+        if misses:
+            await self._with_conn(lambda c: self.directory.fill_misses(c, ids=misses))
+
+    async def _with_conn(self, fn) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    await fn(conn)
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                logger.warning("device lookup failed (%s); retrying", err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+
+    async def _put(self, env: Envelope) -> None:
+        size = env.size
+        async with self._space:
+            await self._space.wait_for(
+                lambda: self._pending == 0 or self._pending + size <= self.capacity
+            )
+            self._pending += size
+        self._queue.append(env)
+        self._ready.set()
+        self.metrics.queue_depth.set(self._pending)
+
+    # ------------------------------------------------------------------ writer
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._writer(), name="ingest.writer")
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Commit what is queued (within ``drain_timeout``), then stop the writer."""
+        if self._task is None:
+            return
+        if self._pending:
+            try:
+                async with asyncio.timeout(drain_timeout), self._space:
+                    await self._space.wait_for(lambda: self._pending == 0)
+            except TimeoutError:
+                logger.warning("stopping with %d readings uncommitted; their sources will "
+                               "send them again (MQTT redelivers unacknowledged messages)",
+                               self._pending)
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    def health(self) -> str:
+        if self.last_error:
+            return f"database not writable ({self.last_error}); {self._pending} readings waiting"
+        return "ok"
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def _take(self) -> list[Envelope]:
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        linger = self.settings.linger_ms / 1000
+        if linger and sum(e.size for e in self._queue) < self.settings.batch_max:
+            await asyncio.sleep(linger)
+        batch, n = [], 0
+        while self._queue and n < self.settings.batch_max:
+            env = self._queue.popleft()
+            batch.append(env)
+            n += env.size
+        return batch
+
+    async def _writer(self) -> None:
+        while True:
+            batch = await self._take()
+            delay = 0.1
+            while True:
+                try:
+                    committed = await self._write(batch)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:  # supervision boundary: retry forever, lose nothing
+                    if self.last_error is None:
+                        logger.error("ingest commit failed, holding %d readings: %s",
+                                     self._pending, err)
+                    self.last_error = f"{type(err).__name__}: {err}"[:200]
+                    self.metrics.writer_errors.inc()
+                    self.metrics.db_writable.set(0)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            if self.last_error is not None:
+                logger.info("ingest commits again")
+                self.last_error = None
+            self.metrics.db_writable.set(1)
+            for env in batch:
+                if env.on_commit:
+                    env.on_commit()
+            size = sum(e.size for e in batch)
+            async with self._space:
+                self._pending -= size
+                self._space.notify_all()
+            self.metrics.queue_depth.set(self._pending)
+            self.committed_batches += 1
+            for listener in self.listeners:
+                try:
+                    listener(committed)
+                except Exception:
+                    logger.exception("ingest listener %r failed", listener)
+
+    async def _write(self, batch: list[Envelope]) -> Committed:
+        rows = [r for e in batch for r in e.rows]
+        dead = [d for e in batch for d in e.dead]
+        status = [s for e in batch for s in e.status]
+        t0 = time.perf_counter()
+        states = latest_by_device(rows, self.directory)
+        async with self.pool.acquire() as conn:
+            await self._ensure_partitions(conn, rows)
+            async with conn.transaction():
+                inserted = await self._copy_telemetry(conn, rows) if rows else 0
+                if states:
+                    await upsert_state(conn, states)
+                if status:
+                    await apply_status(conn, status)
+                if dead:
+                    await conn.copy_records_to_table("dead_letters", records=dead,
+                                                     columns=DEAD_COLS)
+        self.metrics.commit_seconds.observe(time.perf_counter() - t0)
+        self.metrics.batch_size.observe(len(rows))
+        self.metrics.readings_stored.inc(inserted)
+        self.metrics.readings_duplicate.inc(len(rows) - inserted)
+        return Committed(rows, status, states)
+
+    async def _ensure_partitions(self, conn: asyncpg.Connection, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        lo = min(r[2] for r in rows).astimezone(UTC).date()
+        hi = max(r[2] for r in rows).astimezone(UTC).date()
+        day = lo
+        while day <= hi:
+            if day not in self._partitions:
+                await conn.execute("select ioc_ensure_telemetry_partition($1)", day)
+                self._partitions.add(day)
+            day += timedelta(days=1)
+
+    async def _copy_telemetry(self, conn: asyncpg.Connection, rows: list[tuple]) -> int:
+        """COPY straight in; on a duplicate, stage and insert with ON CONFLICT DO NOTHING.
+
+        Duplicates are rare (redeliveries after a restart), so the fast path is a plain
+        COPY inside a savepoint and only a batch holding one pays for the staging table.
+        """
+        try:
+            async with conn.transaction():
+                await conn.copy_records_to_table("telemetry", records=rows,
+                                                 columns=TELEMETRY_COLS)
+            return len(rows)
+        except asyncpg.UniqueViolationError:
+            pass
+        await conn.execute(
+            "create temp table if not exists ioc_stage "
+            "(like telemetry including defaults) on commit delete rows"
+        )
+        await conn.copy_records_to_table("ioc_stage", records=rows, columns=TELEMETRY_COLS)
+        result = await conn.execute(
+            f"insert into telemetry ({', '.join(TELEMETRY_COLS)}) "
+            f"select {', '.join(TELEMETRY_COLS)} from ioc_stage on conflict do nothing"
+        )
+        return int(result.split()[-1])
+
+
+def _with_device(item, device_id: str):
+    if isinstance(item, Reading):
+        return Reading(device_id, item.metric, item.value, item.ts, item.quality)
+    return StatusUpdate(device_id, item.online, item.ts, item.retained)
+
+
+def _reason_label(reason: str) -> str:
+    """A low-cardinality label for the dead-letter counter."""
+    for key in ("unknown device", "unknown metric", "not one a", "non-finite", "boolean",
+                "future", "retention", "JSON", "topic"):
+        if key in reason:
+            return key.replace(" ", "_").lower()
+    return "invalid"
+
+
+def latest_by_device(
+    rows: list[tuple], directory: Directory
+) -> dict[int, dict[str, tuple[int, float | bool | None, int]]]:
+    """Per device and metric, the newest (epoch ms, display value, quality) in ``rows``.
+
+    A reading of bad quality shows as null: never a number on the map.
+    """
+    names = directory.metric_names
+    bools = {m.id for m in directory.metrics.values() if m.is_bool}
+    out: dict[int, dict[str, tuple[int, float | bool | None, int]]] = {}
+    for key, mid, ts, value, quality, _ in rows:
+        ms = (ts - EPOCH) // timedelta(milliseconds=1)
+        per = out.setdefault(key, {})
+        name = names[mid]
+        cur = per.get(name)
+        if cur is None or ms >= cur[0]:
+            shown = None if quality else (value == 1.0 if mid in bools else value)
+            per[name] = (ms, shown, quality)
+    return out
+
+
+async def upsert_state(conn: asyncpg.Connection, states) -> None:
+    """One upsert for all devices of the batch; per metric, the newer timestamp wins."""
+    keys = sorted(states)  # a fixed lock order: concurrent writers cannot deadlock
+    values, times, quality, last = [], [], [], []
+    for k in keys:
+        per = states[k]
+        values.append({m: v[1] for m, v in per.items()})
+        times.append({m: v[0] for m, v in per.items()})
+        quality.append({m: v[2] for m, v in per.items()})
+        last.append(EPOCH + timedelta(milliseconds=max(v[0] for v in per.values())))
+    await conn.execute(
+        """
+        insert into device_state as s (device_key, values, times, quality, last_seen, status,
+                                       status_changed_at, updated_at)
+        select u.k, u.v, u.t, u.q, u.ls, 'online', now(), now()
+        from unnest($1::int[], $2::jsonb[], $3::jsonb[], $4::jsonb[], $5::timestamptz[])
+             as u(k, v, t, q, ls)
+        on conflict (device_key) do update set
+            values = s.values || ioc_newer(s.times, excluded.times, excluded.values),
+            quality = s.quality || ioc_newer(s.times, excluded.times, excluded.quality),
+            times = s.times || ioc_newer(s.times, excluded.times, excluded.times),
+            last_seen = greatest(s.last_seen, excluded.last_seen),
+            status = 'online',
+            status_changed_at = case when s.status = 'online' then s.status_changed_at
+                                     else now() end,
+            updated_at = now()
+        """,
+        keys, values, times, quality, last,
+    )
+
+
+async def apply_status(conn: asyncpg.Connection, status) -> None:
+    """Connectivity reported by the protocol (last will, Modbus unit silent)."""
+    latest: dict[int, tuple[str, datetime]] = {}
+    for key, st, ts, _retained in status:
+        cur = latest.get(key)
+        if cur is None or ts >= cur[1]:
+            latest[key] = (st, ts)
+    keys = sorted(latest)
+    await conn.execute(
+        """
+        insert into device_state as s (device_key, status, status_changed_at, updated_at)
+        select u.k, u.st, u.ts, now()
+        from unnest($1::int[], $2::text[], $3::timestamptz[]) as u(k, st, ts)
+        on conflict (device_key) do update set
+            status = excluded.status,
+            status_changed_at = case when s.status = excluded.status then s.status_changed_at
+                                     else excluded.status_changed_at end,
+            updated_at = now()
+        """,
+        keys, [latest[k][0] for k in keys], [latest[k][1] for k in keys],
+    )

@@ -1,0 +1,71 @@
+"""Cleanup contexts for the pipeline: directory + ingest writer, MQTT session, pollers.
+
+aiohttp runs these in order at start and in reverse at shutdown, so the MQTT session
+stops receiving before the writer drains, and the writer drains before the pool closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from adapters.registry import discover
+from server import keys
+from server.directory import Directory
+from server.ingest import Ingest
+from server.maintenance import Maintenance
+from server.mqtt import MqttLink
+from server.mqtt_ingest import MqttIngest
+
+logger = logging.getLogger(__name__)
+
+DIRECTORY = web.AppKey("directory", Directory)
+MQTT_INGEST = web.AppKey("mqtt_ingest", MqttIngest)
+
+
+async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    directory = Directory()
+    async with app[keys.DB].acquire() as conn:
+        await directory.load(conn)
+    app[DIRECTORY] = directory
+    ingest = Ingest(app[keys.DB], directory, settings.ingest, app[keys.METRICS])
+    app[keys.INGEST] = ingest
+    maintenance = Maintenance(app[keys.DB], directory, settings.ingest)
+    await ingest.start()
+    await maintenance.start()
+    try:
+        yield
+    finally:
+        await maintenance.stop()
+        await ingest.stop()
+
+
+async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    if not settings.mqtt_url:
+        logger.warning("IOC_MQTT_URL is not set: MQTT ingest and commands are off")
+        app[keys.MQTT] = None
+        yield
+        return
+    registry = discover()
+    adapters = {
+        kind: cls(settings.adapters.get(kind, {}))
+        for kind, cls in registry.push_adapters().items()
+        if settings.adapters.get(kind, {}).get("enabled", True) is not False
+    }
+    handler = MqttIngest(adapters, app[keys.INGEST], app[keys.METRICS])
+    app[MQTT_INGEST] = handler
+    gauge = app[keys.METRICS].mqtt_connected
+    link = MqttLink(settings.mqtt_url, settings.mqtt_client_id,
+                    subscriptions=handler.subscriptions, on_message=handler.handle,
+                    on_connected=lambda up: gauge.set(1 if up else 0))
+    handler.link = link
+    app[keys.MQTT] = link
+    await link.start()
+    try:
+        yield
+    finally:
+        await link.stop()

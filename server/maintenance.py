@@ -1,0 +1,137 @@
+"""Periodic upkeep: telemetry partitions ahead and retention, device staleness, rollups."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from server.directory import Directory
+from server.settings import IngestSettings
+
+logger = logging.getLogger(__name__)
+
+# A device is stale after missing 3 reporting intervals, offline after 10.
+STALE_INTERVALS = 3
+OFFLINE_INTERVALS = 10
+
+STATUS_SQL = """
+with expected as (
+    select s.device_key, s.status,
+           make_interval(secs => coalesce(d.expected_interval_s, k.expected_interval_s)) as iv,
+           s.last_seen
+    from device_state s
+    join devices d on d.key = s.device_key
+    join kinds k on k.kind = d.kind
+    where s.status in ('online', 'stale') and s.last_seen is not null
+), decided as (
+    select device_key, status,
+           case when last_seen < now() - $2::int * iv then 'offline'
+                when last_seen < now() - $1::int * iv then 'stale'
+                else status end as new_status
+    from expected
+)
+update device_state s set status = d.new_status, status_changed_at = now(), updated_at = now()
+from decided d
+where s.device_key = d.device_key and d.new_status <> d.status
+returning s.device_key, s.status
+"""
+
+ROLLUP_SQL = """
+insert into telemetry_hourly as h (device_key, metric_id, hour, n, sum, min, max, last_ts,
+                                   last_value)
+select device_key, metric_id, date_trunc('hour', ts), count(*), sum(value), min(value),
+       max(value), max(ts), (array_agg(value order by ts desc))[1]
+from telemetry
+where ts >= $1 and ts < $2 and quality = 0
+group by 1, 2, 3
+on conflict (device_key, metric_id, hour) do update set
+    n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
+    last_ts = excluded.last_ts, last_value = excluded.last_value
+"""
+
+
+class Maintenance:
+    def __init__(self, pool: asyncpg.Pool, directory: Directory, settings: IngestSettings,
+                 *, status_every_s: float = 5.0, housekeeping_every_s: float = 60.0) -> None:
+        self.pool = pool
+        self.directory = directory
+        self.settings = settings
+        self.status_every_s = status_every_s
+        self.housekeeping_every_s = housekeeping_every_s
+        self._tasks: list[asyncio.Task] = []
+        self.status_listeners: list = []
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._loop(self.status_every_s, self.update_status),
+                                name="maintenance.status"),
+            asyncio.create_task(self._loop(self.housekeeping_every_s, self.housekeeping),
+                                name="maintenance.housekeeping"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with suppress(asyncio.CancelledError):
+                await t
+        self._tasks = []
+
+    async def _loop(self, every: float, job) -> None:
+        while True:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # supervision boundary: try again next round
+                logger.warning("maintenance job %s failed: %s", job.__name__, err)
+            await asyncio.sleep(every)
+
+    async def update_status(self) -> list[tuple[int, str]]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(STATUS_SQL, STALE_INTERVALS, OFFLINE_INTERVALS)
+        changed = [(r["device_key"], r["status"]) for r in rows]
+        for listener in self.status_listeners:
+            listener(changed)
+        return changed
+
+    async def housekeeping(self) -> None:
+        now = datetime.now(UTC)
+        async with self.pool.acquire() as conn:
+            for d in range(-1, self.settings.partitions_ahead_days + 1):
+                await conn.execute("select ioc_ensure_telemetry_partition($1)",
+                                   (now + timedelta(days=d)).date())
+            cutoff = now - timedelta(days=self.settings.retention_days)
+            dropped = await conn.fetchval("select ioc_drop_telemetry_partitions($1)", cutoff)
+            if dropped:
+                logger.info("retention: dropped %d telemetry partition(s) before %s", dropped,
+                            cutoff.date())
+            await conn.execute("delete from telemetry_hourly where hour < $1", cutoff)
+            await self.rollup(conn, now)
+
+    async def rollup(self, conn: asyncpg.Connection, now: datetime) -> None:
+        """Roll up whole hours since the last run (and the two before it, where late data
+        lands), at most a day per round so a long outage catches up without a huge query.
+
+        ``ioc_meta.rollup_through`` is the hour up to which rollups are complete; history
+        queries read rollups before it and raw telemetry after it.
+        """
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        through = await conn.fetchval("select value from ioc_meta where key = 'rollup_through'")
+        if through:
+            start = datetime.fromisoformat(through) - timedelta(hours=2)
+        else:
+            first = await conn.fetchval("select min(ts) from telemetry")
+            start = (first or now).replace(minute=0, second=0, microsecond=0)
+        end = min(hour, start + timedelta(days=1))
+        if end <= start:
+            return
+        await conn.execute(ROLLUP_SQL, start, end)
+        await conn.execute(
+            """insert into ioc_meta (key, value, updated_at) values ('rollup_through', $1, now())
+               on conflict (key) do update set value = excluded.value, updated_at = now()""",
+            end.isoformat())

@@ -1,0 +1,58 @@
+"""Prometheus metrics: one registry per application (no module-level global registry)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from server import keys
+
+
+class Registry:
+    """Every metric the server exports, created against a private registry."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.readings_received = Counter(
+            "ioc_readings_received", "Readings accepted into the ingest queue", ["source"],
+            registry=r)
+        self.readings_stored = Counter(
+            "ioc_readings_stored", "Readings committed to telemetry", registry=r)
+        self.readings_duplicate = Counter(
+            "ioc_readings_duplicate", "Readings already stored (same device, metric, ts)",
+            registry=r)
+        self.dead_letters = Counter(
+            "ioc_dead_letters", "Inputs rejected to the dead-letter table", ["source", "reason"],
+            registry=r)
+        self.queue_depth = Gauge(
+            "ioc_ingest_queue_depth", "Readings waiting for the writer", registry=r)
+        self.queue_capacity = Gauge(
+            "ioc_ingest_queue_capacity", "Readings the queue holds before backpressure",
+            registry=r)
+        self.batch_size = Histogram(
+            "ioc_ingest_batch_size", "Readings per committed batch",
+            buckets=(1, 10, 100, 500, 1000, 5000, 10000, 20000, 50000), registry=r)
+        self.commit_seconds = Histogram(
+            "ioc_ingest_commit_seconds", "Time to commit one batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.writer_errors = Counter(
+            "ioc_ingest_writer_errors", "Batches that failed to commit and were retried",
+            registry=r)
+        self.db_writable = Gauge(
+            "ioc_database_writable", "1 when the last ingest commit succeeded", registry=r)
+        self.mqtt_connected = Gauge(
+            "ioc_mqtt_connected", "1 while the MQTT session is up", registry=r)
+        self.mqtt_messages = Counter(
+            "ioc_mqtt_messages", "MQTT messages received", ["adapter"], registry=r)
+        self.http_requests = Counter(
+            "ioc_http_requests", "HTTP requests served", ["method", "status"], registry=r)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    reg: Registry = request.app[keys.METRICS]
+    body = generate_latest(reg.registry)
+    resp = web.Response(body=body)
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    resp.charset = "utf-8"
+    return resp

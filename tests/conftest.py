@@ -1,0 +1,123 @@
+"""Session-wide real services: one PostgreSQL+PostGIS cluster and one mosquitto.
+
+The schema is built once by running the migrations into a template database; each test
+that needs a database gets a fresh copy of it (``CREATE DATABASE … TEMPLATE``, ~100 ms),
+so tests never see each other's rows and the cluster starts only once per session.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from server import migrate
+from server.auth import create_token_sync
+from server.embedded import EmbeddedMosquitto, EmbeddedPostgres
+from server.settings import Settings
+
+TEMPLATE = "ioc_template"
+CITY_TEMPLATE = "ioc_city_template"
+CITY_LAMPS = 600
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory):
+    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), fast_unsafe=True)
+    pg.start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_cluster: EmbeddedPostgres) -> str:
+    url = pg_cluster.create_database(TEMPLATE)
+    migrate.upgrade(url)
+    return TEMPLATE
+
+
+def _clone(pg: EmbeddedPostgres, template: str) -> tuple[str, str]:
+    name = "t_" + uuid.uuid4().hex[:12]
+    return name, pg.create_database(name, template=template)
+
+
+def _drop(pg: EmbeddedPostgres, name: str) -> None:
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def db_url(pg_cluster: EmbeddedPostgres, template_db: str):
+    """A fresh, migrated, empty database for this test."""
+    name, url = _clone(pg_cluster, template_db)
+    yield url
+    _drop(pg_cluster, name)
+
+
+@pytest.fixture(scope="session")
+def city_template(pg_cluster: EmbeddedPostgres, template_db: str) -> str:
+    from server.seed import seed_city
+
+    url = pg_cluster.create_database(CITY_TEMPLATE, template=template_db)
+    seed_city(url, streetlights=CITY_LAMPS, seed=7)
+    return CITY_TEMPLATE
+
+
+@pytest.fixture
+def city_db_url(pg_cluster: EmbeddedPostgres, city_template: str):
+    """A fresh database holding a small synthetic city (600 streetlights, seed 7)."""
+    name, url = _clone(pg_cluster, city_template)
+    yield url
+    _drop(pg_cluster, name)
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory):
+    broker = EmbeddedMosquitto(tmp_path_factory.mktemp("mqtt"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def make_settings(mosquitto: EmbeddedMosquitto):
+    def make(database_url: str, **kw) -> Settings:
+        kw.setdefault("mqtt_url", mosquitto.url)
+        kw.setdefault("mqtt_client_id", "ioc-test-" + uuid.uuid4().hex[:8])
+        return Settings(database_url=database_url, **kw)
+
+    return make
+
+
+@pytest.fixture
+def token_for():
+    """token_for(url, role) → a bearer token stored in that database."""
+
+    def make(url: str, role: str, crew: str | None = None) -> str:
+        return create_token_sync(url, role, f"test-{role}", crew)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_threads():
+    """Fail a test that leaves non-daemon threads running (an unclosed client, a server)."""
+    before = set(threading.enumerate())
+    yield
+    leftover = [t for t in threading.enumerate()
+                if t not in before and t.is_alive() and not t.daemon]
+    for t in leftover:
+        t.join(timeout=2)
+    leftover = [t for t in leftover if t.is_alive()]
+    assert not leftover, f"threads left running: {leftover}"
+
+
+def pytest_collection_modifyitems(config, items):
+    # Ordering: fast pure tests first, process-level tests last.
+    items.sort(key=lambda it: 1 if it.get_closest_marker("slow") else 0)
+
+
+ROOT = Path(__file__).resolve().parent.parent
