@@ -266,7 +266,10 @@ autosave_interval 30
 # count, bounded by bytes instead.
 max_queued_messages 0
 max_queued_bytes 1073741824
-max_inflight_messages 0
+# Unacknowledged QoS 1 messages in flight to one client. The server acknowledges only
+# after commit, so this window is what backpressure lets through while the database is
+# slow: enough for ~1 s at 10,000 msg/s, small enough to bound the server's memory.
+max_inflight_messages 10000
 max_keepalive 120
 log_dest stdout
 log_type error

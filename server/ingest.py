@@ -82,6 +82,7 @@ class Ingest:
         self.listeners: list[Callable[[Committed], None]] = []
         self.last_error: str | None = None
         self.committed_batches = 0
+        self.stop_drain_timeout = 10.0
         metrics.queue_capacity.set(self.capacity)
 
     # ------------------------------------------------------------------ producers
@@ -224,10 +225,11 @@ class Ingest:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._writer(), name="ingest.writer")
 
-    async def stop(self, drain_timeout: float = 10.0) -> None:
+    async def stop(self, drain_timeout: float | None = None) -> None:
         """Commit what is queued (within ``drain_timeout``), then stop the writer."""
         if self._task is None:
             return
+        drain_timeout = self.stop_drain_timeout if drain_timeout is None else drain_timeout
         if self._pending:
             try:
                 async with asyncio.timeout(drain_timeout), self._space:
