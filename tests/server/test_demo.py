@@ -1,0 +1,81 @@
+"""``ioc demo`` as a person runs it: a subprocess, ready, then Ctrl-C with nothing left."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import psutil
+import pytest
+
+from server.embedded import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except OSError:
+        return 0, b""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_demo_serves_the_city_and_stops_cleanly(tmp_path, sig):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    log = open(tmp_path / "demo.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "demo", "--port", str(port), "--data-dir",
+         str(tmp_path / "data"), "--devices", "300", "--no-simulator"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        token = None
+        while time.monotonic() < deadline:
+            text = (tmp_path / "demo.log").read_text(errors="replace")
+            m = re.search(r"admin token: (\S+)", text)
+            if m and _get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
+                token = m.group(1)
+                break
+            assert proc.poll() is None, text
+            time.sleep(0.3)
+        assert token, (tmp_path / "demo.log").read_text()
+        status, body = _get(f"http://127.0.0.1:{port}/api/v1/devices?bbox=105.80,21.55,105.88,"
+                            "21.63&kind=streetlight&limit=50000", token)
+        assert status == 200
+        assert b'"streetlight"' in body
+    finally:
+        descendants = []
+        try:
+            descendants = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+        # The demo starts its services in their own sessions; find them by data dir too.
+        data = str(tmp_path / "data")
+        services = [p for p in psutil.process_iter(["cmdline"])
+                    if p.info["cmdline"] and any(data in a for a in p.info["cmdline"])]
+        names = " ".join(" ".join(p.info["cmdline"]) for p in services)
+        assert "postgres" in names and "mosquitto" in names, names
+        proc.send_signal(sig)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        log.close()
+    assert code == 0, (tmp_path / "demo.log").read_text()
+    gone, alive = psutil.wait_procs(descendants + services, timeout=10)
+    assert not alive, f"left running after {sig.name}: {[p.cmdline() for p in alive]}"
+    assert "seeding the synthetic city" in (tmp_path / "demo.log").read_text()
