@@ -1,0 +1,19 @@
+# ioc-server: the Python server. PostGIS and mosquitto run as their own containers
+# (compose.yaml).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY server ./server
+COPY adapters ./adapters
+COPY geo ./geo
+COPY rules ./rules
+COPY tiles ./tiles
+COPY migrations ./migrations
+RUN pip install . && useradd --system --no-create-home ioc
+USER ioc
+EXPOSE 8080
+ENV IOC_HTTP_HOST=0.0.0.0 IOC_HTTP_PORT=8080
+# Migrations are idempotent: each start brings the schema to head, then serves.
+CMD ["sh", "-c", "ioc migrate && ioc serve"]
