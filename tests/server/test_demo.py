@@ -34,7 +34,7 @@ def test_demo_serves_the_city_and_stops_cleanly(tmp_path, sig):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
     env["PYTHONUNBUFFERED"] = "1"
-    log = open(tmp_path / "demo.log", "wb")  # noqa: SIM115
+    log = open(tmp_path / "demo.log", "wb")  # closed once the process exits
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "demo", "--port", str(port), "--data-dir",
          str(tmp_path / "data"), "--devices", "300", "--no-simulator"],
@@ -76,6 +76,6 @@ def test_demo_serves_the_city_and_stops_cleanly(tmp_path, sig):
             raise
         log.close()
     assert code == 0, (tmp_path / "demo.log").read_text()
-    gone, alive = psutil.wait_procs(descendants + services, timeout=10)
+    _gone, alive = psutil.wait_procs(descendants + services, timeout=10)
     assert not alive, f"left running after {sig.name}: {[p.cmdline() for p in alive]}"
     assert "seeding the synthetic city" in (tmp_path / "demo.log").read_text()

@@ -29,14 +29,14 @@ async def running(settings):
         await client.close()
 
 
-async def wait_for(predicate, timeout=15.0, interval=0.05):
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(predicate, within=15.0, interval=0.05):
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         value = predicate()
         if value:
             return value
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(interval)
 
 
@@ -189,7 +189,7 @@ async def test_messages_are_acknowledged_only_after_commit(city_db_url, make_set
         conn.execute("alter table telemetry_away rename to telemetry")
     assert count(city_db_url) == 0
     async with running(settings) as client:
-        await wait_for(lambda: count(city_db_url) == n, timeout=20)
+        await wait_for(lambda: count(city_db_url) == n, within=20)
     assert count(city_db_url) == n
 
 
