@@ -97,7 +97,7 @@ def parse_feature(
         props = {}
     if dev_id is None:
         dev_id = props.get("id")
-    if not isinstance(dev_id, str) or not ID_RE.match(dev_id):
+    if not isinstance(dev_id, str) or not ID_RE.fullmatch(dev_id):
         err("id", "the Feature id must be a device id: letters, digits and _ . : - "
             "(at most 128), e.g. SL-000123", None)
         dev_id = None

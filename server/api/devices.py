@@ -226,7 +226,7 @@ async def patch_device(request: web.Request) -> web.Response:
                 v = props[col]
                 if v is not None and (not isinstance(v, str) or not v):
                     raise bad_request(f"properties.{col} must be a non-empty string or null")
-                if col == "parent" and v is not None and (v == dev_id or not ID_RE.match(v)):
+                if col == "parent" and v is not None and (v == dev_id or not ID_RE.fullmatch(v)):
                     raise bad_request("properties.parent must be another device's id")
                 set_(col, "?", v)
         if "adapter_config" in props:
