@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # pymodbus logs an ERROR for every unanswered request; our poller logs a unit's
+    # unavailability once and its recovery once instead.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     return args.func(args) or 0
 
 

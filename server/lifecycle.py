@@ -16,13 +16,17 @@ from server import keys
 from server.directory import Directory
 from server.ingest import Ingest
 from server.maintenance import Maintenance
+from server.modbus_poller import ModbusPoller
 from server.mqtt import MqttLink
 from server.mqtt_ingest import MqttIngest
+from server.settings import ModbusGateway
 
 logger = logging.getLogger(__name__)
 
 DIRECTORY = web.AppKey("directory", Directory)
 MQTT_INGEST = web.AppKey("mqtt_ingest", MqttIngest)
+MODBUS = web.AppKey("modbus", ModbusPoller)
+SIMULATOR = web.AppKey("simulator", object)
 
 
 async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -41,6 +45,29 @@ async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         await maintenance.stop()
         await ingest.stop()
+
+
+async def modbus_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Poll the configured Modbus gateways into the ingest pipeline."""
+    gateways = list(app[keys.SETTINGS].modbus.gateways)
+    sim = app.get(SIMULATOR)
+    if sim is not None:
+        gateways += [ModbusGateway.model_validate(g) for g in sim.gateway_settings()]
+    if not gateways:
+        yield
+        return
+    ingest = app[keys.INGEST]
+
+    async def sink(items) -> None:
+        await ingest.submit(items, source="modbus")
+
+    poller = ModbusPoller(gateways, sink)
+    app[MODBUS] = poller
+    await poller.start()
+    try:
+        yield
+    finally:
+        await poller.stop()
 
 
 async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:

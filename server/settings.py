@@ -29,6 +29,8 @@ class ModbusUnit(_Section):
     unit: int = Field(ge=0, le=255, description="Modbus unit / device id")
     profile: str = Field(min_length=1, description="built-in profile name or a profile file")
     interval_s: float = Field(default=10.0, ge=0.1, le=86_400)
+    # Profile parameters, e.g. a DALI lamp's channel and short_address.
+    params: dict[str, int] = {}
 
 
 class ModbusGateway(_Section):
