@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     # pymodbus logs an ERROR for every unanswered request; our poller logs a unit's
     # unavailability once and its recovery once instead.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    # aiomqtt warns on every publish while more than 10 are pending, which a fleet of
+    # simulated devices always has; connection errors still show.
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
     return args.func(args) or 0
 
 

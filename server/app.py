@@ -12,7 +12,7 @@ from server import keys
 from server.api import devices, health, telemetry
 from server.auth import TokenStore, auth_middleware
 from server.db import db_pool
-from server.lifecycle import ingest_ctx, modbus_ctx, mqtt_ctx
+from server.lifecycle import ingest_ctx, modbus_ctx, mqtt_ctx, simulator_ctx
 from server.metrics import Registry, metrics_handler
 from server.problems import problem_middleware
 from server.settings import Settings
@@ -42,7 +42,9 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Registry()
-    app.cleanup_ctx.extend([db_pool, token_store, ingest_ctx, modbus_ctx, mqtt_ctx])
+    app.cleanup_ctx.extend(
+        [db_pool, token_store, ingest_ctx, simulator_ctx, modbus_ctx, mqtt_ctx]
+    )
     app.add_routes(health.routes)
     app.add_routes(devices.routes)
     app.add_routes(telemetry.routes)

@@ -47,6 +47,24 @@ async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         await ingest.stop()
 
 
+async def simulator_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The demo's simulated devices, in-process: the MQTT fleet and the Modbus servers
+    the poller (next context) is pointed at."""
+    settings = app[keys.SETTINGS]
+    if not settings.simulate:
+        yield
+        return
+    from server.simulate import Simulator
+
+    sim = Simulator(settings.database_url, settings.mqtt_url)
+    await sim.start()
+    app[SIMULATOR] = sim
+    try:
+        yield
+    finally:
+        await sim.stop()
+
+
 async def modbus_ctx(app: web.Application) -> AsyncIterator[None]:
     """Poll the configured Modbus gateways into the ingest pipeline."""
     gateways = list(app[keys.SETTINGS].modbus.gateways)

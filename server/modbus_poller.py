@@ -325,13 +325,15 @@ class ModbusPoller:
         self._units: dict[str, tuple[_GatewayWorker, ModbusUnit]] = {}
         for w in self._workers.values():
             for u in w.cfg.units:
-                if u.device in self._units:
+                # A device may have several units behind its gateway (a cabinet's energy
+                # meter and its I/O module); across gateways it would have two owners.
+                if u.device in self._units and self._units[u.device][0] is not w:
                     other = self._units[u.device][0].name
                     raise ConfigError(
                         f"device {u.device} is listed on gateways {other} "
                         f"and {w.name}; a device has one gateway"
                     )
-                self._units[u.device] = (w, u)
+                self._units.setdefault(u.device, (w, u))
         self._task: asyncio.Task[None] | None = None
 
     @property
