@@ -203,3 +203,29 @@ async def test_status_topic_marks_device_offline(city_db_url, make_settings, mos
         await wait_for(lambda: (q(city_db_url, sql, dev) or [[None]])[0][0] == "offline")
         await pub.publish(f"ioc/v1/{dev}/status", b"", qos=1, retain=True)  # clear retained
         await asyncio.sleep(0.2)
+
+
+async def test_chirpstack_uplink_finds_the_meter_by_deveui(city_db_url, make_settings, mosquitto):
+    from pathlib import Path
+
+    dev, eui = q(city_db_url, "select id, external_id from devices where kind = 'water_meter' "
+                              "and external_id is not null order by id limit 1")[0]
+    fixture = Path(__file__).parent.parent / "adapters/fixtures/chirpstack/up_water_meter.json"
+    doc = orjson.loads(fixture.read_bytes())
+    doc["deviceInfo"]["devEui"] = eui.lower()
+    doc["time"] = iso(datetime.now(UTC))
+    topic = f"application/app-1/device/{eui.lower()}/event/up"
+    async with running(make_settings(city_db_url)) as client, publisher(mosquitto.url) as pub:
+        await wait_connected(client)
+        await pub.publish(topic, orjson.dumps(doc), qos=1)
+        await pub.publish("application/app-1/device/00000000deadbeef/event/up",
+                          orjson.dumps({**doc, "deviceInfo": {"devEui": "00000000deadbeef"}}),
+                          qos=1)
+        sql = ("select count(*) from telemetry t join devices d on d.key = t.device_key "
+               "where d.id = %s")
+        await wait_for(lambda: count(city_db_url, sql, dev) > 0
+                       and count(city_db_url, "select count(*) from dead_letters") >= 2)
+    reasons = " | ".join(r[0] for r in q(city_db_url, "select reason from dead_letters"))
+    assert "00000000deadbeef" in reasons  # no meter with that DevEUI
+    assert "unknown metric 'leak'" in reasons  # a codec key the catalogue does not know
+    assert count(city_db_url, sql, dev) >= 2  # volume_m3, flow_m3h, battery_pct... stored
