@@ -1,39 +1,35 @@
 """Simulated Modbus TCP gateways, in-process, that the server's Modbus adapter polls.
 
 Real cabinets and water instruments hang on RS-485 lines behind Modbus TCP gateways, one
-gateway carrying many unit ids. We serve the same shape: one pymodbus ``ModbusTcpServer``
-per gateway, one ``SimDevice`` per unit, ``per_gateway`` devices each (cabinets, pressure
-transmitters and flowmeters on separate gateways, as utilities wire them).
+gateway carrying many unit ids. We serve the same shape: one gateway per ``per_gateway``
+devices (cabinets, pressure transmitters and flowmeters on separate gateways, as utilities
+wire them), each a :class:`adapters.modbus.simulator.SimulatedGateway` (a real pymodbus
+``ModbusTcpServer`` with ``SimDevice`` units).
 
-Registers are encoded from the very profiles the server decodes with
-(``adapters.modbus.protocol.resolve``): every point's address, type, scale and word order
-come from ``adapters/modbus/profiles/<name>.json``, so encoder and decoder agree by
-construction and a profile fix fixes both. Each gateway's task rewrites its units'
-registers every second from the :class:`~server.simulate.world.World`; a silenced unit
-answers exception 0x0B (gateway target failed to respond), as a real gateway does for a
-dead device behind it.
+Registers are encoded with the adapter's own ``encode_point`` from the very profiles the
+server decodes with (``adapters/modbus/profiles/<name>.json``), so encoder and decoder
+agree by construction and a profile fix fixes both. Each gateway's task rewrites its
+units' registers every second from the :class:`~server.simulate.world.World`; a silenced
+unit answers exception 0x0B (gateway target failed to respond), as a real gateway does
+for a dead device behind it, so the poller marks it offline without waiting on timeouts.
 
 A cabinet is two units: the Eastron SDM630 meter (unit n) and a digital-input module
 (unit 100 + n, ``cabinet_io.json``) for the breaker contact and the door switch, which an
-energy meter cannot report.
+energy meter cannot report. The poller accepts several units of one device on one gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
 
-from adapters.modbus.protocol import Point, UnitMap, resolve
+from adapters.modbus.protocol import ReadRequest, UnitMap, resolve
+from adapters.modbus.simulator import SimulatedGateway, encode_point
 from server.simulate.world import World
 
 logger = logging.getLogger(__name__)
@@ -44,23 +40,7 @@ CABINET_IO_PROFILE = str(Path(__file__).with_name("cabinet_io.json"))
 GATEWAY_PREFIX = {"lighting_cabinet": "cabinet-gw", "pressure_sensor": "pressure-gw",
                   "flow_meter": "flow-gw"}
 IO_UNIT_OFFSET = 100
-_FMT = {"float32": "f", "float64": "d", "int16": "h", "uint16": "H", "int32": "i",
-        "uint32": "I"}
-_LIMITS = {"int16": (-(1 << 15), (1 << 15) - 1), "uint16": (0, (1 << 16) - 1),
-           "int32": (-(1 << 31), (1 << 31) - 1), "uint32": (0, (1 << 32) - 1)}
-
-
-def encode_point(point: Point, value: float) -> list[int]:
-    """The registers a device holds for ``value`` (the inverse of ``decode_value``)."""
-    raw: float | int = value / point.scale
-    if point.type in _LIMITS:
-        lo, hi = _LIMITS[point.type]
-        raw = int(min(hi, max(lo, round(raw)))) if math.isfinite(raw) else hi
-    data = struct.pack(">" + _FMT[point.type], raw)
-    words = [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
-    if point.word_order == "little":
-        words.reverse()
-    return words
+GATEWAY_NO_RESPONSE = 0x0B
 
 
 @dataclass(slots=True)
@@ -72,25 +52,15 @@ class SimUnit:
     profile: str
     interval_s: float
     map: UnitMap
-    low: int = 0  # first register served
-    high: int = 0  # one past the last
 
-    def __post_init__(self) -> None:
-        self.low = min(r.address for r in self.map.requests)
-        self.high = max(r.address + r.count for r in self.map.requests)
-
-    def registers(self, vals: dict[str, np.ndarray]) -> list[int]:
-        regs = [0] * (self.high - self.low)
-        for req in self.map.requests:
-            for p in req.points:
-                at = p.address - self.low
-                v = float(vals[p.metric][self.index])
-                if p.type == "bits":
-                    regs[at] |= (1 << (p.bit or 0)) if v else 0
-                else:
-                    regs[at:at + p.count] = encode_point(p, v)
+    def registers(self, req: ReadRequest, vals: dict[str, np.ndarray]) -> list[int]:
+        """What this unit holds for one read request of its profile's plan."""
+        regs = [0] * req.count
+        for p in req.points:
+            at = p.address - req.address
+            regs[at:at + p.count] = encode_point(p, float(vals[p.metric][self.index]),
+                                                 regs[at:at + 1])
         return regs
-
 
 @dataclass(slots=True)
 class Gateway:
@@ -140,39 +110,32 @@ class ModbusFleet:
                        "interval_s": u.interval_s} for u in gw.units],
         } for gw in self.gateways]
 
-    def _action(self, unit: SimUnit):
-        async def action(fc, start, address, count, registers, set_values):
-            if set_values is None and self.world.silent(unit.kind)[unit.index]:
-                return ExcCodes.GATEWAY_NO_RESPONSE
-            return None
-
-        return action
-
-    async def _refresh(self, server: ModbusTcpServer, gw: Gateway) -> None:
+    async def _refresh(self, sim: SimulatedGateway, gw: Gateway) -> None:
         now = self.clock()
         self.world.advance(now)
         for u in gw.units:
-            fc = u.map.requests[0].function
-            await server.async_setValues(u.unit, fc, u.low,
-                                         u.registers(self.world.values(u.kind, now)))
+            if self.world.silent(u.kind)[u.index]:
+                sim.exceptions[u.unit] = GATEWAY_NO_RESPONSE
+            else:
+                sim.exceptions.pop(u.unit, None)
+            vals = self.world.values(u.kind, now)
+            for req in u.map.requests:
+                await sim.set_registers(u.unit, req.function, req.address,
+                                        u.registers(req, vals))
 
     async def serve(self, gw: Gateway, period_s: float = 1.0) -> None:
         """Listen as ``gw``, keep its registers current; shut down when cancelled."""
-        devices = [SimDevice(id=u.unit, action=self._action(u), simdata=SimData(
-            address=u.low, count=u.high - u.low, datatype=DataType.REGISTERS))
-            for u in gw.units]
-        server = ModbusTcpServer(devices, address=(self.host, gw.port))
-        try:
-            await self._refresh(server, gw)
-            await server.serve_forever(background=True)
-            gw.port = server.transport.sockets[0].getsockname()[1]
+        sim = SimulatedGateway(host=self.host, port=gw.port, missing_units="gateway_error")
+        for u in gw.units:
+            sim.add_unit(u.unit, u.profile)
+        await self._refresh(sim, gw)  # not listening yet: fills the tables
+        async with sim:
+            gw.port = sim.port
             gw.ready.set()
             logger.debug("%s serving %d units on %s:%d", gw.name, len(gw.units), self.host,
                          gw.port)
             loop = asyncio.get_running_loop()
             while True:
                 started = loop.time()
-                await self._refresh(server, gw)
+                await self._refresh(sim, gw)
                 await asyncio.sleep(max(0.0, period_s - (loop.time() - started)))
-        finally:
-            await server.shutdown()

@@ -39,7 +39,7 @@ MQTT_KINDS = ("streetlight", "water_meter", "traffic_controller", "road_segment"
 #: Kinds whose real devices hold an MQTT session with a last will; water meters would be
 #: LoRaWAN behind ChirpStack, which has no such thing, so a silent meter just goes quiet.
 LAST_WILL_KINDS = frozenset(MQTT_KINDS) - {"water_meter"}
-CHUNK = 2000  # publishes awaited together: enough to fill the in-flight window
+WINDOW = 32  # unacknowledged publishes at a time (see _publish)
 
 
 def rfc3339(t: float) -> str:
@@ -101,6 +101,7 @@ class MqttFleet:
                 async with aiomqtt.Client(**self._params, identifier=self.client_id,
                                           keepalive=30, timeout=10,
                                           max_inflight_messages=1000) as client:
+                    client.pending_calls_threshold = WINDOW + 10  # no warning per publish
                     attempt = 0
                     self.connected.set()
                     logger.info("simulated fleet connected to MQTT as %s (%d devices)",
@@ -135,14 +136,44 @@ class MqttFleet:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _publish(self, client: aiomqtt.Client, msgs: list[tuple[str, bytes, bool]]):
-        for s in range(0, len(msgs), CHUNK):
-            results = await asyncio.gather(
-                *(client.publish(t, p, qos=1, retain=r) for t, p, r in msgs[s:s + CHUNK]),
-                return_exceptions=True)
-            for r in results:
-                if isinstance(r, BaseException):
-                    raise r
-            self.sent += len(results)
+        """Publish with a sliding window of ``WINDOW`` unacknowledged messages.
+
+        A QoS 1 publish waits for its PUBACK, so one at a time would cap the fleet at one
+        message per round trip; an unbounded burst makes aiomqtt 2.5 and paho scan every
+        pending message on each publish and acknowledgement (quadratic). A window keeps
+        the pipe full at a bounded cost per message: on loopback 32 sustains ~10,000 msg/s
+        and peaks near 15,000; 1,000 peaked at 6,000, 2,000-message bursts at 4,500."""
+        window = asyncio.Semaphore(WINDOW)
+        pending: set[asyncio.Task] = set()
+        failed: list[BaseException] = []
+
+        def finished(task: asyncio.Task) -> None:
+            pending.discard(task)
+            window.release()
+            if task.cancelled():
+                return
+            if task.exception() is not None:
+                failed.append(task.exception())
+            else:
+                self.sent += 1
+
+        try:
+            for topic, payload, retain in msgs:
+                await window.acquire()
+                if failed:
+                    raise failed[0]
+                task = asyncio.create_task(client.publish(topic, payload, qos=1, retain=retain))
+                pending.add(task)
+                task.add_done_callback(finished)
+            if pending:
+                await asyncio.wait(set(pending))
+            if failed:
+                raise failed[0]
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
 
     async def _announce(self, client: aiomqtt.Client) -> None:
         """Retained ``online`` for every device (``offline`` for the silenced ones)."""

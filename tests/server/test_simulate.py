@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 
 import aiomqtt
+import numpy as np
 import orjson
 import psycopg
 import pytest
@@ -217,6 +218,7 @@ async def test_modbus_gateways_answer_real_clients(city):
         assert 0.005 < readings_value(rr.registers) < 0.2  # m³/s
 
         sim.inject("silent", ids["PS-MID"])
+        await asyncio.sleep(1.2)
         mid = next(u for u in ps["units"] if u["device"] == ids["PS-MID"])
         rr = await modbus_read(ps["port"], mid["unit"], 3, 2, 6)
         assert rr.isError() and rr.exception_code == 0x0B
@@ -282,3 +284,19 @@ def test_print_config_is_the_contracts_toml(city, monkeypatch, capsys):
     assert {u.device for g in gws for u in g.units} == {
         v for k, v in ids.items() if k.startswith(("LC", "PS", "FM"))}
     assert tomllib.loads(to_toml([])) == {}
+
+
+async def test_the_seeded_city_comes_alive(city_db_url):
+    sim = Simulator(city_db_url, None, mqtt=False, modbus_port=35020)
+    fleet = await sim.load()
+    assert {"streetlight", "lighting_cabinet", "water_meter", "pressure_sensor",
+            "flow_meter"} <= set(fleet.groups)
+    assert (fleet.lamp_cabinet >= 0).all(), "every seeded lamp hangs off a cabinet"
+    gws = ModbusSettings.model_validate({"gateways": sim.gateway_settings()}).gateways
+    assert sum(len(g.units) for g in gws) == 2 * len(fleet.groups["lighting_cabinet"]) + len(
+        fleet.groups["pressure_sensor"]) + len(fleet.groups.get("flow_meter", []))
+    for kind in fleet.groups:
+        for metric, arr in sim.world.values(kind, NIGHT).items():
+            assert len(arr) == len(fleet.groups[kind]) and not np.isnan(arr).any(), metric
+    cabinets = sim.world.values("lighting_cabinet", NIGHT)
+    assert (cabinets["power_w"] > 100).all()  # every cabinet feeds lit lamps at 22:00
