@@ -115,6 +115,8 @@ class Simulator:
             await self.load()
         try:
             if self.modbus is not None:
+                for gw in self.modbus.gateways:
+                    gw.ready.clear()  # a restart must wait for the new listeners
                 serving = [self._spawn(self.modbus.serve(gw), f"sim.modbus[{gw.name}]")
                            for gw in self.modbus.gateways]
                 deadline = asyncio.get_running_loop().time() + ready_timeout_s

@@ -23,6 +23,11 @@ should see:
                       LoRaWAN, just go quiet. Modbus: the gateway answers exception 0x0B).
 ``controller_flash``  a traffic controller falls into flash (``mode`` 3).
 ``day_burner``        a lamp stays on at 100 % in daylight (a stuck contactor or relay).
+
+Counters (``energy_kwh``, ``burning_hours``, ``energy_import_kwh``, ``volume_m3`` of
+meters) keep following the patterns through a fault, except the water a burst loses
+through flow meters: the patterns' counters are closed-form in time, and keeping them so
+(monotonic across restarts) is worth a few kWh a dark lamp did not really use.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ class MqttFleet:
             try:
                 async with aiomqtt.Client(**self._params, identifier=self.client_id,
                                           keepalive=30, timeout=10,
-                                          max_inflight_messages=1000) as client:
+                                          max_inflight_messages=4 * WINDOW) as client:
                     client.pending_calls_threshold = WINDOW + 10  # no warning per publish
                     attempt = 0
                     self.connected.set()
@@ -111,7 +111,7 @@ class MqttFleet:
             except aiomqtt.MqttError as err:
                 delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(attempt, 8)))
                 if self.connected.is_set() or attempt == 0:
-                    logger.warning("simulated fleet lost MQTT (%s); reconnecting", err)
+                    logger.warning("simulated fleet: MQTT unavailable (%s); retrying", err)
                 self.connected.clear()
                 attempt += 1
                 await asyncio.sleep(delay)
@@ -231,8 +231,9 @@ class MqttFleet:
         groups = self.world.fleet.groups
         rich = [k for k in self.kinds if len(self.world.values(k, self.clock())) >= 5]
         pool = [(k, i) for k in (rich or self.kinds) for i in range(len(groups[k]))]
-        if not pool:
-            return
+        if not pool:  # nothing to publish: idle rather than end the session
+            logger.warning("rate mode: no MQTT devices to publish for")
+            await asyncio.Event().wait()
         loop = asyncio.get_running_loop()
         start, done, cursor, warned = loop.time(), 0, 0, False
         while True:

@@ -300,3 +300,14 @@ async def test_the_seeded_city_comes_alive(city_db_url):
             assert len(arr) == len(fleet.groups[kind]) and not np.isnan(arr).any(), metric
     cabinets = sim.world.values("lighting_cabinet", NIGHT)
     assert (cabinets["power_w"] > 100).all()  # every cabinet feeds lit lamps at 22:00
+
+
+def test_ioc_simulate_runs_for_a_duration_and_stops(city, mosquitto, monkeypatch, capsys):
+    from server.__main__ import main
+
+    db, _ = city
+    monkeypatch.setenv("IOC_DATABASE_URL", db)
+    monkeypatch.setenv("IOC_MQTT_URL", mosquitto.url)
+    monkeypatch.delenv("IOC_CONFIG", raising=False)
+    assert main(["simulate", "--duration", "1", "--no-modbus", "--seed", "5"]) == 0
+    assert f"simulating {len(city_rows())} devices" in capsys.readouterr().out
