@@ -150,7 +150,20 @@ class _EmptyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PollingAdapter(ABC):
+class _Configured:
+    """Both adapter shapes validate their configuration the same way, at construction,
+    so a bad config stops start-up with pydantic's error naming the field."""
+
+    config_model: ClassVar[type[BaseModel]] = _EmptyConfig
+
+    def __init__(self, config: Mapping[str, Any] | BaseModel | None = None) -> None:
+        if isinstance(config, BaseModel):
+            self.config = config
+        else:
+            self.config = self.config_model.model_validate(dict(config or {}))
+
+
+class PollingAdapter(_Configured, ABC):
     """An adapter the server polls. Subclasses set the class attributes and three methods.
 
     The supervisor calls :meth:`connect` once (and again after a :class:`TransientError`,
@@ -163,12 +176,6 @@ class PollingAdapter(ABC):
     config_model: ClassVar[type[BaseModel]] = _EmptyConfig
     poll_interval: ClassVar[timedelta] = timedelta(seconds=10)
 
-    def __init__(self, config: Mapping[str, Any] | BaseModel | None = None) -> None:
-        # Validation at construction: a bad config stops start-up naming the field.
-        if isinstance(config, BaseModel):
-            self.config = config
-        else:
-            self.config = self.config_model.model_validate(dict(config or {}))
 
     @abstractmethod
     async def connect(self) -> None: ...
@@ -184,7 +191,7 @@ class PollingAdapter(ABC):
         raise ConfigError(f"{self.kind} adapter does not accept commands")
 
 
-class PushAdapter(ABC):
+class PushAdapter(_Configured, ABC):
     """An adapter fed by the server's MQTT connection.
 
     ``decode`` is synchronous and pure: bytes in, readings out. Raise :class:`DecodeError`
@@ -200,11 +207,6 @@ class PushAdapter(ABC):
     # Sparkplug edge/device) and the server maps it to the registry's device id.
     addressed_by: ClassVar[Literal["device_id", "external_id"]] = "device_id"
 
-    def __init__(self, config: Mapping[str, Any] | BaseModel | None = None) -> None:
-        if isinstance(config, BaseModel):
-            self.config = config
-        else:
-            self.config = self.config_model.model_validate(dict(config or {}))
 
     @abstractmethod
     def decode(self, topic: str, payload: bytes) -> Sequence[Reading | StatusUpdate]: ...

@@ -19,36 +19,16 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from adapters.modbus import GatewayConfig, UnitConfig
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ModbusUnit(_Section):
-    device: str = Field(min_length=1, description="device id in the registry")
-    unit: int = Field(ge=0, le=255, description="Modbus unit / device id")
-    profile: str = Field(min_length=1, description="built-in profile name or a profile file")
-    interval_s: float = Field(default=10.0, ge=0.1, le=86_400)
-    # Profile parameters, e.g. a DALI lamp's channel and short_address.
-    params: dict[str, int] = {}
-
-
-class ModbusGateway(_Section):
-    name: str = Field(min_length=1)
-    host: str
-    port: int = Field(default=502, ge=1, le=65_535)
-    framer: Literal["socket", "rtu"] = "socket"
-    timeout_s: float = Field(default=1.0, gt=0, le=60)
-    units: list[ModbusUnit] = []
-
-    @model_validator(mode="after")
-    def _unique_units(self) -> ModbusGateway:
-        seen: set[int] = set()
-        for u in self.units:
-            if u.unit in seen:
-                raise ValueError(f"gateway {self.name!r}: unit {u.unit} is listed twice")
-            seen.add(u.unit)
-        return self
+# The adapter owns the shape of a gateway's configuration; the server only collects them.
+ModbusUnit = UnitConfig
+ModbusGateway = GatewayConfig
 
 
 class ModbusSettings(_Section):
