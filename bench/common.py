@@ -40,7 +40,8 @@ from server.embedded import EmbeddedMosquitto, EmbeddedPostgres, free_port
 from server.seed import seed_city
 
 REPO = Path(__file__).resolve().parent.parent
-console = Console(highlight=False)
+# Wide enough for the tables when the output goes to a file or a pipe (rich would use 80).
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
 
 
 def log(msg: str) -> None:
@@ -232,12 +233,14 @@ class Stack:
     Use as a context manager; ``keep=True`` leaves the temp dir (logs) in place.
     """
 
-    def __init__(self, *, keep: bool = False, data_dir: Path | None = None) -> None:
+    def __init__(self, *, keep: bool = False, data_dir: Path | None = None,
+                 mosquitto_conf: str = "") -> None:
         self.keep = keep
         self._own_dir = data_dir is None
         self.dir = Path(data_dir or tempfile.mkdtemp(prefix="ioc-bench-"))
         self.pg = EmbeddedPostgres(self.dir / "pg", fast_unsafe=False)
-        self.mqtt = EmbeddedMosquitto(self.dir / "mqtt")
+        # extra_conf lines come after the shipped ones (mosquitto keeps the last value)
+        self.mqtt = EmbeddedMosquitto(self.dir / "mqtt", extra_conf=mosquitto_conf)
         self.servers: list[ServerProcess] = []
 
     def __enter__(self) -> Stack:
