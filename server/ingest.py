@@ -75,6 +75,7 @@ class Ingest:
         self.capacity = settings.queue_size
         self._queue: deque[Envelope] = deque()
         self._pending = 0  # readings queued or being written (not yet committed)
+        self._queued = 0  # readings in the queue, not yet taken by the writer
         self._space = asyncio.Condition()
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -218,6 +219,7 @@ class Ingest:
             )
             self._pending += size
         self._queue.append(env)
+        self._queued += size
         self._ready.set()
         self.metrics.queue_depth.set(self._pending)
 
@@ -259,13 +261,14 @@ class Ingest:
             self._ready.clear()
             await self._ready.wait()
         linger = self.settings.linger_ms / 1000
-        if linger and sum(e.size for e in self._queue) < self.settings.batch_max:
+        if linger and self._queued < self.settings.batch_max:
             await asyncio.sleep(linger)
         batch, n = [], 0
         while self._queue and n < self.settings.batch_max:
             env = self._queue.popleft()
             batch.append(env)
             n += env.size
+        self._queued -= n
         return batch
 
     async def _writer(self) -> None:
