@@ -422,6 +422,7 @@ async def upsert_state(conn: asyncpg.Connection, states) -> None:
         select u.k, u.v, u.t, u.q, u.ls, 'online', now(), now()
         from unnest($1::int[], $2::jsonb[], $3::jsonb[], $4::jsonb[], $5::timestamptz[])
              as u(k, v, t, q, ls)
+        join devices d on d.key = u.k  -- deleted since validation: skip, do not fail the batch
         on conflict (device_key) do update set
             values = s.values || ioc_newer(s.times, excluded.times, excluded.values),
             quality = s.quality || ioc_newer(s.times, excluded.times, excluded.quality),
@@ -449,6 +450,7 @@ async def apply_status(conn: asyncpg.Connection, status) -> None:
         insert into device_state as s (device_key, status, status_changed_at, updated_at)
         select u.k, u.st, u.ts, now()
         from unnest($1::int[], $2::text[], $3::timestamptz[]) as u(k, st, ts)
+        join devices d on d.key = u.k  -- deleted since validation: skip, do not fail the batch
         on conflict (device_key) do update set
             status = excluded.status,
             status_changed_at = case when s.status = excluded.status then s.status_changed_at

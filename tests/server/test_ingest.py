@@ -229,3 +229,25 @@ async def test_chirpstack_uplink_finds_the_meter_by_deveui(city_db_url, make_set
     assert "00000000deadbeef" in reasons  # no meter with that DevEUI
     assert "unknown metric 'leak'" in reasons  # a codec key the catalogue does not know
     assert count(city_db_url, sql, dev) >= 2  # volume_m3, flow_m3h, battery_pct... stored
+
+
+async def test_a_device_deleted_elsewhere_does_not_stall_ingest(city_db_url, make_settings,
+                                                                mosquitto, lamp_ids):
+    """Another process deletes a device this server still knows; its readings must not
+    block the batch they share with everyone else's."""
+    gone, kept = lamp_ids[0], lamp_ids[1]
+    now = iso(datetime.now(UTC))
+    async with running(make_settings(city_db_url)) as client, publisher(mosquitto.url) as pub:
+        await wait_connected(client)
+        with psycopg.connect(city_db_url) as conn:
+            conn.execute("delete from devices where id = %s", (gone,))
+        for dev in (gone, kept):
+            await pub.publish(f"ioc/v1/{dev}/telemetry",
+                              orjson.dumps({"ts": now, "values": {"power_w": 5.0}}), qos=1)
+            await pub.publish(f"ioc/v1/{dev}/status", b"online", qos=1)
+        sql = ("select count(*) from telemetry t join devices d on d.key = t.device_key "
+               "where d.id = %s")
+        await wait_for(lambda: count(city_db_url, sql, kept) == 1, within=10)
+        assert client.app[INGEST].last_error is None
+    assert count(city_db_url, "select count(*) from device_state s join devices d "
+                              "on d.key = s.device_key where d.id = %s", kept) == 1
