@@ -3,8 +3,9 @@
 Validation runs for every reading, so it must not touch the database: this keeps
 id → (key, kind), external id → id, and the metric catalogue in dictionaries. Misses
 are looked up in one query per batch (a device created a moment ago, perhaps by another
-server process) with a short negative cache, and the whole directory is reloaded
-periodically so deletions and edits made elsewhere arrive.
+server process) with a short negative cache. The devices API updates it directly; changes
+made by other processes arrive through :meth:`Directory.refresh_if_changed`, which the
+housekeeping job calls and which reloads only when the devices table has changed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 import asyncpg
 
 NEGATIVE_TTL_S = 10.0
+# Changes to the devices table by anyone: a row added or deleted, or one edited.
+SIGNATURE_SQL = "select count(*), coalesce(max(key), 0), max(updated_at) from devices"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,7 @@ class DeviceInfo:
     key: int
     id: str
     kind: str
+    external_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +44,20 @@ class Directory:
         self.metrics: dict[str, MetricInfo] = {}
         self.metric_names: dict[int, str] = {}
         self.kind_metrics: dict[str, frozenset[str] | None] = {}
-        self.kind_interval: dict[str, int] = {}
         self._missing: dict[str, float] = {}
-        self.loaded_at = 0.0
+        self._signature: tuple | None = None
+
+    async def refresh_if_changed(self, conn: asyncpg.Connection) -> bool:
+        """Reload when devices were added, deleted or edited (by any process)."""
+        if tuple(await conn.fetchrow(SIGNATURE_SQL)) == self._signature:
+            return False
+        await self.load(conn)
+        return True
 
     async def load(self, conn: asyncpg.Connection) -> None:
+        signature = tuple(await conn.fetchrow(SIGNATURE_SQL))
         metrics = await conn.fetch("select id, name, value_type from metrics")
-        kinds = await conn.fetch("select kind, metrics, expected_interval_s from kinds")
+        kinds = await conn.fetch("select kind, metrics from kinds")
         rows = await conn.fetch("select key, id, kind, external_id from devices")
         self.metrics = {r["name"]: MetricInfo(r["id"], r["name"], r["value_type"] == "bool")
                         for r in metrics}
@@ -54,16 +65,15 @@ class Directory:
         self.kind_metrics = {
             r["kind"]: frozenset(r["metrics"]) if r["metrics"] is not None else None for r in kinds
         }
-        self.kind_interval = {r["kind"]: r["expected_interval_s"] for r in kinds}
         devices, ext = {}, {}
         for r in rows:
-            devices[r["id"]] = DeviceInfo(r["key"], r["id"], r["kind"])
+            devices[r["id"]] = DeviceInfo(r["key"], r["id"], r["kind"], r["external_id"])
             if r["external_id"]:
                 ext[r["external_id"].lower()] = r["id"]
         self.devices, self.by_external = devices, ext
         self.by_key = {d.key: d for d in devices.values()}
         self._missing.clear()
-        self.loaded_at = time.monotonic()
+        self._signature = signature
 
     def get(self, device_id: str) -> DeviceInfo | None:
         return self.devices.get(device_id)
@@ -98,7 +108,8 @@ class Directory:
             self._missing.clear()
 
     def add(self, key: int, device_id: str, kind: str, external_id: str | None) -> None:
-        info = DeviceInfo(key, device_id, kind)
+        self.remove(device_id)  # its kind or external id may have changed
+        info = DeviceInfo(key, device_id, kind, external_id)
         self.devices[device_id] = info
         self.by_key[key] = info
         if external_id:
@@ -109,6 +120,15 @@ class Directory:
         info = self.devices.pop(device_id, None)
         if info:
             self.by_key.pop(info.key, None)
-        for ext, dev in list(self.by_external.items()):
-            if dev == device_id:
-                del self.by_external[ext]
+            if info.external_id:
+                self.by_external.pop(info.external_id.lower(), None)
+
+    async def sync(self, conn: asyncpg.Connection, ids: Iterable[str]) -> None:
+        """Bring these devices up to date after this process changed them."""
+        ids = list(ids)
+        rows = await conn.fetch(
+            "select key, id, kind, external_id from devices where id = any($1::text[])", ids)
+        for device_id in ids:
+            self.remove(device_id)
+        for r in rows:
+            self.add(r["key"], r["id"], r["kind"], r["external_id"])

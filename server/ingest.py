@@ -82,7 +82,6 @@ class Ingest:
         self._partitions: set[date] = set()
         self.listeners: list[Callable[[Committed], None]] = []
         self.last_error: str | None = None
-        self.committed_batches = 0
         self.stop_drain_timeout = 10.0
         metrics.queue_capacity.set(self.capacity)
 
@@ -302,7 +301,6 @@ class Ingest:
                 self._pending -= size
                 self._space.notify_all()
             self.metrics.queue_depth.set(self._pending)
-            self.committed_batches += 1
             for listener in self.listeners:
                 try:
                     listener(committed)

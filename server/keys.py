@@ -1,22 +1,22 @@
-"""Every ``web.AppKey`` of the application, in one place (typed app state, no globals)."""
+"""Every ``web.AppKey`` of the application, in one place (typed app state, no globals).
+
+Types are named as strings so this module imports nothing heavier than the settings.
+"""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from aiohttp import web
 
 from server.settings import Settings
 
-if TYPE_CHECKING:
-    pass
-
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", asyncpg.Pool)
-TOKENS = web.AppKey("tokens", "TokenStore")
-MQTT = web.AppKey("mqtt", "MqttLink | None")
-INGEST = web.AppKey("ingest", "Ingest")
 METRICS = web.AppKey("metrics", "Registry")
-BACKGROUND = web.AppKey("background", "dict[str, Any]")
-__all__ = ["BACKGROUND", "DB", "INGEST", "METRICS", "MQTT", "SETTINGS", "TOKENS", "Any"]
+TOKENS = web.AppKey("tokens", "TokenStore")
+DIRECTORY = web.AppKey("directory", "Directory")
+INGEST = web.AppKey("ingest", "Ingest")
+MQTT = web.AppKey("mqtt", "MqttLink | None")
+MQTT_INGEST = web.AppKey("mqtt_ingest", "MqttIngest")
+MODBUS = web.AppKey("modbus", "ModbusPoller")
+SIMULATOR = web.AppKey("simulator", "Simulator")

@@ -23,18 +23,12 @@ from server.settings import ModbusGateway
 
 logger = logging.getLogger(__name__)
 
-DIRECTORY = web.AppKey("directory", Directory)
-MQTT_INGEST = web.AppKey("mqtt_ingest", MqttIngest)
-MODBUS = web.AppKey("modbus", ModbusPoller)
-SIMULATOR = web.AppKey("simulator", object)
-
-
 async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     directory = Directory()
     async with app[keys.DB].acquire() as conn:
         await directory.load(conn)
-    app[DIRECTORY] = directory
+    app[keys.DIRECTORY] = directory
     ingest = Ingest(app[keys.DB], directory, settings.ingest, app[keys.METRICS])
     app[keys.INGEST] = ingest
     maintenance = Maintenance(app[keys.DB], directory, settings.ingest)
@@ -58,7 +52,7 @@ async def simulator_ctx(app: web.Application) -> AsyncIterator[None]:
 
     sim = Simulator(settings.database_url, settings.mqtt_url)
     await sim.start()
-    app[SIMULATOR] = sim
+    app[keys.SIMULATOR] = sim
     try:
         yield
     finally:
@@ -68,7 +62,7 @@ async def simulator_ctx(app: web.Application) -> AsyncIterator[None]:
 async def modbus_ctx(app: web.Application) -> AsyncIterator[None]:
     """Poll the configured Modbus gateways into the ingest pipeline."""
     gateways = list(app[keys.SETTINGS].modbus.gateways)
-    sim = app.get(SIMULATOR)
+    sim = app.get(keys.SIMULATOR)
     if sim is not None:
         gateways += [ModbusGateway.model_validate(g) for g in sim.gateway_settings()]
     if not gateways:
@@ -80,7 +74,7 @@ async def modbus_ctx(app: web.Application) -> AsyncIterator[None]:
         await ingest.submit(items, source="modbus")
 
     poller = ModbusPoller(gateways, sink)
-    app[MODBUS] = poller
+    app[keys.MODBUS] = poller
     await poller.start()
     try:
         yield
@@ -96,13 +90,14 @@ async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     registry = discover()
-    adapters = {
-        kind: cls(settings.adapters.get(kind, {}))
-        for kind, cls in registry.push_adapters().items()
-        if settings.adapters.get(kind, {}).get("enabled", True) is not False
-    }
+    adapters = {}
+    for kind, cls in registry.push_adapters().items():
+        # ``enabled`` is ours, the rest is the adapter's own (strict) configuration.
+        config = dict(settings.adapters.get(kind, {}))
+        if config.pop("enabled", True) is not False:
+            adapters[kind] = cls(config)
     handler = MqttIngest(adapters, app[keys.INGEST], app[keys.METRICS])
-    app[MQTT_INGEST] = handler
+    app[keys.MQTT_INGEST] = handler
     gauge = app[keys.METRICS].mqtt_connected
     link = MqttLink(settings.mqtt_url, settings.mqtt_client_id,
                     subscriptions=handler.subscriptions, on_message=handler.handle,

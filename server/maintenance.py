@@ -63,7 +63,6 @@ class Maintenance:
         self.status_every_s = status_every_s
         self.housekeeping_every_s = housekeeping_every_s
         self._tasks: list[asyncio.Task] = []
-        self.status_listeners: list = []
 
     async def start(self) -> None:
         self._tasks = [
@@ -94,10 +93,7 @@ class Maintenance:
     async def update_status(self) -> list[tuple[int, str]]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(STATUS_SQL, STALE_INTERVALS, OFFLINE_INTERVALS)
-        changed = [(r["device_key"], r["status"]) for r in rows]
-        for listener in self.status_listeners:
-            listener(changed)
-        return changed
+        return [(r["device_key"], r["status"]) for r in rows]
 
     async def housekeeping(self) -> None:
         now = datetime.now(UTC)
@@ -111,6 +107,7 @@ class Maintenance:
                 logger.info("retention: dropped %d telemetry partition(s) before %s", dropped,
                             cutoff.date())
             await conn.execute("delete from telemetry_hourly where hour < $1", cutoff)
+            await self.directory.refresh_if_changed(conn)
             await self.rollup(conn, now)
 
     async def rollup(self, conn: asyncpg.Connection, now: datetime) -> None:

@@ -150,6 +150,7 @@ async def create_devices(request: web.Request) -> web.Response:
             await audit(conn, who.actor, "device.create", target=f"{len(items)} device(s)",
                         device=items[0].id if len(items) == 1 else None,
                         details={"ids": ids[:100]})
+        await request.app[keys.DIRECTORY].sync(conn, ids)
         if single:
             feat = await fetch_one(conn, items[0].id)
             return json_response(feat, status=201, content_type=GEOJSON,
@@ -261,6 +262,7 @@ async def patch_device(request: web.Request) -> web.Response:
             except asyncpg.UniqueViolationError:
                 ext = props.get("external_id")
                 raise Problem(409, f"external_id {ext!r} already belongs to another device") from None
+        await request.app[keys.DIRECTORY].sync(conn, [dev_id])
         feat = await fetch_one(conn, dev_id)
     return json_response(feat, content_type=GEOJSON)
 
@@ -274,4 +276,5 @@ async def delete_device(request: web.Request) -> web.Response:
         if gone is None:
             raise Problem(404, f"no device with id {dev_id!r}")
         await audit(conn, who.actor, "device.delete", device=dev_id)
+    request.app[keys.DIRECTORY].remove(dev_id)
     return web.Response(status=204)

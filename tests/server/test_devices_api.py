@@ -190,3 +190,37 @@ async def test_audit_log_records_device_changes(api):
         row = conn.execute("select actor, action from audit_log where action = 'device.create'"
                            ).fetchone()
     assert row is not None and "integrator" in row[0]
+
+
+async def test_registry_changes_reach_ingest_validation(api):
+    """Created, re-kinded and deleted devices are known to ingest at once."""
+    from server import keys
+
+    directory = api.app[keys.DIRECTORY]
+    h = auth(api, "integrator")
+    ext = {**LAMP, "properties": {**LAMP["properties"], "external_id": "AB-01"}}
+    assert (await api.post("/api/v1/devices", json=ext, headers=h)).status == 201
+    assert directory.get("SL-TEST-1").kind == "streetlight"
+    assert directory.resolve_external("ab-01") == "SL-TEST-1"
+    patch = {"properties": {"kind": "camera", "external_id": "AB-02"}}
+    assert (await api.patch("/api/v1/devices/SL-TEST-1", json=patch, headers=h)).status == 200
+    assert directory.get("SL-TEST-1").kind == "camera"
+    assert directory.resolve_external("AB-01") is None
+    assert directory.resolve_external("AB-02") == "SL-TEST-1"
+    assert (await api.delete("/api/v1/devices/SL-TEST-1", headers=h)).status == 204
+    assert directory.get("SL-TEST-1") is None and directory.resolve_external("AB-02") is None
+
+
+async def test_directory_reloads_when_another_process_changed_devices(api):
+    import psycopg
+
+    from server import keys
+
+    directory = api.app[keys.DIRECTORY]
+    async with api.app[keys.DB].acquire() as conn:
+        assert await directory.refresh_if_changed(conn) is False
+        victim = next(iter(directory.devices))
+        with psycopg.connect(api.url) as other:
+            other.execute("delete from devices where id = %s", (victim,))
+        assert await directory.refresh_if_changed(conn) is True
+    assert directory.get(victim) is None

@@ -9,7 +9,6 @@ import pytest
 
 from server import keys
 from server.app import create_app
-from server.lifecycle import DIRECTORY
 from server.maintenance import Maintenance
 
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
@@ -65,7 +64,7 @@ async def test_hourly_rollups_match_raw(aiohttp_client, city_db_url, make_settin
     q = {"metric": "power_w", "from": "2026-11-20T00:00:00Z", "to": "2026-11-22T00:00:00Z"}
     _, raw_hourly = await _get(client, token, filled, bucket="1h", agg="avg", **q)
     _, raw_daily = await _get(client, token, filled, bucket="1d", agg="max", **q)
-    maint = Maintenance(app[keys.DB], app[DIRECTORY], app[keys.SETTINGS].ingest)
+    maint = Maintenance(app[keys.DB], app[keys.DIRECTORY], app[keys.SETTINGS].ingest)
     async with app[keys.DB].acquire() as conn:
         for _ in range(3):  # catches up a day per round
             await maint.rollup(conn, datetime(2026, 11, 22, 0, 30, tzinfo=UTC))
