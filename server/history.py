@@ -45,12 +45,13 @@ group by 1
 def parse_time(raw: str | None, name: str) -> datetime | None:
     if raw is None or raw == "":
         return None
+    text = raw.replace("Z", "+00:00")
+    if "T" in text and text.count(" ") == 1:
+        text = text.replace(" ", "+")  # an unescaped '+' offset arrives as a space in a query
     try:
-        if re.fullmatch(r"-?\d+(\.\d+)?", raw):
-            return datetime.fromtimestamp(float(raw) / 1000, UTC)
-        ts = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+", 1)
-                                    if raw.count(" ") == 1 and "T" in raw else
-                                    raw.replace("Z", "+00:00"))
+        if re.fullmatch(r"-?\d+(\.\d+)?", text):
+            return datetime.fromtimestamp(float(text) / 1000, UTC)
+        ts = datetime.fromisoformat(text)
     except (ValueError, OverflowError, OSError):
         raise bad_request(f"{name} must be an RFC 3339 time (2026-11-22T10:00:00Z) or epoch "
                           f"milliseconds, got {raw!r}") from None

@@ -124,10 +124,8 @@ class Ingest:
                           fieldname: str | None = None,
                           on_commit: Callable[[], None] | None = None) -> None:
         """Store an input that could not be decoded at all."""
-        env = Envelope(on_commit=on_commit)
-        env.dead.append((datetime.now(UTC), source, device_id, topic, fieldname, reason, raw))
-        self.metrics.dead_letters.labels(source, _reason_label(reason)).inc()
-        await self._put(env)
+        await self.submit((), source=source, raw=raw, topic=topic, on_commit=on_commit,
+                          errors=[DecodeError(reason, field=fieldname, device_id=device_id)])
 
     def _validate(self, items, now: datetime, env: Envelope, reject) -> None:
         directory = self.directory

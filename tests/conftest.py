@@ -39,12 +39,10 @@ def template_db(pg_cluster: EmbeddedPostgres) -> str:
     return TEMPLATE
 
 
-def _clone(pg: EmbeddedPostgres, template: str) -> tuple[str, str]:
+def _fresh_copy(pg: EmbeddedPostgres, template: str):
+    """A database cloned from ``template`` for one test, dropped after it."""
     name = "t_" + uuid.uuid4().hex[:12]
-    return name, pg.create_database(name, template=template)
-
-
-def _drop(pg: EmbeddedPostgres, name: str) -> None:
+    yield pg.create_database(name, template=template)
     with psycopg.connect(pg.url(), autocommit=True) as conn:
         conn.execute(f'drop database if exists "{name}" with (force)')
 
@@ -52,9 +50,7 @@ def _drop(pg: EmbeddedPostgres, name: str) -> None:
 @pytest.fixture
 def db_url(pg_cluster: EmbeddedPostgres, template_db: str):
     """A fresh, migrated, empty database for this test."""
-    name, url = _clone(pg_cluster, template_db)
-    yield url
-    _drop(pg_cluster, name)
+    yield from _fresh_copy(pg_cluster, template_db)
 
 
 @pytest.fixture(scope="session")
@@ -69,9 +65,7 @@ def city_template(pg_cluster: EmbeddedPostgres, template_db: str) -> str:
 @pytest.fixture
 def city_db_url(pg_cluster: EmbeddedPostgres, city_template: str):
     """A fresh database holding a small synthetic city (600 streetlights, seed 7)."""
-    name, url = _clone(pg_cluster, city_template)
-    yield url
-    _drop(pg_cluster, name)
+    yield from _fresh_copy(pg_cluster, city_template)
 
 
 @pytest.fixture(scope="session")
