@@ -32,6 +32,8 @@ class MqttIngest:
         self._routes: list[tuple[str, str, PushAdapter]] = [
             (flt, kind, a) for kind, a in self.adapters.items() for flt in a.topic_filters
         ]
+        # Counter children looked up once per adapter, not once per message.
+        self._counted = {kind: metrics.mqtt_messages.labels(kind) for kind in self.adapters}
 
     @property
     def subscriptions(self) -> list[str]:
@@ -59,7 +61,7 @@ class MqttIngest:
                                           reason=f"no adapter handles topic {topic!r}")
             return
         kind, adapter = routed
-        self.metrics.mqtt_messages.labels(kind).inc()
+        self._counted[kind].inc()
         try:
             items, errors = adapter.decode_partial(topic, payload)
         except DecodeError as err:  # an adapter that raises instead of reporting
