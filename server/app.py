@@ -9,11 +9,15 @@ from pathlib import Path
 from aiohttp import web
 
 from server import keys
+from server.alarms import alarms_ctx
 from server.api import devices, health, telemetry
 from server.auth import TokenStore, auth_middleware
+from server.commands import commands_ctx
 from server.db import db_pool
-from server.lifecycle import ingest_ctx, modbus_ctx, mqtt_ctx, simulator_ctx
+from server.hub import hub_ctx
+from server.lifecycle import directory_ctx, ingest_ctx, modbus_ctx, mqtt_ctx, simulator_ctx
 from server.metrics import Registry, metrics_handler
+from server.notify import notify_ctx
 from server.problems import problem_middleware
 from server.settings import Settings
 
@@ -42,8 +46,21 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Registry()
+    # Started in this order, stopped in reverse: whoever consumes a thing outlives it.
     app.cleanup_ctx.extend(
-        [db_pool, token_store, ingest_ctx, simulator_ctx, modbus_ctx, mqtt_ctx]
+        [
+            db_pool,
+            token_store,
+            directory_ctx,
+            hub_ctx,  # websocket fan-out: alarms, notifications and ingest publish to it
+            notify_ctx,  # the outbox worker: alarm transitions enqueue into it
+            alarms_ctx,  # the rule engine: an ingest listener
+            ingest_ctx,
+            simulator_ctx,
+            modbus_ctx,
+            mqtt_ctx,
+            commands_ctx,  # routes commands through the MQTT link and the Modbus poller
+        ]
     )
     app.add_routes(health.routes)
     app.add_routes(devices.routes)

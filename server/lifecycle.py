@@ -23,14 +23,29 @@ from server.settings import ModbusGateway
 
 logger = logging.getLogger(__name__)
 
-async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
+async def directory_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The in-memory device directory, first: the hub, rules and ingest all read it."""
     directory = Directory()
     async with app[keys.DB].acquire() as conn:
         await directory.load(conn)
     app[keys.DIRECTORY] = directory
+    yield
+
+
+async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The writer, and after it whoever wants each committed batch.
+
+    The alarm engine and the websocket hub start before this context, so at shutdown the
+    writer drains (and hands its last batches to them) while they are still running.
+    """
+    settings = app[keys.SETTINGS]
+    directory = app[keys.DIRECTORY]
     ingest = Ingest(app[keys.DB], directory, settings.ingest, app[keys.METRICS])
     app[keys.INGEST] = ingest
+    for key in (keys.ALARMS, keys.HUB):
+        consumer = app.get(key)
+        if consumer is not None:
+            ingest.listeners.append(consumer.on_batch)
     maintenance = Maintenance(app[keys.DB], directory, settings.ingest)
     await ingest.start()
     await maintenance.start()
