@@ -17,6 +17,9 @@ class Hub:
     def on_batch(self, committed) -> None:
         """An ingest listener: state deltas for the devices of a committed batch."""
 
+    def on_status(self, changes: list[tuple[int, str]]) -> None:
+        """Status changes found by the staleness scan: [(device_key, status), ...]."""
+
     def publish_alarm(self, alarm: dict[str, Any]) -> None:
         """An alarm transition (the alarm as the API shows it), to alarm subscribers."""
 

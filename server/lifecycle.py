@@ -42,11 +42,12 @@ async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     directory = app[keys.DIRECTORY]
     ingest = Ingest(app[keys.DB], directory, settings.ingest, app[keys.METRICS])
     app[keys.INGEST] = ingest
+    maintenance = Maintenance(app[keys.DB], directory, settings.ingest)
     for key in (keys.ALARMS, keys.HUB):
         consumer = app.get(key)
         if consumer is not None:
             ingest.listeners.append(consumer.on_batch)
-    maintenance = Maintenance(app[keys.DB], directory, settings.ingest)
+            maintenance.status_listeners.append(consumer.on_status)
     await ingest.start()
     await maintenance.start()
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
@@ -63,6 +64,8 @@ class Maintenance:
         self.status_every_s = status_every_s
         self.housekeeping_every_s = housekeeping_every_s
         self._tasks: list[asyncio.Task] = []
+        # Told of every status change the scan makes: [(device_key, new_status), ...].
+        self.status_listeners: list[Callable[[list[tuple[int, str]]], None]] = []
 
     async def start(self) -> None:
         self._tasks = [
@@ -93,7 +96,14 @@ class Maintenance:
     async def update_status(self) -> list[tuple[int, str]]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(STATUS_SQL, STALE_INTERVALS, OFFLINE_INTERVALS)
-        return [(r["device_key"], r["status"]) for r in rows]
+        changes = [(r["device_key"], r["status"]) for r in rows]
+        if changes:
+            for listener in self.status_listeners:
+                try:
+                    listener(changes)
+                except Exception:
+                    logger.exception("status listener %r failed", listener)
+        return changes
 
     async def housekeeping(self) -> None:
         now = datetime.now(UTC)
