@@ -9,8 +9,10 @@ from pathlib import Path
 from aiohttp import web
 
 from server import keys
+from server import web as pages
 from server.alarms import alarms_ctx
 from server.api import devices, health, telemetry
+from server.api import wards as ward_api
 from server.auth import TokenStore, auth_middleware
 from server.commands import commands_ctx
 from server.db import db_pool
@@ -65,6 +67,8 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(health.routes)
     app.add_routes(devices.routes)
     app.add_routes(telemetry.routes)
+    app.add_routes(ward_api.routes)
+    app.add_routes(pages.routes)  # / and /crew
     app.router.add_get("/metrics", metrics_handler)
     static = settings.static_dir or STATIC_DIR
     if static.exists():

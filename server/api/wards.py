@@ -1,0 +1,130 @@
+"""``/api/v1/wards/summary``: the ward roll-up an operator scans first.
+
+Per ward: devices by live status, lamps out, and open alarms by severity, with a point to
+put the ward's label on and its bounding box to zoom to; plus the bounding box of the
+whole city, which the map fits on first load.
+
+A lamp counts as *out* when it is offline, reports a lamp or driver fault, or has an open
+alarm: each of those means a dark street a crew has to visit. A lamp that is off in
+daylight is not out.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server import keys
+from server.auth import require
+from server.jsonutil import json_response
+
+routes = web.RouteTableDef()
+
+SEVERITIES = ("critical", "major", "minor", "warning")
+
+# One statement: the aggregates are a few index scans over devices, device_state and the
+# open alarms, so the roll-up stays cheap enough to refresh every few seconds.
+SUMMARY_SQL = """
+with open_alarms as (
+    select a.id, a.device, a.severity, a.state, a.shelved_until,
+           coalesce(d.ward, (select w.code from wards w
+                             where a.geom is not null and ST_Intersects(w.geom, a.geom)
+                             limit 1)) as ward
+    from alarms a left join devices d on d.id = a.device
+    where a.state <> 'closed'
+),
+alarmed as (select distinct device from open_alarms),
+dev as (
+    select d.ward,
+           count(*) as devices,
+           count(*) filter (where s.status = 'online') as online,
+           count(*) filter (where s.status = 'stale') as stale,
+           count(*) filter (where s.status = 'offline') as offline,
+           count(*) filter (where s.status is null or s.status = 'unknown') as unknown,
+           count(*) filter (where d.kind = 'streetlight') as lamps,
+           count(*) filter (where d.kind = 'streetlight' and s.values->>'lamp_on' = 'true') as lamps_on,
+           count(*) filter (
+               where d.kind = 'streetlight'
+                 and (s.status = 'offline'
+                      or s.values->>'lamp_fault' = 'true'
+                      or s.values->>'driver_fault' = 'true'
+                      or d.id in (select device from alarmed))
+           ) as lamps_out
+    from devices d left join device_state s on s.device_key = d.key
+    where d.ward is not null
+    group by d.ward
+),
+al as (
+    select ward,
+           count(*) as alarms,
+           count(*) filter (where state in ('active_unacked', 'rtn_unacked')) as unacked,
+           count(*) filter (where shelved_until > now()) as shelved,
+           count(*) filter (where severity = 'critical') as critical,
+           count(*) filter (where severity = 'major') as major,
+           count(*) filter (where severity = 'minor') as minor,
+           count(*) filter (where severity = 'warning') as warning
+    from open_alarms
+    where ward is not null
+    group by ward
+)
+select w.code, w.name,
+       ST_X(p.pt) as label_lon, ST_Y(p.pt) as label_lat,
+       ST_XMin(w.geom) as xmin, ST_YMin(w.geom) as ymin,
+       ST_XMax(w.geom) as xmax, ST_YMax(w.geom) as ymax,
+       coalesce(dev.devices, 0) as devices, coalesce(dev.online, 0) as online,
+       coalesce(dev.stale, 0) as stale, coalesce(dev.offline, 0) as offline,
+       coalesce(dev.unknown, 0) as unknown,
+       coalesce(dev.lamps, 0) as lamps, coalesce(dev.lamps_on, 0) as lamps_on,
+       coalesce(dev.lamps_out, 0) as lamps_out,
+       coalesce(al.alarms, 0) as alarms, coalesce(al.unacked, 0) as unacked,
+       coalesce(al.shelved, 0) as shelved,
+       coalesce(al.critical, 0) as critical, coalesce(al.major, 0) as major,
+       coalesce(al.minor, 0) as minor, coalesce(al.warning, 0) as warning
+from wards w
+cross join lateral (select ST_PointOnSurface(w.geom) as pt) p
+left join dev on dev.ward = w.code
+left join al on al.ward = w.code
+order by w.code
+"""
+
+EXTENT_SQL = """
+select ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)
+from (select ST_Extent(geom)::geometry as e
+      from (select geom from wards union all select geom from devices) g) x
+"""
+
+
+def _ward(r) -> dict:
+    return {
+        "code": r["code"],
+        "name": r["name"],
+        "label": [r["label_lon"], r["label_lat"]],
+        "bbox": [r["xmin"], r["ymin"], r["xmax"], r["ymax"]],
+        "devices": {k: r[k] for k in ("devices", "online", "stale", "offline", "unknown")},
+        "lamps": {"total": r["lamps"], "on": r["lamps_on"], "out": r["lamps_out"]},
+        "alarms": {
+            "open": r["alarms"],
+            "unacked": r["unacked"],
+            "shelved": r["shelved"],
+            "by_severity": {s: r[s] for s in SEVERITIES},
+        },
+    }
+
+
+@routes.get("/api/v1/wards/summary")
+async def wards_summary(request: web.Request) -> web.Response:
+    require(request, "viewer", "crew", "operator", "integrator")
+    async with request.app[keys.DB].acquire() as conn:
+        rows = await conn.fetch(SUMMARY_SQL)
+        extent = await conn.fetchrow(EXTENT_SQL)
+    bbox = list(extent) if extent and extent[0] is not None else None
+    wards = [_ward(r) for r in rows]
+    totals = {
+        "lamps": sum(w["lamps"]["total"] for w in wards),
+        "lamps_out": sum(w["lamps"]["out"] for w in wards),
+        "alarms": sum(w["alarms"]["open"] for w in wards),
+        "unacked": sum(w["alarms"]["unacked"] for w in wards),
+        "devices": sum(w["devices"]["devices"] for w in wards),
+        "offline": sum(w["devices"]["offline"] for w in wards),
+    }
+    return json_response({"bbox": bbox, "totals": totals, "wards": wards},
+                         headers={"Cache-Control": "no-store"})
