@@ -336,6 +336,19 @@ api_tokens = Table(
     ),
 )
 
+# A device's MQTT password, kept only as mosquitto's own PBKDF2-SHA512 hash ("$7$..."), so
+# the broker's password file can be written from here without anyone knowing the password.
+device_credentials = Table(
+    "device_credentials",
+    metadata,
+    Column("device_id", Text, ForeignKey("devices.id", ondelete="CASCADE", onupdate="CASCADE"),
+           primary_key=True),
+    Column("password_hash", Text, nullable=False),
+    _ts("issued_at", nullable=False, server_default=NOW),
+    Column("issued_by", Text),
+    CheckConstraint("password_hash like '$7$%'", name="mosquitto_pbkdf2"),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,
