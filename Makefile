@@ -8,9 +8,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system venv demo test bench lint clean
+.PHONY: setup system venv web demo test bench lint clean
 
-setup: system venv
+setup: system venv web
 
 system:
 	@bash scripts/setup-system.sh
@@ -21,6 +21,21 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+# The web map's browser libraries, from npm (package-lock.json pins them); never committed.
+WEB_VENDOR := server/static/vendor
+WEB_STAMP  := $(WEB_VENDOR)/.installed
+MAPLIBRE   := node_modules/maplibre-gl
+
+web: $(WEB_STAMP)
+
+$(WEB_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	rm -rf $(WEB_VENDOR)/maplibre-gl
+	mkdir -p $(WEB_VENDOR)/maplibre-gl
+	cp $(MAPLIBRE)/dist/maplibre-gl.mjs $(MAPLIBRE)/dist/maplibre-gl-worker.mjs \
+	   $(MAPLIBRE)/dist/maplibre-gl.css $(MAPLIBRE)/LICENSE.txt $(WEB_VENDOR)/maplibre-gl/
 	@touch $@
 
 demo: setup

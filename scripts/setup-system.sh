@@ -30,6 +30,11 @@ need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+# The web map: npm installs its libraries; the browser tests drive Debian's chromium
+# (with a font, or headless text renders as boxes).
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
 major="$(pg_major)"
@@ -38,4 +43,4 @@ if [ ! -f "/usr/share/postgresql/${major}/extension/postgis.control" ]; then
 fi
 
 # Debian's postgresql package starts a system cluster we do not use; leave it alone.
-echo "setup: system packages ready (PostgreSQL ${major} + PostGIS, mosquitto)"
+echo "setup: system packages ready (PostgreSQL ${major} + PostGIS, mosquitto, node, chromium)"
