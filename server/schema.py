@@ -314,6 +314,24 @@ commands = Table(
 )
 Index("ix_commands_device", commands.c.device)
 Index("ix_commands_group_id", commands.c.group_id)
+# The open ones, read at start-up to resume or expire them.
+Index("ix_commands_open", commands.c.created_at,
+      postgresql_where=text("status in ('pending', 'sent')"))
+
+command_groups = Table(
+    "command_groups",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("args", JSONB, nullable=False, server_default=EMPTY_JSON),
+    # The selection as the operator sent it: ward, parent, bbox, kind and/or devices.
+    Column("target", JSONB, nullable=False),
+    Column("requested_by", Text),
+    _ts("created_at", nullable=False, server_default=NOW),
+    Column("total", Integer, nullable=False),
+    # Devices the target selected but that cannot take the command, with the reason.
+    Column("skipped", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+)
 
 # ---------------------------------------------------------------- security and audit
 api_tokens = Table(
