@@ -12,6 +12,7 @@ from server import keys
 from server import web as pages
 from server.alarms import alarms_ctx
 from server.api import devices, health, telemetry
+from server.api import tokens as token_api
 from server.api import wards as ward_api
 from server.auth import TokenStore, auth_middleware
 from server.commands import commands_ctx
@@ -21,12 +22,13 @@ from server.lifecycle import directory_ctx, ingest_ctx, modbus_ctx, mqtt_ctx, si
 from server.metrics import Registry, metrics_handler
 from server.notify import notify_ctx
 from server.problems import problem_middleware
+from server.ratelimit import body_limit_middleware, rate_limit_middleware
+from server.ratelimit import install as install_rate_limits
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-MAX_BODY = 64 * 1024 * 1024  # a FeatureCollection import of 100,000 devices fits
 
 
 async def token_store(app: web.Application) -> AsyncIterator[None]:
@@ -43,9 +45,12 @@ async def count_requests(request: web.Request, handler):
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[problem_middleware, count_requests, auth_middleware(keys.TOKENS)],
-        client_max_size=MAX_BODY,
+        middlewares=[problem_middleware, count_requests, body_limit_middleware(settings.api),
+                     auth_middleware(keys.TOKENS), rate_limit_middleware],
+        # Ordinary endpoints; the import reads its own, larger body (server/ratelimit.py).
+        client_max_size=settings.api.max_body_bytes,
     )
+    install_rate_limits(app, settings.api)
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Registry()
     # Started in this order, stopped in reverse: whoever consumes a thing outlives it.
@@ -68,6 +73,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(devices.routes)
     app.add_routes(telemetry.routes)
     app.add_routes(ward_api.routes)
+    app.add_routes(token_api.routes)
     app.add_routes(pages.routes)  # / and /crew
     app.router.add_get("/metrics", metrics_handler)
     static = settings.static_dir or STATIC_DIR

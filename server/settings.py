@@ -79,6 +79,45 @@ class IngestSettings(_Section):
     partitions_ahead_days: int = Field(default=3, ge=1, le=60)
 
 
+class RateLimit(_Section):
+    """A token bucket: ``rate_per_s`` sustained, up to ``burst`` at once."""
+
+    rate_per_s: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+def _default_rate_limits() -> dict[str, RateLimit]:
+    # Generous: a map opening a viewport pulls a few hundred tiles at once, and an
+    # integrator's script may push telemetry in a tight loop. The limits stop a runaway
+    # client, not normal use.
+    return {
+        "viewer": RateLimit(rate_per_s=100, burst=2000),
+        "crew": RateLimit(rate_per_s=50, burst=1000),
+        "operator": RateLimit(rate_per_s=100, burst=2000),
+        "integrator": RateLimit(rate_per_s=200, burst=4000),
+        "admin": RateLimit(rate_per_s=200, burst=4000),
+    }
+
+
+class ApiSettings(_Section):
+    """Bounds on what one client may ask of the HTTP API."""
+
+    rate_limit: bool = Field(default=True, description="per-token rate limits on /api/v1")
+    rate_limits: dict[str, RateLimit] = Field(default_factory=_default_rate_limits)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024,
+                                description="request bodies on ordinary endpoints")
+    max_import_bytes: int = Field(default=256 * 1024 * 1024, ge=1024,
+                                  description="request bodies of POST /api/v1/import")
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_roles(cls, v: dict[str, RateLimit]) -> dict[str, RateLimit]:
+        unknown = sorted(set(v) - set(ROLES))
+        if unknown:
+            raise ValueError(f"unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
+        return {**_default_rate_limits(), **v}
+
+
 class Settings(BaseSettings):
     """Every knob of one server process."""
 
@@ -103,6 +142,7 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     notify: NotifySettings = NotifySettings()
     ingest: IngestSettings = IngestSettings()
+    api: ApiSettings = ApiSettings()
     adapters: dict[str, dict[str, Any]] = {}
 
     @field_validator("database_url")

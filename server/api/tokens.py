@@ -1,0 +1,113 @@
+"""``/api/v1/tokens`` (admin): list, create and revoke bearer tokens.
+
+The secret is shown once, in the answer to POST; only its SHA-256 is stored (see
+server/auth.py), so listings show the id, the name and the first characters instead.
+Revoking takes effect at once in this process (its token cache is cleared) and within the
+cache's few seconds in any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from server import keys
+from server.audit import audit
+from server.auth import new_token, require
+from server.jsonutil import json_response, read_json
+from server.problems import Problem, bad_request
+from server.settings import ROLES
+
+routes = web.RouteTableDef()
+
+_COLUMNS = "id, name, role, crew, prefix, created_at, last_used_at, revoked_at"
+
+
+def _token(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"], "name": row["name"], "role": row["role"], "crew": row["crew"],
+        "prefix": row["prefix"], "created_at": row["created_at"],
+        "last_used_at": row["last_used_at"], "revoked_at": row["revoked_at"],
+        "active": row["revoked_at"] is None,
+    }
+
+
+@routes.get("/api/v1/tokens")
+async def list_tokens(request: web.Request) -> web.Response:
+    require(request)
+    include_revoked = request.query.get("include_revoked", "true").lower()
+    if include_revoked not in ("true", "false"):
+        raise bad_request(f"include_revoked must be true or false, got {include_revoked!r}")
+    sql = f"select {_COLUMNS} from api_tokens"
+    if include_revoked == "false":
+        sql += " where revoked_at is null"
+    async with request.app[keys.DB].acquire() as conn:
+        rows = await conn.fetch(sql + " order by id")
+    return json_response({"tokens": [_token(r) for r in rows]})
+
+
+@routes.post("/api/v1/tokens")
+async def create_token(request: web.Request) -> web.Response:
+    who = require(request)
+    doc = await read_json(request)
+    if not isinstance(doc, Mapping):
+        raise bad_request('send a JSON object such as {"role": "viewer", "name": "wall screen"}')
+    unknown = sorted(set(doc) - {"role", "name", "crew"})
+    if unknown:
+        raise bad_request(f"unexpected member(s) {unknown}; a token has role, name and crew")
+    role = doc.get("role")
+    if role not in ROLES:
+        raise bad_request(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    name = doc.get("name", role)
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise bad_request("name must be a non-empty string of at most 200 characters")
+    crew = doc.get("crew")
+    if crew is not None and (not isinstance(crew, str) or not crew):
+        raise bad_request("crew must be a crew id (a non-empty string) or absent")
+    if role == "crew" and crew is None:
+        raise bad_request("a crew token acts for one crew: give its id in crew")
+    token, digest, prefix = new_token()
+    async with request.app[keys.DB].acquire() as conn:
+        try:
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    f"""insert into api_tokens (name, role, token_hash, prefix, crew)
+                        values ($1, $2, $3, $4, $5) returning {_COLUMNS}""",
+                    name.strip(), role, digest, prefix, crew)
+                await audit(conn, who.actor, "token.create", target=f"token {row['id']}",
+                            details={"role": role, "name": row["name"], "crew": crew})
+        except asyncpg.ForeignKeyViolationError:
+            raise bad_request(f"no crew with id {crew!r}") from None
+    body = _token(row)
+    body["token"] = token
+    return json_response(body, status=201, headers={"Location": f"/api/v1/tokens/{row['id']}",
+                                                    "Cache-Control": "no-store"})
+
+
+@routes.delete("/api/v1/tokens/{id}")
+async def revoke_token(request: web.Request) -> web.Response:
+    who = require(request)
+    raw = request.match_info["id"]
+    try:
+        token_id = int(raw)
+    except ValueError:
+        raise Problem(404, f"no token with id {raw!r}; token ids are integers") from None
+    if token_id == who.token_id:
+        raise Problem(409, "this is the token you are using; revoke it with another admin token "
+                           "(or 'ioc token revoke') so you do not lock yourself out")
+    async with request.app[keys.DB].acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "update api_tokens set revoked_at = now() where id = $1 and revoked_at is null "
+            "returning id, name, role", token_id) if -2**31 <= token_id < 2**31 else None
+        if row is None:
+            raise Problem(404, f"no active token with id {token_id}")
+        await audit(conn, who.actor, "token.revoke", target=f"token {token_id}",
+                    details={"role": row["role"], "name": row["name"]})
+    request.app[keys.TOKENS].forget()
+    limiter = request.app.get(keys.RATE_LIMITER)
+    if limiter is not None:
+        limiter.forget(token_id)
+    return web.Response(status=204)
