@@ -9,6 +9,7 @@ does not cost a database round trip each; revocation takes effect within that TT
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from aiohttp import web
 
 from server.problems import Problem
 from server.settings import ROLES
+
+logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "ioc_"
 CACHE_TTL_S = 5.0
@@ -89,11 +92,18 @@ class TokenStore:
             return hit[1]
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                """update api_tokens set last_used_at = now()
-                   where token_hash = $1 and revoked_at is null
-                   returning id, name, role, crew""",
+                "select id, name, role, crew from api_tokens "
+                "where token_hash = $1 and revoked_at is null",
                 digest,
             )
+            if row is not None:
+                # Best effort, after the lookup: a read-only or full database must not lock
+                # operators out of the API while it recovers (/metrics, /readyz tell them why).
+                try:
+                    await conn.execute(
+                        "update api_tokens set last_used_at = now() where id = $1", row["id"])
+                except asyncpg.PostgresError as err:
+                    logger.debug("token %s: last_used_at not recorded: %s", row["id"], err)
         if row is None:
             self._cache.pop(digest, None)
             return None
