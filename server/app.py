@@ -25,6 +25,8 @@ from server.problems import problem_middleware
 from server.ratelimit import body_limit_middleware, rate_limit_middleware
 from server.ratelimit import install as install_rate_limits
 from server.settings import Settings
+from tiles.routes import routes as tile_routes
+from tiles.routes import tiles_ctx
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ def create_app(settings: Settings) -> web.Application:
             db_pool,
             token_store,
             directory_ctx,
+            tiles_ctx,  # layer catalogue, versions and the tile cache
             hub_ctx,  # websocket fan-out: alarms, notifications and ingest publish to it
             notify_ctx,  # the outbox worker: alarm transitions enqueue into it
             alarms_ctx,  # the rule engine: an ingest listener
@@ -74,6 +77,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(telemetry.routes)
     app.add_routes(ward_api.routes)
     app.add_routes(token_api.routes)
+    app.add_routes(tile_routes)  # /tiles: layer list, TileJSON, MVT
     app.add_routes(pages.routes)  # / and /crew
     app.router.add_get("/metrics", metrics_handler)
     static = settings.static_dir or STATIC_DIR

@@ -31,7 +31,9 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
         max_size=max_size,
         init=_init_connection,
         command_timeout=60,
-        server_settings={"application_name": "ioc-server", "timezone": "UTC"},
+        # jit off: PostGIS functions carry high planner costs, so a 80 ms tile query over
+        # 50,000 lamps crosses jit_above_cost and spends 0.3-0.8 s compiling (tiles/sql.py).
+        server_settings={"application_name": "ioc-server", "timezone": "UTC", "jit": "off"},
     )
 
 

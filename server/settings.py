@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from adapters.modbus import GatewayConfig, UnitConfig
+from tiles.config import TilesSettings
 
 
 class _Section(BaseModel):
@@ -142,6 +143,7 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     notify: NotifySettings = NotifySettings()
     ingest: IngestSettings = IngestSettings()
+    tiles: TilesSettings = TilesSettings()
     api: ApiSettings = ApiSettings()
     adapters: dict[str, dict[str, Any]] = {}
 

@@ -1,0 +1,31 @@
+"""Settings of the tile service (``[tiles]`` in the TOML file, ``IOC_TILES__*`` in the environment)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TilesSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cache_mb: int = Field(
+        default=256, ge=0, le=65_536,
+        description="in-memory LRU of encoded tiles; 0 turns the cache off (every tile is a query)",
+    )
+    version_check_s: float = Field(
+        default=1.0, ge=0, le=60,
+        description="how often, at most, the layer versions (counts, last update) are read",
+    )
+    live_ttl_s: float = Field(
+        default=5.0, gt=0, le=3600,
+        description="lifetime of tiles with live content (alarms, status counts), cached and in browsers",
+    )
+    detail_ttl_s: float = Field(
+        default=300.0, gt=0, le=86_400,
+        description="lifetime of device tiles in the server cache: their status attribute is a hint that"
+                    " the websocket keeps current, refreshed at least this often",
+    )
+    max_age_s: int = Field(
+        default=60, ge=0, le=86_400,
+        description="Cache-Control max-age of device and basemap tiles (revalidated by ETag after it)",
+    )

@@ -1,0 +1,106 @@
+"""``/tiles``: the layer list, TileJSON per layer, and MVT tiles (WebMercatorQuad, XYZ).
+
+Any valid token may read tiles (viewers included); the auth middleware checks it, from the
+``Authorization`` header or ``?token=`` (which MapLibre tile URLs can carry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from server import keys
+from server.jsonutil import json_response
+from server.problems import Problem
+from tiles.catalogue import Layer
+from tiles.service import TileService
+from tiles.tilejson import layer_list, tilejson
+
+MVT = "application/vnd.mapbox-vector-tile"
+
+routes = web.RouteTableDef()
+
+
+async def tiles_ctx(app: web.Application) -> AsyncIterator[None]:
+    service = TileService(app[keys.DB], app[keys.SETTINGS].tiles)
+    await service.start()
+    app[keys.TILES] = service
+    try:
+        yield
+    finally:
+        await service.close()
+
+
+def _layer(service: TileService, name: str) -> Layer:
+    layer = service.layers.get(name)
+    if layer is None:
+        raise Problem(404, f"no tile layer {name!r}; the layers are: {', '.join(sorted(service.layers))}"
+                           " (GET /tiles lists them)")
+    return layer
+
+
+def _coord(name: str, raw: str, limit: int, zoom: int) -> int:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise Problem(400, f"tile {name} must be a non-negative integer, got {raw!r}")
+    value = int(raw)
+    if value >= limit:
+        raise Problem(400, f"tile {name}={value} is out of range at zoom {zoom}: 0 to {limit - 1}")
+    return value
+
+
+def _zxy(layer: Layer, match: dict[str, str]) -> tuple[int, int, int]:
+    raw_z = match["z"]
+    if not (raw_z.isascii() and raw_z.isdigit()) or len(raw_z) > 3:
+        raise Problem(400, f"tile zoom must be a non-negative integer, got {raw_z!r}")
+    z = int(raw_z)
+    if z > layer.maxzoom:
+        raise Problem(400, f"zoom {z} is beyond the maxzoom {layer.maxzoom} of layer {layer.id!r};"
+                           " over-zoom the maxzoom tile instead (TileJSON maxzoom)")
+    n = 1 << z
+    return z, _coord("x", match["x"], n, z), _coord("y", match["y"], n, z)
+
+
+def _base(request: web.Request) -> str:
+    return str(request.url.origin())
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
+
+
+@routes.get("/tiles")
+async def list_layers(request: web.Request) -> web.Response:
+    service = request.app[keys.TILES]
+    s = service.settings
+    layers = sorted(service.layers.values(), key=lambda lyr: (lyr.source != "kind", lyr.id))
+    return json_response(layer_list(layers, _base(request), request.query.get("token"),
+                                    s.max_age_s, round(s.live_ttl_s)))
+
+
+@routes.get("/tiles/{layer}.json")
+async def get_tilejson(request: web.Request) -> web.Response:
+    service = request.app[keys.TILES]
+    layer = _layer(service, request.match_info["layer"])
+    s = service.settings
+    doc = tilejson(layer, _base(request), request.query.get("token"), await service.extent(layer),
+                   s.max_age_s, round(s.live_ttl_s))
+    return json_response(doc)
+
+
+@routes.get("/tiles/{layer}/{z}/{x}/{y}.mvt")
+async def get_tile(request: web.Request) -> web.Response:
+    service = request.app[keys.TILES]
+    match = request.match_info
+    layer = _layer(service, match["layer"])
+    z, x, y = _zxy(layer, match)
+    entry = await service.tile(layer, z, x, y)
+    headers = {"ETag": entry.etag, "Cache-Control": f"private, max-age={service.max_age(layer, z)}"}
+    inm = request.headers.get("If-None-Match")
+    if inm and _matches(inm, entry.etag):
+        return web.Response(status=304, headers=headers)
+    if not entry.data:
+        return web.Response(status=204, headers=headers)
+    return web.Response(body=entry.data, content_type=MVT, headers=headers)

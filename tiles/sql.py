@@ -1,0 +1,233 @@
+"""One ``ST_AsMVT`` statement per tile, built per layer source.
+
+Every statement text is a constant per source (and geometry variant) and every value is a
+bound parameter, so asyncpg prepares each statement once per connection and reuses it for
+every tile; TiPg writes the tile bounds into the SQL text, so every tile is a new statement
+to parse and plan (see the research note). Tile bounds come from morecantile's
+WebMercatorQuad; the ``&&`` filter uses the same bounds, widened by the buffer, in WGS 84, so
+the GiST index on the EPSG:4326 geometries is used without transforming any row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import morecantile
+
+from tiles.catalogue import BUFFER, CELLS, EXTENT, ROADS_RESIDENTIAL_MINZOOM, Layer
+
+# Immutable grid definition; TileMatrixSets.get() deep-copies on every call (0.4 ms), so it
+# is looked up once.
+TMS = morecantile.tms.get("WebMercatorQuad")
+EARTH_RADIUS = 6378137.0
+HALF_WORLD = math.pi * EARTH_RADIUS
+# Lines and polygons are simplified with a tolerance of this many tile units before
+# ST_AsMVTGeom snaps them to the 4096 grid: 4 units are half a pixel of a 512 px tile, so
+# simplification is invisible while a z12 tile of the city's mains drops most vertices.
+SIMPLIFY_UNITS = 4
+SEVERITIES = ("critical", "major", "minor", "warning")
+
+_ACTIVE_ALARM = "active and state <> 'closed' and not suppressed and not out_of_service"
+_RANK = "case severity when 'critical' then 0 when 'major' then 1 when 'minor' then 2 else 3 end"
+_SEVERITY = "(array['critical', 'major', 'minor', 'warning'])[{} + 1]"
+# Attributes of a device that are columns of the tile; the free properties must not repeat them.
+_RESERVED = "'{id,key,kind,name,status,ward,parent}'::text[]"
+
+
+@dataclass(frozen=True, slots=True)
+class TileBounds:
+    z: int
+    x: int
+    y: int
+    # EPSG:3857 bounds of the tile (morecantile)
+    left: float
+    bottom: float
+    right: float
+    top: float
+    # WGS 84 bounds of the tile widened by the buffer, for the index filter
+    west: float
+    south: float
+    east: float
+    north: float
+
+    @property
+    def width(self) -> float:
+        return self.right - self.left
+
+
+def _lon(x: float) -> float:
+    return math.degrees(x / EARTH_RADIUS)
+
+
+def _lat(y: float) -> float:
+    return math.degrees(math.atan(math.sinh(y / EARTH_RADIUS)))
+
+
+def bounds(z: int, x: int, y: int) -> TileBounds:
+    b = TMS.xy_bounds(x, y, z)
+    margin = (b.right - b.left) * BUFFER / EXTENT
+    return TileBounds(
+        z, x, y, b.left, b.bottom, b.right, b.top,
+        _lon(b.left - margin), _lat(b.bottom - margin), _lon(b.right + margin), _lat(b.top + margin),
+    )
+
+
+def tolerance(t: TileBounds) -> float:
+    return t.width / EXTENT * SIMPLIFY_UNITS
+
+
+# ---------------------------------------------------------------- statements
+# $1 layer name, $2-$5 tile bounds (3857), $6-$9 widened bounds (4326), then per source.
+_ENV = (
+    "cross join (select ST_MakeEnvelope($2, $3, $4, $5, 3857) as env,"
+    " ST_MakeEnvelope($6, $7, $8, $9, 4326) as box) e"
+)
+_MVTGEOM = f"ST_AsMVTGeom({{}}, e.env, {EXTENT}, {BUFFER}, true)"
+
+_DEVICE = f"""
+select ST_AsMVT(t, $1, {EXTENT}, 'geom', 'key') from (
+  select d.key, d.id, d.kind, d.name, coalesce(s.status, 'unknown') as status, d.ward, d.parent,
+         {{props}}{_MVTGEOM.format("{geom}")} as geom
+  from devices d {_ENV}
+  left join device_state s on s.device_key = d.key
+  where d.kind = $10 and d.geom && e.box
+) t"""
+_PROPS = f"d.properties - {_RESERVED} as properties,\n         "
+_POINT, _SIMPLIFIED = "ST_Transform(d.geom, 3857)", "ST_Simplify(ST_Transform(d.geom, 3857), $11, true)"
+# The free properties (a camera's stream URL, a main's diameter) go only into the layers of
+# kinds with few devices: they tripled the size of a z14 tile of 4,000 lamps (440 KiB).
+DEVICE_POINTS = _DEVICE.replace("{geom}", _POINT).replace("{props}", "")
+DEVICE_SIMPLIFIED = _DEVICE.replace("{geom}", _SIMPLIFIED).replace("{props}", "")
+DEVICE_POINTS_PROPS = _DEVICE.replace("{geom}", _POINT).replace("{props}", _PROPS)
+DEVICE_SIMPLIFIED_PROPS = _DEVICE.replace("{geom}", _SIMPLIFIED).replace("{props}", _PROPS)
+
+# $10 kind, $11 cell size (m), $12 z, $13/$14 the tile's first global cell column/row.
+# Web Mercator from lon/lat by formula, not ST_Transform: 3x faster on 50,000 lamps. Only
+# the exact tile is searched (no buffer), so every device falls into one of its cells; the
+# clamp keeps devices on the tile's edge in the edge cells.
+DEVICE_CELLS = f"""
+with a as (
+  select device, min({_RANK}) as rank from alarms where {_ACTIVE_ALARM} group by device
+), p as (
+  select d.key, d.id, {EARTH_RADIUS} * radians(ST_X(d.g)) as px,
+         {EARTH_RADIUS} * ln(tan(pi() / 4 + radians(ST_Y(d.g)) / 2)) as py
+  from (select key, id,
+               case when GeometryType(geom) = 'POINT' then geom else ST_PointOnSurface(geom) end as g
+        from devices cross join (select ST_MakeEnvelope($6, $7, $8, $9, 4326) as box) e
+        where kind = $10 and geom && e.box) d
+), q as (
+  select least(greatest(floor((p.px - $2::float8) / $11::float8)::int, 0), {CELLS - 1}) as cx,
+         least(greatest(floor(($5::float8 - p.py) / $11::float8)::int, 0), {CELLS - 1}) as cy,
+         p.px, p.py, coalesce(s.status, 'unknown') as status, a.rank
+  from p left join device_state s on s.device_key = p.key left join a on a.device = p.id
+), c as (
+  select cx, cy, count(*) as n,
+         count(*) filter (where status = 'online') as online,
+         count(*) filter (where status = 'stale') as stale,
+         count(*) filter (where status = 'offline') as offline,
+         count(*) filter (where status = 'unknown') as unknown,
+         count(rank) as alarms, min(rank) as rank, avg(px) as mx, avg(py) as my
+  from q group by cx, cy
+)
+select ST_AsMVT(t, $1, {EXTENT}, 'geom', 'cid') from (
+  select ($14::int + c.cy) * ({CELLS}::bigint << $12::int) + $13::int + c.cx as cid,
+         'cell:' || $12::int || '/' || ($13::int + c.cx) || '/' || ($14::int + c.cy) as id,
+         'cell' as agg, $10::text as kind, c.n as count, c.online, c.stale, c.offline, c.unknown,
+         c.alarms, {_SEVERITY.format("c.rank")} as alarm_severity,
+         ST_AsMVTGeom(ST_SetSRID(ST_MakePoint(c.mx, c.my), 3857), e.env, {EXTENT}, {BUFFER}, true) as geom
+  from c cross join (select ST_MakeEnvelope($2, $3, $4, $5, 3857) as env) e
+) t"""
+
+# $10 simplification tolerance
+WARDS = f"""
+select ST_AsMVT(t, $1, {EXTENT}, 'geom') from (
+  select w.code as id, w.name, w.properties - '{{id,name}}'::text[] as properties,
+         {_MVTGEOM.format("ST_Simplify(ST_Transform(w.geom, 3857), $10, true)")} as geom
+  from wards w {_ENV}
+  where w.geom && e.box
+) t"""
+
+# $10 tolerance, $11 z
+ROADS = f"""
+select ST_AsMVT(t, $1, {EXTENT}, 'geom', 'key') from (
+  select r.id as key, r.id, r.name, r.class,
+         {_MVTGEOM.format("ST_Simplify(ST_Transform(r.geom, 3857), $10, true)")} as geom
+  from roads r {_ENV}
+  where r.geom && e.box and ($11 >= {ROADS_RESIDENTIAL_MINZOOM} or r.class <> 'residential')
+) t"""
+
+# $10 tolerance
+WARD_STATS = f"""
+with w as (
+  select w.code, w.name, w.geom from wards w
+  where w.geom && ST_MakeEnvelope($6, $7, $8, $9, 4326)
+), a as (
+  select device, count(*) as n, min({_RANK}) as rank from alarms where {_ACTIVE_ALARM}
+  group by device
+), c as (
+  select d.ward, count(*) as devices,
+         count(*) filter (where s.status = 'online') as online,
+         count(*) filter (where s.status = 'stale') as stale,
+         count(*) filter (where s.status = 'offline') as offline,
+         count(*) filter (where coalesce(s.status, 'unknown') = 'unknown') as unknown,
+         count(*) filter (where d.kind = 'streetlight') as lamps,
+         count(*) filter (where d.kind = 'streetlight'
+                          and (s.status = 'offline' or a.rank is not null)) as lamps_out,
+         coalesce(sum(a.n), 0) as alarms, min(a.rank) as rank
+  from devices d
+  left join device_state s on s.device_key = d.key
+  left join a on a.device = d.id
+  where d.ward in (select code from w)
+  group by d.ward
+)
+select ST_AsMVT(t, $1, {EXTENT}, 'geom') from (
+  select w.code as id, w.name, coalesce(c.devices, 0) as devices, coalesce(c.online, 0) as online,
+         coalesce(c.stale, 0) as stale, coalesce(c.offline, 0) as offline,
+         coalesce(c.unknown, 0) as unknown, coalesce(c.lamps, 0) as lamps,
+         coalesce(c.lamps_out, 0) as lamps_out, coalesce(c.alarms, 0) as alarms,
+         {_SEVERITY.format("c.rank")} as alarm_severity,
+         {_MVTGEOM.format("ST_Simplify(ST_Transform(w.geom, 3857), $10, true)")} as geom
+  from w left join c on c.ward = w.code {_ENV}
+) t"""
+
+# $10 tolerance. One feature per device: its worst active alarm, newest first among equals.
+ALARMS = f"""
+select ST_AsMVT(t, $1, {EXTENT}, 'geom', 'key') from (
+  select distinct on (a.device) d.key, a.device as id, a.id as alarm, a.severity, a.state, a.rule,
+         a.message, to_char(a.raised_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as raised_at,
+         count(*) over (partition by a.device) as alarms,
+         coalesce(a.shelved_until > now(), false) as shelved, a.assigned_crew as crew, d.kind, d.name,
+         {_MVTGEOM.format("ST_Simplify(ST_Transform(coalesce(a.geom, d.geom), 3857), $10, true)")}
+           as geom
+  from alarms a left join devices d on d.id = a.device {_ENV}
+  where a.active and a.state <> 'closed' and not a.suppressed and not a.out_of_service
+    and coalesce(a.geom, d.geom) && e.box
+  order by a.device, {_RANK.replace("severity", "a.severity")}, a.raised_at desc
+) t"""
+
+
+def query(layer: Layer, t: TileBounds) -> tuple[str, tuple]:
+    """The statement and its arguments for one tile of ``layer``."""
+    base = (layer.id, t.left, t.bottom, t.right, t.top, t.west, t.south, t.east, t.north)
+    src = layer.source
+    if src == "kind":
+        if layer.aggregated(t.z):
+            box = (t.left, t.bottom, t.right, t.top, _lon(t.left), _lat(t.bottom), _lon(t.right),
+                   _lat(t.top))
+            return DEVICE_CELLS, (layer.id, *box, layer.kind, t.width / CELLS, t.z, t.x * CELLS,
+                                  t.y * CELLS)
+        props = layer.detail_minzoom == 0
+        if layer.simplify():
+            sql = DEVICE_SIMPLIFIED_PROPS if props else DEVICE_SIMPLIFIED
+            return sql, (*base, layer.kind, tolerance(t))
+        return (DEVICE_POINTS_PROPS if props else DEVICE_POINTS), (*base, layer.kind)
+    if src == "wards":
+        return WARDS, (*base, tolerance(t))
+    if src == "roads":
+        return ROADS, (*base, tolerance(t), t.z)
+    if src == "ward_stats":
+        return WARD_STATS, (*base, tolerance(t))
+    if src == "alarms":
+        return ALARMS, (*base, tolerance(t))
+    raise ValueError(f"no SQL for layer source {src!r}")
