@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands():
     """Sub-commands that live in their own modules (simulate, import)."""
     found = []
-    for name in ("server.simulate.cli", "server.importer.cli"):
+    # server.io_cli: import, export and credentials
+    for name in ("server.simulate.cli", "server.io_cli"):
         try:
             mod = __import__(name, fromlist=["register"])
         except ModuleNotFoundError as err:

@@ -12,6 +12,7 @@ from server import keys
 from server import web as pages
 from server.alarms import alarms_ctx
 from server.api import devices, health, telemetry
+from server.api import io as io_api
 from server.api import tokens as token_api
 from server.api import wards as ward_api
 from server.auth import TokenStore, auth_middleware
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(telemetry.routes)
     app.add_routes(ward_api.routes)
     app.add_routes(token_api.routes)
+    app.add_routes(io_api.routes)  # bulk import and export
     app.add_routes(tile_routes)  # /tiles: layer list, TileJSON, MVT
     app.add_routes(pages.routes)  # / and /crew
     app.router.add_get("/metrics", metrics_handler)

@@ -323,6 +323,7 @@ class ModbusPoller:
         rng = rng or random.Random()
         self._workers = {g.name: _GatewayWorker(g, sink, self.policy, rng) for g in gateways if g.units}
         self._units: dict[str, tuple[_GatewayWorker, ModbusUnit]] = {}
+        self._device_units: dict[str, list[ModbusUnit]] = {}  # every unit of a device, in order
         for w in self._workers.values():
             for u in w.cfg.units:
                 # A device may have several units behind its gateway (a cabinet's energy
@@ -334,6 +335,7 @@ class ModbusPoller:
                         f"and {w.name}; a device has one gateway"
                     )
                 self._units.setdefault(u.device, (w, u))
+                self._device_units.setdefault(u.device, []).append(u)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -386,4 +388,25 @@ class ModbusPoller:
             worker, unit = self._units[device_id]
         except KeyError:
             raise ConfigError(f"device {device_id} is not behind any Modbus gateway") from None
+        # A cabinet's meter takes no commands but its I/O module may: the first unit whose
+        # profile has the command carries it out.
+        for candidate in self._device_units.get(device_id, ()):
+            if name in worker.conn.unit_map(candidate).commands:
+                unit = candidate
+                break
         return dict(await worker.conn.write(unit, name, args))
+
+    def commands_for(self, device_id: str) -> frozenset[str]:
+        """The commands the profiles of the device's units define (empty if not ours)."""
+        if device_id not in self._units:
+            return frozenset()
+        conn = self._units[device_id][0].conn
+        return frozenset(n for u in self._device_units[device_id] for n in conn.unit_map(u).commands)
+
+    def gateway_of(self, device_id: str) -> str | None:
+        """The name of the gateway whose one connection reaches the device."""
+        hit = self._units.get(device_id)
+        return hit[0].name if hit else None
+
+    def profiles_of(self, device_id: str) -> list[str]:
+        return [u.profile for u in self._device_units.get(device_id, ())]
