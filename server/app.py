@@ -11,6 +11,8 @@ from aiohttp import web
 from server import keys
 from server import web as pages
 from server.alarms import alarms_ctx
+from server.api import audit as audit_api
+from server.api import commands as command_api
 from server.api import devices, health, telemetry
 from server.api import io as io_api
 from server.api import tokens as token_api
@@ -76,6 +78,8 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(health.routes)
     app.add_routes(devices.routes)
     app.add_routes(telemetry.routes)
+    app.add_routes(command_api.routes)  # device and group commands
+    app.add_routes(audit_api.routes)
     app.add_routes(ward_api.routes)
     app.add_routes(token_api.routes)
     app.add_routes(io_api.routes)  # bulk import and export

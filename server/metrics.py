@@ -47,6 +47,12 @@ class Registry:
             "ioc_mqtt_messages", "MQTT messages received", ["adapter"], registry=r)
         self.http_requests = Counter(
             "ioc_http_requests", "HTTP requests served", ["method", "status"], registry=r)
+        self.commands = Counter(
+            "ioc_commands", "Device commands finished, by route and outcome", ["route", "status"],
+            registry=r)
+        self.commands_queued = Gauge(
+            "ioc_commands_queued", "Commands accepted and not yet finished (offline devices' too)",
+            registry=r)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

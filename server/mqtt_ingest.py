@@ -9,7 +9,7 @@ update the status but are marked ``retained`` so rules do not raise on a replay.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import aiomqtt
 from paho.mqtt.client import topic_matches_sub
@@ -20,6 +20,10 @@ from server.metrics import Registry
 from server.mqtt import MqttLink
 
 logger = logging.getLogger(__name__)
+
+#: Devices answer commands here (CONTRACT): ``ioc/v1/{device}/commands/{id}/result``.
+COMMAND_RESULT_FILTER = "ioc/v1/+/commands/+/result"
+_EARLY_RESULTS_MAX = 10_000
 
 
 class MqttIngest:
@@ -34,10 +38,22 @@ class MqttIngest:
         ]
         # Counter children looked up once per adapter, not once per message.
         self._counted = {kind: metrics.mqtt_messages.labels(kind) for kind in self.adapters}
+        # Command results go to the command service, which starts after the session: what
+        # a persistent session delivers before that waits here (bounded) to be replayed.
+        self._command_results: Callable[[str, bytes], None] | None = None
+        self._early_results: list[tuple[str, bytes]] = []
+
+    def attach_command_results(self, consumer: Callable[[str, bytes], None] | None) -> None:
+        """Hand device answers to ``consumer(topic, payload)``, first those that came early."""
+        self._command_results = consumer
+        early, self._early_results = self._early_results, []
+        if consumer is not None:
+            for topic, payload in early:
+                consumer(topic, payload)
 
     @property
     def subscriptions(self) -> list[str]:
-        return sorted({flt for flt, _, _ in self._routes})
+        return sorted({flt for flt, _, _ in self._routes} | {COMMAND_RESULT_FILTER})
 
     def route(self, topic: str) -> tuple[str, PushAdapter] | None:
         for flt, kind, adapter in self._routes:
@@ -55,6 +71,13 @@ class MqttIngest:
             if link is not None:
                 link.ack(message)
 
+        if topic.endswith("/result") and topic_matches_sub(COMMAND_RESULT_FILTER, topic):
+            if self._command_results is not None:
+                self._command_results(topic, payload)
+            elif len(self._early_results) < _EARLY_RESULTS_MAX:
+                self._early_results.append((topic, payload))
+            ack()
+            return
         routed = self.route(topic)
         if routed is None:
             await self.ingest.dead_letter(source="mqtt", topic=topic, raw=payload, on_commit=ack,

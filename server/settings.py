@@ -71,6 +71,20 @@ class NotifySettings(_Section):
     smtp: SmtpSettings | None = None
 
 
+class CommandSettings(_Section):
+    """Device commands: how long to wait for a device, how long to queue for an offline one."""
+
+    timeout_s: float = Field(default=30.0, gt=0, le=3_600, description="wait for a device's result")
+    ttl_s: float = Field(default=3_600.0, gt=0, le=7 * 86_400,
+                         description="an offline device's command waits this long by default")
+    max_ttl_s: float = Field(default=7 * 86_400.0, gt=0, description="the most a request may ask")
+    mqtt_in_flight: int = Field(default=100, ge=1, le=10_000,
+                                description="command publishes awaiting the broker's PUBACK")
+    modbus_per_gateway: int = Field(default=1, ge=1, le=16,
+                                    description="commands queued at once on one gateway's link")
+    max_group: int = Field(default=100_000, ge=1, description="devices in one group command")
+
+
 class IngestSettings(_Section):
     queue_size: int = Field(default=200_000, ge=100, description="readings held before backpressure")
     batch_max: int = Field(default=20_000, ge=1)
@@ -142,6 +156,7 @@ class Settings(BaseSettings):
     modbus: ModbusSettings = ModbusSettings()
     rules: RulesSettings = RulesSettings()
     notify: NotifySettings = NotifySettings()
+    commands: CommandSettings = CommandSettings()
     ingest: IngestSettings = IngestSettings()
     tiles: TilesSettings = TilesSettings()
     api: ApiSettings = ApiSettings()
