@@ -224,6 +224,7 @@ alarms = Table(
     Column("active", Boolean, nullable=False, server_default=text("true")),
     _ts("shelved_until"),
     Column("suppressed", Boolean, nullable=False, server_default=text("false")),
+    Column("chattering", Boolean, nullable=False, server_default=text("false")),
     Column("out_of_service", Boolean, nullable=False, server_default=text("false")),
     _ts("raised_at", nullable=False, server_default=NOW),
     _ts("acked_at"),
@@ -251,6 +252,7 @@ Index(
 )
 Index("ix_alarms_state", alarms.c.state)
 Index("ix_alarms_device", alarms.c.device)
+Index("ix_alarms_incident", alarms.c.incident)
 
 alarm_events = Table(
     "alarm_events",
