@@ -13,6 +13,7 @@ from server import web as pages
 from server.alarms import alarms_ctx
 from server.api import audit as audit_api
 from server.api import commands as command_api
+from server.api import crews as crew_api
 from server.api import devices, health, telemetry
 from server.api import io as io_api
 from server.api import tokens as token_api
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(command_api.routes)  # device and group commands
     app.add_routes(audit_api.routes)
     app.add_routes(ward_api.routes)
+    app.add_routes(crew_api.routes)  # crews: routing and escalation targets
     app.add_routes(token_api.routes)
     app.add_routes(io_api.routes)  # bulk import and export
     app.add_routes(tile_routes)  # /tiles: layer list, TileJSON, MVT

@@ -47,6 +47,30 @@ class Registry:
             "ioc_mqtt_messages", "MQTT messages received", ["adapter"], registry=r)
         self.http_requests = Counter(
             "ioc_http_requests", "HTTP requests served", ["method", "status"], registry=r)
+        # The notification outbox (server/notify).
+        self.notify_delivered = Counter(
+            "ioc_notifications_delivered", "Notifications delivered", ["channel"], registry=r)
+        self.notify_attempt_errors = Counter(
+            "ioc_notification_attempt_errors", "Delivery attempts that failed (and will be retried)",
+            ["channel"], registry=r)
+        self.notify_fallbacks = Counter(
+            "ioc_notification_fallbacks", "Notifications moved on to the next channel after "
+            "this one kept failing", ["channel"], registry=r)
+        self.notify_failed = Counter(
+            "ioc_notifications_failed", "Notifications that failed on every channel of their "
+            "recipient (last channel as label)", ["channel"], registry=r)
+        self.notify_pending = Gauge(
+            "ioc_notification_outbox_pending", "Outbox rows waiting for delivery (deferred ones too)",
+            ["channel"], registry=r)
+        self.notify_oldest_due_s = Gauge(
+            "ioc_notification_outbox_oldest_due_seconds",
+            "How long the most overdue pending row has been due", registry=r)
+        self.notify_latency = Histogram(
+            "ioc_notification_delivery_seconds", "Due time to delivery", ["channel"],
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600), registry=r)
+        self.alarm_escalations = Counter(
+            "ioc_alarm_escalations", "Alarms escalated for want of an acknowledgement", ["level"],
+            registry=r)
         self.commands = Counter(
             "ioc_commands", "Device commands finished, by route and outcome", ["route", "status"],
             registry=r)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -48,6 +49,28 @@ class RulesSettings(_Section):
     paths: list[str] = []
 
 
+NOTIFY_EVENTS = ("raised", "acknowledged", "cleared", "closed", "shelved", "unshelved", "assigned",
+                 "suppressed", "out_of_service", "comment", "work", "escalated")
+Channel = Literal["webhook", "email", "crew"]
+Severity = Literal["critical", "major", "minor", "warning"]
+
+
+def _check_secret(v: str | None) -> str | None:
+    """A Standard Webhooks secret: ``whsec_`` and base64 of 24 to 64 random bytes."""
+    if v is None:
+        return v
+    import base64
+    import binascii
+
+    try:
+        key = base64.b64decode(v.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a webhook secret is 'whsec_' followed by base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"a webhook secret holds 24 to 64 bytes, this one {len(key)}")
+    return v
+
+
 class WebhookChannel(_Section):
     name: str = "webhook"
     url: str
@@ -55,6 +78,18 @@ class WebhookChannel(_Section):
         default=None, description="Standard Webhooks secret (whsec_... base64)"
     )
     timeout_s: float = Field(default=5.0, gt=0, le=60)
+    events: list[str] | None = Field(
+        default=None, description="alarm events this endpoint wants (all when absent)")
+
+    _secret = field_validator("secret")(_check_secret)
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, v: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(v or ()) - set(NOTIFY_EVENTS))
+        if unknown:
+            raise ValueError(f"unknown event(s) {unknown}; events are {', '.join(NOTIFY_EVENTS)}")
+        return v
 
 
 class SmtpSettings(_Section):
@@ -64,11 +99,99 @@ class SmtpSettings(_Section):
     username: str | None = None
     password: str | None = None
     starttls: bool = False
+    use_tls: bool = Field(default=False, description="implicit TLS (port 465)")
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+
+class QuietHours(_Section):
+    """Low-priority notifications wait for the end of the window; critical ones never do."""
+
+    enabled: bool = True
+    start: dt_time = dt_time(22, 0)
+    end: dt_time = dt_time(6, 0)
+    timezone: str = "Asia/Ho_Chi_Minh"
+    min_priority: int = Field(
+        default=3, ge=1, le=9,
+        description="alarm priorities from this number down (1 is the highest) are deferred")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as "
+                             "Asia/Ho_Chi_Minh") from None
+        return v
+
+
+class EscalationContact(_Section):
+    level: int = Field(ge=2, le=9)
+    name: str
+    email: str | None = None
+    webhook: str | None = None
+    webhook_secret: str | None = None
+
+    _secret = field_validator("webhook_secret")(_check_secret)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> EscalationContact:
+        if not (self.email or self.webhook):
+            raise ValueError(f"escalation contact {self.name!r} needs an email or a webhook")
+        return self
+
+
+class EscalationSettings(_Section):
+    enabled: bool = True
+    ack_minutes: dict[Severity, float] = Field(
+        default_factory=lambda: {"critical": 5, "major": 15, "minor": 60, "warning": 240},
+        description="minutes an alarm may stay unacknowledged before the next level is told")
+    max_level: int = Field(default=3, ge=1, le=9)
+    check_interval_s: float = Field(default=5.0, gt=0, le=300)
+    contacts: list[EscalationContact] = []
+
+    @field_validator("ack_minutes")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: m for k, m in v.items() if not m > 0}
+        if bad:
+            raise ValueError(f"acknowledgement deadlines must be positive minutes, got {bad}")
+        return v
 
 
 class NotifySettings(_Section):
     webhooks: list[WebhookChannel] = []
     smtp: SmtpSettings | None = None
+    channel_order: list[Channel] = Field(
+        default_factory=lambda: ["webhook", "email", "crew"],
+        description="a recipient's channels, tried in this order; the next after max_attempts")
+    max_attempts: int = Field(default=5, ge=1, le=100, description="per channel, then fall back")
+    backoff_initial_s: float = Field(default=5.0, gt=0, le=3600)
+    backoff_max_s: float = Field(default=600.0, gt=0, le=86_400)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60, description="crews' webhooks")
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    concurrency: int = Field(default=20, ge=1, le=500)
+    retention_days: int = Field(default=30, ge=1, le=3650, description="delivered rows kept")
+    quiet_hours: QuietHours = QuietHours()
+    escalation: EscalationSettings = EscalationSettings()
+
+    @field_validator("channel_order")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("channel_order lists each of webhook, email, crew at most once")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_webhooks(self) -> NotifySettings:
+        names = [w.name for w in self.webhooks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"webhook names must be unique, repeated: {dupes}")
+        return self
 
 
 class CommandSettings(_Section):
