@@ -18,6 +18,7 @@ from server.api import devices, health, telemetry
 from server.api import io as io_api
 from server.api import tokens as token_api
 from server.api import wards as ward_api
+from server.api import ws as ws_api
 from server.auth import TokenStore, auth_middleware
 from server.commands import commands_ctx
 from server.db import db_pool
@@ -84,6 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(ward_api.routes)
     app.add_routes(crew_api.routes)  # crews: routing and escalation targets
     app.add_routes(token_api.routes)
+    ws_api.setup(app)  # /api/v1/ws, and closing websockets at shutdown
     app.add_routes(io_api.routes)  # bulk import and export
     app.add_routes(tile_routes)  # /tiles: layer list, TileJSON, MVT
     app.add_routes(pages.routes)  # / and /crew

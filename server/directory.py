@@ -46,6 +46,9 @@ class Directory:
         self.kind_metrics: dict[str, frozenset[str] | None] = {}
         self._missing: dict[str, float] = {}
         self._signature: tuple | None = None
+        # Bumped on every change, so readers with derived state (the hub's spatial index) know
+        # when to rebuild it.
+        self.version = 0
 
     async def refresh_if_changed(self, conn: asyncpg.Connection) -> bool:
         """Reload when devices were added, deleted or edited (by any process)."""
@@ -74,6 +77,7 @@ class Directory:
         self.by_key = {d.key: d for d in devices.values()}
         self._missing.clear()
         self._signature = signature
+        self.version += 1
 
     def get(self, device_id: str) -> DeviceInfo | None:
         return self.devices.get(device_id)
@@ -115,11 +119,13 @@ class Directory:
         if external_id:
             self.by_external[external_id.lower()] = device_id
         self._missing.pop(device_id, None)
+        self.version += 1
 
     def remove(self, device_id: str) -> None:
         info = self.devices.pop(device_id, None)
         if info:
             self.by_key.pop(info.key, None)
+            self.version += 1
             if info.external_id:
                 self.by_external.pop(info.external_id.lower(), None)
 

@@ -47,6 +47,19 @@ class Registry:
             "ioc_mqtt_messages", "MQTT messages received", ["adapter"], registry=r)
         self.http_requests = Counter(
             "ioc_http_requests", "HTTP requests served", ["method", "status"], registry=r)
+        # The websocket hub (server/hub.py).
+        self.ws_clients = Gauge(
+            "ioc_ws_clients", "Websocket clients connected", registry=r)
+        self.ws_messages_sent = Counter(
+            "ioc_ws_messages_sent", "Websocket messages sent to clients", ["type"], registry=r)
+        self.ws_conflated = Counter(
+            "ioc_ws_conflated", "State updates merged into a newer one for a client that was "
+            "behind (latest wins)", registry=r)
+        self.ws_disconnected_slow = Counter(
+            "ioc_ws_disconnected_slow", "Websocket clients disconnected for staying too far "
+            "behind", registry=r)
+        self.ws_queued = Gauge(
+            "ioc_ws_queued", "Messages waiting in websocket clients' queues", registry=r)
         # The notification outbox (server/notify).
         self.notify_delivered = Counter(
             "ioc_notifications_delivered", "Notifications delivered", ["channel"], registry=r)

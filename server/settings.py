@@ -217,6 +217,25 @@ class IngestSettings(_Section):
     partitions_ahead_days: int = Field(default=3, ge=1, le=60)
 
 
+class HubSettings(_Section):
+    """The websocket hub (``/api/v1/ws``): heartbeats and how far behind a client may fall."""
+
+    heartbeat_s: float = Field(default=30.0, gt=0, le=3_600,
+                               description="ping interval; no pong within half of it closes")
+    slow_after_s: float = Field(default=10.0, gt=0, le=3_600,
+                                description="a client whose oldest unsent message is older "
+                                            "than this is disconnected (close code 1013)")
+    max_queued: int = Field(default=10_000, ge=10,
+                            description="unsent alarms/notifications before a client is "
+                                        "disconnected as too slow (they are never dropped)")
+    max_snapshot: int = Field(default=50_000, ge=1,
+                              description="devices in one snapshot; more is truncated")
+    send_buffer_bytes: int | None = Field(
+        default=None, ge=4096,
+        description="SO_SNDBUF of websocket sockets: what a stalled client may hold in the "
+                    "kernel (default: the kernel's autotuning)")
+
+
 class RateLimit(_Section):
     """A token bucket: ``rate_per_s`` sustained, up to ``burst`` at once."""
 
@@ -281,6 +300,7 @@ class Settings(BaseSettings):
     notify: NotifySettings = NotifySettings()
     commands: CommandSettings = CommandSettings()
     ingest: IngestSettings = IngestSettings()
+    hub: HubSettings = HubSettings()
     tiles: TilesSettings = TilesSettings()
     api: ApiSettings = ApiSettings()
     adapters: dict[str, dict[str, Any]] = {}
