@@ -711,6 +711,8 @@ def _mqtt_consumer_main(kind: str, host: str, port: int, client_id: str, topic: 
         got = _consume_paho(host, port, client_id, topic, n)
     elif kind == "gmqtt":
         got = asyncio.run(_consume_gmqtt(host, port, client_id, topic, n))
+    elif kind == "server.mqtt":
+        got = asyncio.run(_consume_link(host, port, client_id, topic, n))
     else:
         got = asyncio.run(_consume_raw(host, port, client_id, topic, n))
     t1 = time.perf_counter()
@@ -739,6 +741,33 @@ async def _consume_aiomqtt(host, port, client_id, topic, n, decode: bool) -> int
             if got >= n:
                 break
     return got
+
+
+async def _consume_link(host, port, client_id, topic, n) -> int:
+    """The server's own session (server/mqtt.py): batches of messages, PUBACKs queued and
+    written once per loop iteration, acknowledged as the ingest writer does (after the
+    handler returns, i.e. with no database: at once)."""
+    from server.mqtt import MqttLink
+
+    done = asyncio.Event()
+    state = {"got": 0}
+    link: MqttLink
+
+    async def on_messages(batch) -> None:
+        link.ack_all(batch)
+        state["got"] += len(batch)
+        if state["got"] >= n:
+            done.set()
+
+    link = MqttLink(f"mqtt://{host}:{port}", client_id, subscriptions=[topic],
+                    on_messages=on_messages)
+    await link.start()
+    try:
+        await asyncio.wait_for(done.wait(), 300)
+        await asyncio.sleep(0.05)  # the last PUBACKs go out
+    finally:
+        await link.stop()
+    return state["got"]
 
 
 def _consume_paho(host, port, client_id, topic, n) -> int:
@@ -859,7 +888,7 @@ async def measure_clients(stack: Stack, device_ids: list[str], n: int, npub: int
 
     rows = []
     ctx = mp.get_context("spawn")
-    kinds = ["aiomqtt", "aiomqtt+decode", "paho", "raw asyncio"]
+    kinds = ["aiomqtt", "aiomqtt+decode", "paho", "raw asyncio", "server.mqtt"]
     try:
         import gmqtt  # noqa: F401 - optional: pip install gmqtt to measure it
         kinds.insert(3, "gmqtt")

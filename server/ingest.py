@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
-from adapters.sdk import DecodeError, Quality, Reading, StatusUpdate
+from adapters.sdk import DecodeError, Reading, StatusUpdate
 from server.directory import Directory
 from server.metrics import Registry
 from server.settings import IngestSettings
@@ -65,6 +65,19 @@ class SubmitResult:
     rejected: list[str]
 
 
+@dataclass(slots=True)
+class Inbound:
+    """What one input (an MQTT message, an HTTP request, a poll) decoded, and whence it came:
+    the source, topic and raw payload go with its dead letters."""
+
+    items: Sequence[Reading | StatusUpdate]
+    errors: Sequence[DecodeError] = ()
+    source: str = "unknown"
+    raw: bytes | None = None
+    topic: str | None = None
+    by_external_id: bool = False
+
+
 class Ingest:
     def __init__(self, pool: asyncpg.Pool, directory: Directory, settings: IngestSettings,
                  metrics: Registry) -> None:
@@ -98,30 +111,54 @@ class Ingest:
         on_commit: Callable[[], None] | None = None,
         by_external_id: bool = False,
     ) -> SubmitResult:
+        """Validate and queue what one input decoded; ``on_commit`` runs after its commit."""
+        results = await self.submit_many(
+            [Inbound(items, errors, source, raw, topic, by_external_id)], on_commit=on_commit)
+        return results[0]
+
+    async def submit_many(self, inputs: Sequence[Inbound], *,
+                          on_commit: Callable[[], None] | None = None) -> list[SubmitResult]:
+        """:meth:`submit` for many inputs at once (the MQTT fast path: every message of a
+        socket read), committed together: one device lookup, one queue entry and one
+        ``on_commit`` for all of them."""
         now = datetime.now(UTC)
-        if by_external_id:
-            items = await self._map_external(items)
-        await self._fill_misses(items)
+        external = [inp for inp in inputs if inp.by_external_id and inp.items]
+        if external:
+            await self._map_external(external)
+        await self._fill_misses(inputs)
         env = Envelope(on_commit=on_commit)
-        rejected: list[str] = []
-
-        def reject(device_id: str | None, fieldname: str | None, reason: str) -> None:
-            env.dead.append((now, source, device_id, topic, fieldname, reason, raw))
-            rejected.append(f"{device_id or '?'}.{fieldname}: {reason}" if fieldname else reason)
-            self.metrics.dead_letters.labels(source, _reason_label(reason)).inc()
-
-        for err in errors:
-            reject(err.device_id, err.field, str(err))
-        self._validate(items, now, env, reject)
+        future = now + timedelta(seconds=self.settings.future_tolerance_s)
+        oldest = now - timedelta(days=self.settings.retention_days)
+        results: list[SubmitResult] = []
+        received: dict[str, int] = {}
+        for inp in inputs:
+            before = len(env.rows)
+            rejected: list[str] = []
+            reject = self._rejecter(env, rejected, now, inp)
+            for err in inp.errors:
+                reject(err.device_id, err.field, str(err))
+            if inp.items:
+                self._validate(inp.items, now, env, reject, future, oldest)
+            accepted = len(env.rows) - before
+            received[inp.source] = received.get(inp.source, 0) + accepted
+            results.append(SubmitResult(accepted, rejected))
         if env.size:
             await self._put(env)
         elif on_commit:
             on_commit()
-        counter = self._received.get(source)
-        if counter is None:  # .labels() hashes and locks: once per source, not per message
-            counter = self._received[source] = self.metrics.readings_received.labels(source)
-        counter.inc(len(env.rows))
-        return SubmitResult(len(env.rows), rejected)
+        for source, n in received.items():
+            counter = self._received.get(source)
+            if counter is None:  # .labels() hashes and locks: once per source, not per message
+                counter = self._received[source] = self.metrics.readings_received.labels(source)
+            counter.inc(n)
+        return results
+
+    def _rejecter(self, env: Envelope, rejected: list[str], now: datetime, inp: Inbound):
+        def reject(device_id: str | None, fieldname: str | None, reason: str) -> None:
+            env.dead.append((now, inp.source, device_id, inp.topic, fieldname, reason, inp.raw))
+            rejected.append(f"{device_id or '?'}.{fieldname}: {reason}" if fieldname else reason)
+            self.metrics.dead_letters.labels(inp.source, _reason_label(reason)).inc()
+        return reject
 
     async def dead_letter(self, *, source: str, reason: str, raw: bytes | None = None,
                           topic: str | None = None, device_id: str | None = None,
@@ -131,72 +168,91 @@ class Ingest:
         await self.submit((), source=source, raw=raw, topic=topic, on_commit=on_commit,
                           errors=[DecodeError(reason, field=fieldname, device_id=device_id)])
 
-    def _validate(self, items, now: datetime, env: Envelope, reject) -> None:
+
+    def _validate(self, items, now: datetime, env: Envelope, reject,
+                  future: datetime | None = None, oldest: datetime | None = None) -> None:
+        """Rows for the good readings, statuses for the status updates, ``reject`` the rest.
+
+        This runs for every reading (50,000/s at full rate): locals instead of attribute
+        lookups, and the checks a good reading passes first.
+        """
         directory = self.directory
-        future = now + timedelta(seconds=self.settings.future_tolerance_s)
-        oldest = now - timedelta(days=self.settings.retention_days)
+        devices = directory.devices
+        metrics = directory.metrics
+        kind_metrics = directory.kind_metrics
+        if future is None:
+            future = now + timedelta(seconds=self.settings.future_tolerance_s)
+        if oldest is None:
+            oldest = now - timedelta(days=self.settings.retention_days)
+        rows = env.rows
+        isfinite = math.isfinite
         for it in items:
-            dev = directory.get(it.device_id)
+            dev = devices.get(it.device_id)
             if dev is None:
                 what = "metric" if isinstance(it, Reading) else "status"
                 reject(it.device_id, getattr(it, "metric", None),
                        f"unknown device {it.device_id!r}: register it before sending {what}s")
                 continue
-            if isinstance(it, StatusUpdate):
+            if type(it) is not Reading and isinstance(it, StatusUpdate):
                 env.status.append((dev.key, "online" if it.online else "offline", it.ts,
                                    it.retained))
                 continue
-            metric = directory.metrics.get(it.metric)
+            name = it.metric
+            metric = metrics.get(name)
             if metric is None:
-                reject(it.device_id, it.metric, f"unknown metric {it.metric!r}")
+                reject(it.device_id, name, f"unknown metric {name!r}")
                 continue
-            allowed = directory.kind_metrics.get(dev.kind)
-            if allowed is not None and it.metric not in allowed:
-                reject(it.device_id, it.metric,
-                       f"metric {it.metric!r} is not one a {dev.kind} reports "
+            allowed = kind_metrics.get(dev.kind)
+            if allowed is not None and name not in allowed:
+                reject(it.device_id, name,
+                       f"metric {name!r} is not one a {dev.kind} reports "
                        f"(expected one of {', '.join(sorted(allowed))})")
                 continue
             value, quality = it.value, int(it.quality)
-            if quality == Quality.OK:
-                if not math.isfinite(value):
-                    reject(it.device_id, it.metric, f"non-finite value {value!r}")
+            if quality == 0:  # Quality.OK
+                if not isfinite(value):
+                    reject(it.device_id, name, f"non-finite value {value!r}")
                     continue
-                if metric.is_bool and value not in (0.0, 1.0):
-                    reject(it.device_id, it.metric,
-                           f"{it.metric} is a boolean metric; got {value!r}")
+                if metric.is_bool and value != 0.0 and value != 1.0:
+                    reject(it.device_id, name, f"{name} is a boolean metric; got {value!r}")
                     continue
-            elif not math.isfinite(value):
+            elif not isfinite(value):
                 value = 0.0  # a faulty reading keeps its quality, never a NaN in the table
             ts = it.ts
             if ts.tzinfo is None:
                 ts = ts.replace(tzinfo=UTC)
             if ts > future:
-                reject(it.device_id, it.metric,
+                reject(it.device_id, name,
                        f"timestamp {ts.isoformat()} is {(ts - now).total_seconds():.0f} s in the "
                        "future (check the device clock)")
                 continue
             if ts < oldest:
-                reject(it.device_id, it.metric,
+                reject(it.device_id, name,
                        f"timestamp {ts.isoformat()} is older than the retention of "
                        f"{self.settings.retention_days} days")
                 continue
-            env.rows.append((dev.key, metric.id, ts, value, quality, now))
+            rows.append((dev.key, metric.id, ts, value, quality, now))
 
-    async def _map_external(self, items):
-        misses = [it.device_id for it in items
-                  if self.directory.resolve_external(it.device_id) is None]
+    async def _map_external(self, inputs: list[Inbound]) -> None:
+        """Replace the protocol's ids (DevEUIs) by registry device ids, in place."""
+        directory = self.directory
+        misses = [it.device_id for inp in inputs for it in inp.items
+                  if directory.resolve_external(it.device_id) is None]
         if misses:
-            await self._with_conn(lambda c: self.directory.fill_misses(c, external=misses))
-        out = []
-        for it in items:
-            dev_id = self.directory.resolve_external(it.device_id)
-            if dev_id is None:
-                dev_id = f"external:{it.device_id}"  # unknown: rejected with this name
-            out.append(_with_device(it, dev_id))
-        return out
+            await self._with_conn(lambda c: directory.fill_misses(c, external=misses))
+        for inp in inputs:
+            out = []
+            for it in inp.items:
+                dev_id = directory.resolve_external(it.device_id)
+                if dev_id is None:
+                    dev_id = f"external:{it.device_id}"  # unknown: rejected with this name
+                out.append(_with_device(it, dev_id))
+            inp.items = out
 
-    async def _fill_misses(self, items) -> None:
-        misses = [it.device_id for it in items if it.device_id not in self.directory.devices]
+    async def _fill_misses(self, inputs: Sequence[Inbound]) -> None:
+        devices = self.directory.devices
+        misses = {it.device_id for inp in inputs for it in inp.items
+                  if it.device_id not in devices}
         if misses:
             await self._with_conn(lambda c: self.directory.fill_misses(c, ids=misses))
 

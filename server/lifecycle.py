@@ -116,7 +116,7 @@ async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.MQTT_INGEST] = handler
     gauge = app[keys.METRICS].mqtt_connected
     link = MqttLink(settings.mqtt_url, settings.mqtt_client_id,
-                    subscriptions=handler.subscriptions, on_message=handler.handle,
+                    subscriptions=handler.subscriptions, on_messages=handler.handle_batch,
                     on_connected=lambda up: gauge.set(1 if up else 0))
     handler.link = link
     app[keys.MQTT] = link

@@ -1,9 +1,14 @@
 """MQTT messages → push adapters' decoders → the ingest pipeline.
 
-The handler runs in the session's message loop. It never acknowledges a message itself:
+The handler runs in the session's dispatch loop. It never acknowledges a message itself:
 the ingest writer does, through ``on_commit``, once the message's readings and dead
 letters are committed. Retained status messages are last-known state, not news: they
 update the status but are marked ``retained`` so rules do not raise on a replay.
+
+:meth:`MqttIngest.handle_batch` is the fast path: the session hands over every message
+parsed since the last call, and they are routed, decoded and validated in one loop and
+queued as one ingest envelope, acknowledged together after their commit. Per message that
+leaves the decoder's own work and a few dictionary lookups.
 """
 
 from __future__ import annotations
@@ -11,13 +16,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-import aiomqtt
-from paho.mqtt.client import topic_matches_sub
-
 from adapters.sdk import DecodeError, PushAdapter, StatusUpdate
-from server.ingest import Ingest
+from server.ingest import Inbound, Ingest
 from server.metrics import Registry
-from server.mqtt import MqttLink
+from server.mqtt import Message, MqttLink, levels_match, topic_matches
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ class MqttIngest:
         self._routes: list[tuple[str, str, PushAdapter]] = [
             (flt, kind, a) for kind, a in self.adapters.items() for flt in a.topic_filters
         ]
+        # The filters split once: routing a message is one split and a few comparisons.
+        self._levels = [(flt.split("/"), kind, a) for flt, kind, a in self._routes]
         # Counter children looked up once per adapter, not once per message.
         self._counted = {kind: metrics.mqtt_messages.labels(kind) for kind in self.adapters}
         # Command results go to the command service, which starts after the session: what
@@ -56,13 +60,72 @@ class MqttIngest:
         return sorted({flt for flt, _, _ in self._routes} | {COMMAND_RESULT_FILTER})
 
     def route(self, topic: str) -> tuple[str, PushAdapter] | None:
-        for flt, kind, adapter in self._routes:
-            if topic_matches_sub(flt, topic):
+        levels = topic.split("/")
+        for flt, kind, adapter in self._levels:
+            if levels_match(flt, levels):
                 return kind, adapter
         return None
 
-    async def handle(self, message: aiomqtt.Message) -> None:
-        topic = message.topic.value
+    def _command_result(self, topic: str, payload: bytes) -> bool:
+        """Hand a device's answer to a command to the command service; True if it was one."""
+        if not (topic.endswith("/result") and topic_matches(COMMAND_RESULT_FILTER, topic)):
+            return False
+        if self._command_results is not None:
+            self._command_results(topic, payload)
+        elif len(self._early_results) < _EARLY_RESULTS_MAX:
+            self._early_results.append((topic, payload))
+        return True
+
+    def _inbound(self, topic: str, payload: bytes, retain: bool,
+                 counts: dict[str, int]) -> Inbound:
+        routed = self.route(topic)
+        if routed is None:
+            return Inbound((), (DecodeError(f"no adapter handles topic {topic!r}"),), "mqtt",
+                           payload, topic)
+        kind, adapter = routed
+        counts[kind] = counts.get(kind, 0) + 1
+        try:
+            items, errors = adapter.decode_partial(topic, payload)
+        except DecodeError as err:  # an adapter that raises instead of reporting
+            items, errors = (), (err,)
+        except Exception as err:  # a buggy decoder must not stop the session
+            logger.exception("adapter %s failed on topic %s", kind, topic)
+            items, errors = (), (DecodeError(f"adapter {kind} failed: {err}"),)
+        if retain:
+            items = [StatusUpdate(i.device_id, i.online, i.ts, True)
+                     if isinstance(i, StatusUpdate) else i for i in items]
+        return Inbound(items, errors, f"mqtt:{kind}", payload, topic,
+                       adapter.addressed_by == "external_id")
+
+    def _count(self, counts: dict[str, int]) -> None:
+        for kind, n in counts.items():
+            self._counted[kind].inc(n)
+
+    async def handle_batch(self, messages: list[Message]) -> None:
+        """Every message the session parsed since the last call, committed together."""
+        inputs: list[Inbound] = []
+        stored: list[Message] = []
+        answered: list[Message] = []
+        counts: dict[str, int] = {}
+        for m in messages:
+            topic, payload = m.topic, m.payload
+            if self._command_result(topic, payload):
+                answered.append(m)
+                continue
+            inputs.append(self._inbound(topic, payload, m.retain, counts))
+            stored.append(m)
+        self._count(counts)
+        link = self.link
+        if link is None:
+            return
+        if answered:
+            link.ack_all(answered)
+        if inputs:
+            await self.ingest.submit_many(inputs, on_commit=lambda: link.ack_all(stored))
+
+    async def handle(self, message: Message) -> None:
+        """One message (the slow path, for callers that have one)."""
+        topic = str(message.topic)
         payload = message.payload if isinstance(message.payload, bytes) else (
             str(message.payload).encode() if message.payload is not None else b"")
         link = self.link
@@ -71,31 +134,10 @@ class MqttIngest:
             if link is not None:
                 link.ack(message)
 
-        if topic.endswith("/result") and topic_matches_sub(COMMAND_RESULT_FILTER, topic):
-            if self._command_results is not None:
-                self._command_results(topic, payload)
-            elif len(self._early_results) < _EARLY_RESULTS_MAX:
-                self._early_results.append((topic, payload))
+        if self._command_result(topic, payload):
             ack()
             return
-        routed = self.route(topic)
-        if routed is None:
-            await self.ingest.dead_letter(source="mqtt", topic=topic, raw=payload, on_commit=ack,
-                                          reason=f"no adapter handles topic {topic!r}")
-            return
-        kind, adapter = routed
-        self._counted[kind].inc()
-        try:
-            items, errors = adapter.decode_partial(topic, payload)
-        except DecodeError as err:  # an adapter that raises instead of reporting
-            items, errors = (), (err,)
-        except Exception as err:  # a buggy decoder must not stop the session
-            logger.exception("adapter %s failed on topic %s", kind, topic)
-            items, errors = (), (DecodeError(f"adapter {kind} failed: {err}"),)
-        if message.retain:
-            items = [StatusUpdate(i.device_id, i.online, i.ts, True)
-                     if isinstance(i, StatusUpdate) else i for i in items]
-        await self.ingest.submit(
-            items, errors=errors, source=f"mqtt:{kind}", raw=payload, topic=topic,
-            on_commit=ack, by_external_id=adapter.addressed_by == "external_id",
-        )
+        counts: dict[str, int] = {}
+        inbound = self._inbound(topic, payload, message.retain, counts)
+        self._count(counts)
+        await self.ingest.submit_many([inbound], on_commit=ack)
