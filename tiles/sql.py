@@ -174,7 +174,7 @@ with w as (
          count(*) filter (where d.kind = 'streetlight') as lamps,
          count(*) filter (where d.kind = 'streetlight'
                           and (s.status = 'offline' or a.rank is not null)) as lamps_out,
-         coalesce(sum(a.n), 0) as alarms, min(a.rank) as rank
+         coalesce(sum(a.n), 0)::int as alarms, min(a.rank) as rank
   from devices d
   left join device_state s on s.device_key = d.key
   left join a on a.device = d.id
