@@ -37,11 +37,25 @@ def _static_dir(request: web.Request) -> Path:
 
 def _version(static: Path) -> str:
     """Changes whenever a page's script or style changes, so browsers fetch the new ones."""
-    mtimes = [p.stat().st_mtime_ns for p in static.glob("*.*") if p.is_file()]
-    vendor = static / "vendor" / "maplibre-gl" / "maplibre-gl.mjs"
-    if vendor.exists():
-        mtimes.append(vendor.stat().st_mtime_ns)
+    mtimes = [p.stat().st_mtime_ns for p in static.rglob("*") if p.is_file()]
     return format(max(mtimes, default=0) // 1_000_000, "x")
+
+
+def _import_map(static: Path, version: str) -> dict:
+    """Versioned URLs for every module, so an upgrade never mixes old and new scripts.
+
+    The pages import ``maplibre-gl`` by name and each other by relative path; both resolve
+    through this map to URLs carrying the version.
+    """
+    imports = {"maplibre-gl": f"/static/vendor/maplibre-gl/maplibre-gl.mjs?v={version}"}
+    for js in sorted((static / "js").glob("*.js")):
+        imports[f"/static/js/{js.name}"] = f"/static/js/{js.name}?v={version}"
+    return {"imports": imports}
+
+
+def _script_json(obj: dict) -> str:
+    # "</" inside a <script> would end it early; JSON allows the escaped form.
+    return orjson.dumps(obj).decode().replace("</", "<\\/")
 
 
 def _page(request: web.Request, name: str) -> web.Response:
@@ -57,9 +71,9 @@ def _page(request: web.Request, name: str) -> web.Response:
         "version": version,
         "vendorMissing": None if (static / "vendor" / "maplibre-gl").is_dir() else VENDOR_HINT,
     }
-    # "</" inside a <script> would end it early; JSON allows the escaped form.
-    blob = orjson.dumps(config).decode().replace("</", "<\\/")
-    text = text.replace("{{CONFIG}}", blob).replace("{{VERSION}}", html.escape(version))
+    text = (text.replace("{{CONFIG}}", _script_json(config))
+            .replace("{{IMPORTMAP}}", _script_json(_import_map(static, version)))
+            .replace("{{VERSION}}", html.escape(version)))
     return web.Response(text=text, content_type="text/html", charset="utf-8", headers=_NO_STORE)
 
 

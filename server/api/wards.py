@@ -124,6 +124,7 @@ async def wards_summary(request: web.Request) -> web.Response:
         "alarms": sum(w["alarms"]["open"] for w in wards),
         "unacked": sum(w["alarms"]["unacked"] for w in wards),
         "devices": sum(w["devices"]["devices"] for w in wards),
+        "online": sum(w["devices"]["online"] for w in wards),
         "offline": sum(w["devices"]["offline"] for w in wards),
     }
     return json_response({"bbox": bbox, "totals": totals, "wards": wards},

@@ -1,0 +1,176 @@
+// The crews' page: the alarms assigned to this crew, where they are (a link to the map and
+// a geo: URI the phone's navigation app opens), and buttons to start and finish the work.
+// Kept current through the websocket; a slow poll covers a phone that slept.
+
+import {
+  api, clearToken, fmtTime, getToken, h, linkIndicator, listOf, LiveSocket, pointOf, setToken, SEVERITY_RANK,
+  takeTokenFromUrl, timeAgo, toast, whenUnauthorized,
+} from "./common.js";
+import { alarmStateLabel, applyStatic, onLangChange, setLang, severityLabel, t } from "./i18n.js";
+
+const $ = (sel) => document.querySelector(sel);
+const POLL_MS = 60000;
+
+let crew = null;
+let jobs = [];
+let seen = new Set();
+let reloadTimer = null;
+
+for (const btn of document.querySelectorAll("[data-lang]")) {
+  btn.addEventListener("click", () => setLang(btn.dataset.lang));
+}
+applyStatic();
+onLangChange(() => render());
+
+function showLogin(message) {
+  $("#login").hidden = false;
+  $("#login-error").textContent = message ?? "";
+}
+
+$("#login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  setToken($("#login-token").value);
+  try {
+    await api("/api/v1/me");
+    location.reload();
+  } catch (err) {
+    clearToken();
+    $("#login-error").textContent = err.status === 401 ? t("bad_token") : err.message;
+  }
+});
+
+$("#sign-out").addEventListener("click", () => {
+  clearToken();
+  location.replace("/crew");
+});
+
+async function start() {
+  let me;
+  try {
+    me = await api("/api/v1/me");
+  } catch (err) {
+    if (err.status === 401) clearToken();
+    showLogin(err.status === 401 ? t("bad_token") : err.message);
+    return;
+  }
+  whenUnauthorized(() => showLogin(t("bad_token")));
+  // Supervisors (operator, admin) may look at a crew's page with ?crew=ID.
+  crew = me.crew ?? new URL(location.href).searchParams.get("crew");
+  if (!crew) {
+    $("#crew-status").textContent = t("crew_not_crew");
+    return;
+  }
+  $("#crew-name").textContent = `${t("crew_sub")} · ${crew}`;
+  window.iocCrew = { crew, me };
+  await load();
+  const socket = new LiveSocket({
+    onStatus: linkIndicator($("#link")),
+    onMessage: (msg) => {
+      const a = msg.alarm;
+      if (msg.type === "alarm" && a && (a.assigned_crew === crew || jobs.some((j) => String(j.id) === String(a.id)))) {
+        reloadSoon();
+      } else if (msg.type !== "alarm" && msg.type !== "state" && msg.type !== "snapshot") {
+        reloadSoon(); // a message for this crew (a notification, an escalation)
+      }
+    },
+  });
+  // Alarms only (no bbox: no device states); the hub sends a crew token its own alarms.
+  socket.subscribe({ alarms: true });
+  socket.connect();
+  setInterval(load, POLL_MS);
+  window.iocCrew.ready = true;
+}
+
+function reloadSoon() {
+  clearTimeout(reloadTimer);
+  reloadTimer = setTimeout(load, 200);
+}
+
+async function load() {
+  try {
+    const data = await api(`/api/v1/alarms?crew=${encodeURIComponent(crew)}&limit=500`);
+    jobs = listOf(data, "alarms").filter((a) => a.assigned_crew === undefined || a.assigned_crew === crew);
+    $("#crew-status").textContent = t("updated", { t: fmtTime(new Date()) });
+    render();
+  } catch (err) {
+    $("#crew-status").textContent = err.message;
+  }
+}
+
+const workOf = (a) => a.work_state ?? (a.state === "closed" ? "done" : "open");
+
+function sortJobs(list) {
+  const done = (a) => (workOf(a) === "done" ? 1 : 0);
+  return list.slice().sort((x, y) => done(x) - done(y)
+    || (SEVERITY_RANK[y.severity] ?? 0) - (SEVERITY_RANK[x.severity] ?? 0)
+    || new Date(y.raised_at) - new Date(x.raised_at));
+}
+
+function render() {
+  const list = $("#crew-list");
+  if (!crew) return;
+  if (!jobs.length) {
+    list.replaceChildren(h("div.empty", t("crew_none")));
+    return;
+  }
+  list.replaceChildren(...sortJobs(jobs).map((a) => job(a)));
+  seen = new Set(jobs.map((a) => String(a.id)));
+}
+
+function job(a) {
+  const id = String(a.id);
+  const work = workOf(a);
+  const at = pointOf(a.geometry);
+  const links = [];
+  if (at) {
+    const [lon, lat] = at.map((v) => +v.toFixed(6));
+    const device = a.device ? `&device=${encodeURIComponent(a.device)}` : "";
+    links.push(h("a", { href: `/#map=17/${lat}/${lon}${device}`, target: "_blank", rel: "noopener",
+      dataset: { link: "map" } }, t("open_map")));
+    links.push(h("a", { href: `geo:${lat},${lon}?q=${lat},${lon}(${encodeURIComponent(a.device ?? id)})`,
+      dataset: { link: "geo" } }, t("navigate")));
+  }
+  const buttons = [];
+  if (work !== "in_progress" && work !== "done") {
+    buttons.push(h("button.btn.go", { dataset: { work: "in_progress" },
+      onclick: () => setWork(a, "in_progress") }, t("start_work")));
+  }
+  if (work !== "done") {
+    buttons.push(h("button.btn.finish", { dataset: { work: "done" },
+      onclick: () => setWork(a, "done") }, t("finish_work")));
+  }
+  const classes = ["job", a.severity, `work-${work}`];
+  if (seen.size && !seen.has(id)) classes.push("new");
+  return h(`article.${classes.join(".")}`, { dataset: { alarmId: id, work } },
+    h("div.job-head",
+      h("span.sev-badge", severityLabel(a.severity)),
+      h("span.job-device", a.device ?? ""),
+      h("span.job-time", { title: fmtTime(a.raised_at, true) }, timeAgo(a.raised_at))),
+    h("div.job-msg", a.message || a.rule),
+    h("div.job-where", at ? `${at[1].toFixed(5)}, ${at[0].toFixed(5)}` : "", " · ", alarmStateLabel(a.state)),
+    h("div.job-work", h(`span.chip.work-chip.work-${work}`, t(`work_${work}`))),
+    h("div.job-links", ...links),
+    buttons.length ? h("div.job-buttons", ...buttons) : null);
+}
+
+async function setWork(a, state) {
+  try {
+    const answer = await api(`/api/v1/alarms/${encodeURIComponent(a.id)}/work`, { method: "POST", body: { state } });
+    if (answer && typeof answer === "object" && answer.id !== undefined) {
+      jobs = jobs.map((j) => (String(j.id) === String(answer.id) ? { ...j, ...answer } : j));
+    } else {
+      a.work_state = state;
+    }
+    render();
+    toast(t(`work_${state}`), "ok");
+  } catch (err) {
+    toast(t("action_failed", { what: t(state === "done" ? "finish_work" : "start_work").toLowerCase(),
+      why: err.message }), "error");
+  }
+}
+
+const config = JSON.parse(document.getElementById("config").textContent);
+if (config.vendorMissing) console.warn(config.vendorMissing);
+takeTokenFromUrl();
+if (getToken()) start();
+else showLogin();

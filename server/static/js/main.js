@@ -1,0 +1,284 @@
+// The IOC map page: sign-in, then the live map with its panels. Exposes window.ioc for
+// people poking at it from the console (and for the browser tests).
+
+import { AlarmPanel, AlarmStore } from "./alarms.js";
+import {
+  api, clearToken, fmtNumber, getToken, h, linkIndicator, listOf, LiveSocket, setToken, takeTokenFromUrl, toast,
+  whenUnauthorized,
+} from "./common.js";
+import { DevicePanel } from "./device.js";
+import {
+  applyStatic, kindLabel, lang, onLangChange, setLang, severityLabel, statusLabel, t,
+} from "./i18n.js";
+import { KIND_COLOURS, LiveMap, SEVERITY_COLOURS, STATUS_COLOURS } from "./livemap.js";
+import { WardRollup } from "./wards.js";
+
+const config = JSON.parse(document.getElementById("config").textContent);
+const $ = (sel) => document.querySelector(sel);
+const ACTING_ROLES = new Set(["operator", "admin"]);
+
+window.ioc = { ready: false, config };
+
+for (const btn of document.querySelectorAll("[data-lang]")) {
+  btn.addEventListener("click", () => setLang(btn.dataset.lang));
+}
+applyStatic();
+
+// ---------------------------------------------------------------- sign-in
+
+function showLogin(message) {
+  $("#login").hidden = false;
+  $("#login-error").textContent = message ?? "";
+  $("#login-token").focus();
+}
+
+$("#login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const token = $("#login-token").value.trim();
+  if (!token) return;
+  setToken(token);
+  try {
+    await api("/api/v1/me");
+  } catch (err) {
+    clearToken();
+    $("#login-error").textContent = err.status === 401 ? t("bad_token") : err.message;
+    return;
+  }
+  location.reload();
+});
+
+$("#sign-out").addEventListener("click", () => {
+  clearToken();
+  location.replace("/");
+});
+
+// ---------------------------------------------------------------- the console
+
+async function start() {
+  let me;
+  try {
+    me = await api("/api/v1/me");
+  } catch (err) {
+    if (err.status === 401) clearToken();
+    showLogin(err.status === 401 ? t("bad_token") : err.message);
+    return;
+  }
+  whenUnauthorized(() => {
+    clearToken();
+    showLogin(t("bad_token"));
+  });
+  $("#user").textContent = `${me.name} · ${me.role}`;
+  document.body.classList.add("signed-in");
+  const canAct = () => ACTING_ROLES.has(me.role);
+
+  const live = new LiveMap("map", {
+    styleUrl: config.styleUrl,
+    onDeviceClick: (id) => openDevice(id),
+    onAlarmClick: (alarmId, device) => {
+      alarmPanel.select(alarmId);
+      if (device) openDevice(device);
+    },
+  });
+  const store = new AlarmStore();
+  let crews = [];
+  const alarmPanel = new AlarmPanel($("#alarm-list"), store, {
+    crews: () => crews, canAct, onSelect: (a) => focusAlarm(a),
+  });
+  const devicePanel = new DevicePanel($("#device-panel"), {
+    onClose: () => live.select(null),
+    onZoom: (d) => live.map.easeTo({ center: pointOfFeature(d), zoom: Math.max(live.map.getZoom(), 17) }),
+  });
+  const wards = new WardRollup($("#ward-table"), live, { onTotals: (tot) => renderKpis(tot) });
+  Object.assign(window.ioc, { live, map: live.map, store, alarmPanel, devicePanel, wards, me });
+
+  function openDevice(id) {
+    live.select(id);
+    devicePanel.open(id);
+  }
+
+  function focusAlarm(a) {
+    const p = a.geometry ? pointOfFeature(a) : null;
+    if (p) live.map.easeTo({ center: p, zoom: Math.max(live.map.getZoom(), 16) });
+    if (a.device) openDevice(a.device);
+  }
+
+  function renderKpis(tot) {
+    const pct = tot.devices ? Math.round((100 * tot.online) / tot.devices) : 0;
+    $("#kpi-online").textContent = `${pct}%`;
+    $("#kpi-lamps-out").textContent = fmtNumber(tot.lamps_out);
+    updateAlarmKpis();
+  }
+
+  function updateAlarmKpis() {
+    const all = store.list();
+    $("#kpi-alarms").textContent = fmtNumber(all.length);
+    const unacked = all.filter((a) => a.state === "active_unacked" || a.state === "rtn_unacked").length;
+    $("#kpi-unacked").textContent = fmtNumber(unacked);
+    $("#kpi-unacked").closest(".kpi").classList.toggle("hot", unacked > 0);
+    $("#alarm-count").textContent = all.length ? `(${all.length})` : "";
+  }
+
+  // Alarm transitions: the panel re-renders itself; here the map and the roll-up follow.
+  const touched = new Set();
+  store.onChange((changed) => {
+    live.setAlarms(store.list());
+    if (changed?.device) touched.add(changed.device);
+    if (!changed) for (const a of store.alarms.values()) touched.add(a.device);
+    for (const dev of touched) {
+      const sev = store.severityOf(dev);
+      live.applySeverity(dev, sev);
+      if (devicePanel.id === dev) devicePanel.setSeverity(sev);
+    }
+    touched.clear();
+    updateAlarmKpis();
+    if (changed) wards.refreshSoon();
+  });
+
+  // Fit the city first (the roll-up knows its extent), then load layers into that view.
+  const summary = wards.load().catch((err) => {
+    toast(err.message, "error");
+    return null;
+  });
+  await live.loaded;
+  const data = await summary;
+  const hashDevice = new URLSearchParams(location.hash.slice(1)).get("device");
+  if (!live.hadHash && data?.bbox) live.fitTo(data.bbox);
+  try {
+    await live.addTileLayers();
+  } catch (err) {
+    toast(t("tiles_missing", { why: err.message }), "error");
+  }
+  live.addAlarmLayer();
+  wards.paintWards();
+  wards.start();
+  renderLayerSwitcher(live);
+  renderLegend();
+  onLangChange(() => {
+    renderLayerSwitcher(live);
+    renderLegend();
+  });
+
+  try {
+    await store.load();
+  } catch (err) {
+    toast(err.message, "error");
+  }
+  api("/api/v1/crews").then((d) => {
+    crews = listOf(d, "crews");
+    alarmPanel.render();
+  }).catch((err) => console.warn("crews:", err.message));
+
+  const socket = new LiveSocket({
+    onStatus: linkIndicator($("#link")),
+    onMessage: (msg) => {
+      switch (msg.type) {
+        case "snapshot":
+          for (const d of msg.devices ?? []) {
+            live.applyDevice(d, (id) => store.severityOf(id));
+            devicePanel.update(d);
+          }
+          break;
+        case "state": {
+          const d = { ...msg, id: msg.device ?? msg.id };
+          live.applyDevice(d, (id) => store.severityOf(id));
+          devicePanel.update(d);
+          break;
+        }
+        case "alarm":
+          if (msg.alarm) store.upsert(msg.alarm);
+          break;
+        case "error":
+          console.warn("hub:", msg.message ?? msg.detail ?? msg);
+          break;
+        default:
+          break;
+      }
+    },
+  });
+  const subscribe = () => socket.subscribe({
+    bbox: live.viewportBbox(), layers: live.subscribedLayers(), alarms: true, coalesce: true,
+  });
+  let moveTimer = null;
+  live.map.on("moveend", () => {
+    clearTimeout(moveTimer);
+    moveTimer = setTimeout(subscribe, 250);
+  });
+  live.onLayersChanged = subscribe;
+  subscribe();
+  socket.connect();
+  window.ioc.socket = socket;
+  if (hashDevice) openDevice(hashDevice);
+  window.ioc.ready = true;
+}
+
+function pointOfFeature(f) {
+  const g = f.geometry;
+  if (!g) return undefined;
+  if (g.type === "Point") return g.coordinates;
+  const flat = JSON.stringify(g.coordinates).match(/-?\d+(\.\d+)?/g).map(Number);
+  return [flat[0], flat[1]];
+}
+
+// ---------------------------------------------------------------- layer switcher, legend
+
+function renderLayerSwitcher(live) {
+  const groups = { wards: "basemap", roads: "basemap", ward_stats: "basemap", devices: "devices",
+    aggregates: "devices", alarms: "alarms" };
+  const sections = { basemap: [], devices: [], alarms: [] };
+  for (const layer of live.layerList()) {
+    const colour = KIND_COLOURS[layer.id] ?? (layer.role === "wards" ? "#2d5b88" : layer.role === "roads"
+      ? "#56657d" : layer.role === "alarms" ? SEVERITY_COLOURS.critical : "#1c7ed6");
+    const input = h("input", { type: "checkbox", checked: layer.visible, dataset: { layer: layer.id },
+      onchange: (e) => {
+        live.setVisible(layer.id, e.target.checked);
+        live.onLayersChanged?.();
+      } });
+    sections[groups[layer.role] ?? "devices"].push(
+      h("label.layer-row", input, h("span.swatch", { style: { background: colour } }),
+        h("span", layerTitle(layer))));
+  }
+  const live_alarms = h("input", { type: "checkbox", checked: true, dataset: { layer: "live-alarms" },
+    onchange: (e) => {
+      for (const id of ["live-alarms", "live-alarms-halo"]) {
+        live.map.setLayoutProperty(id, "visibility", e.target.checked ? "visible" : "none");
+      }
+    } });
+  sections.alarms.unshift(h("label.layer-row", live_alarms,
+    h("span.swatch.ring", { style: { borderColor: SEVERITY_COLOURS.critical } }), h("span", t("alarms"))));
+  $("#layer-list").replaceChildren(
+    h("h3", t("basemap")), ...sections.basemap,
+    h("h3", t("devices")), ...sections.devices,
+    h("h3", t("alarms")), ...sections.alarms);
+}
+
+function layerTitle(layer) {
+  const known = kindLabel(layer.id);
+  if (known !== layer.id.replaceAll("_", " ")) return known;
+  return (lang() === "vi" ? layer.titleVi : layer.title) ?? known;
+}
+
+function renderLegend() {
+  const dot = (c, cls = "") => h(`span.dot${cls}`, { style: { background: c } });
+  $("#legend").replaceChildren(
+    h("h3", t("legend")),
+    h("div.legend-row", dot(KIND_COLOURS.streetlight), h("span", statusLabel("lamp_on"))),
+    h("div.legend-row", dot("#6c5f3c"), h("span", statusLabel("lamp_off"))),
+    ...["stale", "offline", "unknown"].map((s) => h("div.legend-row",
+      dot(STATUS_COLOURS[s], s === "offline" ? ".ring-red" : ""), h("span", statusLabel(s)))),
+    ...["critical", "major", "minor", "warning"].map((s) => h("div.legend-row",
+      dot(SEVERITY_COLOURS[s]), h("span", `⚠ ${severityLabel(s)}`))));
+}
+
+// ---------------------------------------------------------------- clock, boot
+
+setInterval(() => {
+  $("#clock").textContent = new Date().toLocaleTimeString(lang() === "vi" ? "vi-VN" : "en-GB");
+}, 1000);
+
+if (config.vendorMissing) {
+  document.body.append(h("div.fatal", config.vendorMissing));
+} else {
+  takeTokenFromUrl();
+  if (getToken()) start();
+  else showLogin();
+}

@@ -1,0 +1,146 @@
+// The ward roll-up: lamps out and open alarms per ward (a table, refreshed every few
+// seconds and after alarm transitions), ward labels on the map, and an optional
+// choropleth of the share of lamps out.
+
+import { api, fmtNumber, h } from "./common.js";
+import { onLangChange, t } from "./i18n.js";
+import { maplibregl } from "./livemap.js";
+
+const REFRESH_MS = 10000;
+
+export class WardRollup {
+  constructor(root, live, { onTotals }) {
+    this.root = root;
+    this.live = live;
+    this.onTotals = onTotals;
+    this.data = null;
+    this.labels = [];
+    this.choropleth = false;
+    this.sort = "lamps_out";
+    this.pending = null;
+    onLangChange(() => this.render());
+  }
+
+  async load() {
+    this.data = await api("/api/v1/wards/summary");
+    this.render();
+    this.renderLabels();
+    this.paintWards();
+    this.onTotals?.(this.data.totals);
+    return this.data;
+  }
+
+  start() {
+    setInterval(() => this.refresh(), REFRESH_MS);
+  }
+
+  // Alarm transitions come in bursts: one refresh for a burst.
+  refreshSoon() {
+    clearTimeout(this.pending);
+    this.pending = setTimeout(() => this.refresh(), 1000);
+  }
+
+  async refresh() {
+    if (document.hidden) return;
+    try {
+      await this.load();
+    } catch (err) {
+      console.warn("ward roll-up:", err.message);
+    }
+  }
+
+  sorted() {
+    const key = {
+      lamps_out: (w) => w.lamps.out,
+      alarms: (w) => w.alarms.open * 100 + w.alarms.unacked,
+      offline: (w) => w.devices.offline,
+      name: () => 0,
+    }[this.sort];
+    return this.data.wards.slice().sort((a, b) => key(b) - key(a) || a.name.localeCompare(b.name, "vi"));
+  }
+
+  render() {
+    if (!this.data) return;
+    const th = (key, label) => h(`th.num${this.sort === key ? ".sorted" : ""}`, {
+      onclick: () => {
+        this.sort = key;
+        this.render();
+      },
+    }, label);
+    const tot = this.data.totals;
+    const rows = this.sorted().map((w) => {
+      const sev = Object.entries(w.alarms.by_severity).find(([, n]) => n > 0)?.[0];
+      const outShare = w.lamps.total ? w.lamps.out / w.lamps.total : 0;
+      return h("tr", { dataset: { ward: w.code }, onclick: () => this.live.fitTo(w.bbox, { duration: 600 }) },
+        h("td.ward-name", w.name),
+        h("td.num", { title: `${w.lamps.out} / ${w.lamps.total}` },
+          h("span.bar", { style: { "--share": `${Math.min(100, outShare * 400)}%` } }),
+          h("span", fmtNumber(w.lamps.out)), h("small", `/${fmtNumber(w.lamps.total)}`)),
+        h("td.num", w.alarms.open ? h(`span.count.sev-${sev ?? "warning"}`, w.alarms.open) : "·",
+          w.alarms.unacked ? h("small", ` (${w.alarms.unacked})`) : ""),
+        h("td.num", w.devices.offline || "·"));
+    });
+    this.root.replaceChildren(
+      h("label.toggle-row",
+        h("input", { type: "checkbox", checked: this.choropleth, onchange: (e) => {
+          this.choropleth = e.target.checked;
+          this.paintWards();
+        } }),
+        h("span", t("colour_wards"))),
+      h("table.wards-table",
+        h("thead", h("tr",
+          h("th", { onclick: () => {
+            this.sort = "name";
+            this.render();
+          } }, t("ward")),
+          th("lamps_out", t("col_lamps_out")),
+          th("alarms", t("col_alarms")),
+          th("offline", t("col_offline")))),
+        h("tbody", ...rows),
+        h("tfoot", h("tr", h("td", t("city_total")),
+          h("td.num", fmtNumber(tot.lamps_out), h("small", ` / ${fmtNumber(tot.lamps)}`)),
+          h("td.num", fmtNumber(tot.alarms), tot.unacked ? h("small", ` (${tot.unacked})`) : ""),
+          h("td.num", fmtNumber(tot.offline))))));
+  }
+
+  renderLabels() {
+    for (const m of this.labels) m.remove();
+    this.labels = this.data.wards.map((w) => {
+      const badges = [];
+      if (w.lamps.out) badges.push(h("span.badge.lamps", { title: t("kpi_lamps_out") }, `● ${w.lamps.out}`));
+      if (w.alarms.open) {
+        const sev = Object.entries(w.alarms.by_severity).find(([, n]) => n > 0)?.[0] ?? "warning";
+        badges.push(h(`span.badge.sev-${sev}`, { title: t("open_alarms") }, `⚠ ${w.alarms.open}`));
+      }
+      const el = h("div.ward-label", { dataset: { ward: w.code } }, h("span.name", w.name), ...badges);
+      return new maplibregl.Marker({ element: el }).setLngLat(w.label).addTo(this.live.map);
+    });
+    this.updateLabelVisibility();
+    if (!this.zoomBound) {
+      this.zoomBound = true;
+      this.live.map.on("zoom", () => this.updateLabelVisibility());
+    }
+  }
+
+  updateLabelVisibility() {
+    const z = this.live.map.getZoom();
+    for (const m of this.labels) {
+      const el = m.getElement();
+      el.classList.toggle("hidden", z > 15.5);
+      el.classList.toggle("compact", z < 12);
+    }
+  }
+
+  // The share of lamps out per ward, as feature-state on the ward polygons.
+  paintWards() {
+    const wardSources = [...this.live.sources.entries()].filter(([, s]) => s.role === "wards");
+    for (const w of this.data?.wards ?? []) {
+      const out = this.choropleth && w.lamps.total ? w.lamps.out / w.lamps.total : 0;
+      for (const [src, s] of wardSources) {
+        for (const sl of s.sourceLayers) {
+          this.live.map.setFeatureState({ source: src, sourceLayer: sl, id: w.code }, { out });
+        }
+      }
+    }
+  }
+}
