@@ -256,7 +256,7 @@ class OutboxWorker:
                      "last_channel": channel, "dedup_key": row["dedup_key"]})
         if rest:
             self.metrics.notify_fallbacks.labels(channel).inc()
-            logger.warning("notification %s to %s: %s kept failing (%s); falling back to %s",
+            logger.warning("notification %s to %s: giving up on %s (%s); falling back to %s",
                            row["id"], recipient, channel, error, rest[0]["channel"])
         else:
             self.metrics.notify_failed.labels(channel).inc()
