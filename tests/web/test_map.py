@@ -1,0 +1,105 @@
+"""The IOC map in a real browser: it draws the city from our tiles and shows a device."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+
+from tests.server.test_ingest import iso, publisher, q, running, wait_connected, wait_for
+from tests.web.conftest import artifact, map_idle, map_ready, new_page
+
+# Rendered features per source (aggregate cells counted apart), from MapLibre itself.
+RENDERED = """() => {
+  const counts = {};
+  for (const f of window.ioc.map.queryRenderedFeatures()) {
+    const key = f.properties && f.properties.agg ? f.source + ':agg' : f.source;
+    counts[key] = (counts[key] || 0) + 1;
+  }
+  return counts;
+}"""
+
+
+def base_url(client) -> str:
+    return str(client.make_url("/")).rstrip("/")
+
+
+async def test_map_draws_the_city_from_our_tiles(browser, city_db_url, make_settings, token_for):
+    token = token_for(city_db_url, "viewer")
+    wards = q(city_db_url, "select count(*) from wards")[0][0]
+    async with running(make_settings(city_db_url)) as client:
+        page = await new_page(browser)
+        await page.goto(f"{base_url(client)}/?token={token}")
+        await map_ready(page)
+        assert "token=" not in page.url, "the token must leave the address bar"
+        city = await page.evaluate(RENDERED)
+        await page.screenshot(path=artifact("map-city.png"))
+        # The whole city at first load: every ward drawn, roads, and devices (lamps as
+        # aggregate cells at this zoom).
+        drawn_wards = await page.evaluate(
+            "() => new Set(window.ioc.map.queryRenderedFeatures({layers: ['wards:wards:fill']})"
+            ".map(f => f.properties.id)).size")
+        assert drawn_wards == wards, city
+        assert city.get("roads", 0) > 50, city
+        assert city.get("streetlight:agg", 0) + city.get("streetlight", 0) > 0, city
+        assert sum(v for k, v in city.items() if k.startswith(("camera", "traffic_controller"))) > 0, city
+        assert await page.locator(".ward-label").count() == wards
+
+        # A street: individual lamps (no aggregates) along drawn roads.
+        lamp = q(city_db_url, "select ST_X(geom), ST_Y(geom) from devices where kind = 'streetlight' "
+                              "order by id limit 1")[0]
+        await page.evaluate(f"() => window.ioc.map.jumpTo({{center: [{lamp[0]}, {lamp[1]}], zoom: 16.5}})")
+        await map_idle(page)
+        street = await page.evaluate(RENDERED)
+        await page.screenshot(path=artifact("map-street.png"))
+        assert street.get("streetlight", 0) > 3, street
+        assert "streetlight:agg" not in street, street
+        assert street.get("roads", 0) > 0, street
+
+        # Vietnamese labels on demand.
+        await page.click("[data-lang=vi]")
+        assert await page.inner_text(".brand-title") == "Trung tâm Điều hành"
+        assert "Đèn đường" in await page.inner_text("#layer-list")
+        assert page.errors == []
+
+
+async def test_layer_switcher_hides_a_kind(browser, city_db_url, make_settings, token_for):
+    token = token_for(city_db_url, "viewer")
+    async with running(make_settings(city_db_url)) as client:
+        page = await new_page(browser)
+        await page.goto(f"{base_url(client)}/?token={token}")
+        await map_ready(page)
+        assert (await page.evaluate(RENDERED)).get("camera", 0) > 0
+        await page.uncheck("#layer-list input[data-layer=camera]")
+        await map_idle(page)
+        assert (await page.evaluate(RENDERED)).get("camera", 0) == 0
+        assert page.errors == []
+
+
+async def test_device_panel_shows_latest_values_and_history(browser, city_db_url, make_settings,
+                                                            token_for, mosquitto):
+    token = token_for(city_db_url, "viewer")
+    sensor, lon, lat = q(city_db_url, "select id, ST_X(geom), ST_Y(geom) from devices "
+                                      "where kind = 'pressure_sensor' order by id limit 1")[0]
+    async with running(make_settings(city_db_url)) as client, publisher(mosquitto.url) as pub:
+        await wait_connected(client)
+        await pub.publish(f"ioc/v1/{sensor}/telemetry", orjson.dumps(
+            {"ts": iso(datetime.now(UTC)), "values": {"pressure_bar": 3.25, "temperature_c": 21.5}}), qos=1)
+        await wait_for(lambda: q(city_db_url, "select count(*) from telemetry")[0][0] == 2)
+        page = await new_page(browser)
+        await page.goto(f"{base_url(client)}/?token={token}#map=17/{lat}/{lon}")
+        await map_ready(page)
+        # Click the sensor where MapLibre drew it.
+        xy = await page.evaluate(f"""() => {{
+            const p = window.ioc.map.project([{lon}, {lat}]);
+            const r = window.ioc.map.getCanvas().getBoundingClientRect();
+            return [r.left + p.x, r.top + p.y];
+        }}""")
+        await page.mouse.click(*xy)
+        panel = page.locator("#device-panel")
+        await panel.locator(".dev-id", has_text=sensor).wait_for()
+        await panel.locator("[data-metric=pressure_bar]", has_text="3.25").wait_for()
+        await panel.locator("svg.history-chart path.line").wait_for(state="attached")
+        assert await panel.locator("svg.history-chart circle.last").count() == 1
+        await page.screenshot(path=artifact("device-panel.png"))
+        assert page.errors == []
