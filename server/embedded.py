@@ -257,7 +257,7 @@ class EmbeddedPostgres:
 MOSQUITTO_CONF = """\
 # Written by ioc-server; private broker for the embedded demo and tests.
 listener {port} {host}
-allow_anonymous true
+allow_anonymous {anonymous}
 persistence true
 persistence_location {persistence}/
 autosave_interval 30
@@ -281,17 +281,42 @@ log_type notice
 class EmbeddedMosquitto:
     """A mosquitto broker in ``data_dir`` owned by this process."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, extra_conf: str = ""):
+    def __init__(self, data_dir: Path, *, port: int | None = None, extra_conf: str = "",
+                 auth: bool = False):
         self.data_dir = Path(data_dir).resolve()
         self.host = "127.0.0.1"
         self.port = port
         self.extra_conf = extra_conf
+        # auth: no anonymous clients; users and topics from the password and ACL files that
+        # server/credentials.py writes (install_auth), reread on SIGHUP.
+        self.auth = auth
         self.log_path = self.data_dir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir / "passwd"
+
+    @property
+    def acl_file(self) -> Path:
+        return self.data_dir / "acl"
+
+    def install_auth(self, password_text: str, acl_text: str) -> None:
+        """Replace the password and ACL files; a running broker rereads them (SIGHUP)."""
+        from server.credentials import write_private
+
+        owner = None
+        if _running_as_root():
+            pw = _ensure_service_user()
+            owner = (pw.pw_uid, pw.pw_gid)
+        write_private(self.password_file, password_text, owner)
+        write_private(self.acl_file, acl_text, owner)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def start(self, timeout: float = 20) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -303,9 +328,16 @@ class EmbeddedMosquitto:
         persistence.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         conf = self.data_dir / "mosquitto.conf"
+        auth_conf = ""
+        if self.auth:
+            for path in (self.password_file, self.acl_file):
+                if not path.exists():  # nobody may connect until credentials are installed
+                    path.touch(mode=0o600)
+            auth_conf = f"password_file {self.password_file}\nacl_file {self.acl_file}\n"
         conf.write_text(
-            MOSQUITTO_CONF.format(port=self.port, host=self.host, persistence=persistence)
-            + self.extra_conf
+            MOSQUITTO_CONF.format(port=self.port, host=self.host, persistence=persistence,
+                                  anonymous="false" if self.auth else "true")
+            + auth_conf + self.extra_conf
         )
         _own(self.data_dir)
         log = open(self.log_path, "ab")
