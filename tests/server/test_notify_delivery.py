@@ -8,6 +8,7 @@ import asyncio
 import time
 
 import orjson
+import psycopg
 
 from server.notify.signing import new_secret, verify
 from server.settings import WebhookChannel
@@ -237,3 +238,32 @@ async def _all_delivered(pool, n: int):
     if len(rows) == n and all(r["status"] == "delivered" for r in rows):
         return rows
     return None
+
+
+async def test_crew_feed_delivered_when_the_crew_page_connects(db_url, make_settings, token_for):
+    """The live feed over the real websocket hub: not delivered while no client of the crew
+    is connected (retried), delivered once the crew's page connects."""
+    from server import keys
+    from tests.server.test_ingest import running
+
+    with psycopg.connect(db_url) as conn:
+        conn.execute("insert into crews (id, name) values (%s, 'Test crew')", (CREW,))
+    token = token_for(db_url, "crew", crew=CREW)
+    notify = fast_settings(max_attempts=50, channel_order=["crew"])
+    async with running(make_settings(db_url, mqtt_url=None, notify=notify)) as client:
+        pool = client.app[keys.DB]
+        notifier = client.app[keys.NOTIFIER]
+        alarm, _ = await raise_alarm(pool, notifier, "PS-0007", assigned_crew=CREW)
+        row = await until(lambda: _row_with(pool, alarm["id"], lambda r: r["attempts"] >= 2),
+                          what="two attempts with nobody connected")
+        assert row["status"] == "pending" and "no client of crew" in row["last_error"]
+        async with client.ws_connect("/api/v1/ws", headers={"Authorization": f"Bearer {token}"}) as ws:
+            while True:
+                msg = await asyncio.wait_for(ws.receive_json(), 60)
+                if msg.get("type") == "notification":
+                    break
+        row = await until(lambda: _row_with(pool, alarm["id"], lambda r: r["status"] == "delivered"),
+                          what="the row marked delivered")
+    assert msg["id"] == f"ntf_{row['id']}" and msg["event"] == "raised"
+    assert msg["dedup_key"] == "pressure-low:PS-0007"
+    assert msg["alarm"]["id"] == alarm["id"] and msg["alarm"]["assigned_crew"] == CREW
