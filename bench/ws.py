@@ -50,9 +50,14 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCH = Path(__file__).resolve().parent
+# The repository before bench/ (the script's own directory, sys.path[0]): bench/tiles.py must
+# not shadow the tiles package; bench/'s common and ingest are still found after it.
+sys.path[:0] = [str(BENCH.parent)]
+if str(BENCH) not in sys.path:
+    sys.path.append(str(BENCH))
 
-from common import (
+from common import (  # noqa: E402
     Stack,
     console,
     cpu_percent,
@@ -63,7 +68,14 @@ from common import (
     percentile,
     table,
 )
-from ingest import READINGS_PER_MSG, Probe, Publishers, latency_sampler, probe_ids
+from ingest import (  # noqa: E402
+    READINGS_PER_MSG,
+    Probe,
+    Publishers,
+    _stored,
+    latency_sampler,
+    probe_ids,
+)
 
 GOAL_P99_MS = 250.0
 HIST_MS = 60_000  # latency histogram bins: 1 ms each up to a minute (more goes in the last)
@@ -82,16 +94,16 @@ def _ts_ms(ts: str, cache: dict[str, int]) -> int:
 
 
 def clients_main(idx: int, base_url: str, token: str, jobs: list[tuple[int, list[float]]],
-                 coalesce: bool, ctl: mp.Queue, results: mp.Queue) -> None:
+                 coalesce: bool, ctl: mp.Queue, results: mp.Queue, received) -> None:
     try:
-        out = asyncio.run(_clients(base_url, token, jobs, coalesce, ctl, results))
+        out = asyncio.run(_clients(base_url, token, jobs, coalesce, ctl, results, received))
         results.put(("done", idx, out))
     except Exception as err:  # report, do not hang the parent
         results.put(("error", idx, f"{type(err).__name__}: {err}"))
 
 
 async def _clients(base_url: str, token: str, jobs, coalesce: bool, ctl: mp.Queue,
-                   results: mp.Queue) -> dict:
+                   results: mp.Queue, received) -> dict:
     import orjson
     import psutil
 
@@ -137,6 +149,7 @@ async def _clients(base_url: str, token: str, jobs, coalesce: bool, ctl: mp.Queu
                     now = time.time_ns() // 1_000_000
                     frames += 1
                     doc = orjson.loads(msg.data)
+                    before = n
                     for d in doc if isinstance(doc, list) else (doc,):
                         if d["type"] != "state":
                             continue
@@ -144,6 +157,7 @@ async def _clients(base_url: str, token: str, jobs, coalesce: bool, ctl: mp.Queu
                         ts = _ts_ms(d["ts"], cache)
                         if window["lo"] <= ts <= window["hi"]:
                             lat.append(now - ts)
+                    received.value += n - before  # the parent watches deliveries settle
             if lat:
                 a = np.minimum(np.maximum(np.asarray(lat, np.int64), 0), HIST_MS)
                 np.add.at(hist, a, 1)
@@ -180,17 +194,21 @@ class ClientProcs:
         self.ctx = mp.get_context("spawn")
         self.results = self.ctx.Queue()
         self.ctls = [self.ctx.Queue() for _ in range(n)]
+        self.counters = [self.ctx.Value("q", 0, lock=False) for _ in range(n)]
         jobs = list(enumerate(viewports))
         self.procs = [
             self.ctx.Process(target=clients_main, daemon=True, name=f"bench-ws-{i}",
                              args=(i, base_url, token, jobs[i::n], coalesce, self.ctls[i],
-                                   self.results))
+                                   self.results, self.counters[i]))
             for i in range(n)
         ]
 
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p.pid]
+
+    def received(self) -> int:
+        return sum(c.value for c in self.counters)
 
     async def start(self) -> None:
         for p in self.procs:
@@ -247,6 +265,7 @@ class Result:
     queued_max: float = 0.0
     window_s: float = 0.0
     commit_lat: list[float] = field(default_factory=list)  # ms, sampled
+    drain_s: float = 0.0  # last publish → deliveries settled (includes the 2 s of quiet)
 
     def pct(self, q: float) -> float:
         total = self.hist.sum()
@@ -322,8 +341,22 @@ async def run(args, stack: Stack, srv, url: str, token: str, ids: list[str],
             res.rss_max = max(res.rss_max, srv.rss_mb())
         c1 = cpu_snapshot(groups)
         pub = pub_task.result()
-        # Let the last updates arrive (1 s is > 4 × the latency goal), then stop the clients.
-        await asyncio.sleep(1.5)
+        # Drain: every reading committed, then the clients' counts still for 2 s.
+        target = pub["sent"] * READINGS_PER_MSG
+        t_end = time.monotonic() + 120
+        while time.monotonic() < t_end:
+            m = await probe.get()
+            res.rss_max = max(res.rss_max, srv.rss_mb())
+            if _stored(m) - _stored(m0) >= target:
+                break
+            await asyncio.sleep(0.2)
+        last, still = -1, time.monotonic()
+        while time.monotonic() < t_end and time.monotonic() - still < 2.0:
+            n = procs.received()
+            if n != last:
+                last, still = n, time.monotonic()
+            await asyncio.sleep(0.2)
+        res.drain_s = time.time() - pub["t_last"]
         res.rss_max = max(res.rss_max, srv.rss_mb())
         m1 = await probe.get()
         stop.set()
@@ -378,6 +411,7 @@ def report(args, r: Result) -> None:
          f"{r.server_metrics['ioc_ws_conflated_total']:,.0f} / "
          f"{r.server_metrics['ioc_ws_disconnected_slow_total']:,.0f}", ""],
         ["server: most messages queued (1 s samples)", f"{r.queued_max:,.0f}", ""],
+        ["drain: last publish → deliveries settled", f"{r.drain_s:.1f} s", "includes 2 s quiet"],
         ["latency publish → client p50 / p90", f"{r.pct(50):.0f} ms / {r.pct(90):.0f} ms", ""],
         ["latency publish → client p99 / max",
          f"{p99:.0f} ms / {int(np.flatnonzero(r.hist)[-1]) if r.hist.any() else float('nan')} ms",
