@@ -14,7 +14,9 @@ from server.alarms import alarms_ctx
 from server.api import audit as audit_api
 from server.api import commands as command_api
 from server.api import crews as crew_api
+from server.api import alarms as alarm_api
 from server.api import devices, health, telemetry
+from server.api import rules as rule_api
 from server.api import io as io_api
 from server.api import tokens as token_api
 from server.api import wards as ward_api
@@ -80,6 +82,8 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(health.routes)
     app.add_routes(devices.routes)
     app.add_routes(telemetry.routes)
+    app.add_routes(alarm_api.routes)  # alarms: lifecycle actions, history, KPIs
+    app.add_routes(rule_api.routes)  # alarm rules and their backtest
     app.add_routes(command_api.routes)  # device and group commands
     app.add_routes(audit_api.routes)
     app.add_routes(ward_api.routes)

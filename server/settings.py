@@ -47,6 +47,13 @@ class ModbusSettings(_Section):
 
 class RulesSettings(_Section):
     paths: list[str] = []
+    # Rule files are re-read when they change; this is how often their mtimes are checked.
+    reload_interval_s: float = Field(default=2.0, gt=0, le=3600)
+    shelve_max_minutes: int = Field(default=480, ge=1, le=10_080,
+                                    description="the longest an operator may shelve an alarm")
+    operator_consoles: int = Field(default=1, ge=1, description="for the alarm-load KPIs")
+    chatter_count: int = Field(default=3, ge=2, description="activations within chatter_window_s")
+    chatter_window_s: float = Field(default=60.0, gt=0)
 
 
 NOTIFY_EVENTS = ("raised", "acknowledged", "cleared", "closed", "shelved", "unshelved", "assigned",

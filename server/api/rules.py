@@ -1,0 +1,208 @@
+"""``/api/v1/rules``: the alarm rules (the API's own and, read-only, the rule files'), and a
+backtest that runs a rule over stored telemetry before it is enabled.
+
+Integrators (and admins) write; everyone reads. Rules from files (``source`` is
+``file:<path>``) are changed by editing the file, which is re-read on its own.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from rules.backtest import Backtest
+from rules.models import Rule, RuleError, parse_rule, rule_document
+from server import keys
+from server.audit import audit
+from server.auth import require
+from server.jsonutil import json_response, read_json
+from server.problems import Problem, bad_request
+
+routes = web.RouteTableDef()
+
+BACKTEST_MAX_DAYS = 31
+BACKTEST_MAX_ROWS = 5_000_000
+FETCH_ROWS = 50_000
+
+
+def _row_json(r, engine) -> dict[str, Any]:
+    return {"id": r["id"], "kind": r["kind"], "source": r["source"], "enabled": r["enabled"],
+            "evaluated": r["id"] in engine.core.rules, "document": r["document"],
+            "created_at": r["created_at"], "updated_at": r["updated_at"]}
+
+
+def _parse(doc: Any) -> Rule:
+    try:
+        return parse_rule(doc, source="request")
+    except RuleError as err:
+        raise Problem(400, f"the rule is not valid: {err.errors[0]}", errors=err.errors) from None
+
+
+def _check_with(engine, rule: Rule, replacing: str | None = None) -> None:
+    """The rule must work alongside the others (known metrics, existing members)."""
+    others = [r for rid, r in engine.core.rules.items() if rid not in (rule.id, replacing)]
+    errors = [e for e in engine.core.validate([*others, rule]) if f"rule {rule.id!r}" in e]
+    if errors:
+        raise Problem(400, f"the rule is not valid: {errors[0]}", errors=errors)
+
+
+@routes.get("/api/v1/rules")
+async def list_rules(request: web.Request) -> web.Response:
+    engine = request.app[keys.ALARMS]
+    async with request.app[keys.DB].acquire() as conn:
+        rows = await conn.fetch("select * from rules order by id")
+    return json_response({"rules": [_row_json(r, engine) for r in rows],
+                          "errors": engine.rule_errors})
+
+
+@routes.get("/api/v1/rules/{id}")
+async def get_rule(request: web.Request) -> web.Response:
+    rule_id = request.match_info["id"]
+    async with request.app[keys.DB].acquire() as conn:
+        row = await conn.fetchrow("select * from rules where id = $1", rule_id)
+    if row is None:
+        raise Problem(404, f"no rule {rule_id!r}")
+    return json_response(_row_json(row, request.app[keys.ALARMS]))
+
+
+async def _store(request: web.Request, rule: Rule, *, create: bool) -> web.Response:
+    who = require(request, "integrator")
+    engine = request.app[keys.ALARMS]
+    _check_with(engine, rule)
+    doc = rule_document(rule)
+    async with request.app[keys.DB].acquire() as conn, conn.transaction():
+        cur = await conn.fetchrow("select source from rules where id = $1 for update", rule.id)
+        if cur is not None and cur["source"] != "api":
+            raise Problem(409, f"rule {rule.id!r} comes from {cur['source'][5:]}; edit that file")
+        if cur is not None and create:
+            raise Problem(409, f"rule {rule.id!r} exists; PUT /api/v1/rules/{rule.id} replaces it")
+        await conn.execute(
+            """insert into rules (id, kind, document, source, enabled) values ($1, $2, $3, 'api', $4)
+               on conflict (id) do update set kind = excluded.kind, document = excluded.document,
+                   enabled = excluded.enabled, updated_at = now()""",
+            rule.id, rule.kind, doc, rule.enabled)
+        await audit(conn, who.actor, "rule.create" if cur is None else "rule.update",
+                    target=rule.id, details={"kind": rule.kind})
+        row = await conn.fetchrow("select * from rules where id = $1", rule.id)
+    await engine.reload_rules()
+    return json_response(_row_json(row, engine), status=201 if cur is None else 200,
+                         headers={"Location": f"/api/v1/rules/{rule.id}"})
+
+
+@routes.post("/api/v1/rules")
+async def create_rule(request: web.Request) -> web.Response:
+    require(request, "integrator")
+    return await _store(request, _parse(await read_json(request)), create=True)
+
+
+@routes.put("/api/v1/rules/{id}")
+async def put_rule(request: web.Request) -> web.Response:
+    require(request, "integrator")
+    rule_id = request.match_info["id"]
+    doc = await read_json(request)
+    if not isinstance(doc, dict):
+        raise bad_request("send the rule as a JSON object")
+    if doc.get("id", rule_id) != rule_id:
+        raise bad_request(f"the body's id {doc.get('id')!r} is not {rule_id!r}; a rule cannot be "
+                          "renamed (create the new one, delete the old)")
+    return await _store(request, _parse({**doc, "id": rule_id}), create=False)
+
+
+@routes.delete("/api/v1/rules/{id}")
+async def delete_rule(request: web.Request) -> web.Response:
+    who = require(request, "integrator")
+    rule_id = request.match_info["id"]
+    engine = request.app[keys.ALARMS]
+    users = [r.id for r in engine.core.rules.values() if rule_id in r.members]
+    if users:
+        raise Problem(409, f"rule {rule_id!r} is the member of {', '.join(users)}; change those first")
+    async with request.app[keys.DB].acquire() as conn, conn.transaction():
+        cur = await conn.fetchrow("select source from rules where id = $1 for update", rule_id)
+        if cur is None:
+            raise Problem(404, f"no rule {rule_id!r}")
+        if cur["source"] != "api":
+            raise Problem(409, f"rule {rule_id!r} comes from {cur['source'][5:]}; edit that file")
+        await conn.execute("delete from rules where id = $1", rule_id)
+        await audit(conn, who.actor, "rule.delete", target=rule_id)
+    await engine.reload_rules()
+    return web.Response(status=204)
+
+
+def _when(doc: dict, name: str, default: datetime) -> datetime:
+    raw = doc.get(name)
+    if raw is None:
+        return default
+    try:
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            return datetime.fromtimestamp(raw / 1000, UTC)
+        t = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        raise bad_request(f"{name} must be an RFC 3339 time or epoch milliseconds, got {raw!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+@routes.post("/api/v1/rules/backtest")
+async def backtest(request: web.Request) -> web.Response:
+    """{"rule": {...}, "from": t, "to": t} → what the rule would have raised then."""
+    require(request, "integrator", "operator")
+    doc = await read_json(request)
+    if not isinstance(doc, dict) or not isinstance(doc.get("rule"), dict):
+        raise bad_request('send {"rule": {...}, "from": "<RFC 3339>", "to": "<RFC 3339>"}')
+    rule = _parse(doc["rule"])
+    now = datetime.now(UTC)
+    end = _when(doc, "to", now)
+    start = _when(doc, "from", end - timedelta(days=1))
+    if start >= end:
+        raise bad_request("from must be before to")
+    if end - start > timedelta(days=BACKTEST_MAX_DAYS):
+        raise bad_request(f"a backtest covers at most {BACKTEST_MAX_DAYS} days; narrow from/to")
+    engine = request.app[keys.ALARMS]
+    members = []
+    for m in rule.members:
+        member = engine.core.rules.get(m)
+        if member is None:
+            async with request.app[keys.DB].acquire() as conn:
+                stored = await conn.fetchval("select document from rules where id = $1", m)
+            if stored is None:
+                raise Problem(400, f"rule {rule.id!r}: member: no rule {m!r} to correlate")
+            member = _parse(stored)
+        members.append(member)
+    try:
+        bt = Backtest(rule, members, engine.core.table, engine.core.metrics)
+    except RuleError as err:
+        raise Problem(400, f"the rule is not valid: {err.errors[0]}", errors=err.errors) from None
+    device_keys = bt.device_keys()
+    metric_ids = bt.metric_ids()
+    where = "device_key = any($3::int[]) and ts >= $1 and ts < $2"
+    args: list[Any] = [start, end, device_keys.tolist()]
+    if metric_ids is not None:
+        where += " and metric_id = any($4::smallint[])"
+        args.append(metric_ids)
+    async with request.app[keys.DB].acquire() as conn:
+        total = await conn.fetchval(f"select count(*) from telemetry where {where}", *args)
+        if total > BACKTEST_MAX_ROWS:
+            raise Problem(400, f"{total:,} readings in that range; a backtest reads at most "
+                               f"{BACKTEST_MAX_ROWS:,}: narrow from/to or the rule's select")
+        async with conn.transaction():
+            cur = await conn.cursor(
+                f"select device_key, metric_id, extract(epoch from ts)::float8, value, quality "
+                f"from telemetry where {where} order by ts", *args)
+            while True:
+                rows = await cur.fetch(FETCH_ROWS)
+                if not rows:
+                    break
+                a = np.array([tuple(r) for r in rows], dtype=np.float64)
+                bt.feed(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2], a[:, 3],
+                        a[:, 4].astype(np.int64))
+    report = bt.report(min(end, now).timestamp())
+
+    def iso(t: float | None) -> datetime | None:
+        return datetime.fromtimestamp(t, UTC) if t is not None else None
+
+    for a in report["alarms"]:
+        a["raised_at"], a["cleared_at"] = iso(a["raised_at"]), iso(a["cleared_at"])
+    report["first"], report["last"] = iso(report["first"]), iso(report["last"])
+    return json_response({"from": start, "to": end, **report})

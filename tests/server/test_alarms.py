@@ -1,0 +1,179 @@
+"""The alarm engine end to end: readings published over MQTT into the real mosquitto and
+database raise and clear alarms of every rule kind; restart rebuilds without firing twice."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+import yaml
+
+from rules.sun import sun_times
+from server.keys import ALARMS
+from tests.server.test_ingest import iso, publisher, q, running, wait_connected, wait_for
+
+
+def write_rules(path, *rules) -> str:
+    path.write_text(yaml.safe_dump({"rules": list(rules)}, sort_keys=False))
+    return str(path)
+
+
+def first(url: str, kind: str, n: int = 1) -> list[str]:
+    return [r[0] for r in q(url, "select id from devices where kind = %s order by id limit %s",
+                            kind, n)]
+
+
+def alarms(url: str, rule: str) -> list[tuple]:
+    """(device, state, active, severity, suppressed, incident) of a rule's alarms, by id."""
+    return q(url, "select device, state, active, severity, suppressed, incident from alarms "
+                  "where rule = %s order by id", rule)
+
+
+def raised_events(url: str, rule: str) -> int:
+    return q(url, "select count(*) from alarm_events e join alarms a on a.id = e.alarm_id "
+                  "where a.rule = %s and e.event = 'raised'", rule)[0][0]
+
+
+async def send(pub, device: str, values: dict, ts: datetime | None = None) -> None:
+    msg = {"values": values} | ({"ts": iso(ts)} if ts else {})
+    await pub.publish(f"ioc/v1/{device}/telemetry", orjson.dumps(msg), qos=1)
+
+
+def state_of(url: str, rule: str, device: str) -> str | None:
+    rows = q(url, "select state from alarms where rule = %s and device = %s order by id desc "
+                  "limit 1", rule, device)
+    return rows[0][0] if rows else None
+
+
+def last_noon_and_midnight(lon: float, lat: float) -> tuple[datetime, datetime]:
+    now = time.time()
+    rise, set_ = sun_times(now, lat, lon)
+    noon = float((rise + set_) / 2)
+    while noon > now - 13 * 3600:  # its midnight after it, and both in the past
+        noon -= 86400
+    midnight = noon + 12 * 3600
+    return datetime.fromtimestamp(noon, UTC), datetime.fromtimestamp(midnight, UTC)
+
+
+async def test_each_rule_kind_raises_and_clears_over_mqtt(city_db_url, make_settings, mosquitto,
+                                                          tmp_path):
+    url = city_db_url
+    ps1, ps2 = first(url, "pressure_sensor", 2)
+    lamp1, lamp2 = first(url, "streetlight", 2)
+    meter = first(url, "water_meter")[0]
+    tc = first(url, "traffic_controller")[0]
+    cam = first(url, "camera")[0]
+    path = write_rules(
+        tmp_path / "rules.yaml",
+        {"id": "p-low", "kind": "threshold", "select": {"devices": [ps1]},
+         "metric": "pressure_bar", "below": 1.5, "deadband": 0.1, "severity": "major"},
+        {"id": "p-drop", "kind": "rate_of_change", "select": {"devices": [ps2]},
+         "metric": "pressure_bar", "window": "1m", "below": -0.5, "severity": "major"},
+        {"id": "meter-silent", "kind": "stale", "select": {"devices": [meter]},
+         "interval": "1s", "missed_intervals": 2, "severity": "minor"},
+        {"id": "lamp-fault", "kind": "fault", "select": {"devices": [lamp1]},
+         "metric": "lamp_fault", "severity": "minor"},
+        {"id": "cam-offline", "kind": "fault", "select": {"devices": [cam]}, "offline": True,
+         "severity": "minor"},
+        {"id": "tc-flash", "kind": "state", "select": {"devices": [tc]}, "metric": "mode",
+         "in": [1, 3, 4], "severity": "major"},
+        {"id": "lamp-sched", "kind": "lighting_schedule", "select": {"devices": [lamp2]},
+         "severity": "warning"},
+    )
+    lon, lat = q(url, "select ST_X(geom), ST_Y(geom) from devices where id = %s", lamp2)[0]
+    noon, midnight = last_noon_and_midnight(lon, lat)
+    now = datetime.now(UTC).replace(microsecond=0)
+    settings = make_settings(url, rules={"paths": [path]})
+    async with running(settings) as client, publisher(mosquitto.url) as pub:
+        await wait_connected(client)
+        await send(pub, ps1, {"pressure_bar": 1.2})
+        for i, v in enumerate((3.0, 3.0, 3.0, 2.0)):
+            await send(pub, ps2, {"pressure_bar": v}, now - timedelta(seconds=60 - 20 * i))
+        await send(pub, meter, {"volume_m3": 10.0})
+        await send(pub, lamp1, {"lamp_fault": True})
+        await pub.publish(f"ioc/v1/{cam}/status", b"offline", qos=1)
+        await send(pub, tc, {"mode": 3})
+        await send(pub, lamp2, {"lamp_on": True}, noon)
+        for rule, dev in (("p-low", ps1), ("p-drop", ps2), ("lamp-fault", lamp1),
+                          ("cam-offline", cam), ("tc-flash", tc), ("lamp-sched", lamp2),
+                          ("meter-silent", meter)):
+            await wait_for(lambda r=rule, d=dev: state_of(url, r, d) == "active_unacked",
+                           within=20)
+        # The stale alarm fired from the timer, with no reading after the deadline.
+        assert q(url, "select value from alarms where rule = 'meter-silent'")[0][0] >= 2.0
+
+        await send(pub, ps1, {"pressure_bar": 1.55})  # inside the deadband: still low
+        for i in range(1, 4):
+            await send(pub, ps2, {"pressure_bar": 2.0}, now + timedelta(seconds=20 * i))
+        await send(pub, meter, {"volume_m3": 10.1})
+        await send(pub, lamp1, {"lamp_fault": False})
+        await send(pub, cam, {"online": True, "recording": True})
+        await send(pub, tc, {"mode": 7})
+        await send(pub, lamp2, {"lamp_on": False}, noon + timedelta(minutes=1))
+        for rule, dev in (("p-drop", ps2), ("lamp-fault", lamp1), ("cam-offline", cam),
+                          ("tc-flash", tc), ("lamp-sched", lamp2), ("meter-silent", meter)):
+            await wait_for(lambda r=rule, d=dev: state_of(url, r, d) == "rtn_unacked", within=20)
+        assert state_of(url, "p-low", ps1) == "active_unacked"
+        await send(pub, ps1, {"pressure_bar": 1.7})
+        await wait_for(lambda: state_of(url, "p-low", ps1) == "rtn_unacked")
+        # Night outage: the same rule, the other way round, from the sun at the lamp.
+        await send(pub, lamp2, {"lamp_on": False}, midnight)
+        await wait_for(lambda: len(alarms(url, "lamp-sched")) == 1 and
+                       state_of(url, "lamp-sched", lamp2) == "active_unacked")
+        await client.app[ALARMS].drained()
+    sched = q(url, "select message from alarms where rule = 'lamp-sched'")[0][0]
+    assert "off at night" in sched
+    events = q(url, "select e.event from alarm_events e join alarms a on a.id = e.alarm_id "
+                    "where a.rule = 'p-low' and e.actor = 'rules' order by e.id")
+    assert events == [("raised",), ("cleared",)]
+    assert raised_events(url, "meter-silent") == 1
+
+
+@pytest.fixture
+def threshold_file(tmp_path, city_db_url):
+    ps = first(city_db_url, "pressure_sensor", 3)
+    return ps, write_rules(
+        tmp_path / "rules.yaml",
+        {"id": "p-low", "kind": "threshold", "select": {"kind": "pressure_sensor"},
+         "metric": "pressure_bar", "below": 1.5, "severity": "major"},
+        {"id": "p-low-delayed", "kind": "threshold", "select": {"devices": [ps[2]]},
+         "metric": "pressure_bar", "below": 1.0, "on_delay": "3s", "severity": "critical"},
+        {"id": "cam-offline", "kind": "fault", "select": {"kind": "camera"}, "offline": True,
+         "severity": "minor"},
+    )
+
+
+async def test_restart_rebuilds_without_firing_twice(city_db_url, make_settings, mosquitto,
+                                                     threshold_file):
+    url = city_db_url
+    (ps1, ps2, ps3), path = threshold_file
+    cam = first(url, "camera")[0]
+    settings = make_settings(url, rules={"paths": [path]})
+    async with running(settings) as client, publisher(mosquitto.url) as pub:
+        await wait_connected(client)
+        await send(pub, ps1, {"pressure_bar": 1.2})
+        # The broker keeps this "offline" and replays it to the next session.
+        await pub.publish(f"ioc/v1/{cam}/status", b"offline", qos=1, retain=True)
+        await wait_for(lambda: state_of(url, "p-low", ps1) == "active_unacked")
+        await wait_for(lambda: state_of(url, "cam-offline", cam) == "active_unacked")
+        await send(pub, cam, {"online": True})  # reporting again: the offline alarm clears
+        await wait_for(lambda: state_of(url, "cam-offline", cam) == "rtn_unacked")
+        # Below the delayed rule's limit; the server stops before its 3 s on-delay is over.
+        await send(pub, ps3, {"pressure_bar": 0.5})
+        await wait_for(lambda: state_of(url, "p-low", ps3) == "active_unacked")
+        assert state_of(url, "p-low-delayed", ps3) is None
+    assert state_of(url, "p-low-delayed", ps3) is None
+    async with running(settings) as client:
+        await wait_connected(client)
+        # The pending on-delay is rebuilt from device_state and fires once, after restart.
+        await wait_for(lambda: state_of(url, "p-low-delayed", ps3) == "active_unacked", within=20)
+        await client.app[ALARMS].drained()
+        time.sleep(0.5)
+        await client.app[ALARMS].drained()
+    assert raised_events(url, "p-low") == 2  # ps1 and ps3, each once
+    assert raised_events(url, "p-low-delayed") == 1
+    assert raised_events(url, "cam-offline") == 1, "a retained 'offline' replay raised again"
+    assert state_of(url, "cam-offline", cam) == "rtn_unacked"
+    assert len(alarms(url, "p-low")) == 2
