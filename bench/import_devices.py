@@ -24,9 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, Stack, console, log  # noqa: I001 - bench/ is on sys.path first
-
 import psycopg
+from common import REPO, Stack, console, log
 from rich.table import Table
 
 
