@@ -243,12 +243,9 @@ class Client:
     def push(self, kind: str, frame: bytes) -> None:
         if self.closing:
             return
+        # Not bounded here: a burst (a feeder going dark raises hundreds of alarms in one
+        # evaluation) must not cost a healthy client its connection. The watchdog bounds it.
         self._messages.append((kind, frame))
-        if len(self._messages) > self.hub.settings.max_queued:
-            self.hub.kick(self, CLOSE_TOO_SLOW,
-                          f"too slow: {len(self._messages)} alarm and notification messages "
-                          "unsent; reconnect for a fresh snapshot")
-            return
         self._queued()
 
     def _queued(self) -> None:
@@ -263,6 +260,11 @@ class Client:
     @property
     def queued(self) -> int:
         return self._nstates + len(self._messages)
+
+    @property
+    def unsent_messages(self) -> int:
+        """Unsent messages that are never merged nor dropped (alarms, notifications...)."""
+        return len(self._messages)
 
     def lag(self, now: float) -> float:
         """How long the oldest unsent message has waited (0 when none, or while the
@@ -690,7 +692,11 @@ class Hub:
                 continue
             queued += client.queued
             lag = client.lag(now)
-            if lag > limit:
+            if client.unsent_messages > self.settings.max_queued:
+                self.kick(client, CLOSE_TOO_SLOW,
+                          f"too slow: {client.unsent_messages} alarm and notification messages "
+                          "unsent; reconnect for a fresh snapshot")
+            elif lag > limit:
                 self.kick(client, CLOSE_TOO_SLOW,
                           f"too slow: messages waited {lag:.0f} s unsent (limit {limit:g} s); "
                           "reconnect for a fresh snapshot")

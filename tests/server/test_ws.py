@@ -431,6 +431,15 @@ async def test_crews_get_only_their_alarms_and_messages(city_db_url, make_settin
         assert hub.send_to_crew(crew_b, {**note, "alarm": 5}) is True
         assert (await pb.next(lambda m: m["type"] == "notification"))["alarm"] == 5
         assert not [m for m in op.all if m["type"] == "notification"]
+
+        # Unsubscribed: no more alarms (a pong queued after it comes first, and alone).
+        await op.send({"op": "unsubscribe"})
+        await op.send({"op": "ping"})
+        await op.next(lambda m: m["type"] == "pong")
+        hub.publish_alarm(alarm(5, None))
+        await op.send({"op": "ping", "id": 2})
+        assert (await op.next())["type"] == "pong"
+        assert 5 not in [m["alarm"]["id"] for m in op.all if m["type"] == "alarm"]
         for p in (op, pa, pb):
             await p.ws.close()
 
