@@ -79,7 +79,8 @@ class Registry:
             "ioc_notification_outbox_oldest_due_seconds",
             "How long the most overdue pending row has been due", registry=r)
         self.notify_latency = Histogram(
-            "ioc_notification_delivery_seconds", "Due time to delivery", ["channel"],
+            "ioc_notification_delivery_seconds",
+            "Enqueue to delivery (retries, fallbacks and quiet-hours deferral included)", ["channel"],
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600), registry=r)
         self.alarm_escalations = Counter(
             "ioc_alarm_escalations", "Alarms escalated for want of an acknowledgement", ["level"],

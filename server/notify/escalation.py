@@ -139,7 +139,7 @@ class Escalator:
             logger.warning("alarm %s (%s on %s) %s: escalated to level %d: %s", alarm["id"],
                            alarm["severity"], alarm["device"], reason, target_level, ", ".join(why))
         else:
-            logger.error("alarm %s (%s on %s) %s: nobody at escalation levels %d-%d (no available "
-                         "crew of that escalation_level, no notify.escalation.contacts)",
-                         alarm["id"], alarm["severity"], alarm["device"], reason, level + 1,
-                         s.escalation.max_level)
+            logger.warning("alarm %s (%s on %s) %s: nobody at escalation levels %d-%d (no available "
+                           "crew of that escalation_level, no notify.escalation.contacts)",
+                           alarm["id"], alarm["severity"], alarm["device"], reason, level + 1,
+                           s.escalation.max_level)

@@ -267,3 +267,20 @@ async def test_crew_feed_delivered_when_the_crew_page_connects(db_url, make_sett
     assert msg["id"] == f"ntf_{row['id']}" and msg["event"] == "raised"
     assert msg["dedup_key"] == "pressure-low:PS-0007"
     assert msg["alarm"]["id"] == alarm["id"] and msg["alarm"]["assigned_crew"] == CREW
+
+
+async def test_old_deliveries_of_closed_alarms_are_purged_open_ones_kept(db_url: str) -> None:
+    async with notifier_running(db_url, fast_settings(retention_days=30)) as (pool, notifier):
+        async with pool.acquire() as conn:
+            closed = await new_alarm(conn, "PS-0008", state="closed")
+            still_open = await new_alarm(conn, "PS-0009")
+            for alarm, status in [(closed, "delivered"), (closed, "failed"),
+                                  (still_open, "delivered")]:
+                await conn.execute(
+                    "insert into notification_outbox (alarm_id, event, channel, target, dedup_key, "
+                    "payload, status, created_at) values ($1, 'raised', 'crew', 'X', $2, '{}', $3, "
+                    "now() - interval '31 days')", alarm["id"], alarm["dedup_key"], status)
+        assert await notifier.worker.purge() == 1
+        left = [(r["alarm_id"], r["status"]) for r in await outbox(pool)]
+    # A failure stays for review; an open alarm keeps who was told, for its follow-ups.
+    assert sorted(left) == sorted([(closed["id"], "failed"), (still_open["id"], "delivered")])

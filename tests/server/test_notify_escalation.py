@@ -3,6 +3,9 @@ the synthetic city, a real SMTP server and two notifiers sharing the database.""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
 from server.settings import EscalationContact, EscalationSettings
 from tests.server.test_notify import (
     Mailbox,
@@ -14,6 +17,7 @@ from tests.server.test_notify import (
     transition,
     until,
 )
+from tests.server.test_notify_routing import _window_around
 
 SUPERVISOR = "SUP-01"
 
@@ -127,3 +131,23 @@ async def test_acknowledging_after_an_escalation_stops_the_next_level(city_db_ur
 
 async def _level(pool, alarm_id: int, level: int) -> bool:
     return any(e["details"]["level"] == level for e in await _escalations(pool, alarm_id))
+
+
+async def test_low_priorities_do_not_escalate_in_quiet_hours_but_critical_ones_do(
+        city_db_url: str) -> None:
+    mailbox = Mailbox(free_port())
+    settings = _settings(mailbox, minutes=0.01, max_level=2)
+    settings.escalation.ack_minutes["minor"] = 0.01
+    settings.escalation.ack_minutes["critical"] = 0.01
+    settings = settings.model_copy(update={
+        "quiet_hours": _window_around(datetime.now(UTC), ZoneInfo("Asia/Ho_Chi_Minh"))})
+    async with notifier_running(city_db_url, settings) as (pool, notifier):
+        await _add_supervisor(pool)
+        low, _ = await raise_alarm(pool, notifier, await _device(pool, 0), severity="minor",
+                                   priority=3)
+        critical, _ = await raise_alarm(pool, notifier, await _device(pool, 1),
+                                        severity="critical", priority=3)
+        await until(lambda: _escalations(pool, critical["id"]), what="the critical escalation")
+        scans = notifier.escalator.scans
+        await until(lambda: notifier.escalator.scans >= scans + 3, what="three more scans")
+        assert await _escalations(pool, low["id"]) == []
