@@ -11,15 +11,19 @@ TILEJSON_VERSION = "3.0.0"
 DEFAULT_CENTER_ZOOM = 13
 
 
-def tile_url(base: str, layer: Layer, token: str | None) -> str:
-    url = f"{base}/tiles/{layer.id}/{{z}}/{{x}}/{{y}}.mvt"
+def _name(layers: list[Layer]) -> str:
+    return ",".join(layer.id for layer in layers)
+
+
+def tile_url(base: str, layers: list[Layer], token: str | None) -> str:
+    url = f"{base}/tiles/{_name(layers)}/{{z}}/{{x}}/{{y}}.mvt"
     # MapLibre cannot add a header to tile requests without transformRequest: a TileJSON
     # fetched with ?token= hands out tile URLs that carry it.
     return url + "?" + urlencode({"token": token}) if token else url
 
 
-def tilejson_url(base: str, layer: Layer, token: str | None) -> str:
-    url = f"{base}/tiles/{layer.id}.json"
+def tilejson_url(base: str, layers: list[Layer], token: str | None) -> str:
+    url = f"{base}/tiles/{_name(layers)}.json"
     return url + "?" + urlencode({"token": token}) if token else url
 
 
@@ -48,33 +52,39 @@ def describe(layer: Layer) -> dict[str, Any]:
     }
 
 
-def tilejson(layer: Layer, base: str, token: str | None,
+def tilejson(layers: list[Layer], base: str, token: str | None,
              bounds: tuple[float, float, float, float], max_age_s: int, live_max_age_s: int
              ) -> dict[str, Any]:
+    """TileJSON of one layer, or of a composite source (several layers in one tile)."""
     w, s, e, n = bounds
-    return {
+    minzoom = min(layer.minzoom for layer in layers)
+    maxzoom = min(layer.maxzoom for layer in layers)
+    doc: dict[str, Any] = {
         "tilejson": TILEJSON_VERSION,
-        "name": layer.id,
-        "description": f"{layer.title_en} / {layer.title_vi}",
+        "name": _name(layers),
+        "description": "; ".join(f"{layer.title_en} / {layer.title_vi}" for layer in layers),
         "version": "1.0.0",
         "attribution": "ioc-server",
         "scheme": "xyz",
-        "tiles": [tile_url(base, layer, token)],
-        "minzoom": layer.minzoom,
-        "maxzoom": layer.maxzoom,
+        "tiles": [tile_url(base, layers, token)],
+        "minzoom": minzoom,
+        "maxzoom": maxzoom,
         "bounds": [w, s, e, n],
-        "center": [(w + e) / 2, (s + n) / 2, max(layer.minzoom, min(DEFAULT_CENTER_ZOOM, layer.maxzoom))],
+        "center": [(w + e) / 2, (s + n) / 2, max(minzoom, min(DEFAULT_CENTER_ZOOM, maxzoom))],
         "vector_layers": [{
             "id": layer.id,
             "description": layer.title_en,
             "minzoom": layer.minzoom,
             "maxzoom": layer.maxzoom,
             "fields": _fields(layer),
-        }],
-        **{k: v for k, v in describe(layer).items() if k not in ("id", "minzoom", "maxzoom")},
-        "max_age_s": live_max_age_s if layer.live else max_age_s,
+            **{k: v for k, v in describe(layer).items() if k not in ("id", "minzoom", "maxzoom")},
+        } for layer in layers],
+        "max_age_s": live_max_age_s if any(layer.live for layer in layers) else max_age_s,
         "aggregate_max_age_s": live_max_age_s,
     }
+    if len(layers) == 1:
+        doc.update({k: v for k, v in describe(layers[0]).items() if k not in ("id", "minzoom", "maxzoom")})
+    return doc
 
 
 def layer_list(layers: list[Layer], base: str, token: str | None, max_age_s: int,
@@ -86,8 +96,8 @@ def layer_list(layers: list[Layer], base: str, token: str | None, max_age_s: int
             {
                 **describe(layer),
                 "max_age_s": live_max_age_s if layer.live else max_age_s,
-                "tilejson": tilejson_url(base, layer, token),
-                "tiles": tile_url(base, layer, token),
+                "tilejson": tilejson_url(base, [layer], token),
+                "tiles": tile_url(base, [layer], token),
             }
             for layer in layers
         ],

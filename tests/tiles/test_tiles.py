@@ -374,3 +374,26 @@ async def test_tiles_need_a_token_and_viewers_may_read(api, db):
         await problem(await api.get(url, params={"token": "ioc_wrong"}), 401)
         assert (await api.get(url, headers=auth(api, "viewer"))).status == 200
         assert (await api.get(url, params={"token": api.tokens["viewer"]})).status == 200
+
+
+async def test_several_layers_in_one_tile(api, db):
+    cam = await db.fetchrow("select ST_X(geom) lon, ST_Y(geom) lat from devices where kind = 'camera'"
+                            " order by id limit 1")
+    t = tile_at(cam["lon"], cam["lat"], 15)
+    resp = await api.get("/tiles/camera,wards,roads/{}/{}/{}.mvt".format(*t), headers=auth(api))
+    assert resp.status == 200 and resp.content_type == MVT
+    decoded = mapbox_vector_tile.decode(await resp.read())
+    assert set(decoded) == {"camera", "wards", "roads"}
+    for name in decoded:
+        alone = await features(api, name, *t)
+        assert sorted(f["properties"]["id"] for f in decoded[name]["features"]) == sorted(
+            f["properties"]["id"] for f in alone)
+    etag = resp.headers["ETag"]
+    again = await api.get("/tiles/camera,wards,roads/{}/{}/{}.mvt".format(*t),
+                          headers={**auth(api), "If-None-Match": etag})
+    assert again.status == 304
+    tj = await (await api.get("/tiles/camera,wards,roads.json", headers=auth(api))).json()
+    assert [vl["id"] for vl in tj["vector_layers"]] == ["camera", "wards", "roads"]
+    assert "/tiles/camera,wards,roads/{z}/{x}/{y}.mvt" in tj["tiles"][0]
+    body = await problem(await api.get("/tiles/camera,lamps/1/0/0.mvt", headers=auth(api)), 404)
+    assert "'lamps'" in body["detail"]
