@@ -139,7 +139,9 @@ _RUNNING: list[Notifier] = []
 
 
 def _enqueuer() -> Enqueuer:
-    notifier = _CURRENT.get() or (_RUNNING[-1] if _RUNNING else None)
+    notifier = _CURRENT.get()
+    if notifier not in _RUNNING:  # unset, or an application that has stopped since
+        notifier = _RUNNING[-1] if _RUNNING else None
     return notifier.enqueuer if notifier is not None else Enqueuer(NotifySettings())
 
 
