@@ -233,7 +233,7 @@ async def kpis(request: web.Request) -> web.Response:
                  and not coalesce((details ->> 'ended')::boolean, false)""", start, end)
         stale = await conn.fetchval(
             """select count(*) from alarms
-               where raised_at < $1 - interval '24 hours'
+               where raised_at < $1::timestamptz - interval '24 hours'
                  and (cleared_at is null or cleared_at > $1) and (closed_at is null or closed_at > $1)
                  and not suppressed""", end)
     shown = [r for r in raised if r["annunciated"]]
