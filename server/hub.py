@@ -27,8 +27,9 @@ client that cannot keep up. Coalescing is also theirs: a client that subscribes 
 
 Scale-out: every update routed from this process is also offered to ``relays`` as an
 envelope (JSON bytes, see :meth:`Hub.apply_remote`); a transport between server processes
-(a broker topic, LISTEN/NOTIFY) publishes them and hands its peers' envelopes to
-:meth:`Hub.apply_remote`, which routes them like local ones. No transport is wired yet.
+publishes them and hands its peers' envelopes to :meth:`Hub.apply_remote`, which routes
+them like local ones. :class:`BrokerRelay` is that transport over the MQTT broker
+(``hub.relay = true``).
 """
 
 from __future__ import annotations
@@ -408,6 +409,7 @@ class Hub:
         self.clients: set[Client] = set()
         # Called with each envelope of a local update (see the module docstring).
         self.relays: list[Callable[[bytes], None]] = []
+        self.broker: BrokerRelay | None = None  # the transport to other processes, if on
         self._subs: list[Client] = []
         self._subs_dirty = True
         self._vx0 = self._vy0 = self._vx1 = self._vy1 = np.empty(0)
@@ -733,11 +735,93 @@ class Hub:
         self._publish_states(parked, relay=False)
 
 
+# ---------------------------------------------------------------- scale-out through the broker
+RELAY_TOPIC = "ioc/internal/v1/hub"
+RELAY_BACKLOG = 1_000  # envelopes waiting for the broker before the oldest are dropped
+
+
+class BrokerRelay:
+    """Hub envelopes between server processes over the MQTT broker they already share.
+
+    Each process publishes its envelopes to ``ioc/internal/v1/hub/{node}`` at QoS 0 and
+    subscribes to ``ioc/internal/v1/hub/+`` on a connection of its own (client id
+    ``{mqtt_client_id}-hub``). QoS 0 on purpose: a live update is worth nothing late, and
+    the broker does not queue QoS 0 messages for a process that is down, so a restarted
+    process never replays stale states (its clients take a fresh snapshot from the
+    database). When the broker is unreachable envelopes are dropped (counted in the log);
+    the clients of other processes catch up at their next snapshot.
+    """
+
+    def __init__(self, hub: Hub, mqtt_url: str, client_id: str) -> None:
+        from server.mqtt import MqttLink
+
+        self.hub = hub
+        self.topic = f"{RELAY_TOPIC}/{hub.node}"
+        self.link = MqttLink(mqtt_url, f"{client_id}-hub", subscriptions=[f"{RELAY_TOPIC}/+"],
+                             on_messages=self._received)
+        self._out: deque[bytes] = deque(maxlen=RELAY_BACKLOG)
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.dropped = 0
+
+    async def start(self) -> None:
+        await self.link.start()
+        self.hub.relays.append(self.offer)
+        self._task = asyncio.create_task(self._sender(), name="hub.relay.sender")
+
+    async def stop(self) -> None:
+        if self.offer in self.hub.relays:
+            self.hub.relays.remove(self.offer)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.link.stop()
+
+    def offer(self, envelope: bytes) -> None:
+        if len(self._out) == self._out.maxlen:
+            self.dropped += 1
+        self._out.append(envelope)
+        self._ready.set()
+
+    async def _sender(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._out:
+                envelope = self._out.popleft()
+                try:
+                    await self.link.publish(self.topic, envelope, qos=0)
+                except ConnectionError:
+                    self.dropped += 1 + len(self._out)
+                    self._out.clear()
+                    logger.warning("hub relay: broker not connected; %d update envelope(s) "
+                                   "dropped so far", self.dropped)
+
+    async def _received(self, messages) -> None:
+        for message in messages:
+            try:
+                self.hub.apply_remote(message.payload)
+            except Exception:  # a peer's bad envelope must not stop the others
+                logger.exception("hub relay: bad envelope on %s", message.topic.value)
+        self.link.ack_all(messages)
+
+
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = Hub(app[keys.DB], app[keys.DIRECTORY], app[keys.SETTINGS].hub, app[keys.METRICS])
+    settings = app[keys.SETTINGS]
+    hub = Hub(app[keys.DB], app[keys.DIRECTORY], settings.hub, app[keys.METRICS])
     await hub.start()
     app[keys.HUB] = hub
+    relay = None
+    if settings.hub.relay:
+        if not settings.mqtt_url:
+            raise RuntimeError("hub.relay needs the MQTT broker (IOC_MQTT_URL) to share "
+                               "live updates between server processes")
+        relay = hub.broker = BrokerRelay(hub, settings.mqtt_url, settings.mqtt_client_id)
+        await relay.start()
     try:
         yield
     finally:
+        if relay is not None:
+            await relay.stop()
         await hub.stop()

@@ -536,3 +536,32 @@ async def test_relay_envelopes_out_and_remote_updates_in(city_db_url, make_setti
         assert (await peer.next(lambda m: m["type"] == "alarm"))["alarm"]["id"] == 11
         assert len(peer.all) == before + 1
         await peer.ws.close()
+
+
+async def test_two_server_processes_share_live_updates(city_db_url, make_settings, mosquitto,
+                                                       token_for):
+    """A client of one process sees what the other ingested and raised, over the broker."""
+    url = city_db_url
+    (a, ax, ay), _ = far_apart(url)
+    ingesting = make_settings(url, hub={"relay": True})
+    # The second process ingests nothing itself (its MQTT adapters are off).
+    other = make_settings(url, hub={"relay": True},
+                          adapters={"mqtt": {"enabled": False}, "chirpstack": {"enabled": False}})
+    async with (running(ingesting) as one, running(other) as two,
+                publisher(mosquitto.url) as pub):
+        await wait_connected(one)
+        for c in (one, two):
+            await asyncio.wait_for(c.app[HUB].broker.link.connected.wait(), 15)
+        peer = await connect(two, token_for(url, "viewer"))
+        await peer.snapshot(bbox=around(ax, ay), layers=["streetlight"], alarms=True)
+        await publish(pub, a, datetime.now(UTC), power_w=33.0)
+        await peer.next(state_of(a, power_w=33.0))
+        one.app[HUB].publish_alarm({"id": 77, "device": a, "state": "active_unacked"})
+        assert (await peer.next(lambda m: m["type"] == "alarm"))["alarm"]["id"] == 77
+        assert metric(two, "readings_stored") == 0, "the second process ingested nothing"
+        # Its own envelopes come back from the broker too; nothing is delivered twice.
+        await peer.send({"op": "ping"})
+        await peer.next(lambda m: m["type"] == "pong")
+        assert len(peer.states(a)) == 1
+        assert len([m for m in peer.all if m["type"] == "alarm"]) == 1
+        await peer.ws.close()
