@@ -241,6 +241,10 @@ class HubSettings(_Section):
         default=None, ge=4096,
         description="SO_SNDBUF of websocket sockets: what a stalled client may hold in the "
                     "kernel (default: the kernel's autotuning)")
+    relay: bool = Field(
+        default=False,
+        description="share live updates with the other server processes through the MQTT "
+                    "broker, so each websocket client sees every process's updates (scale-out)")
 
 
 class RateLimit(_Section):
