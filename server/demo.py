@@ -20,6 +20,8 @@ from server.embedded import EmbeddedMosquitto, EmbeddedPostgres
 
 logger = logging.getLogger("ioc.demo")
 
+DEMO_RULES = Path(__file__).parent / "demo_rules.yaml"
+
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
@@ -62,6 +64,9 @@ def run_demo(args: argparse.Namespace) -> int:
             logger.info("seeded %s devices", sum(counts.values()))
         if not args.no_simulator:
             settings = settings.model_copy(update={"simulate": True})
+        if not settings.rules.paths:  # the demo's alarm rules, unless IOC_CONFIG names others
+            settings = settings.model_copy(update={"rules": settings.rules.model_copy(
+                update={"paths": [str(DEMO_RULES)]})})
         token = create_token_sync(url, "admin", "demo-admin")
         shown_host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
         base = f"http://{shown_host}:{settings.http_port}"
