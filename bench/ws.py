@@ -423,7 +423,7 @@ def report(args, r: Result) -> None:
         ["snapshot: subscribe → snapshot p50 / max",
          f"{snap_ms[len(snap_ms) // 2]:.0f} ms / {snap_ms[-1]:.0f} ms" if snap_ms else "-",
          f"{np.mean(snap_n):.0f} devices each" if snap_n else ""],
-        ["server RSS idle / 100 subscribed / max in run",
+        [f"server RSS idle / {r.clients} subscribed / max in run",
          f"{r.rss_idle:.0f} / {r.rss_subscribed:.0f} / {r.rss_max:.0f} MiB", ""],
         ["CPU % of a core: server / mosquitto / postgres",
          f"{r.cpu['server']:.0f} / {r.cpu['mosquitto']:.0f} / {r.cpu['postgres']:.0f}", ""],
