@@ -29,7 +29,7 @@ def parse_geometry(obj: Any, where: str = "geometry") -> BaseGeometry:
     if not isinstance(obj, Mapping):
         raise GeometryError(f"{where} must be a GeoJSON geometry object, got {type(obj).__name__}")
     gtype = obj.get("type")
-    if gtype not in GEOMETRY_TYPES:
+    if not isinstance(gtype, str) or gtype not in GEOMETRY_TYPES:
         raise GeometryError(
             f"{where}.type must be one of {', '.join(sorted(GEOMETRY_TYPES))}, got {gtype!r}"
         )
