@@ -111,10 +111,14 @@ class RateLimiter:
 
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler):
-    """After authentication: the caller's token is known (public paths carry none)."""
+    """After authentication: the caller's token is known (public paths carry none).
+
+    Only the API is limited. Tiles are not: a map panning across a city asks for hundreds
+    at once, they come from a cache, and a limit there would blank the operators' map.
+    """
     who = request.get(PRINCIPAL)
     limiter = request.app.get(keys.RATE_LIMITER)
-    if who is not None and limiter is not None:
+    if who is not None and limiter is not None and request.path.startswith("/api/"):
         wait = limiter.take(who.token_id, who.role)
         if wait > 0:
             retry = max(1, math.ceil(wait))
