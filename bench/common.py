@@ -34,12 +34,17 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from server import migrate
-from server.auth import create_token_sync
-from server.embedded import EmbeddedMosquitto, EmbeddedPostgres, free_port
-from server.seed import seed_city
-
 REPO = Path(__file__).resolve().parent.parent
+# ``python bench/x.py`` puts bench/ first on sys.path, where a script named like a package
+# (bench/tiles.py) would shadow it: the repository root goes in front.
+if sys.path[:1] != [str(REPO)]:
+    sys.path.insert(0, str(REPO))
+
+from server import migrate  # noqa: E402 - after the path fix above
+from server.auth import create_token_sync  # noqa: E402
+from server.embedded import EmbeddedMosquitto, EmbeddedPostgres, free_port  # noqa: E402
+from server.seed import seed_city  # noqa: E402
+
 # Wide enough for the tables when the output goes to a file or a pipe (rich would use 80).
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
 

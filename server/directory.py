@@ -43,6 +43,8 @@ class Directory:
         self.by_key: dict[int, DeviceInfo] = {}
         self.metrics: dict[str, MetricInfo] = {}
         self.metric_names: dict[int, str] = {}
+        self.bool_metric_ids: frozenset[int] = frozenset()
+        self._kind_metric_info: dict[str, dict[str, MetricInfo]] = {}
         self.kind_metrics: dict[str, frozenset[str] | None] = {}
         self._missing: dict[str, float] = {}
         self._signature: tuple | None = None
@@ -65,6 +67,8 @@ class Directory:
         self.metrics = {r["name"]: MetricInfo(r["id"], r["name"], r["value_type"] == "bool")
                         for r in metrics}
         self.metric_names = {m.id: m.name for m in self.metrics.values()}
+        self.bool_metric_ids = frozenset(m.id for m in self.metrics.values() if m.is_bool)
+        self._kind_metric_info = {}
         self.kind_metrics = {
             r["kind"]: frozenset(r["metrics"]) if r["metrics"] is not None else None for r in kinds
         }
@@ -81,6 +85,17 @@ class Directory:
 
     def get(self, device_id: str) -> DeviceInfo | None:
         return self.devices.get(device_id)
+
+    def metrics_for(self, kind: str) -> dict[str, MetricInfo]:
+        """The metrics a device of ``kind`` may report, by name (every known metric when the
+        kind does not declare its own). Built once per kind and catalogue load."""
+        got = self._kind_metric_info.get(kind)
+        if got is None:
+            allowed = self.kind_metrics.get(kind)
+            got = self.metrics if allowed is None else {
+                n: m for n, m in self.metrics.items() if n in allowed}
+            self._kind_metric_info[kind] = got
+        return got
 
     def resolve_external(self, external_id: str) -> str | None:
         return self.by_external.get(external_id.lower())

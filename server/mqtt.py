@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import struct
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import suppress
@@ -138,6 +139,33 @@ def levels_match(filter_levels: list[str], levels: list[str]) -> bool:
         if i >= n or (want != "+" and want != levels[i]):
             return False
     return len(filter_levels) == n
+
+
+def filter_pattern(topic_filter: str) -> str:
+    """A regular expression matching exactly the topics :func:`topic_matches` matches."""
+    levels = topic_filter.split("/")
+    pattern = r"(?!\$)" if levels[0] in ("+", "#") else ""
+    for i, level in enumerate(levels):
+        if level == "#":  # the parent level too: "a/#" matches "a"
+            pattern += "(?:/.*)?" if i else ".*"
+            break
+        pattern += ("/" if i else "") + ("[^/]*" if level == "+" else re.escape(level))
+    return pattern
+
+
+class TopicRouter:
+    """Which of several filters (the first, in order) a topic matches: one regular
+    expression for all of them, a single C-level match per message."""
+
+    def __init__(self, filters: Sequence[str]) -> None:
+        self.filters = list(filters)
+        joined = "|".join(f"({filter_pattern(f)})" for f in self.filters)
+        self._match = re.compile(joined or r"(?!)", re.DOTALL).fullmatch
+
+    def __call__(self, topic: str) -> int | None:
+        """The index of the first matching filter, or None."""
+        m = self._match(topic)
+        return None if m is None else m.lastindex - 1
 
 
 def parse_mqtt_url(url: str) -> dict:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from adapters.sdk import DecodeError, PushAdapter, StatusUpdate
 from server.ingest import Inbound, Ingest
 from server.metrics import Registry
-from server.mqtt import Message, MqttLink, levels_match, topic_matches
+from server.mqtt import Message, MqttLink, TopicRouter, topic_matches
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ class MqttIngest:
         self._routes: list[tuple[str, str, PushAdapter]] = [
             (flt, kind, a) for kind, a in self.adapters.items() for flt in a.topic_filters
         ]
-        # The filters split once: routing a message is one split and a few comparisons.
-        self._levels = [(flt.split("/"), kind, a) for flt, kind, a in self._routes]
+        # One regular expression for all filters: routing is one match per message.
+        self._router = TopicRouter([flt for flt, _, _ in self._routes])
         # Counter children looked up once per adapter, not once per message.
         self._counted = {kind: metrics.mqtt_messages.labels(kind) for kind in self.adapters}
         # Command results go to the command service, which starts after the session: what
@@ -60,11 +60,11 @@ class MqttIngest:
         return sorted({flt for flt, _, _ in self._routes} | {COMMAND_RESULT_FILTER})
 
     def route(self, topic: str) -> tuple[str, PushAdapter] | None:
-        levels = topic.split("/")
-        for flt, kind, adapter in self._levels:
-            if levels_match(flt, levels):
-                return kind, adapter
-        return None
+        i = self._router(topic)
+        if i is None:
+            return None
+        _, kind, adapter = self._routes[i]
+        return kind, adapter
 
     def _command_result(self, topic: str, payload: bytes) -> bool:
         """Hand a device's answer to a command to the command service; True if it was one."""

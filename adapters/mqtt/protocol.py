@@ -282,19 +282,29 @@ def _decode_entry(
             errors.append(DecodeError(f"{where}bad ts: {err}", field="ts", device_id=device_id))
             return
     known = _known_metrics
+    append = readings.append
     for metric, raw in values.items():
         if metric not in known:
             problem = metric_name_problem(metric)
             if problem is not None:
                 errors.append(DecodeError(where + problem, field=metric, device_id=device_id))
                 continue
-        value = to_float(raw)
-        if value is None:
-            errors.append(DecodeError(where + value_problem(metric, raw), field=metric, device_id=device_id))
-        elif value - value == 0.0:  # finite: skip Reading.of's NaN/inf checks
-            readings.append(Reading(device_id, metric, value, ts))
+        # to_float inlined for the common types: this loop runs 50,000 times a second
+        kind = type(raw)
+        if kind is float:
+            value = raw
+        elif kind is bool:
+            value = 1.0 if raw else 0.0
         else:
-            readings.append(Reading.of(device_id, metric, value, ts))
+            value = to_float(raw)
+            if value is None:
+                errors.append(DecodeError(where + value_problem(metric, raw), field=metric,
+                                          device_id=device_id))
+                continue
+        if value - value == 0.0:  # finite: skip Reading.of's NaN/inf checks
+            append(Reading(device_id, metric, value, ts))
+        else:
+            append(Reading.of(device_id, metric, value, ts))
 
 
 def decode_status(device_id: str, payload: bytes, received_at: datetime) -> StatusUpdate:
