@@ -308,9 +308,11 @@ class ConditionEvaluator(Evaluator):
         v = float(self.value[i])
         shown = v if math.isfinite(v) else None
         lvl = new if new else old
+        # "since": when the condition began (its reading's time): delays are counted from it.
         return Transition(
             self.rule.id, int(self.keys[i]), event, new, t, shown, self.severity(lvl),
-            self.describe(i, new, old), self.magnitude(i, lvl), details=self.details(i, lvl))
+            self.describe(i, new, old), self.magnitude(i, lvl),
+            details={**self.details(i, lvl), "since": float(self.since[i])})
 
     def next_deadline(self) -> float:
         if self.on_delay == 0 and self.off_delay == 0:

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -120,17 +121,26 @@ async def load_device_table(conn: asyncpg.Connection) -> DeviceTable:
                   float(r["interval_s"])) for r in rows])
 
 
+_KEY, _METRIC, _TS, _VALUE, _QUALITY = (itemgetter(i) for i in range(5))
+
+
 def committed_batch(core: RuleEngine, rows: list[tuple]) -> Batch:
     """Ingest's committed rows (key, metric id, ts, value, quality, received) as a Batch."""
     n = len(rows)
     if not n:
         return Batch.empty()
-    cols = list(zip(*rows, strict=True))
-    keys = np.fromiter(cols[0], np.int64, n)
-    mids = np.fromiter(cols[1], np.int64, n)
-    ts = np.fromiter((t.timestamp() for t in cols[2]), np.float64, n)
-    vals = np.fromiter(cols[3], np.float64, n)
-    quality = np.fromiter(cols[4], np.int64, n)
+    keys = np.fromiter(map(_KEY, rows), np.int64, n)
+    mids = np.fromiter(map(_METRIC, rows), np.int64, n)
+    vals = np.fromiter(map(_VALUE, rows), np.float64, n)
+    quality = np.fromiter(map(_QUALITY, rows), np.int64, n)
+    # The readings of one message share one datetime object and sit side by side:
+    # convert each run once (datetime.timestamp is most of this function's cost).
+    stamps = list(map(_TS, rows))
+    ids = np.fromiter(map(id, stamps), np.int64, n)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    firsts = np.fromiter(map(datetime.timestamp, [stamps[i] for i in starts.tolist()]),
+                         np.float64, len(starts))
+    ts = np.repeat(firsts, np.diff(np.r_[starts, n]))
     return core.batch(keys, mids, ts, vals, quality)
 
 
