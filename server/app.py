@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server import keys
+from server import keys, openapi
 from server import web as pages
 from server.alarms import alarms_ctx
 from server.api import audit as audit_api
@@ -16,8 +16,8 @@ from server.api import commands as command_api
 from server.api import crews as crew_api
 from server.api import alarms as alarm_api
 from server.api import devices, health, telemetry
-from server.api import rules as rule_api
 from server.api import io as io_api
+from server.api import rules as rule_api
 from server.api import tokens as token_api
 from server.api import wards as ward_api
 from server.api import ws as ws_api
@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(token_api.routes)
     ws_api.setup(app)  # /api/v1/ws, and closing websockets at shutdown
     app.add_routes(io_api.routes)  # bulk import and export
+    app.add_routes(openapi.routes)  # GET /api/v1/openapi.json
     app.add_routes(tile_routes)  # /tiles: layer list, TileJSON, MVT
     app.add_routes(pages.routes)  # / and /crew
     app.router.add_get("/metrics", metrics_handler)
