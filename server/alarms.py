@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 SYSTEM = "rules"  # the actor of the engine's own transitions
 DEVICE_SIGNATURE_SQL = "select count(*), coalesce(max(key), 0), max(updated_at) from devices"
+DEVICE_CHECK_S = 30.0
 RULES_SIGNATURE_SQL = "select count(*), max(updated_at) from rules where source = 'api'"
 
 ALARM_COLUMNS = (
@@ -182,6 +183,8 @@ class AlarmEngine:
         self._held: dict[tuple[str, str], float] = {}  # chattering alarms held active
         self._activations: dict[tuple[str, str], deque[float]] = {}
         self._device_sig: tuple | None = None
+        self._dir_version = getattr(directory, "version", None)
+        self._device_check_at = 0.0
         self._rules_sig: tuple | None = None
         self._reload_lock = asyncio.Lock()
         # Figures for the benchmark and /metrics.
@@ -651,11 +654,17 @@ class AlarmEngine:
     async def refresh(self) -> None:
         """Follow device changes and rule changes (files, other processes' API writes)."""
         async with self.pool.acquire() as conn:
-            dev_sig = tuple(await conn.fetchrow(DEVICE_SIGNATURE_SQL))
-            if dev_sig != self._device_sig:
-                table = await load_device_table(conn)
-                self._device_sig = dev_sig
-                self.core.set_table(table)
+            # This process's device changes show in the directory's version at once; other
+            # processes' in the table's signature, checked less often (a scan of devices).
+            now = time.monotonic()
+            version = getattr(self.directory, "version", None)
+            if version != self._dir_version or now >= self._device_check_at:
+                self._device_check_at = now + DEVICE_CHECK_S
+                dev_sig = tuple(await conn.fetchrow(DEVICE_SIGNATURE_SQL))
+                if dev_sig != self._device_sig or version != self._dir_version:
+                    table = await load_device_table(conn)
+                    self._device_sig, self._dir_version = dev_sig, version
+                    self.core.set_table(table)
             rules_sig = tuple(await conn.fetchrow(RULES_SIGNATURE_SQL))
         files_changed = self.files.scan()
         if files_changed or rules_sig != self._rules_sig:
