@@ -91,7 +91,8 @@ class _Rule(_Model):
         default=None, description="default: high for critical, medium for major, else low")
     enabled: bool = True
     message: str | None = Field(
-        default=None, description="text shown with the alarm; {device}, {value}, {rule} are filled in")
+        default=None,
+        description="text shown with the alarm; {device}, {value}, {rule}, {text} are filled in")
 
     @property
     def priority_level(self) -> int:

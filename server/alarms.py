@@ -145,6 +145,16 @@ def committed_batch(core: RuleEngine, rows: list[tuple]) -> Batch:
     return core.batch(keys, mids, ts, vals, quality)
 
 
+def _message(rule: Rule, device: str, t: Transition) -> str:
+    """The rule's message template filled in, or the evaluator's own text."""
+    if not rule.message:
+        return t.text
+    try:
+        return rule.message.format(device=device, value=t.value, rule=rule.id, text=t.text)
+    except (KeyError, IndexError, ValueError, AttributeError) as err:
+        return f"{t.text} (message template of rule {rule.id} failed: {err!r})"
+
+
 def restored_level(rule: Rule, severity: str, value: float | None) -> int:
     """The signed level an open alarm stands for (the evaluator's own encoding)."""
     v = value if value is not None and math.isfinite(value) else None
@@ -302,7 +312,10 @@ class AlarmEngine:
                 raise
             except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                     asyncpg.exceptions.CannotConnectNowError, asyncpg.ReadOnlySQLTransactionError,
-                    asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as err:
+                    asyncpg.DeadlockDetectedError, asyncpg.SerializationError,
+                    # another server process opened the same alarm a moment before: retry
+                    # finds its row and the transition becomes a no-op
+                    asyncpg.UniqueViolationError) as err:
                 logger.warning("storing an alarm transition failed (%s); retrying in %.1f s",
                                err, delay)
                 await asyncio.sleep(delay)
@@ -340,8 +353,7 @@ class AlarmEngine:
             row = await conn.fetchrow(
                 "select * from alarms where rule = $1 and device = $2 and state <> 'closed' "
                 "for update", t.rule, device)
-            message = rule.message.format(device=device, value=t.value, rule=rule.id) \
-                if rule.message else t.text
+            message = _message(rule, device, t)
             details = {"level": t.level, **t.details}
             if t.event == "raise":
                 # Raised again while held active for chattering: an activation all the same.
