@@ -73,11 +73,10 @@ class RuleEngine:
                 out[r.id] = errs
         return out
 
-    def set_rules(self, rules: Iterable[Rule]) -> RuleChanges:
-        """Install a rule set; unchanged rules keep their state. Invalid rules are left
-        out and named in ``errors``; disabled rules are not evaluated."""
+    def plan(self, rules: Iterable[Rule]) -> tuple[dict[str, Rule], list[str]]:
+        """The enabled, valid rules of a rule set by id, and what is wrong with the others;
+        nothing is built or changed."""
         rules = [r for r in rules if r.enabled]
-        changes = RuleChanges()
         problems = self._problems(rules)
         # A correlating rule whose member is left out goes too.
         left_out = set(problems)
@@ -85,8 +84,14 @@ class RuleEngine:
             for m in r.members:
                 if m in left_out and r.id not in problems:
                     problems[r.id] = [f"rule {r.id!r}: member: rule {m!r} is invalid"]
-        changes.errors = [e for errs in problems.values() for e in errs]
-        new = {r.id: r for r in rules if r.id not in problems}
+        errors = [e for errs in problems.values() for e in errs]
+        return {r.id: r for r in rules if r.id not in problems}, errors
+
+    def set_rules(self, rules: Iterable[Rule]) -> RuleChanges:
+        """Install a rule set; unchanged rules keep their state. Invalid rules are left
+        out and named in ``errors``; disabled rules are not evaluated."""
+        changes = RuleChanges()
+        new, changes.errors = self.plan(rules)
         for rid in list(self.rules):
             if rid not in new:
                 changes.removed.append(rid)

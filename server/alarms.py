@@ -706,21 +706,18 @@ class AlarmEngine:
             old_rules = dict(self.core.rules)
             # Gather everything the fresh rules need before touching the evaluator, so no
             # batch is evaluated against half-installed rules.
-            probe = RuleEngine(self.core.table, self.core.metrics)
-            fresh_ids = [r.id for r in rules if r.enabled and old_rules.get(r.id) != r]
-            probe_changes = probe.set_rules(rules)
-            if initial:
-                fresh_ids = list(probe.rules)
-            fresh_ids += [r.id for r in probe.rules.values()
+            valid, plan_errors = self.core.plan(rules)
+            fresh_ids = list(valid) if initial else \
+                [rid for rid, r in valid.items() if old_rules.get(rid) != r]
+            fresh_ids += [r.id for r in valid.values()
                           if r.members and r.members[0] in fresh_ids and r.id not in fresh_ids]
-            fresh_ids = [i for i in fresh_ids if i in probe.rules]
-            state = await self._stored_state(conn, fresh_ids, probe)
+            state = await self._stored_state(conn, fresh_ids, valid)
             await self._mirror_files(conn, file_rules)
             # From here on no awaits until the transitions are queued.
             changes = self.core.set_rules(rules)
             self.sources = sources
-            self.rule_errors = errors + probe_changes.errors
-            for e in probe_changes.errors:
+            self.rule_errors = errors + plan_errors
+            for e in plan_errors:
                 logger.error("rules: %s", e)
             fresh = set(changes.fresh) | (set(self.core.rules) if initial else set())
             closing = self._apply_state(state, fresh)
@@ -739,10 +736,10 @@ class AlarmEngine:
                                 ("removed", changes.removed)) if v) or "unchanged")
             self._timer_wake.set()
 
-    async def _stored_state(self, conn, fresh: list[str], probe: RuleEngine) -> dict[str, Any]:
+    async def _stored_state(self, conn, fresh: list[str], valid: dict[str, Rule]) -> dict[str, Any]:
         """Open alarms of the fresh and removed rules, latest device state, recent telemetry."""
-        removed = [rid for rid in self.core.rules if rid not in probe.rules]
-        members = [probe.rules[rid].members[0] for rid in fresh if probe.rules[rid].members]
+        removed = [rid for rid in self.core.rules if rid not in valid]
+        members = [valid[rid].members[0] for rid in fresh if valid[rid].members]
         opened = await conn.fetch(
             """select a.id, a.rule, a.device, d.key, a.severity, a.active, a.raised_at, a.value,
                        a.incident, ST_X(a.geom) as lon, ST_Y(a.geom) as lat
@@ -752,16 +749,16 @@ class AlarmEngine:
         shelves = await conn.fetch(
             "select id, shelved_until from alarms where shelved_until is not null "
             "and state <> 'closed'")
-        metric_ids = sorted({self.core.metrics[r.metric].id for r in probe.rules.values()
+        metric_ids = sorted({self.core.metrics[r.metric].id for r in valid.values()
                              if r.id in fresh and getattr(r, "metric", None)})
-        needs_all = any(probe.rules[r].kind in ("stale", "fault") for r in fresh)
+        needs_all = any(valid[r].kind in ("stale", "fault") for r in fresh)
         states = []
         if fresh:
             states = await conn.fetch(
                 """select device_key, values, times, quality, last_seen, status, status_changed_at
                    from device_state""")
         history = []
-        for r in probe.rules.values():
+        for r in valid.values():
             if r.id in fresh and r.kind == "rate_of_change":
                 history.append((r.id, await conn.fetch(
                     """select device_key, metric_id, ts, value, quality from telemetry
