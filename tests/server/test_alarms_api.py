@@ -49,6 +49,13 @@ async def test_lifecycle_actions_and_role_checks(city_db_url, make_settings, mos
         assert r.status == 200 and (await r.json())["shelved_until"]
         r = await client.post(f"/api/v1/alarms/{aid}/unshelve", headers=operator)
         assert r.status == 200 and (await r.json())["shelved_until"] is None
+        oos = f"/api/v1/alarms/{aid}/out_of_service"
+        r = await client.post(oos, json={"enabled": True, "reason": "transmitter swap"}, headers=operator)
+        assert r.status == 200 and (await r.json())["out_of_service"] is True
+        r = await client.post(oos, json={"enabled": False}, headers=operator)
+        assert r.status == 200 and (await r.json())["out_of_service"] is False
+        assert (await client.post(oos, json={"enabled": False}, headers=operator)).status == 409
+        assert (await client.post(oos, json={"enabled": "yes"}, headers=operator)).status == 400
         r = await client.post(f"/api/v1/alarms/{aid}/ack", headers=operator)
         body = await r.json()
         assert r.status == 200 and body["state"] == "active_acked" and "operator" in body["acked_by"]
