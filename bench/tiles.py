@@ -61,6 +61,8 @@ from common import (
     system_busy_seconds,
     table,
 )
+from report import context as record_context
+from report import record
 
 from server.embedded import free_port
 from tiles import catalogue, sql
@@ -453,6 +455,59 @@ async def bench(args: argparse.Namespace, stack: Stack) -> None:
         finally:
             tipg.stop()
     report(results, layer, tiles, wrk)
+    record_figures(results, layer, tiles, wrk, args)
+
+
+def record_figures(results: dict[str, Result], layer: catalogue.Layer, tiles: list, wrk: str | None,
+                   args: argparse.Namespace) -> None:
+    """The figures and goals for bench/REPORT.md (``bench/report.py``; nothing when run by hand)."""
+    record_context("tiles", layer=layer.id, lamps=f"{args.lamps:,}", tiles=f"{len(tiles)} at z12-17",
+                   concurrency=CONCURRENCY, seconds=f"{args.duration:.0f} per configuration",
+                   http=("wrk -t1 -c8" if wrk else "aiohttp fallback (wrk missing: caps the rate)"))
+    fl, fp = results.get("floor"), results.get("floor_points")
+    unc, cac, tipg = results.get("uncached"), results.get("cached"), results.get("tipg")
+    http_note = "" if wrk else "aiohttp fallback client"
+
+    def ratio(a: Result | None, b: Result | None) -> float | None:
+        return a.rate / b.rate if a and b and b.rate else None
+
+    def note(r: Result) -> str:
+        parts = [http_note] if r.client != "asyncpg" and http_note else []
+        if r.errors:
+            parts.append(f"{r.errors} errors")
+        return "; ".join(parts)
+
+    def latencies(r: Result) -> None:
+        record("tiles", f"{r.name}: p50", r.p50_ms, "ms", note=note(r))
+        record("tiles", f"{r.name}: p99", r.p99_ms, "ms", note=note(r))
+
+    floor_name = "raw ST_AsMVT (our statements)"
+    if fl:
+        record("tiles", f"{fl.name}: tiles/s", fl.rate, "tiles/s", note="the floor: no HTTP")
+        latencies(fl)
+    if fp:
+        record("tiles", f"{fp.name}: tiles/s", fp.rate, "tiles/s", note="TiPg's content, no HTTP")
+    if unc:
+        r = ratio(unc, fl)
+        record("tiles", f"{unc.name}: tiles/s", unc.rate, "tiles/s",
+               goal=f"≥ {GOAL_VS_FLOOR:.2f} × the floor", met=None if r is None else r >= GOAL_VS_FLOOR,
+               baseline=floor_name, ratio=r, note=note(unc))
+        if tipg:
+            r = ratio(unc, tipg)
+            record("tiles", f"{unc.name}: tiles/s vs TiPg", unc.rate, "tiles/s",
+                   goal=f"≥ {GOAL_VS_TIPG:.0f} × TiPg", met=r is not None and r >= GOAL_VS_TIPG,
+                   baseline="TiPg", ratio=r, note=note(unc))
+        latencies(unc)
+    if cac:
+        record("tiles", f"{cac.name}: tiles/s", cac.rate, "tiles/s", goal=f"≥ {GOAL_CACHED:,.0f} tiles/s",
+               met=cac.rate >= GOAL_CACHED, baseline="TiPg" if tipg else None, ratio=ratio(cac, tipg),
+               note=note(cac))
+        latencies(cac)
+    if tipg:
+        record("tiles", f"{tipg.name}: tiles/s", tipg.rate, "tiles/s",
+               baseline="raw ST_AsMVT (plain points)" if fp else None, ratio=ratio(tipg, fp),
+               note=note(tipg))
+        latencies(tipg)
 
 
 def report(results: dict[str, Result], layer: catalogue.Layer, tiles: list, wrk: str | None) -> None:
