@@ -48,7 +48,8 @@ def parse_duration(v: Any) -> float:
     raise ValueError(f"{v!r} is not a duration; write it like 30s, 5m, 2h or 1d")
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+MAX_DURATION_S = 366 * 86400.0  # a year: longer delays and windows are mistakes
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=MAX_DURATION_S)]
 
 
 def _one_or_many(v: Any) -> Any:

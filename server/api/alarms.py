@@ -123,21 +123,17 @@ async def list_alarms(request: web.Request) -> web.Response:
     shelved = _bool(request, "shelved")
     if shelved is not None:
         where.append(("" if shelved else "not ") + "coalesce(a.shelved_until > now(), false)")
-    incident = request.query.get("incident")
-    if incident:
-        if not incident.isdigit():
-            raise bad_request("incident must be an alarm id")
-        where.append(f"a.incident = {arg(int(incident))}")
+    incident = _id_param(request, "incident", "an alarm id")
+    if incident is not None:
+        where.append(f"a.incident = {arg(incident)}")
     priorities = _list(request, "priority")
     if priorities:
         if any(p not in ("1", "2", "3") for p in priorities):
             raise bad_request("priority is 1 (high), 2 (medium) or 3 (low)")
         where.append(f"a.priority = any({arg([int(p) for p in priorities])}::smallint[])")
-    before = request.query.get("before")
-    if before:
-        if not before.isdigit():
-            raise bad_request("before must be an alarm id (the last one of the previous page)")
-        where.append(f"a.id < {arg(int(before))}")
+    before = _id_param(request, "before", "an alarm id (the last one of the previous page)")
+    if before is not None:
+        where.append(f"a.id < {arg(before)}")
     raw_limit = request.query.get("limit") or str(DEFAULT_LIMIT)
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise bad_request(f"limit must be an integer between 1 and {MAX_LIMIT}")
@@ -156,8 +152,24 @@ async def list_alarms(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+MAX_ID = 2**63 - 1  # alarms.id is a bigint
+
+
 def _alarm_id(request: web.Request) -> int:
-    return int(request.match_info["id"])
+    raw = request.match_info["id"]
+    alarm_id = int(raw)
+    if alarm_id > MAX_ID:
+        raise Problem(404, f"no alarm with id {raw}")
+    return alarm_id
+
+
+def _id_param(request: web.Request, name: str, what: str) -> int | None:
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) > MAX_ID:
+        raise bad_request(f"{name} must be {what}")
+    return int(raw)
 
 
 async def _visible(request: web.Request, conn, alarm_id: int) -> dict[str, Any]:
@@ -210,7 +222,10 @@ async def act(request: web.Request) -> web.Response:
 async def kpis(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     end = _time(request, "to", now)
-    start = _time(request, "from", end - timedelta(days=1))
+    try:
+        start = _time(request, "from", end - timedelta(days=1))
+    except OverflowError:
+        raise bad_request("to is too early; give from as well") from None
     if start >= end:
         raise bad_request("from must be before to")
     if end - start > timedelta(days=KPI_MAX_DAYS):

@@ -154,7 +154,10 @@ async def backtest(request: web.Request) -> web.Response:
     rule = _parse(doc["rule"])
     now = datetime.now(UTC)
     end = _when(doc, "to", now)
-    start = _when(doc, "from", end - timedelta(days=1))
+    try:
+        start = _when(doc, "from", end - timedelta(days=1))
+    except OverflowError:
+        raise bad_request("to is too early; give from as well") from None
     if start >= end:
         raise bad_request("from must be before to")
     if end - start > timedelta(days=BACKTEST_MAX_DAYS):
