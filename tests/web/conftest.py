@@ -8,6 +8,7 @@ server is the real app on a free port against the session's PostgreSQL and mosqu
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from pathlib import Path
 
@@ -65,6 +66,8 @@ async def new_page(browser: Browser, **kw) -> Page:
     page = await context.new_page()
     page.errors = []
     page.on("pageerror", lambda err: page.errors.append(str(err)))
+    if os.environ.get("IOC_WEB_DEBUG"):  # the browser's console, for a failing test
+        page.on("console", lambda m: print(f"console.{m.type}: {m.text}"))
     return page
 
 
@@ -88,7 +91,7 @@ async def map_ready(page: Page, timeout_ms: int = 60_000) -> None:
 
 async def map_idle(page: Page, timeout_ms: int = 60_000) -> None:
     await page.wait_for_function(
-        "() => { const m = window.ioc.map; return m.loaded() && m.areTilesLoaded() "
+        "() => { const m = window.ioc.map; return m.isStyleLoaded() && m.areTilesLoaded() "
         "&& !m.isMoving(); }", timeout=timeout_ms)
     # One more frame so queryRenderedFeatures sees what was just placed.
     await asyncio.sleep(0.2)

@@ -103,3 +103,59 @@ async def test_device_panel_shows_latest_values_and_history(browser, city_db_url
         assert await panel.locator("svg.history-chart circle.last").count() == 1
         await page.screenshot(path=artifact("device-panel.png"))
         assert page.errors == []
+
+
+async def test_sign_in_form_and_vietnamese_from_the_browser(browser, city_db_url, make_settings,
+                                                            token_for):
+    token = token_for(city_db_url, "operator")
+    async with running(make_settings(city_db_url)) as client:
+        page = await new_page(browser, locale="vi-VN")
+        await page.goto(f"{base_url(client)}/")
+        await page.locator("#login-form").wait_for()
+        assert await page.inner_text("#login-form h1") == "Đăng nhập Trung tâm Điều hành"
+        await page.fill("#login-token", "ioc_not-a-real-token")
+        await page.click("#login-form button[type=submit]")
+        await page.locator("#login-error", has_text="không tồn tại").wait_for()
+        await page.fill("#login-token", token)
+        await page.click("#login-form button[type=submit]")
+        await map_ready(page)
+        assert await page.is_hidden("#login")
+        assert await page.inner_text(".brand-title") == "Trung tâm Điều hành"
+        assert "test-operator" in await page.inner_text("#user")
+        await page.screenshot(path=artifact("map-vi.png"))
+        # The token lives in this tab's session: a reload stays signed in.
+        await page.reload()
+        await map_ready(page)
+        assert await page.is_hidden("#login")
+        assert page.errors == []
+
+
+async def test_the_live_subscription_follows_the_map(browser, city_db_url, make_settings, token_for,
+                                                     mosquitto):
+    token = token_for(city_db_url, "viewer")
+    west, east = q(city_db_url, """
+        (select id from devices where kind = 'camera' order by ST_X(geom) limit 1)
+        union all
+        (select id from devices where kind = 'camera' order by ST_X(geom) desc limit 1)""")
+    west, east = west[0], east[0]
+    coords = {d: q(city_db_url, "select ST_X(geom), ST_Y(geom) from devices where id = %s", d)[0]
+              for d in (west, east)}
+    async with running(make_settings(city_db_url)) as client, publisher(mosquitto.url) as pub:
+        await wait_connected(client)
+        page = await new_page(browser)
+        lon, lat = coords[west]
+        await page.goto(f"{base_url(client)}/?token={token}#map=17/{lat}/{lon}")
+        await map_ready(page)
+        has = "(id) => window.ioc.live.state.get(id)?.values?.recording === true"
+        await pub.publish(f"ioc/v1/{west}/telemetry", orjson.dumps({"values": {"recording": True}}), qos=1)
+        await page.wait_for_function(has, arg=west, timeout=15_000)
+        # The east camera is outside this view: its update is not sent to the page...
+        await pub.publish(f"ioc/v1/{east}/telemetry", orjson.dumps({"values": {"recording": True}}), qos=1)
+        await wait_for(lambda: q(city_db_url, "select count(*) from telemetry")[0][0] == 2)
+        await page.wait_for_timeout(1000)
+        assert not await page.evaluate(has, east)
+        # ...until the map moves there: the new viewport's snapshot brings it.
+        lon, lat = coords[east]
+        await page.evaluate(f"() => window.ioc.map.jumpTo({{center: [{lon}, {lat}], zoom: 17}})")
+        await page.wait_for_function(has, arg=east, timeout=15_000)
+        assert page.errors == []

@@ -32,7 +32,9 @@ $("#login-form").addEventListener("submit", async (ev) => {
   setToken($("#login-token").value);
   try {
     await api("/api/v1/me");
-    location.reload();
+    $("#login").hidden = true;
+    if (crew) location.reload();
+    else start();
   } catch (err) {
     clearToken();
     $("#login-error").textContent = err.status === 401 ? t("bad_token") : err.message;

@@ -218,6 +218,8 @@ export class LiveMap {
     this.onAlarmClick = onAlarmClick;
     this.aggMarkers = [];
     this.selected = null;
+    // Read before the map exists: the map writes its own position into the hash at once.
+    this.hadHash = /map=/.test(location.hash);
     this.map = new maplibregl.Map({
       container,
       style: styleUrl || { version: 8, sources: {}, layers: [
@@ -234,10 +236,12 @@ export class LiveMap {
         return undefined;
       },
     });
+    // A tile that fails is logged with its reason (MapLibre alone logs a bare error object).
+    this.map.on("error", (e) => console.warn(`map: ${e.error?.message ?? e.error ?? e}`,
+      e.sourceId ? `(source ${e.sourceId})` : ""));
     this.map.addControl(new maplibregl.NavigationControl({ visualizePitch: true }), "bottom-right");
     this.map.addControl(new maplibregl.ScaleControl({ unit: "metric" }), "bottom-left");
     this.loaded = new Promise((resolve) => this.map.once("load", resolve));
-    this.hadHash = /map=/.test(location.hash);
   }
 
   // ------------------------------------------------------------ layers from the catalogue
@@ -429,20 +433,21 @@ export class LiveMap {
           unacked: a.state === "active_unacked" || a.state === "rtn_unacked",
           shelved: !!(a.shelved_until && new Date(a.shelved_until) > new Date()) } });
     }
+    this.unackedShown = features.some((f) => f.properties.unacked && !f.properties.shelved);
     this.map.getSource("live-alarms")?.setData({ type: "FeatureCollection", features });
   }
 
-  // Unacknowledged alarms breathe (about 8 frames a second: visible, and cheap on a
-  // control-room PC that shows the map all day).
+  // Unacknowledged alarms breathe, at 5 frames a second and only while there are some:
+  // visible, and cheap on a control-room PC that shows the map all day.
   pulse() {
     let phase = 0;
     setInterval(() => {
-      if (document.hidden || !this.map.getLayer("live-alarms-halo")) return;
+      if (document.hidden || !this.unackedShown || !this.map.getLayer("live-alarms-halo")) return;
       phase = (phase + 1) % 16;
       const k = 1 + 0.5 * Math.sin((phase / 16) * 2 * Math.PI);
       this.map.setPaintProperty("live-alarms-halo", "circle-radius",
         ["interpolate", ["linear"], ["zoom"], 10, 10 * k, 16, 22 * k]);
-    }, 125);
+    }, 200);
   }
 
   // ------------------------------------------------------------ interaction

@@ -44,7 +44,10 @@ $("#login-form").addEventListener("submit", async (ev) => {
     $("#login-error").textContent = err.status === 401 ? t("bad_token") : err.message;
     return;
   }
-  location.reload();
+  $("#login").hidden = true;
+  $("#login-token").value = "";
+  if (started) location.reload(); // signed in again after a revoked token: start afresh
+  else start();
 });
 
 $("#sign-out").addEventListener("click", () => {
@@ -53,6 +56,8 @@ $("#sign-out").addEventListener("click", () => {
 });
 
 // ---------------------------------------------------------------- the console
+
+let started = false;
 
 async function start() {
   let me;
@@ -63,6 +68,9 @@ async function start() {
     showLogin(err.status === 401 ? t("bad_token") : err.message);
     return;
   }
+  if (started) return;
+  started = true;
+  $("#login").hidden = true;
   whenUnauthorized(() => {
     clearToken();
     showLogin(t("bad_token"));
