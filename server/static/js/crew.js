@@ -63,6 +63,9 @@ async function start() {
     return;
   }
   $("#crew-name").textContent = `${t("crew_sub")} · ${crew}`;
+  api(`/api/v1/crews/${encodeURIComponent(crew)}`)
+    .then((c) => { $("#crew-name").textContent = c.name ?? crew; })
+    .catch(() => {}); // the id is enough to work with
   window.iocCrew = { crew, me };
   await load();
   const socket = new LiveSocket({
@@ -127,7 +130,8 @@ function job(a) {
   if (at) {
     const [lon, lat] = at.map((v) => +v.toFixed(6));
     const device = a.device ? `&device=${encodeURIComponent(a.device)}` : "";
-    links.push(h("a", { href: `/#map=17/${lat}/${lon}${device}`, target: "_blank", rel: "noopener",
+    // rel=opener: the map's tab then starts with this tab's session (the token).
+    links.push(h("a", { href: `/#map=17/${lat}/${lon}${device}`, target: "_blank", rel: "opener",
       dataset: { link: "map" } }, t("open_map")));
     links.push(h("a", { href: `geo:${lat},${lon}?q=${lat},${lon}(${encodeURIComponent(a.device ?? id)})`,
       dataset: { link: "geo" } }, t("navigate")));
