@@ -65,8 +65,17 @@ async def test_alarm_appears_within_2s_and_ack_reaches_the_database(
                                  alarm_id)[0][0] == "active_acked")
         acked_by = q(city_db_url, "select acked_by from alarms where id = %s", alarm_id)[0][0]
         assert "test-operator" in acked_by
-        await page.locator(f"#alarm-list .alarm[data-alarm-id='{alarm_id}'][data-state=active_acked]"
-                           ).wait_for()
+        row = page.locator(f"#alarm-list .alarm[data-alarm-id='{alarm_id}'][data-state=active_acked]")
+        await row.wait_for()
+
+        # A comment for the shift log, in Vietnamese.
+        await row.locator("button[data-action=comment]").click()
+        await row.locator(".comment-form input").fill("Đã gọi đội cấp nước kiểm tra van")
+        await row.locator(".comment-form button[type=submit]").click()
+        await wait_for(lambda: q(city_db_url, "select reason from alarm_events where alarm_id = %s "
+                                              "and event = 'comment'", alarm_id))
+        assert q(city_db_url, "select reason from alarm_events where alarm_id = %s and event = 'comment'",
+                 alarm_id)[0][0] == "Đã gọi đội cấp nước kiểm tra van"
         assert page.errors == []
     print(f"alarm on screen {elapsed * 1000:.0f} ms after the reading was published")
 

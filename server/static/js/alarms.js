@@ -77,6 +77,8 @@ export class AlarmPanel {
     this.openMenu = null;
     this.selected = null;
     this.flash = new Set();
+    this.commenting = null;
+    this.drafts = new Map();
     store.onChange((changed) => {
       if (changed && isOpen(changed)) this.flash.add(String(changed.id));
       this.render();
@@ -175,6 +177,12 @@ export class AlarmPanel {
         h("button.btn", { dataset: { action: "shelve" }, disabled,
           onclick: () => this.toggleMenu(menu) }, t("shelve")), menu));
     }
+    row.append(h("button.btn", { dataset: { action: "comment" }, disabled: !this.canComment(),
+      onclick: () => {
+        this.commenting = this.commenting === id ? null : id;
+        this.render();
+        this.root.querySelector(`[data-alarm-id="${CSS.escape(id)}"] .comment-form input`)?.focus();
+      } }, t("comment")));
     const crews = this.crews();
     if (crews.length) {
       const select = h("select.crew-select", { dataset: { action: "assign" }, disabled,
@@ -188,7 +196,25 @@ export class AlarmPanel {
         `${c.name}${c.ward ? ` · ${c.ward}` : ""}`)));
       row.append(select);
     }
-    return row;
+    if (this.commenting !== id) return row;
+    // The draft survives re-renders (alarms keep arriving while someone types).
+    const input = h("input", { type: "text", maxlength: 2000, value: this.drafts.get(id) ?? "",
+      placeholder: t("comment"), oninput: (ev) => this.drafts.set(id, ev.target.value) });
+    const form = h("form.comment-form", {
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        const text = input.value.trim();
+        if (!text) return;
+        this.commenting = null;
+        this.drafts.delete(id);
+        await this.act(a, "comment", { text }, t("done_comment", { id }));
+      },
+    }, input, h("button.btn.small.primary", { type: "submit" }, t("save")));
+    return h("div", row, form);
+  }
+
+  canComment() {
+    return this.canAct();
   }
 
   toggleMenu(menu) {
