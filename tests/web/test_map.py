@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from tests.server.test_ingest import iso, publisher, q, running, wait_connected, wait_for
 from tests.web.conftest import artifact, map_idle, map_ready, new_page
@@ -159,3 +161,30 @@ async def test_the_live_subscription_follows_the_map(browser, city_db_url, make_
         await page.evaluate(f"() => window.ioc.map.jumpTo({{center: [{lon}, {lat}], zoom: 17}})")
         await page.wait_for_function(has, arg=east, timeout=15_000)
         assert page.errors == []
+
+
+async def test_an_external_base_style_goes_under_our_layers(browser, city_db_url, make_settings,
+                                                            token_for):
+    """settings.web_style_url: a city with its own base map keeps it, our layers on top."""
+    style = {"version": 8, "sources": {}, "layers": [
+        {"id": "city-basemap", "type": "background", "paint": {"background-color": "#1b3a2a"}}]}
+
+    async def serve_style(_request: web.Request) -> web.Response:
+        return web.json_response(style, headers={"Access-Control-Allow-Origin": "*"})
+
+    basemap = web.Application()
+    basemap.router.add_get("/style.json", serve_style)
+    async with TestServer(basemap) as styles:
+        settings = make_settings(city_db_url, web_style_url=str(styles.make_url("/style.json")))
+        token = token_for(city_db_url, "viewer")
+        async with running(settings) as client:
+            page = await new_page(browser)
+            await page.goto(f"{base_url(client)}/?token={token}")
+            await map_ready(page)
+            layers = await page.evaluate("() => window.ioc.map.getStyle().layers.map(l => l.id)")
+            assert layers[0] == "city-basemap"
+            assert "wards:wards:fill" in layers and "live-alarms" in layers
+            assert await page.evaluate(
+                "() => window.ioc.map.getPaintProperty('wards:wards:fill', 'fill-opacity')") < 0.5
+            assert (await page.evaluate(RENDERED)).get("roads", 0) > 0
+            assert page.errors == []

@@ -214,6 +214,8 @@ export class LiveMap {
     this.sources = new Map(); // layer id -> {role, tilejson, sourceLayers, styleIds, visible}
     this.state = new Map(); // device id -> last state {status, values, sev, kind}
     this.kindOf = new Map(); // device id -> kind (from snapshots or clicked features)
+    // Over an external base style our ward polygons become a light tint, not the ground.
+    this.overlay = Boolean(styleUrl);
     this.onDeviceClick = onDeviceClick;
     this.onAlarmClick = onAlarmClick;
     this.aggMarkers = [];
@@ -301,6 +303,7 @@ export class LiveMap {
       for (const layer of styleLayers(id, vl.id, role, kind, undefined, undefined, detailMinzoom)) {
         if (layer.minzoom === undefined) delete layer.minzoom;
         if (layer.maxzoom === undefined) delete layer.maxzoom;
+        if (this.overlay && role === "wards" && layer.type === "fill") layer.paint["fill-opacity"] = 0.15;
         this.map.addLayer(layer, this.map.getLayer("live-alarms-halo") ? "live-alarms-halo" : undefined);
         styleIds.push(layer.id);
       }
