@@ -2,13 +2,14 @@
 // and a history chart of one metric (bucketed averages with the min-max band).
 
 import { api, fmtNumber, fmtTime, h, timeAgo, toast } from "./common.js";
-import { kindLabel, metricLabel, onLangChange, severityLabel, statusLabel, t, unitOf } from "./i18n.js";
+import { kindName, metricLabel, onLangChange, severityLabel, statusLabel, t, unitOf } from "./i18n.js";
 
 const RANGES = { "6h": [6 * 3600e3, "5m"], "24h": [24 * 3600e3, "15m"], "7d": [7 * 86400e3, "2h"] };
 
 export class DevicePanel {
-  constructor(root, { onClose, onZoom }) {
+  constructor(root, { onClose, onZoom, wardName }) {
     this.root = root;
+    this.wardName = wardName ?? ((code) => code);
     this.onClose = onClose;
     this.onZoom = onZoom;
     this.device = null;
@@ -79,8 +80,8 @@ export class DevicePanel {
     const d = this.device;
     const p = d.properties ?? {};
     const facts = [
-      [t("kind"), kindLabel(p.kind ?? "")],
-      [t("ward"), p.ward ?? p.ward_name],
+      [t("kind"), kindName(p.kind ?? "")],
+      [t("ward"), p.ward && this.wardName(p.ward)],
       [t("parent"), p.parent],
       [t("last_seen"), p.last_seen ? `${timeAgo(p.last_seen)} (${fmtTime(p.last_seen, true)})` : t("never")],
     ].filter(([, v]) => v);

@@ -215,6 +215,21 @@ const KINDS = {
   },
 };
 
+const KIND_ONE = {
+  en: {
+    streetlight: "Streetlight", lighting_cabinet: "Lighting cabinet", water_meter: "Water meter",
+    pressure_sensor: "Pressure sensor", flow_meter: "Flow meter", water_pipe: "Water main",
+    traffic_controller: "Traffic controller", road_segment: "Road segment",
+    env_sensor: "Environment station", camera: "Camera",
+  },
+  vi: {
+    streetlight: "Đèn đường", lighting_cabinet: "Tủ điện chiếu sáng", water_meter: "Đồng hồ nước",
+    pressure_sensor: "Cảm biến áp lực", flow_meter: "Lưu lượng kế", water_pipe: "Đường ống cấp nước",
+    traffic_controller: "Tủ đèn tín hiệu giao thông", road_segment: "Đoạn đường",
+    env_sensor: "Trạm quan trắc môi trường", camera: "Camera",
+  },
+};
+
 const STATUS = {
   en: { online: "Online", stale: "Stale", offline: "Offline", unknown: "No data yet", lamp_on: "Lamp on",
         lamp_off: "Lamp off" },
@@ -303,6 +318,7 @@ export function t(key, vars = {}) {
 }
 
 export const kindLabel = (kind) => KINDS[current][kind] ?? KINDS.en[kind] ?? kind.replaceAll("_", " ");
+export const kindName = (kind) => KIND_ONE[current][kind] ?? KIND_ONE.en[kind] ?? kindLabel(kind);
 export const statusLabel = (s) => STATUS[current][s] ?? s;
 export const severityLabel = (s) => SEVERITY[current][s] ?? s;
 export const alarmStateLabel = (s) => ALARM_STATE[current][s] ?? s;

@@ -5,7 +5,7 @@
 import * as maplibregl from "maplibre-gl";
 
 import { api, getToken, h, listOf, pointOf, SEVERITY_RANK } from "./common.js";
-import { kindLabel } from "./i18n.js";
+import { kindLabel, kindName } from "./i18n.js";
 
 export { maplibregl };
 
@@ -490,7 +490,7 @@ export class LiveMap {
         text = `${p.count ?? p.n ?? ""} × ${kindLabel(p.kind ?? f.source)}`
           + (p.offline ? ` · ${p.offline} offline` : "") + (p.alarms ? ` · ⚠ ${p.alarms}` : "");
       }
-      else text = `${p.name || p.id} · ${kindLabel(f.source)}`;
+      else text = `${p.name || p.id} · ${kindName(p.kind ?? f.source)}`;
       popup.setLngLat(e.lngLat).setDOMContent(h("div", text)).addTo(this.map);
     });
     this.map.on("mouseout", () => popup.remove());

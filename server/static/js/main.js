@@ -95,6 +95,7 @@ async function start() {
   const devicePanel = new DevicePanel($("#device-panel"), {
     onClose: () => live.select(null),
     onZoom: (d) => live.map.easeTo({ center: pointOfFeature(d), zoom: Math.max(live.map.getZoom(), 17) }),
+    wardName: (code) => wards.data?.wards.find((w) => w.code === code)?.name ?? code,
   });
   const wards = new WardRollup($("#ward-table"), live, { onTotals: (tot) => renderKpis(tot) });
   Object.assign(window.ioc, { live, map: live.map, store, alarmPanel, devicePanel, wards, me });
