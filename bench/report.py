@@ -265,8 +265,11 @@ def render(res: Results) -> str:
     dirty = (f", plus {git['changed_files']} uncommitted changed file(s)"
              if git.get("changed_files") else "")
     mode = s.get("mode", "")
-    out.append(f"Written by `{s.get('command') or 'bench/run_all.py'}` on {when}, at commit "
-               f"`{commit}`{dirty}" + (f" ({mode})" if mode else "") + ".")
+    if s:
+        out.append(f"Written by `{s.get('command') or 'bench/run_all.py'}` on {when}, at commit "
+                   f"`{commit}`{dirty}" + (f" ({mode})" if mode else "") + ".")
+    else:
+        out.append("Figures recorded outside `bench/run_all.py`: no date, commit or machine facts.")
     out.append("")
     if m:
         la = m.get("loadavg") or []
