@@ -78,8 +78,12 @@ select n.id, $1, $2, $3, $4, 'active_unacked', true, $5, $6, $7, $8, $9, $10,
        case when $11::float8 is null then null else ST_SetSRID(ST_MakePoint($11, $12), 4326) end,
        $13, $1 || ':' || $2 || ':' || n.id
 from n
+on conflict (rule, device) where state <> 'closed' do nothing
 returning *
 """
+# ``on conflict``: another server process (scale-out) opened this alarm after our select
+# found none. The insert waits for its transaction, then returns no row; the transition is
+# applied to that alarm instead, in the same transaction, so it is raised once.
 
 # Columns an action may change (anything else in a Change is a programming error).
 UPDATABLE = frozenset({"state", "active", "severity", "value", "message", "cleared_at",
@@ -360,8 +364,16 @@ class AlarmEngine:
                 activation = self._held.pop((rule.id, device), None) is not None
                 if row is None:
                     published = await self._insert(conn, rule, device, t, at, message, details)
+                    if published is None:  # opened by another process meanwhile
+                        row = await conn.fetchrow(
+                            "select * from alarms where rule = $1 and device = $2 "
+                            "and state <> 'closed' for update", t.rule, device)
+                        if row is None:  # and already closed again: the persister retries
+                            raise asyncpg.UniqueViolationError(
+                                f"alarm {rule.id}/{device} opened and closed by another process")
+                if published is not None:
                     alarm_id, activation = published["id"], True
-                else:
+                elif row is not None:
                     alarm_id = row["id"]
                     change = lc.raised(row, severity=t.severity, value=t.value, message=message,
                                        now=now)
@@ -427,7 +439,8 @@ class AlarmEngine:
             t.incident_rule, dev)
 
     async def _insert(self, conn, rule: Rule, device: str, t: Transition, at: datetime,
-                      message: str, details: dict[str, Any]) -> dict[str, Any]:
+                      message: str, details: dict[str, Any]) -> dict[str, Any] | None:
+        """The new alarm, or None when another process has just opened it."""
         # Shelving and out-of-service belong to the alarm point (rule, device), not to one
         # occurrence: a new occurrence inherits them from the last one.
         prev = await conn.fetchrow(
@@ -442,6 +455,8 @@ class AlarmEngine:
         row = await conn.fetchrow(
             INSERT_SQL, rule.id, device, t.severity, rule.priority_level, shelved,
             incident is not None, oos, at, t.value, message, lon, lat, incident)
+        if row is None:
+            return None
         if incident is not None:
             details["incident"] = incident
         details["annunciated"] = lc.annunciated(row, now)

@@ -19,6 +19,7 @@ from server.maintenance import Maintenance
 from server.modbus_poller import ModbusPoller
 from server.mqtt import MqttLink
 from server.mqtt_ingest import MqttIngest
+from server.mqtt_share import IngestShare
 from server.settings import ModbusGateway
 
 logger = logging.getLogger(__name__)
@@ -112,16 +113,34 @@ async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
         config = dict(settings.adapters.get(kind, {}))
         if config.pop("enabled", True) is not False:
             adapters[kind] = cls(config)
-    handler = MqttIngest(adapters, app[keys.INGEST], app[keys.METRICS])
+    group = settings.mqtt_shared_group
+
+    def make_handler() -> MqttIngest:
+        return MqttIngest(adapters, app[keys.INGEST], app[keys.METRICS], group)
+
+    handler = make_handler()
     app[keys.MQTT_INGEST] = handler
     gauge = app[keys.METRICS].mqtt_connected
+    # Scale-out: processes sharing ingest watch each other and serve a dead one's share.
+    share = IngestShare(settings.mqtt_url, group, settings.mqtt_client_id, app[keys.DB],
+                        make_handler) if group else None
+
+    def connected(up: bool) -> None:
+        gauge.set(1 if up else 0)
+        if share is not None:
+            share.ingest_connected(up)
+
     link = MqttLink(settings.mqtt_url, settings.mqtt_client_id,
                     subscriptions=handler.subscriptions, on_messages=handler.handle_batch,
-                    on_connected=lambda up: gauge.set(1 if up else 0))
+                    on_connected=connected, will=share.will if share else None)
     handler.link = link
     app[keys.MQTT] = link
+    if share is not None:
+        await share.start(link)
     await link.start()
     try:
         yield
     finally:
         await link.stop()
+        if share is not None:
+            await share.stop()

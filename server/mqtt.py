@@ -362,9 +362,16 @@ class MqttLink:
         on_connected: Callable[[bool], None] | None = None,
         max_backoff_s: float = 30.0,
         keepalive_s: int = KEEPALIVE_S,
+        will: tuple[str, bytes] | None = None,
+        reconnect: bool = True,
     ) -> None:
         self._params = parse_mqtt_url(url)
         self.client_id = client_id
+        # (topic, payload) the broker publishes, retained at QoS 1, when this connection
+        # ends without a DISCONNECT (the process died or the network went away).
+        self._will = will
+        # False: one connection only (a borrowed session must not fight its owner for it).
+        self._reconnect = reconnect
         self.subscriptions = list(dict.fromkeys(subscriptions))
         self._on_message = on_message
         self._on_messages = on_messages
@@ -412,6 +419,9 @@ class MqttLink:
                 raise err
             except (MqttError, OSError, TimeoutError) as err:
                 self._lost(session)
+                if not self._reconnect:
+                    logger.info("MQTT session %s ended (%s); not reconnecting", self.client_id, err)
+                    return
                 delay = random.uniform(0, min(self._max_backoff, 0.5 * 2 ** min(attempt, 8)))
                 attempt += 1
                 if up or attempt == 1:
@@ -438,6 +448,9 @@ class MqttLink:
             await loop.create_connection(lambda: session, p["hostname"], p["port"])
             flags = 0  # clean_session=0: the broker keeps our subscriptions and queue
             payload = _str(self.client_id)
+            if self._will is not None:
+                flags |= 0x04 | 0x08 | 0x20  # will, will QoS 1, will retain
+                payload += _str(self._will[0]) + _str(self._will[1])
             if p["username"] is not None:
                 flags |= 0x80
                 payload += _str(p["username"])

@@ -30,8 +30,9 @@ _EARLY_RESULTS_MAX = 10_000
 
 class MqttIngest:
     def __init__(self, adapters: Mapping[str, PushAdapter], ingest: Ingest,
-                 metrics: Registry) -> None:
+                 metrics: Registry, shared_group: str | None = None) -> None:
         self.adapters = dict(adapters)
+        self.shared_group = shared_group
         self.ingest = ingest
         self.metrics = metrics
         self.link: MqttLink | None = None
@@ -57,7 +58,11 @@ class MqttIngest:
 
     @property
     def subscriptions(self) -> list[str]:
-        return sorted({flt for flt, _, _ in self._routes} | {COMMAND_RESULT_FILTER})
+        """Devices' topics, through ``$share/<group>/`` when processes share ingest (each
+        message then goes to one of them); command results always whole, because the
+        process that sent a command is the one waiting for its answer."""
+        prefix = f"$share/{self.shared_group}/" if self.shared_group else ""
+        return sorted({prefix + flt for flt, _, _ in self._routes} | {COMMAND_RESULT_FILTER})
 
     def route(self, topic: str) -> tuple[str, PushAdapter] | None:
         i = self._router(topic)

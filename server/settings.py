@@ -300,6 +300,10 @@ class Settings(BaseSettings):
     config: Path | None = Field(default=None, description="TOML file with the sections below")
 
     mqtt_client_id: str = Field(default="ioc-server", min_length=1, max_length=64)
+    mqtt_shared_group: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[^/+#$\s]+$",
+        description="several server processes share MQTT ingest: devices' topics are taken "
+                    "through $share/<group>/... (give each process its own mqtt_client_id)")
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=10, ge=1)
     static_dir: Path | None = None
