@@ -429,10 +429,17 @@ class Hub:
 
     async def stop(self) -> None:
         await self.close_all(WSCloseCode.GOING_AWAY, "server shutting down")
-        for task in (self._watchdog, self._reload, *self._tasks):
+        reload, self._reload = self._reload, None
+        if reload is not None and not reload.done():
+            # Let a running index reload finish rather than cancel it inside its
+            # transaction, which leaves the pooled connection mid-operation ("another
+            # operation is in progress") for whoever closes the pool next.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(reload), 10)
+        for task in (self._watchdog, *self._tasks):
             if task is not None:
                 task.cancel()
-        for task in (self._watchdog, self._reload, *self._tasks):
+        for task in (self._watchdog, *self._tasks):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
