@@ -19,7 +19,9 @@ test, in phases, because starting server processes is most of its cost:
    (``server/mqtt_share.py``) and stores what was queued and in flight there and every
    new reading, with the dead process still down;
 5. the killed process started again (same client id) takes its session, and its share,
-   back: of readings published afterwards, each process stores its half.
+   back: of readings published afterwards, each process stores its half;
+6. stopped on purpose (SIGTERM), it marks itself offline and the survivor takes its share
+   the same way, so a rolling restart parks no readings.
 
 ``test_alarm_opened_by_another_process_meanwhile_is_raised_once`` makes the race of phase 3
 deterministic: another transaction holds the new alarm row while the engine inserts its
@@ -280,6 +282,19 @@ def test_two_processes_share_ingest_live_updates_and_alarms(city_db_url, mosquit
                      "6 readings stored after the restart")
         assert [x - y for x, y in zip(after, before, strict=True)] == [3, 3]
         wait_stored(url, expected + 12, a)
+
+        # 6. stopped on purpose (SIGTERM), it hands its share over the same way
+        b2.proc.send_signal(signal.SIGTERM)
+        b2.proc.wait(30)
+        poll(lambda: a.log_path.read_text(errors="replace").count(
+            f"{ids[1]} is gone; this process ({ids[0]}) serves its share") == 2,
+             "the survivor took the stopped process's share", within=30)
+        before = counters([a], bearer)[0]
+        for rnd in range(2):
+            for i, dev in enumerate(trio):
+                sender.send(dev, base + 40_000 + rnd * 1000 + i, power_w=150.0)
+        poll(lambda: counters([a], bearer)[0] - before == 6, "the survivor stored all 6")
+        wait_stored(url, expected + 18, a)
         for w in watchers:
             assert w.error is None, w.error
 
