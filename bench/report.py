@@ -317,14 +317,17 @@ def _render_bench(b: BenchResult) -> list[str]:
     if b.status not in ("ok", "recorded"):
         out += [f"Result: {_STATUS.get(b.status, b.status)}"
                 + (f" ({b.detail})" if b.detail else "")
-                + (f"; see `{b.log}`" if b.log else "") + ". Figures below are those it recorded "
-                "before it stopped.", ""]
+                + (f"; see `{b.log}`" if b.log else "") + "."
+                + (" The figures below are those it recorded before it stopped." if b.figures else ""), ""]
     if b.context:
-        out.append("Configuration: " + "; ".join(f"{k} {v}" for k, v in b.context.items()) + ".")
+        out.append("Configuration: " + "; ".join(f"{k.replace('_', ' ')} {v}"
+                                                 for k, v in b.context.items()) + ".")
         out.append("")
-    if not b.figures:
+    if not b.figures and b.status == "ok":
         out += ["No figures recorded (the script does not call `bench/report.py` yet; its printed "
                 "figures are in the log).", ""]
+        return out
+    if not b.figures:
         return out
     out += ["| figure | value | goal | met | ratio to baseline | note |", "|---|---|---|---|---|---|"]
     for f in b.figures.values():

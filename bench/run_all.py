@@ -23,6 +23,7 @@ writes the report and exits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
@@ -32,6 +33,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -95,7 +98,7 @@ def plan(args: argparse.Namespace) -> list[Bench]:
 def arguments(b: Bench, args: argparse.Namespace) -> list[str]:
     out = list(b.quick if args.quick else b.full)
     if b.name == "soak" and args.soak_minutes is not None:
-        out = ["--minutes", str(args.soak_minutes)]
+        out = ["--minutes", f"{args.soak_minutes:g}"]
     return out + shlex.split(args.bench_args.get(b.name, ""))
 
 
@@ -109,17 +112,31 @@ def _on_signal(signum, frame):  # pragma: no cover - signal handler
 
 
 def _stop_group(proc: subprocess.Popen, grace: float = 60.0) -> None:
-    """SIGTERM to the benchmark's process group (it tears its stack down), then SIGKILL."""
+    """SIGTERM to the benchmark's process group (it tears its stack down); after ``grace``
+    seconds SIGKILL to the group and to every descendant, since the servers a benchmark
+    starts (PostgreSQL, mosquitto, ioc serve) run in sessions of their own."""
     if proc.poll() is not None:
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        return
     except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
         pass
+    print(f"=== the benchmark did not stop within {grace:.0f} s of SIGTERM: killing it and its "
+          "servers (their temp directory stays)", flush=True)
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for p in descendants:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    proc.wait()
 
 
 def run_one(b: Bench, argv: list[str], timeout_s: float, results: Path) -> tuple[str, str, float]:
@@ -142,25 +159,34 @@ def run_one(b: Bench, argv: list[str], timeout_s: float, results: Path) -> tuple
                 timed_out.set()
                 _stop_group(proc)
 
+        def tee() -> None:
+            # In a thread, so the benchmark's last words while it stops still reach the log.
+            assert proc.stdout is not None
+            for raw in iter(proc.stdout.readline, b""):
+                try:
+                    log.write(raw)
+                    log.flush()
+                    sys.stdout.buffer.write(raw)
+                    sys.stdout.flush()
+                except (ValueError, OSError):  # the log closed: a leftover grandchild's output
+                    return
+                text = raw.decode(errors="replace").strip()
+                if text:
+                    last_lines[:] = [*last_lines, text][-5:]
+
+        reader = threading.Thread(target=tee, name=f"tee-{b.name}", daemon=True)
+        reader.start()
         timer = threading.Timer(timeout_s, watchdog)
         timer.daemon = True
         timer.start()
         try:
-            assert proc.stdout is not None
-            for raw in iter(proc.stdout.readline, b""):
-                log.write(raw)
-                log.flush()
-                sys.stdout.buffer.write(raw)
-                sys.stdout.flush()
-                text = raw.decode(errors="replace").strip()
-                if text:
-                    last_lines = [*last_lines, text][-5:]
             rc = proc.wait()
         except BaseException:
             _stop_group(proc)
             raise
         finally:
             timer.cancel()
+            reader.join(10)
     seconds = time.monotonic() - t0
     if timed_out.is_set():
         return "timeout", f"stopped after {timeout_s / 60:.0f} min", seconds
@@ -240,9 +266,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"(load {facts['loadavg'][0]:.2f}, CPU busy {busy:.0f} %)", flush=True)
             try:
                 status, detail, secs = run_one(b, argv_b, timeout_s, results)
-            except (KeyboardInterrupt, Interrupted):
+            except (KeyboardInterrupt, Interrupted) as err:
+                why = f"{err} received" if isinstance(err, Interrupted) else "Ctrl-C"
                 report.append({"type": "run", "phase": "end", "bench": b.name, "status": "interrupted",
-                               "detail": "stopped by the user"}, results)
+                               "detail": why}, results)
                 raise
             report.append({"type": "run", "phase": "end", "bench": b.name, "status": status,
                            "detail": detail, "seconds": round(secs, 1)}, results)

@@ -324,6 +324,10 @@ async def _run(args, stack: Stack, srv, sim: Simulator, url: str, load_ids: list
         pubs = Publishers(args.publishers, stack.mqtt.host, stack.mqtt.port, load_ids, args.rate,
                           duration)
         ex.callback(pubs.kill)
+        # Publishers.wait blocks a worker thread on the result queue for up to the whole run;
+        # when the run is cut short (Ctrl-C, SIGTERM) a message releases it, or asyncio.run
+        # would wait for that thread before the stack could stop.
+        ex.callback(pubs.results.put, ("error", -1, "the soak stopped"))
         start_at = await pubs.start()
         stop = asyncio.Event()
         lat_raw: list[tuple[float, float, float]] = []
