@@ -27,6 +27,7 @@ import asyncpg
 import orjson
 
 from adapters.sdk import DecodeError, Reading, StatusUpdate
+from server.devices import ID_RE
 from server.directory import Directory
 from server.metrics import Registry
 from server.settings import IngestSettings
@@ -157,7 +158,8 @@ class Ingest:
 
     def _rejecter(self, env: Envelope, rejected: list[str], now: datetime, inp: Inbound):
         def reject(device_id: str | None, fieldname: str | None, reason: str) -> None:
-            env.dead.append((now, inp.source, device_id, inp.topic, fieldname, reason, inp.raw))
+            env.dead.append((now, inp.source, _pg_text(device_id), _pg_text(inp.topic),
+                             _pg_text(fieldname), _pg_text(reason), inp.raw))
             rejected.append(f"{device_id or '?'}.{fieldname}: {reason}" if fieldname else reason)
             self.metrics.dead_letters.labels(inp.source, _reason_label(reason)).inc()
         return reject
@@ -259,8 +261,10 @@ class Ingest:
 
     async def _fill_misses(self, inputs: Sequence[Inbound]) -> None:
         devices = self.directory.devices
+        # An id no device can have (a NUL, a space, 200 characters) is unknown without a
+        # query; sent to PostgreSQL, a NUL would fail the lookup on every retry.
         misses = {it.device_id for inp in inputs for it in inp.items
-                  if it.device_id not in devices}
+                  if it.device_id not in devices and ID_RE.fullmatch(it.device_id)}
         if misses:
             await self._with_conn(lambda c: self.directory.fill_misses(c, ids=misses))
 
@@ -438,6 +442,14 @@ def _with_device(item, device_id: str):
     if isinstance(item, Reading):
         return Reading(device_id, item.metric, item.value, item.ts, item.quality)
     return StatusUpdate(device_id, item.online, item.ts, item.retained)
+
+
+def _pg_text(text: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: one in a device id or topic would fail the whole
+    batch's commit on every retry. Keep it visible, escaped (the raw payload keeps it)."""
+    if text is None or "\x00" not in text:
+        return text
+    return text.replace("\x00", "\\x00")
 
 
 def _reason_label(reason: str) -> str:

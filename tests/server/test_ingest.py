@@ -162,6 +162,24 @@ async def test_http_push(city_db_url, make_settings, lamp_ids, token_for):
         assert (await client.post("/api/v1/telemetry", json=body, headers=viewer)).status == 403
 
 
+async def test_nul_in_a_device_id_is_a_dead_letter_not_a_stuck_writer(city_db_url, make_settings,
+                                                                      lamp_ids, token_for):
+    """PostgreSQL text cannot hold NUL; the dead letter keeps it escaped and the good reading
+    of the same request, and every later one, is still stored."""
+    h = {"Authorization": f"Bearer {token_for(city_db_url, 'integrator')}"}
+    body = [{"device_id": "SL-\u0000", "values": {"power_w": 1}},
+            {"device_id": lamp_ids[0], "values": {"power_w": 2}}]
+    async with running(make_settings(city_db_url, mqtt_url=None)) as client:
+        resp = await client.post("/api/v1/telemetry", json=body, headers=h)
+        assert resp.status == 202, await resp.text()
+        await wait_for(lambda: count(city_db_url) == 1)
+        await wait_for(lambda: count(city_db_url, "select count(*) from dead_letters") == 1)
+        later = [{"device_id": lamp_ids[1], "values": {"power_w": 3}}]
+        assert (await client.post("/api/v1/telemetry", json=later, headers=h)).status == 202
+        await wait_for(lambda: count(city_db_url) == 2)
+    assert q(city_db_url, "select device_id from dead_letters")[0][0] == "SL-\\x00"
+
+
 async def test_messages_are_acknowledged_only_after_commit(city_db_url, make_settings,
                                                            mosquitto, lamp_ids):
     """Readings held when the server dies uncommitted are redelivered and stored once.
