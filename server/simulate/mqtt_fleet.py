@@ -285,4 +285,10 @@ class MqttFleet:
                 return {"ok": False, "error": "set_dim needs args.level between 0 and 100"}
             self.world.set_dim(idx, float(level))
             return {"ok": True}
+        if kind == "streetlight" and name == "switch":
+            on = args.get("on") if isinstance(args, dict) else None
+            if not isinstance(on, bool):
+                return {"ok": False, "error": "switch needs args.on true or false"}
+            self.world.set_dim(idx, 100.0 if on else 0.0)  # the schedule still rules by day
+            return {"ok": True}
         return {"ok": False, "error": f"a {kind} does not support the command {name!r}"}

@@ -20,6 +20,7 @@ import pytest
 from adapters.modbus.simulator import SimulatedGateway
 from server.mqtt import parse_mqtt_url
 from server.settings import ModbusGateway, ModbusUnit
+from server.simulate.modbus_fleet import CABINET_IO_PROFILE
 from tests.server.test_ingest import q, running, wait_connected, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -141,6 +142,30 @@ async def test_dim_reaches_a_dali_gateway_and_is_read_back(city_db_url, make_set
     ok = audit_rows(city_db_url, "command.succeeded", lamp)
     assert len(ok) == 1 and ok[0][0] == "test-operator (operator)"
     assert ok[0][4]["result"] == {"dim_level_pct": 35.0}
+
+
+async def test_cabinet_switch_goes_to_the_unit_whose_profile_has_it(city_db_url, make_settings, token_for):
+    cabinet = q(city_db_url, "select min(id) from devices where kind = 'lighting_cabinet'")[0][0]
+    gw = SimulatedGateway()
+    gw.add_unit(1, "eastron_sdm630", {"voltage_l1_v": 230.0})
+    gw.add_unit(101, CABINET_IO_PROFILE)
+    async with gw:
+        gateway = ModbusGateway(name="cab-gw", host=gw.host, port=gw.port, timeout_s=0.5, units=[
+            ModbusUnit(device=cabinet, unit=1, profile="eastron_sdm630", interval_s=0.5),
+            ModbusUnit(device=cabinet, unit=101, profile=CABINET_IO_PROFILE, interval_s=0.5)])
+        settings = make_settings(city_db_url, mqtt_url=None, modbus={"gateways": [gateway]})
+        token = token_for(city_db_url, "operator")
+        async with running(settings) as client:
+            for on, level in ((True, 1), (False, 0)):
+                resp = await client.post(f"/api/v1/devices/{cabinet}/commands", headers=auth(token),
+                                         json={"name": "switch", "args": {"on": on}})
+                assert resp.status == 202, await resp.text()
+                done = await until_status(client, token, (await resp.json())["id"], "succeeded", "failed")
+                assert done["status"] == "succeeded" and done["result"] == {"contactor_on": level}
+                assert await gw.read_registers(101, 3, 1, 1) == [level]
+            resp = await client.post(f"/api/v1/devices/{cabinet}/commands", headers=auth(token),
+                                     json={"name": "set_dim", "args": {"level": 50}})
+            assert resp.status == 400 and "eastron_sdm630" in (await resp.json())["detail"]
 
 
 # ---------------------------------------------------------------------- MQTT
@@ -423,3 +448,31 @@ async def test_only_operators_and_admins_command(city_db_url, make_settings, tok
         "test-viewer (viewer)", "test-crew (crew)", "test-integrator (integrator)"}
     assert {r[0] for r in audit_rows(city_db_url, "command.create")} == {
         "test-operator (operator)", "test-admin (admin)"}
+
+
+async def test_the_demo_simulator_answers_commands(city_db_url, make_settings, token_for):
+    """``ioc demo``'s simulated lamps (MQTT) carry out a group dim; its cabinets take a switch."""
+    cabinet = q(city_db_url, "select parent from devices where kind = 'streetlight' and parent is not null "
+                             "order by parent limit 1")[0][0]
+    token = token_for(city_db_url, "operator")
+    async with running(make_settings(city_db_url, simulate=True)) as client:
+        await wait_connected(client)
+        resp = await client.post("/api/v1/commands", headers=auth(token), json={
+            "target": {"parent": cabinet}, "name": "set_dim", "args": {"level": 55}})
+        assert resp.status == 202, await resp.text()
+        group = await resp.json()
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            g = await (await client.get(resp.headers["Location"], headers=auth(token))).json()
+            if g["done"]:
+                break
+            assert asyncio.get_running_loop().time() < deadline, g["counts"]
+            await asyncio.sleep(0.2)
+        assert g["counts"]["succeeded"] == group["total"] > 0, g["results"]
+        resp = await client.post(f"/api/v1/devices/{cabinet}/commands", headers=auth(token),
+                                 json={"name": "switch", "args": {"on": True}})
+        assert resp.status == 202, await resp.text()
+        cmd = await resp.json()
+        done = await until_status(client, token, cmd["id"], "succeeded", "failed")
+        assert done["status"] == "succeeded" and done["result"] == {"contactor_on": 1}, done
+
