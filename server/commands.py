@@ -457,7 +457,8 @@ class CommandService:
         if not lane.parked:
             lane.parked = True
             self._parked.add(device)
-            logger.info("device %s is offline: %d command(s) wait for it", device, len(lane.queue))
+            logger.log(_level(lane), "device %s is offline: %d command(s) wait for it", device,
+                       len(lane.queue))
 
     def _unpark(self, device: str) -> None:
         lane = self._lanes.get(device)
@@ -627,9 +628,9 @@ class CommandService:
                                        details))
         if self.metrics is not None:
             self.metrics.commands.labels(cmd.route, status).inc()
-        log = logger.info if status == "succeeded" else logger.warning
-        log("command %s %s to %s: %s%s", cmd.id, cmd.name, cmd.device, status,
-            f" ({error})" if error else "")
+        # A group's thousands of outcomes are in the API and the audit log, not the log.
+        logger.log(logging.DEBUG if cmd.group else logging.INFO, "command %s %s to %s: %s%s",
+                   cmd.id, cmd.name, cmd.device, status, f" ({error})" if error else "")
 
     def _gauge(self) -> None:
         if self.metrics is not None:
@@ -653,7 +654,8 @@ class CommandService:
         for device in list(self._parked):
             info = directory.get(device) if directory is not None else None
             if info is not None and info.key in online:
-                logger.info("device %s is back: sending its queued command(s)", device)
+                logger.log(_level(self._lanes[device]), "device %s is back: sending its queued "
+                           "command(s)", device)
                 self._unpark(device)
 
     async def _sweep(self) -> None:
@@ -740,6 +742,11 @@ class CommandService:
             statuses[cmd.device] = r["device_status"]
         logger.info("resuming %d open command(s) from before the restart", len(admit))
         self._admit(admit, statuses)
+
+
+def _level(lane: _Lane) -> int:
+    """Info for a single command's lane; debug when a group's thousands would flood the log."""
+    return logging.DEBUG if lane.queue and lane.queue[-1].group else logging.INFO
 
 
 def _parse_answer(payload: bytes) -> _Answer:
