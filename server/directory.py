@@ -60,10 +60,16 @@ class Directory:
         return True
 
     async def load(self, conn: asyncpg.Connection) -> None:
-        signature = tuple(await conn.fetchrow(SIGNATURE_SQL))
-        metrics = await conn.fetch("select id, name, value_type from metrics")
-        kinds = await conn.fetch("select kind, metrics from kinds")
-        rows = await conn.fetch("select key, id, kind, external_id from devices")
+        for _ in range(5):
+            seen = self.version
+            signature = tuple(await conn.fetchrow(SIGNATURE_SQL))
+            metrics = await conn.fetch("select id, name, value_type from metrics")
+            kinds = await conn.fetch("select kind, metrics from kinds")
+            rows = await conn.fetch("select key, id, kind, external_id from devices")
+            # This process changed a device (add/remove) while we were reading: what we
+            # read may predate it, and installing it would undo the change. Read again.
+            if self.version == seen:
+                break
         self.metrics = {r["name"]: MetricInfo(r["id"], r["name"], r["value_type"] == "bool")
                         for r in metrics}
         self.metric_names = {m.id: m.name for m in self.metrics.values()}

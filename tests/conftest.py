@@ -96,6 +96,38 @@ def token_for():
     return make
 
 
+def clear_retained(broker: EmbeddedMosquitto, settle_s: float = 0.3) -> int:
+    """Delete every retained message on ``broker``; returns how many there were."""
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    retained: set[str] = set()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                         client_id="retained-sweeper-" + uuid.uuid4().hex[:6])
+    client.on_message = lambda c, u, msg: retained.add(msg.topic) if msg.retain else None
+    client.connect(broker.host, broker.port)
+    client.subscribe("#", qos=0)
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        client.loop(0.05)
+    infos = [client.publish(topic, b"", qos=1, retain=True) for topic in sorted(retained)]
+    deadline = time.monotonic() + 10
+    while not all(i.is_published() for i in infos) and time.monotonic() < deadline:
+        client.loop(0.05)
+    client.disconnect()
+    return len(retained)
+
+
+@pytest.fixture(autouse=True)
+def _broker_without_leftovers(request: pytest.FixtureRequest):
+    """The session broker is shared: a retained status one test left ("online", a last
+    will) would reach the next test's server as news about its devices. Sweep them."""
+    yield
+    if "mosquitto" in request.fixturenames:
+        clear_retained(request.getfixturevalue("mosquitto"))
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover_threads():
     """Fail a test that leaves non-daemon threads running (an unclosed client, a server)."""
