@@ -169,12 +169,26 @@ class PollingAdapter(_Configured, ABC):
     The supervisor calls :meth:`connect` once (and again after a :class:`TransientError`,
     with backoff), then :meth:`poll` every ``poll_interval`` with jitter and a timeout, and
     :meth:`close` at shutdown. ``poll`` returns what it read; an empty sequence is fine.
+
+    Configuration comes from the ``[adapters.<kind>]`` section of the server's config file
+    (validated by ``config_model``; the server keeps ``enabled``, ``interval_s`` and
+    ``timeout_s`` for itself). The devices the registry binds to this adapter (a device's
+    ``adapter`` = ``kind``, with its ``adapter_config``) are in :attr:`bindings`, set before
+    :meth:`connect` and kept current between polls.
+
+    What the supervisor does with the errors :meth:`connect` and :meth:`poll` raise:
+    :class:`TransientError` (and a poll that outlives its timeout) → close, retry with
+    capped, jittered backoff, the devices offline after two intervals without a poll;
+    :class:`AuthError` → the devices offline at once, retried only every few minutes;
+    :class:`ConfigError` → the devices offline, the adapter stopped until the server
+    restarts with a corrected configuration.
     """
 
     kind: ClassVar[str]
     iot_class: ClassVar[IotClass] = "local_polling"
     config_model: ClassVar[type[BaseModel]] = _EmptyConfig
     poll_interval: ClassVar[timedelta] = timedelta(seconds=10)
+    bindings: Sequence[DeviceBinding] = ()
 
 
     @abstractmethod

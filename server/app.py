@@ -32,6 +32,7 @@ from server.problems import problem_middleware
 from server.ratelimit import body_limit_middleware, rate_limit_middleware
 from server.ratelimit import install as install_rate_limits
 from server.settings import Settings
+from server.supervisor import adapters_ctx
 from tiles.routes import routes as tile_routes
 from tiles.routes import tiles_ctx
 
@@ -75,6 +76,7 @@ def create_app(settings: Settings) -> web.Application:
             ingest_ctx,
             simulator_ctx,
             modbus_ctx,
+            adapters_ctx,  # third-party polling adapters ([adapters.<kind>])
             mqtt_ctx,
             commands_ctx,  # routes commands through the MQTT link and the Modbus poller
         ]

@@ -4,8 +4,8 @@ The adapter (:class:`adapters.modbus.GatewayConnection`) knows registers and err
 module owns time: intervals, phase offsets, per-unit timeouts, backoff, availability and
 reconnecting.
 
-* One task per gateway (``modbus[<gateway>].poll``) inside one ``asyncio.TaskGroup``, all
-  owned by :class:`ModbusPoller` (``async with`` or ``start()``/``stop()``). The gateway's
+* One task per gateway (``modbus[<gateway>].poll``), all owned by :class:`ModbusPoller`
+  (``async with`` or ``start()``/``stop()``). The gateway's
   requests are serialised anyway (one client per gateway), so one task per gateway loses
   nothing and keeps the bus order predictable.
 * Each unit is polled on its own grid ``phase + k × interval_s`` (absolute deadlines, so
@@ -39,6 +39,7 @@ from typing import Any
 from adapters.modbus import GatewayConnection
 from adapters.sdk import ConfigError, Reading, StatusUpdate, TransientError
 from server.settings import ModbusGateway, ModbusUnit
+from server.supervisor import cancel_and_wait
 
 __all__ = ["GatewayStats", "ModbusPoller", "PollPolicy", "Sink"]
 
@@ -336,7 +337,7 @@ class ModbusPoller:
                     )
                 self._units.setdefault(u.device, (w, u))
                 self._device_units.setdefault(u.device, []).append(u)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def devices(self) -> frozenset[str]:
@@ -348,27 +349,20 @@ class ModbusPoller:
         return {name: w.stats() for name, w in self._workers.items()}
 
     async def start(self) -> None:
-        if self._task is not None:
+        if self._tasks:
             raise RuntimeError("ModbusPoller already started")
-        self._task = asyncio.create_task(self._run(), name="modbus.poller")
-
-    async def _run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            for w in self._workers.values():
-                tg.create_task(w.run(), name=f"modbus[{w.name}].poll")
+        self._tasks = [asyncio.create_task(w.run(), name=f"modbus[{w.name}].poll")
+                       for w in self._workers.values()]
 
     async def stop(self) -> None:
-        """Cancel every gateway task, wait for them and close the connections."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # we are being cancelled ourselves, not just our task
+        """Cancel every gateway task, wait for them and close the connections.
+
+        Not a TaskGroup: a gateway task that swallowed its cancellation (Python 3.11's
+        ``asyncio.wait_for`` inside pymodbus can) must be cancelled again, which a TaskGroup
+        being cancelled does not do; :func:`cancel_and_wait` does.
+        """
+        tasks, self._tasks = self._tasks, []
+        await cancel_and_wait(tasks)
 
     async def __aenter__(self) -> ModbusPoller:
         await self.start()

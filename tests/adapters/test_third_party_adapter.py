@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
 import psycopg
+import pytest
 
 from adapters.registry import discover
 from server.mqtt import parse_mqtt_url
@@ -52,3 +55,130 @@ async def test_installed_adapter_is_discovered_and_ingests(tmp_path, monkeypatch
 
         dead = await wait_for(stored)
     assert "is not a number" in dead[0][0]
+
+
+class AcmeCloud:
+    """A real HTTP server standing in for ACME's cloud API (aiohttp, loopback)."""
+
+    def __init__(self) -> None:
+        from aiohttp import web
+
+        self.mode = "ok"  # ok | down (503) | unauthorized (401) | gone (404)
+        self.requests = 0
+        self.volume = 100.0
+        app = web.Application()
+        app.router.add_get("/v1/meters", self._meters)
+        self.runner = web.AppRunner(app)
+
+    async def _meters(self, request):
+        from aiohttp import web
+
+        self.requests += 1
+        if request.headers.get("Authorization") != "Bearer k-123" or self.mode == "unauthorized":
+            return web.json_response({"error": "bad key"}, status=401)
+        if self.mode == "down":
+            return web.json_response({"error": "maintenance"}, status=503)
+        if self.mode == "gone":
+            return web.json_response({"error": "no such path"}, status=404)
+        self.volume += 1
+        ts = int(datetime.now(UTC).timestamp() * 1000)
+        return web.json_response({"meters": [
+            {"serial": s, "ts": ts, "volume_m3": self.volume, "flow_m3h": 1.5}
+            for s in request.query.getall("serial")]})
+
+    async def start(self) -> str:
+        from aiohttp import web
+
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def test_installed_polling_adapter_is_supervised(tmp_path, monkeypatch, city_db_url,
+                                                      make_settings):
+    """acme_meter (a PollingAdapter in the sample package) polls a real HTTP API for the
+    devices bound to it; the server schedules it, stores its readings, and applies the
+    error tree: an outage takes the meters offline until the API is back, refused
+    credentials take them offline without hammering the API, a configuration error stops
+    the adapter."""
+    from tests.server.test_ingest import running, wait_for
+
+    _install(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    registry = discover()
+    assert "acme_meter" in registry.polling_adapters()
+
+    with psycopg.connect(city_db_url) as conn:
+        meters = [r[0] for r in conn.execute(
+            "select id from devices where kind = 'water_meter' order by id limit 2").fetchall()]
+        for i, dev in enumerate(meters):
+            conn.execute("update devices set adapter = 'acme_meter', adapter_config = %s "
+                         "where id = %s", (f'{{"meter": "M-{i}"}}', dev))
+    cloud = AcmeCloud()
+    base_url = await cloud.start()
+    settings = make_settings(city_db_url, mqtt_url=None, adapters={
+        "acme_meter": {"base_url": base_url, "api_key": "k-123", "interval_s": 0.2}})
+
+    def rows(dev):
+        with psycopg.connect(city_db_url) as conn:
+            return conn.execute("select count(*) from telemetry t join devices d "
+                                "on d.key = t.device_key where d.id = %s", (dev,)).fetchone()[0]
+
+    def status(dev):
+        with psycopg.connect(city_db_url) as conn:
+            got = conn.execute("select s.status from device_state s join devices d "
+                               "on d.key = s.device_key where d.id = %s", (dev,)).fetchone()
+        return got[0] if got else None
+
+    try:
+        async with running(settings) as client:
+            from server.keys import ADAPTERS
+
+            supervisor = client.app[ADAPTERS]
+            await wait_for(lambda: all(rows(d) >= 4 for d in meters))  # 2 metrics × 2 polls
+            assert all(status(d) == "online" for d in meters)
+
+            cloud.mode = "down"  # transient: offline after two intervals, then back
+            await wait_for(lambda: all(status(d) == "offline" for d in meters))
+            assert supervisor.stats()["acme_meter"].state == "retrying"
+            cloud.mode = "ok"
+            before = rows(meters[0])
+            await wait_for(lambda: all(status(d) == "online" for d in meters)
+                           and rows(meters[0]) > before)
+
+            cloud.mode = "unauthorized"  # offline at once; not asked again for minutes
+            await wait_for(lambda: all(status(d) == "offline" for d in meters))
+            assert supervisor.stats()["acme_meter"].state == "auth_failed"
+            asked = cloud.requests
+            await asyncio.sleep(1.0)  # five intervals
+            assert cloud.requests == asked
+
+        cloud.mode = "gone"  # a configuration error stops the adapter
+        async with running(settings) as client:
+            supervisor = client.app[ADAPTERS]
+            await wait_for(lambda: supervisor.stats()["acme_meter"].state == "stopped")
+            asked = cloud.requests
+            await asyncio.sleep(1.0)
+            assert cloud.requests == asked
+            assert "base_url" in supervisor.stats()["acme_meter"].last_error
+    finally:
+        await cloud.stop()
+
+
+async def test_a_bad_adapter_section_stops_startup(tmp_path, monkeypatch, city_db_url,
+                                                   make_settings):
+    from server.supervisor import StartupError
+    from tests.server.test_ingest import running
+
+    _install(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    settings = make_settings(city_db_url, mqtt_url=None,
+                             adapters={"acme_meter": {"base_url": "ftp://x", "api_key": "k"}})
+    with pytest.raises(StartupError, match=r"\[adapters.acme_meter\].*base_url"):
+        async with running(settings):
+            pass
