@@ -134,17 +134,17 @@ class Ingest:
         oldest = now - timedelta(days=self.settings.retention_days)
         results: list[SubmitResult] = []
         received: dict[str, int] = {}
+        reject = _Rejecter(self.metrics, env, now)  # one per call, pointed at each input
         for inp in inputs:
             before = len(env.rows)
-            rejected: list[str] = []
-            reject = self._rejecter(env, rejected, now, inp)
+            reject.inp, reject.rejected = inp, []
             for err in inp.errors:
                 reject(err.device_id, err.field, str(err))
             if inp.items:
                 self._validate(inp.items, now, env, reject, future, oldest)
             accepted = len(env.rows) - before
             received[inp.source] = received.get(inp.source, 0) + accepted
-            results.append(SubmitResult(accepted, rejected))
+            results.append(SubmitResult(accepted, reject.rejected))
         if env.size:
             await self._put(env)
         elif on_commit:
@@ -155,14 +155,6 @@ class Ingest:
                 counter = self._received[source] = self.metrics.readings_received.labels(source)
             counter.inc(n)
         return results
-
-    def _rejecter(self, env: Envelope, rejected: list[str], now: datetime, inp: Inbound):
-        def reject(device_id: str | None, fieldname: str | None, reason: str) -> None:
-            env.dead.append((now, inp.source, _pg_text(device_id), _pg_text(inp.topic),
-                             _pg_text(fieldname), _pg_text(reason), inp.raw))
-            rejected.append(f"{device_id or '?'}.{fieldname}: {reason}" if fieldname else reason)
-            self.metrics.dead_letters.labels(inp.source, _reason_label(reason)).inc()
-        return reject
 
     async def dead_letter(self, *, source: str, reason: str, raw: bytes | None = None,
                           topic: str | None = None, device_id: str | None = None,
@@ -436,6 +428,26 @@ class Ingest:
             f"select {', '.join(TELEMETRY_COLS)} from ioc_stage on conflict do nothing"
         )
         return int(result.split()[-1])
+
+
+class _Rejecter:
+    """Turns a rejected part of an input into a dead-letter row and a message for the
+    sender. One per :meth:`Ingest.submit_many` call, pointed at each input in turn (not a
+    closure per message: making one cost more than validating the message's readings)."""
+
+    __slots__ = ("env", "inp", "metrics", "now", "rejected")
+
+    def __init__(self, metrics: Registry, env: Envelope, now: datetime) -> None:
+        self.metrics, self.env, self.now = metrics, env, now
+        self.inp: Inbound = Inbound(())
+        self.rejected: list[str] = []
+
+    def __call__(self, device_id: str | None, fieldname: str | None, reason: str) -> None:
+        inp = self.inp
+        self.env.dead.append((self.now, inp.source, _pg_text(device_id), _pg_text(inp.topic),
+                              _pg_text(fieldname), _pg_text(reason), inp.raw))
+        self.rejected.append(f"{device_id or '?'}.{fieldname}: {reason}" if fieldname else reason)
+        self.metrics.dead_letters.labels(inp.source, _reason_label(reason)).inc()
 
 
 def _with_device(item, device_id: str):
