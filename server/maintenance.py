@@ -23,9 +23,10 @@ OFFLINE_INTERVALS = 10
 SCAN_LIMIT = 50_000
 
 # Only devices whose ``next_check`` has come, through its partial index: at 1,000,000
-# devices reporting every minute a scan every 5 s reads the ~40,000 rows due, not all of
-# them. For each: still fresh → next_check moves to the moment it would go stale (the
-# writer never touches next_check of a watched device, so a reading stays a HOT update);
+# streetlights (5-minute interval) a scan every 5 s updates the ~10,000 rows due (240 ms),
+# where reading every online device took 1.6 s. For each: still fresh → next_check moves
+# to the moment it would go stale (the writer never touches next_check of a watched
+# device, so a reading stays a HOT update);
 # stale or offline → the status changes. The update re-checks that status and last_seen
 # are what the scan read: a reading committed meanwhile wins, and the device is looked at
 # again next round.
@@ -60,6 +61,8 @@ where s.device_key = d.device_key
   and s.status = d.status and s.last_seen is not distinct from d.last_seen
 returning s.device_key, s.status, d.new_status <> d.status as changed
 """
+
+NESTED_LOOPS_ONLY = "set local enable_hashjoin = off; set local enable_mergejoin = off"
 
 ROLLUP_SQL = """
 insert into telemetry_hourly as h (device_key, metric_id, hour, n, sum, min, max, last_ts,
@@ -117,7 +120,11 @@ class Maintenance:
         """Mark devices stale or offline whose deadline passed; tell the listeners."""
         changes: list[tuple[int, str]] = []
         while True:
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire() as conn, conn.transaction():
+                # Index lookups by primary key for the few due rows: costed on its own, the
+                # planner hashes all of devices and device_state instead (1,000,000 devices,
+                # ~10,000 due: 410 ms that way, 240 ms this way; the old full scan 1.6 s).
+                await conn.execute(NESTED_LOOPS_ONLY)
                 rows = await conn.fetch(STATUS_SQL, STALE_INTERVALS, OFFLINE_INTERVALS,
                                         SCAN_LIMIT)
             changes += [(r["device_key"], r["status"]) for r in rows if r["changed"]]
