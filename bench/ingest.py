@@ -1035,6 +1035,72 @@ async def measure_pipeline(url: str, device_ids: list[str], n: int, chunk: int =
             "stored": stored, "expected": (n + chunk) * READINGS_PER_MSG}
 
 
+# The staleness scan before device_state.next_check: every online device, every round.
+_FULL_STATUS_SQL = """
+with expected as (
+    select s.device_key, s.status, s.last_seen,
+           make_interval(secs => coalesce(d.expected_interval_s, k.expected_interval_s)) as iv
+    from device_state s join devices d on d.key = s.device_key join kinds k on k.kind = d.kind
+    where s.status in ('online', 'stale') and s.last_seen is not null
+), decided as (
+    select device_key, status,
+           case when last_seen < now() - $2::int * iv then 'offline'
+                when last_seen < now() - $1::int * iv then 'stale' else status end as new_status
+    from expected
+)
+update device_state s set status = d.new_status, status_changed_at = now(), updated_at = now()
+from decided d where s.device_key = d.device_key and d.new_status <> d.status
+returning s.device_key, s.status
+"""
+
+
+async def measure_status_scan(stack: Stack, n: int, rounds: int = 4) -> list[list[str]]:
+    """The maintenance staleness scan at ``n`` devices in steady state (each reported
+    within its interval; next checks spread over two intervals, as the scan leaves them),
+    every 5 s: the server's (due rows only) beside a scan of every online device."""
+    from server.db import create_pool
+    from server.maintenance import OFFLINE_INTERVALS, STALE_INTERVALS, Maintenance
+    from server.settings import IngestSettings
+
+    url = stack.create_database("scanbench")
+    pool = await create_pool(url, min_size=1, max_size=2)
+    rows: list[list[str]] = []
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("alter table devices disable trigger devices_ward")
+            await conn.execute(
+                "insert into devices (id, kind, geom) select 'SL-' || g, 'streetlight', "
+                "ST_SetSRID(ST_MakePoint(105.8 + random() * 0.1, 21.5 + random() * 0.1), 4326) "
+                "from generate_series(1, $1) g", n)
+            iv = await conn.fetchval("select expected_interval_s from kinds where kind = 'streetlight'")
+            await conn.execute(
+                "insert into device_state (device_key, last_seen, status, next_check) "
+                "select key, now() - random() * make_interval(secs => $1), 'online', "
+                "now() - interval '5 s' + random() * make_interval(secs => 2 * $1) from devices", iv)
+            await conn.execute("vacuum analyze device_state")
+            await conn.execute("analyze devices")
+            for _ in range(rounds):
+                t = time.perf_counter()
+                async with conn.transaction():
+                    changed = await conn.fetch(_FULL_STATUS_SQL, STALE_INTERVALS, OFFLINE_INTERVALS)
+                rows.append(["every online device (before)", f"{1000 * (time.perf_counter() - t):.0f}",
+                             f"{len(changed):,} changed"])
+        maintenance = Maintenance(pool, None, IngestSettings())  # type: ignore[arg-type]
+        for i in range(rounds):
+            await asyncio.sleep(5)
+            async with pool.acquire() as conn:
+                due = await conn.fetchval("select count(*) from device_state where next_check <= now()")
+            t = time.perf_counter()
+            changed = await maintenance.update_status()
+            rows.append([f"due rows only (now), round {i + 1}", f"{1000 * (time.perf_counter() - t):.0f}",
+                         f"{due:,} due, {len(changed):,} changed"])
+        rows.insert(0, [f"{n:,} streetlights, interval {iv} s, a round every 5 s", "", ""])
+    finally:
+        await pool.close()
+        stack.drop_database("scanbench")
+    return rows
+
+
 # ================================================================ printing
 def _f(x: float, nd: int = 0) -> str:
     return f"{x:,.{nd}f}"
@@ -1185,6 +1251,13 @@ async def bench(args: argparse.Namespace, stack: Stack) -> None:
                                 [[f[:100], f"{p:.1f}"] for f, p in r.profile or []]))
         runs.append(r)
 
+    if args.status_scan:
+        srv.stop()
+        log(f"staleness scan at {args.status_scan:,} devices")
+        scan = await measure_status_scan(stack, args.status_scan)
+        console.print(table("Staleness scan (server/maintenance.py), one round",
+                            ["scan", "ms", "rows"], scan))
+
     if args.clients:
         srv.stop()  # the consumers get the cores to themselves (with mosquitto)
         n = args.client_messages
@@ -1227,6 +1300,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", action="store_true",
                    help="also measure MQTT client alternatives without the database")
     p.add_argument("--client-messages", type=int, default=100_000)
+    p.add_argument("--status-scan", type=int, default=0, metavar="DEVICES",
+                   help="also time the staleness scan at this many devices (e.g. 1000000), "
+                        "beside the scan of every online device it replaced")
     p.add_argument("--pipeline", type=int, default=50_000, metavar="N",
                    help="messages for the in-process CPU-per-message measurement of the "
                         "server's path after the socket (default 50,000; 0 = skip)")
