@@ -11,10 +11,10 @@ from aiohttp import web
 from server import keys, openapi
 from server import web as pages
 from server.alarms import alarms_ctx
+from server.api import alarms as alarm_api
 from server.api import audit as audit_api
 from server.api import commands as command_api
 from server.api import crews as crew_api
-from server.api import alarms as alarm_api
 from server.api import devices, health, telemetry
 from server.api import io as io_api
 from server.api import rules as rule_api
