@@ -52,6 +52,7 @@ from server import keys
 from server.audit import AuditEntry, audit_many
 from server.command_catalog import CommandSpec, InvalidRequest, check_args, spec_of, validate
 from server.settings import CommandSettings
+from server.supervisor import cancel_and_wait
 
 __all__ = ["CommandService", "Rejected", "Selection", "commands_ctx"]
 
@@ -257,9 +258,8 @@ class CommandService:
 
     async def stop(self) -> None:
         tasks = [t for t in (self._sweeper, *(lane.task for lane in self._lanes.values())) if t]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # A lane may sit in a pymodbus write: Python 3.11's wait_for can swallow one cancel.
+        await cancel_and_wait(tasks)
         self._sweeper = None
         for _, fut in self._waiting.values():
             fut.cancel()
