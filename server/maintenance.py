@@ -64,6 +64,8 @@ returning s.device_key, s.status, d.new_status <> d.status as changed
 
 NESTED_LOOPS_ONLY = "set local enable_hashjoin = off; set local enable_mergejoin = off"
 
+ROLLUP_LOCK = 0x10C_0001  # pg_advisory_lock key of the hourly rollup
+
 ROLLUP_SQL = """
 insert into telemetry_hourly as h (device_key, metric_id, hour, n, sum, min, max, last_ts,
                                    last_value)
@@ -160,6 +162,15 @@ class Maintenance:
         ``ioc_meta.rollup_through`` is the hour up to which rollups are complete; history
         queries read rollups before it and raw telemetry after it.
         """
+        # One rollup at a time across processes (and this process's housekeeping): two that
+        # interleave read the same boundary and can move it past hours neither rolled up.
+        await conn.execute("select pg_advisory_lock($1)", ROLLUP_LOCK)
+        try:
+            await self._rollup(conn, now)
+        finally:
+            await conn.execute("select pg_advisory_unlock($1)", ROLLUP_LOCK)
+
+    async def _rollup(self, conn: asyncpg.Connection, now: datetime) -> None:
         hour = now.replace(minute=0, second=0, microsecond=0)
         through = await conn.fetchval("select value from ioc_meta where key = 'rollup_through'")
         if through:
