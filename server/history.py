@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from server.problems import bad_request
+from server.problems import bad_request, int_param
 
 AGGS = ("avg", "min", "max", "sum", "count", "last")
 DURATION_RE = re.compile(r"^(\d+)(s|m|h|d)$")
@@ -88,12 +88,7 @@ async def history_query(conn: asyncpg.Connection, key: int, dev_id: str,
         raise bad_request(f"agg must be one of {', '.join(AGGS)}, got {agg!r}")
     body = {"device": dev_id, "metric": metric, "from": frm, "to": to}
     if not bucket_raw:
-        try:
-            limit = int(query.get("limit", 10_000))
-        except ValueError:
-            raise bad_request("limit must be an integer") from None
-        if not 1 <= limit <= MAX_RAW:
-            raise bad_request(f"limit must be between 1 and {MAX_RAW}")
+        limit = int_param(query, "limit", 10_000, 1, MAX_RAW)
         rows = await conn.fetch(
             "select ts, value, quality from telemetry where device_key = $1 and metric_id = $2 "
             "and ts >= $3 and ts < $4 order by ts limit $5", key, metric_id, frm, to, limit)

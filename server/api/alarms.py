@@ -19,7 +19,7 @@ from server import keys
 from server.alarms import ALARM_SELECT, alarm_json
 from server.auth import principal, require
 from server.jsonutil import json_response, read_json
-from server.problems import Problem, bad_request
+from server.problems import Problem, bad_request, int_param
 from server.schema import ALARM_STATES as ALARM_STATE_NAMES
 
 routes = web.RouteTableDef()
@@ -134,10 +134,7 @@ async def list_alarms(request: web.Request) -> web.Response:
     before = _id_param(request, "before", "an alarm id (the last one of the previous page)")
     if before is not None:
         where.append(f"a.id < {arg(before)}")
-    raw_limit = request.query.get("limit") or str(DEFAULT_LIMIT)
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        raise bad_request(f"limit must be an integer between 1 and {MAX_LIMIT}")
-    limit = int(raw_limit)
+    limit = int_param(request.query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     sql = ALARM_SELECT + (" where " + " and ".join(where) if where else "")
     sql += f" order by a.id desc limit {arg(limit + 1)}"
     async with request.app[keys.DB].acquire() as conn:

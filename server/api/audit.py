@@ -9,25 +9,13 @@ from server.audit import AuditQuery, query
 from server.auth import require
 from server.history import parse_time
 from server.jsonutil import json_response
-from server.problems import bad_request
+from server.problems import bad_request, int_param
 
 routes = web.RouteTableDef()
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 FILTERS = ("actor", "device", "action", "from", "to", "limit", "after")
-
-
-def _int(raw: str | None, name: str, lo: int, hi: int) -> int | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(f"{name} must be an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise bad_request(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
 
 
 @routes.get("/api/v1/audit")
@@ -46,8 +34,8 @@ async def list_audit(request: web.Request) -> web.Response:
         action=params.get("action") or None,
         since=since,
         until=until,
-        after=_int(params.get("after"), "after", 1, 2**63 - 1),
-        limit=_int(params.get("limit"), "limit", 1, MAX_LIMIT) or DEFAULT_LIMIT,
+        after=int_param(params, "after", None, 1, 2**63 - 1),
+        limit=int_param(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
     )
     async with request.app[keys.DB].acquire() as conn:
         entries, more = await query(conn, q)

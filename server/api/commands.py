@@ -24,7 +24,7 @@ from server.audit import audit
 from server.auth import Principal, principal, require
 from server.commands import COMMAND_COLS, CommandService, Rejected, command_json, fetch_command, fetch_group
 from server.jsonutil import json_response, read_json
-from server.problems import Problem, bad_request
+from server.problems import Problem, bad_request, int_param
 
 routes = web.RouteTableDef()
 
@@ -103,13 +103,7 @@ async def get_command(request: web.Request) -> web.Response:
 @routes.get("/api/v1/devices/{id}/commands")
 async def device_commands(request: web.Request) -> web.Response:
     device = request.match_info["id"]
-    raw_limit = request.query.get("limit", "50")
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        raise bad_request(f"limit must be an integer, got {raw_limit!r}") from None
-    if not 1 <= limit <= 1000:
-        raise bad_request(f"limit must be between 1 and 1000, got {limit}")
+    limit = int_param(request.query, "limit", 50, 1, 1000)
     after = request.query.get("after")
     args: list[Any] = [device, limit + 1]
     sql = f"select {COMMAND_COLS} from commands where device = $1"

@@ -25,7 +25,7 @@ from server.devices import (
     parse_feature,
 )
 from server.jsonutil import json_response, read_json
-from server.problems import Problem, bad_request
+from server.problems import Problem, bad_request, int_param
 
 routes = web.RouteTableDef()
 
@@ -34,26 +34,13 @@ DEFAULT_LIMIT = 1000
 MAX_LIMIT = 50_000
 
 
-def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        val = int(raw)
-    except ValueError:
-        raise bad_request(f"{name} must be an integer, got {raw!r}") from None
-    if not lo <= val <= hi:
-        raise bad_request(f"{name} must be between {lo} and {hi}, got {val}")
-    return val
-
-
 @routes.get("/api/v1/devices")
 async def list_devices(request: web.Request) -> web.Response:
     try:
         bbox = parse_bbox(request.query.get("bbox"))
     except GeometryError as e:
         raise bad_request(str(e)) from None
-    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    limit = int_param(request.query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     after = request.query.get("after")
     kinds_param = [k for k in request.query.get("kind", "").split(",") if k]
     ward = request.query.get("ward")
