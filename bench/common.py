@@ -16,6 +16,7 @@ a ratio means something on any machine.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -64,6 +65,21 @@ def _on_sigterm(signum, frame):  # pragma: no cover - signal handler
 
 def install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def run_on_stack(bench, args, **stack_options) -> int:
+    """A benchmark's ``main``: ``bench(args, stack)`` on a fresh :class:`Stack`, stopped on
+    exit, Ctrl-C or SIGTERM; returns the process exit code (what ``bench`` returns, else 0)."""
+    install_signal_handlers()
+    try:
+        with Stack(keep=args.keep, **stack_options) as stack:
+            rc = asyncio.run(bench(args, stack))
+            if args.keep:
+                log(f"logs kept in {stack.dir}")
+            return rc or 0
+    except KeyboardInterrupt:
+        console.print("[red]interrupted; everything stopped[/red]")
+        return 130
 
 
 # ---------------------------------------------------------------- CPU accounting

@@ -90,11 +90,11 @@ from common import (
     console,
     cpu_percent,
     cpu_snapshot,
-    install_signal_handlers,
     log,
     machine_line,
     parse_metrics,
     percentile,
+    run_on_stack,
     table,
 )
 from report import record
@@ -1323,18 +1323,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    install_signal_handlers()
-    try:
-        conf = (f"max_inflight_messages {args.broker_inflight}\n"
-                if args.broker_inflight else "")
-        with Stack(keep=args.keep, mosquitto_conf=conf) as stack:
-            asyncio.run(bench(args, stack))
-            if args.keep:
-                log(f"logs kept in {stack.dir}")
-    except KeyboardInterrupt:
-        console.print("[red]interrupted; everything stopped[/red]")
-        return 130
-    return 0
+    conf = f"max_inflight_messages {args.broker_inflight}\n" if args.broker_inflight else ""
+    return run_on_stack(bench, args, mosquitto_conf=conf)
 
 
 if __name__ == "__main__":

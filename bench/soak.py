@@ -72,10 +72,10 @@ from common import (
     REPO,
     Stack,
     console,
-    install_signal_handlers,
     log,
     machine_line,
     percentile,
+    run_on_stack,
     table,
     tree_cpu_seconds,
 )
@@ -544,17 +544,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    install_signal_handlers()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        with Stack(keep=args.keep) as stack:
-            rc = asyncio.run(soak(args, stack))
-            if args.keep:
-                log(f"logs kept in {stack.dir}")
-            return rc
-    except KeyboardInterrupt:
-        console.print("[red]interrupted; everything stopped[/red]")
-        return 130
+    return run_on_stack(soak, args)
 
 
 if __name__ == "__main__":

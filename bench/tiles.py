@@ -54,10 +54,10 @@ from common import (
     REPO,
     Stack,
     console,
-    install_signal_handlers,
     log,
     machine_line,
     percentile,
+    run_on_stack,
     system_busy_seconds,
     table,
 )
@@ -568,17 +568,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    install_signal_handlers()
-    try:
-        with Stack(keep=args.keep) as stack:
-            asyncio.run(bench(args, stack))
-            if args.keep:
-                log(f"logs kept in {stack.dir}")
-    except KeyboardInterrupt:
-        console.print("[red]interrupted; everything stopped[/red]")
-        return 130
-    return 0
+    return run_on_stack(bench, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -62,10 +62,10 @@ from common import (  # noqa: E402
     console,
     cpu_percent,
     cpu_snapshot,
-    install_signal_handlers,
     log,
     machine_line,
     percentile,
+    run_on_stack,
     table,
 )
 from ingest import (  # noqa: E402
@@ -490,17 +490,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    install_signal_handlers()
-    try:
-        with Stack(keep=args.keep) as stack:
-            asyncio.run(bench(args, stack))
-            if args.keep:
-                log(f"logs kept in {stack.dir}")
-    except KeyboardInterrupt:
-        console.print("[red]interrupted; everything stopped[/red]")
-        return 130
-    return 0
+    return run_on_stack(bench, parse_args(argv))
 
 
 if __name__ == "__main__":
