@@ -107,6 +107,17 @@ def readyz(server: ServerProcess) -> tuple[int, dict]:
         return 0, {"error": str(err)}
 
 
+def wait_not_ready(server: ServerProcess, fault: str, within: float = 30.0) -> dict:
+    """/readyz's 503 body, once the server reports the fault; fails if it never does."""
+    deadline = time.monotonic() + within
+    status, body = readyz(server)
+    while status == 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status, body = readyz(server)
+    assert status == 503, f"/readyz never reported {fault}: {body}"
+    return body
+
+
 def metric(server: ServerProcess, token: str, name: str) -> float | None:
     req = urllib.request.Request(server.base_url + "/metrics",
                                  headers={"Authorization": f"Bearer {token}"})
@@ -286,12 +297,7 @@ def test_read_only_database_pauses_ingest_and_resumes(own_pg, own_city, mosquitt
         try:
             read_only(True)
             pub = Publisher(mosquitto.url, devices, seconds=4).start()
-            deadline = time.monotonic() + 30
-            status, body = readyz(server)
-            while status == 200 and time.monotonic() < deadline:
-                time.sleep(0.2)
-                status, body = readyz(server)
-            assert status == 503, f"/readyz never reported the read-only database: {body}"
+            body = wait_not_ready(server, "the read-only database")
             assert "not writable" in body["checks"]["ingest"], body
             assert metric(server, bearer, "ioc_database_writable") == 0
             time.sleep(2.0)  # ingest holds while the database refuses writes
@@ -342,12 +348,7 @@ def test_full_disk_pauses_ingest_and_resumes(own_city, small_tablespace, mosquit
                     conn.execute("insert into disk_filler select repeat('x', 1000) "
                                  "from generate_series(1, 500)")
         pub = Publisher(mosquitto.url, devices, seconds=4).start()
-        deadline = time.monotonic() + 30
-        status, body = readyz(server)
-        while status == 200 and time.monotonic() < deadline:
-            time.sleep(0.2)
-            status, body = readyz(server)
-        assert status == 503, f"/readyz never reported the full disk: {body}"
+        body = wait_not_ready(server, "the full disk")
         assert "No space left" in body["checks"]["ingest"], body
         time.sleep(2.0)  # ingest holds while the disk is full
         with psycopg.connect(own_city, autocommit=True) as conn:
