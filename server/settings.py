@@ -218,7 +218,10 @@ class CommandSettings(_Section):
 class IngestSettings(_Section):
     queue_size: int = Field(default=200_000, ge=100, description="readings held before backpressure")
     batch_max: int = Field(default=20_000, ge=1)
-    linger_ms: int = Field(default=50, ge=0, le=5_000)
+    batch_min: int = Field(default=500, ge=1, description=(
+        "readings worth a commit of their own: fewer wait up to linger_ms for more"))
+    linger_ms: int = Field(default=50, ge=0, le=5_000, description=(
+        "longest a reading waits for batch_min others before it is committed"))
     retention_days: int = Field(default=400, ge=1, le=36_500)
     future_tolerance_s: int = Field(default=300, ge=0)
     partitions_ahead_days: int = Field(default=3, ge=1, le=60)
