@@ -47,6 +47,7 @@ from rules.models import CORRELATING_KINDS, Rule, RuleError, parse_rule, rule_do
 from server import keys, notify
 from server.problems import Problem
 from server.rulefiles import RuleFiles
+from server.supervisor import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -242,10 +243,8 @@ class AlarmEngine:
             except TimeoutError:
                 logger.warning("stopping with %d alarm transitions unstored; the next start "
                                "re-derives them from the stored state", len(self._queue))
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_and_wait(tasks)
 
     async def drained(self) -> None:
         """Wait until every queued transition is stored (tests, shutdown). The persister
@@ -643,8 +642,11 @@ class AlarmEngine:
             deadline = min(deadline, min(self._held.values()))
         if deadline > now:
             self._timer_wake.clear()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation
+            # that lands as the event fires, and this loop then never stops.
             try:
-                await asyncio.wait_for(self._timer_wake.wait(), deadline - now)
+                async with asyncio.timeout(deadline - now):
+                    await self._timer_wake.wait()
             except TimeoutError:
                 pass
         now = time.time()

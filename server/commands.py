@@ -547,7 +547,8 @@ class CommandService:
             assert cmd.sent_at is not None
             left = (cmd.sent_at + timedelta(seconds=timeout) - utcnow()).total_seconds()
             try:
-                answer = await asyncio.wait_for(fut, max(left, 0.0))
+                async with asyncio.timeout(max(left, 0.0)):
+                    answer = await fut
             except TimeoutError:
                 self._finish(cmd, "failed", error=f"no result from device {cmd.device} within "
                                                   f"{timeout:g} s of sending")
@@ -576,7 +577,8 @@ class CommandService:
                 return False
             if not link.is_connected:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(link.connected.wait(), left)
+                    async with asyncio.timeout(left):
+                        await link.connected.wait()
                 continue
             try:
                 async with self._mqtt_slots:

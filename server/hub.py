@@ -435,7 +435,8 @@ class Hub:
             # transaction, which leaves the pooled connection mid-operation ("another
             # operation is in progress") for whoever closes the pool next.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(reload), 10)
+                async with asyncio.timeout(10):
+                    await asyncio.shield(reload)
         for task in (self._watchdog, *self._tasks):
             if task is not None:
                 task.cancel()
