@@ -14,6 +14,12 @@ offline past the command's time to live. How it travels depends on the device:
   with ``{"ok": true}`` or ``{"ok": false, "error": …}``. No answer within
   ``commands.timeout_s`` fails it. At most ``commands.mqtt_in_flight`` publishes await the
   broker's PUBACK at once, leaving the session's in-flight window to ingest.
+* **A third-party polling adapter** (the device's ``adapter`` is a running
+  ``[adapters.<kind>]`` whose class implements ``write``): the supervisor runs the write
+  between the adapter's polls (:meth:`server.supervisor.AdapterSupervisor.write`); it
+  succeeded when ``write`` returns (what it read back is the result), failed when it raises
+  a :class:`~adapters.sdk.ConfigError` or :class:`~adapters.sdk.AuthError`, and is tried
+  once more after a :class:`~adapters.sdk.TransientError` or a timeout.
 
 Each device has a lane: its commands run one after another in the order accepted (dim to 30
 then to 80 ends at 80). A lane whose device is offline (``device_state.status``) is parked;
@@ -46,7 +52,7 @@ import orjson
 from aiohttp import web
 
 from adapters.modbus.connection import CommandFailed
-from adapters.sdk import ConfigError, TransientError
+from adapters.sdk import AuthError, ConfigError, TransientError
 from geo.geojson import GeometryError, check_bbox, parse_bbox
 from server import keys
 from server.audit import AuditEntry, audit_many
@@ -58,7 +64,7 @@ __all__ = ["CommandService", "Rejected", "Selection", "commands_ctx"]
 
 logger = logging.getLogger(__name__)
 
-MQTT, MODBUS = "mqtt", "modbus"
+MQTT, MODBUS, ADAPTER = "mqtt", "modbus", "adapter"
 SWEEP_S = 1.0  # expiry resolution of parked commands
 RECHECK_S = 5.0  # how often parked devices' status is read back from the database
 FLUSH_LINGER_S = 0.05  # status changes gathered into one write
@@ -233,12 +239,14 @@ class CommandService:
     """Accepts, routes, confirms, queues and expires commands; owns every task it starts."""
 
     def __init__(self, pool: asyncpg.Pool, settings: CommandSettings, *, directory=None,
-                 mqtt=None, modbus=None, metrics=None) -> None:
+                 mqtt=None, modbus=None, adapters=None, metrics=None) -> None:
         self.pool = pool
         self.settings = settings
         self.directory = directory
         self.mqtt = mqtt  # server.mqtt.MqttLink, or None when MQTT is off
         self.modbus = modbus  # server.modbus_poller.ModbusPoller, or None without gateways
+        self.adapters = adapters  # server.supervisor.AdapterSupervisor, or None without any
+        self._adapter_kinds: dict[str, str] = {}  # device → the adapter its commands go through
         self.metrics = metrics
         self._journal = _Journal(pool)
         self._lanes: dict[str, _Lane] = {}
@@ -268,7 +276,8 @@ class CommandService:
 
     # ------------------------------------------------------------------ routing
     def route(self, device_id: str, adapter: str | None, name: str) -> str:
-        """``mqtt`` or ``modbus`` for this device and command, or :class:`_Unroutable`."""
+        """``mqtt``, ``modbus`` or ``adapter`` for this device and command, or
+        :class:`_Unroutable`."""
         poller = self.modbus
         if poller is not None and device_id in poller.devices:
             if name not in poller.commands_for(device_id):
@@ -285,8 +294,12 @@ class CommandService:
         if adapter == "modbus":
             raise _Unroutable(f"device {device_id} is bound to Modbus but no configured gateway "
                               "lists it; add it to [[modbus.gateways.units]]")
+        supervisor = self.adapters
+        if supervisor is not None and supervisor.takes_commands(adapter):
+            self._adapter_kinds[device_id] = adapter
+            return ADAPTER
         raise _Unroutable(f"device {device_id} is reached through the {adapter} adapter, "
-                          "which carries no commands")
+                          "which carries no commands on this server")
 
     # ------------------------------------------------------------------ single commands
     async def submit(self, actor: str, device_id: str, name: Any, args: Any,
@@ -493,6 +506,8 @@ class CommandService:
             return
         if cmd.route == MODBUS:
             await self._via_modbus(cmd)
+        elif cmd.route == ADAPTER:
+            await self._via_adapter(cmd)
         else:
             await self._via_mqtt(cmd)
 
@@ -530,6 +545,39 @@ class CommandService:
                     return
                 if attempt == 0:
                     await asyncio.sleep(0.5)
+        self._finish(cmd, "failed", error=f"not confirmed: {last}")
+
+    async def _via_adapter(self, cmd: Command) -> None:
+        supervisor = self.adapters
+        kind = self._adapter_kinds.get(cmd.device)
+        if supervisor is None or kind is None or not supervisor.takes_commands(kind):
+            self._finish(cmd, "failed", error=f"device {cmd.device} is no longer bound to an "
+                                              "adapter that takes commands")
+            return
+        timeout = self.settings.timeout_s
+        last = ""
+        self._sent(cmd)
+        for attempt in range(2):  # one retry, as for Modbus: a link drops the odd request
+            try:
+                async with asyncio.timeout(timeout):
+                    result = await supervisor.write(kind, cmd.device, cmd.name, cmd.args)
+            except (ConfigError, AuthError) as err:
+                self._finish(cmd, "failed", error=f"{kind} adapter: {err}")
+                return
+            except TransientError as err:
+                last = str(err)
+            except TimeoutError:
+                last = f"the {kind} adapter did not finish within {timeout:g} s"
+            except Exception as err:  # supervision boundary: a bug in a third-party adapter
+                logger.exception("adapter %s failed writing %s to %s", kind, cmd.name, cmd.device)
+                self._finish(cmd, "failed", error=f"{kind} adapter failed: "
+                                                  f"{type(err).__name__}: {err}")
+                return
+            else:
+                self._finish(cmd, "succeeded", result=dict(result))
+                return
+            if attempt == 0:
+                await asyncio.sleep(0.5)
         self._finish(cmd, "failed", error=f"not confirmed: {last}")
 
     async def _via_mqtt(self, cmd: Command) -> None:
@@ -856,7 +904,8 @@ async def commands_ctx(app: web.Application) -> AsyncIterator[None]:
     """The command service, after the MQTT session and the Modbus poller it sends through."""
     service = CommandService(
         app[keys.DB], app[keys.SETTINGS].commands, directory=app.get(keys.DIRECTORY),
-        mqtt=app.get(keys.MQTT), modbus=app.get(keys.MODBUS), metrics=app.get(keys.METRICS))
+        mqtt=app.get(keys.MQTT), modbus=app.get(keys.MODBUS), adapters=app.get(keys.ADAPTERS),
+        metrics=app.get(keys.METRICS))
     app[keys.COMMANDS] = service
     await service.start()  # sent MQTT commands wait again before early answers are replayed
     ingest = app.get(keys.INGEST)

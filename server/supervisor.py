@@ -30,6 +30,10 @@ Assistant's ``DataUpdateCoordinator`` does for integrations):
   ``online=True`` at its first good poll after that.
 * **Backpressure.** Readings go to the ingest pipeline through an awaited sink: while the
   database is slow, polls wait, and slots missed meanwhile are skipped, not queued.
+* **Commands.** An adapter that overrides :meth:`~adapters.sdk.PollingAdapter.write` takes
+  the commands of its devices (``server/commands.py`` routes them here). A write never runs
+  beside a poll or another write of the same adapter (one lock per adapter: most devices
+  have one link), connects first if the link is down, and runs under ``timeout_s``.
 
 One task per adapter (``adapter[<kind>].poll``), all owned by :class:`AdapterSupervisor`.
 """
@@ -136,6 +140,8 @@ class _Runner:
     last_success: float = 0.0
     _bound_at: int | None = None
     _bug_logged: bool = False
+    # Held by a poll (connect included) and by a write: they share the adapter's link.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.log = logging.LoggerAdapter(logger, {"adapter": self.kind})
@@ -152,12 +158,11 @@ class _Runner:
             while True:
                 await self._sleep_until(deadline)
                 try:
-                    await self._refresh_bindings()
-                    if not self.connected:
-                        await self.adapter.connect()
-                        self.connected = True
-                    async with asyncio.timeout(self.timeout):
-                        readings = await self.adapter.poll()
+                    async with self.lock:
+                        await self._refresh_bindings()
+                        await self._connect()
+                        async with asyncio.timeout(self.timeout):
+                            readings = await self.adapter.poll()
                 except ConfigError as err:
                     await self._stop(err)
                     return
@@ -189,6 +194,32 @@ class _Runner:
                 deadline, on_grid = phase + k * self.interval, True
         finally:
             await self._close()
+
+    async def _connect(self) -> None:
+        if not self.connected:
+            await self.adapter.connect()
+            self.connected = True
+
+    async def write(self, device_id: str, name: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Run one command through the adapter, between its polls.
+
+        Raises what the adapter raises (the SDK's errors), or :class:`TimeoutError` when
+        connecting and writing outlive ``timeout``. A transient failure closes the link, as
+        a failed poll does, so the next poll or write reconnects. The caller bounds the
+        wait for a running poll.
+        """
+        if self.stats.state == "stopped":
+            raise ConfigError(f"adapter {self.kind} is stopped by a configuration error "
+                              f"({self.stats.last_error}); fix it and restart the server")
+        async with self.lock:
+            try:
+                await self._refresh_bindings()
+                async with asyncio.timeout(self.timeout):
+                    await self._connect()
+                    return await self.adapter.write(device_id, name, args) or {}
+            except (TransientError, TimeoutError):
+                await self._close()
+                raise
 
     # -- schedule
     def _retry_at(self, attempt: int) -> float:
@@ -316,6 +347,16 @@ class AdapterSupervisor:
     def stats(self) -> dict[str, AdapterStats]:
         return {kind: r.stats for kind, r in self._runners.items()}
 
+    def takes_commands(self, kind: str) -> bool:
+        """Whether the adapter implements ``write`` (the SDK's default refuses)."""
+        runner = self._runners.get(kind)
+        return runner is not None and type(runner.adapter).write is not PollingAdapter.write
+
+    async def write(self, kind: str, device_id: str, name: str,
+                    args: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Carry out a command through adapter ``kind`` (see :meth:`_Runner.write`)."""
+        return await self._runners[kind].write(device_id, name, args)
+
     async def start(self) -> None:
         for kind, runner in self._runners.items():
             self._tasks[kind] = asyncio.create_task(runner.run(), name=f"adapter[{kind}].poll")
@@ -411,8 +452,11 @@ async def adapters_ctx(app: web.Application) -> AsyncIterator[None]:
         runnable, sink, lambda kind: load_bindings(pool, kind),
         directory_version=lambda: getattr(directory, "version", 0))
     app[keys.ADAPTERS] = supervisor
+    pollers = app[keys.METRICS].pollers
+    pollers.adapters = supervisor.stats
     await supervisor.start()
     try:
         yield
     finally:
+        pollers.adapters = None
         await supervisor.stop()

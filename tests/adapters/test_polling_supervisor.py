@@ -190,3 +190,60 @@ def test_configuration_sections_are_validated_at_startup():
         build_adapters(classes, {"fake": {"interval_s": "often"}})
     default = build_adapters(classes, {"fake": {}})["fake"]
     assert default[1] == INTERVAL and default[2] == INTERVAL  # poll_interval; timeout ≤ it
+
+
+class ValveAdapter(FakeAdapter):
+    """Takes commands; its polls are slow, and it records whether a write ever ran inside one."""
+
+    def __init__(self, config=None) -> None:
+        super().__init__(config)
+        self.busy = False
+        self.overlaps = 0
+        self.writes: list[tuple[str, str, dict]] = []
+        self.write_error: Exception | None = None
+
+    async def poll(self) -> Sequence[Reading]:
+        self.busy = True
+        try:
+            await asyncio.sleep(0.05)
+            return await super().poll()
+        finally:
+            self.busy = False
+
+    async def write(self, device_id, name, args):
+        self.overlaps += self.busy or not self.open
+        if self.write_error is not None:
+            raise self.write_error
+        self.writes.append((device_id, name, dict(args)))
+        return {"valve_open": args["open"]}
+
+
+async def test_writes_run_between_polls_on_an_open_link():
+    assert not supervise(FakeAdapter(), Sink()).takes_commands("fake"), \
+        "the SDK's default write refuses: no commands routed to it"
+    adapter, sink = ValveAdapter(), Sink()
+    async with supervise(adapter, sink) as sup:
+        assert sup.takes_commands("fake") and not sup.takes_commands("other")
+        results = await asyncio.gather(*(sup.write("fake", "WM-1", "set_valve", {"open": i % 2 == 0})
+                                         for i in range(20)))
+        assert results[0] == {"valve_open": True} and len(adapter.writes) == 20
+        assert adapter.overlaps == 0, "a write ran during a poll or on a closed link"
+        await eventually(lambda: adapter.polls >= 3, what="polls go on beside the writes")
+
+        adapter.write_error = TransientError("valve did not move")
+        closes = adapter.closes
+        with pytest.raises(TransientError):
+            await sup.write("fake", "WM-1", "set_valve", {"open": True})
+        assert adapter.closes == closes + 1, "a transient failure closes the link"
+        adapter.write_error = None
+        assert await sup.write("fake", "WM-2", "set_valve", {"open": False}) == {"valve_open": False}
+        assert adapter.overlaps == 0
+
+
+async def test_a_stopped_adapter_refuses_writes():
+    adapter, sink = ValveAdapter(), Sink()
+    adapter.default = ConfigError("no site 'north'")
+    async with supervise(adapter, sink) as sup:
+        await eventually(lambda: sup.stats()["fake"].state == "stopped", what="stopped")
+        with pytest.raises(ConfigError, match="stopped by a configuration error"):
+            await sup.write("fake", "WM-1", "set_valve", {"open": True})

@@ -66,9 +66,26 @@ class AcmeCloud:
         self.mode = "ok"  # ok | down (503) | unauthorized (401) | gone (404)
         self.requests = 0
         self.volume = 100.0
+        self.valves: dict[str, bool] = {}
+        self.no_valve: set[str] = set()  # serials that answer 409
         app = web.Application()
         app.router.add_get("/v1/meters", self._meters)
+        app.router.add_put("/v1/meters/{serial}/valve", self._valve)
         self.runner = web.AppRunner(app)
+
+    async def _valve(self, request):
+        from aiohttp import web
+
+        self.requests += 1
+        serial = request.match_info["serial"]
+        if request.headers.get("Authorization") != "Bearer k-123":
+            return web.json_response({"error": "bad key"}, status=401)
+        if self.mode == "down":
+            return web.json_response({"error": "maintenance"}, status=503)
+        if serial in self.no_valve:
+            return web.json_response({"error": "no valve"}, status=409)
+        self.valves[serial] = bool((await request.json())["open"])
+        return web.json_response({"serial": serial, "valve_open": self.valves[serial]})
 
     async def _meters(self, request):
         from aiohttp import web
@@ -100,7 +117,7 @@ class AcmeCloud:
 
 
 async def test_installed_polling_adapter_is_supervised(tmp_path, monkeypatch, city_db_url,
-                                                      make_settings):
+                                                      make_settings, token_for):
     """acme_meter (a PollingAdapter in the sample package) polls a real HTTP API for the
     devices bound to it; the server schedules it, stores its readings, and applies the
     error tree: an outage takes the meters offline until the API is back, refused
@@ -123,6 +140,7 @@ async def test_installed_polling_adapter_is_supervised(tmp_path, monkeypatch, ci
     base_url = await cloud.start()
     settings = make_settings(city_db_url, mqtt_url=None, adapters={
         "acme_meter": {"base_url": base_url, "api_key": "k-123", "interval_s": 0.2}})
+    viewer = {"Authorization": f"Bearer {token_for(city_db_url, 'viewer')}"}
 
     def rows(dev):
         with psycopg.connect(city_db_url) as conn:
@@ -142,10 +160,19 @@ async def test_installed_polling_adapter_is_supervised(tmp_path, monkeypatch, ci
             supervisor = client.app[ADAPTERS]
             await wait_for(lambda: all(rows(d) >= 4 for d in meters))  # 2 metrics × 2 polls
             assert all(status(d) == "online" for d in meters)
+            text = await (await client.get("/metrics", headers=viewer)).text()
+            metrics = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                           if line.startswith("ioc_adapter"))
+            assert metrics['ioc_adapter_up{adapter="acme_meter"}'] == "1.0"
+            assert float(metrics['ioc_adapter_readings_total{adapter="acme_meter"}']) >= 8
+            assert metrics['ioc_adapter_devices{adapter="acme_meter"}'] == "2.0"
 
             cloud.mode = "down"  # transient: offline after two intervals, then back
             await wait_for(lambda: all(status(d) == "offline" for d in meters))
             assert supervisor.stats()["acme_meter"].state == "retrying"
+            text = await (await client.get("/metrics", headers=viewer)).text()
+            assert 'ioc_adapter_up{adapter="acme_meter"} 0.0' in text
+            assert 'ioc_adapter_state{adapter="acme_meter",state="retrying"} 1.0' in text
             cloud.mode = "ok"
             before = rows(meters[0])
             await wait_for(lambda: all(status(d) == "online" for d in meters)
@@ -182,3 +209,58 @@ async def test_a_bad_adapter_section_stops_startup(tmp_path, monkeypatch, city_d
     with pytest.raises(StartupError, match=r"\[adapters.acme_meter\].*base_url"):
         async with running(settings):
             pass
+
+
+async def test_commands_to_a_polling_adapters_devices_go_through_its_write(
+        tmp_path, monkeypatch, city_db_url, make_settings, token_for):
+    """A device bound to a third-party polling adapter that implements ``write`` takes
+    commands over the HTTP API: the write runs between polls, its read-back is the result,
+    the adapter's ConfigError fails the command with its reason, and an outage is retried
+    once and then fails with the adapter's message."""
+    from tests.server.test_commands import auth, until_status
+    from tests.server.test_ingest import running
+
+    _install(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    with psycopg.connect(city_db_url) as conn:
+        meters = [r[0] for r in conn.execute(
+            "select id from devices where kind = 'water_meter' order by id limit 2").fetchall()]
+        for i, dev in enumerate(meters):
+            conn.execute("update devices set adapter = 'acme_meter', adapter_config = %s "
+                         "where id = %s", (f'{{"meter": "V-{i}"}}', dev))
+    cloud = AcmeCloud()
+    cloud.no_valve.add("V-1")
+    base_url = await cloud.start()
+    settings = make_settings(city_db_url, mqtt_url=None, adapters={
+        "acme_meter": {"base_url": base_url, "api_key": "k-123", "interval_s": 0.2}})
+    token = token_for(city_db_url, "operator")
+
+    async def command(client, dev, args):
+        resp = await client.post(f"/api/v1/devices/{dev}/commands", headers=auth(token),
+                                 json={"name": "set_valve", "args": args})
+        assert resp.status == 202, await resp.text()
+        return await until_status(client, token, (await resp.json())["id"],
+                                  "succeeded", "failed", "expired")
+
+    try:
+        async with running(settings) as client:
+            done = await command(client, meters[0], {"open": False})
+            assert done["status"] == "succeeded", done
+            assert done["result"] == {"valve_open": False}
+            assert cloud.valves == {"V-0": False}
+
+            done = await command(client, meters[1], {"open": False})
+            assert done["status"] == "failed"
+            assert "no remote valve" in done["error"] and "acme_meter" in done["error"]
+
+            resp = await client.post(f"/api/v1/devices/{meters[0]}/commands", headers=auth(token),
+                                     json={"name": "reboot", "args": {}})
+            assert resp.status == 400  # the catalogue: a water meter cannot be rebooted
+
+            cloud.mode = "down"
+            done = await command(client, meters[0], {"open": True})
+            assert done["status"] == "failed"
+            assert "HTTP 503" in done["error"]
+            assert cloud.valves == {"V-0": False}
+    finally:
+        await cloud.stop()

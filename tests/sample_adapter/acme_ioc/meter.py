@@ -2,6 +2,8 @@
 
     GET {base_url}/v1/meters?serial=M-1&serial=M-2      Authorization: Bearer {api_key}
     → {"meters": [{"serial": "M-1", "ts": 1795320000000, "volume_m3": 345.6, "flow_m3h": 1.2}]}
+    PUT {base_url}/v1/meters/{serial}/valve   {"open": false}
+    → {"serial": "M-1", "valve_open": false}                 (what the meter now reports)
 
 Which meters: the devices the IOC registry binds to this adapter (``adapter`` =
 ``acme_meter``), by ``adapter_config.meter`` or else their ``external_id``. The server
@@ -10,9 +12,9 @@ schedules the polls and acts on the errors raised here; this module only speaks 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,6 +58,31 @@ class AcmeMeterAdapter(PollingAdapter):
             if serial:
                 out[str(serial)] = b.device_id
         return out
+
+    async def write(self, device_id: str, name: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``set_valve`` (the server validated ``open``); the meter's answer is the read-back."""
+        if name != "set_valve":
+            raise ConfigError(f"ACME meters take set_valve only, not {name}")
+        serial = next((s for s, d in self._meters().items() if d == device_id), None)
+        if serial is None:
+            raise ConfigError(f"device {device_id} has no ACME meter serial (adapter_config.meter "
+                              "or external_id)")
+        assert self._session is not None
+        url = f"{self.config.base_url.rstrip('/')}/v1/meters/{serial}/valve"
+        try:
+            async with self._session.put(url, json={"open": bool(args["open"])}) as resp:
+                if resp.status in (401, 403):
+                    raise AuthError(f"ACME cloud refused the API key (HTTP {resp.status})")
+                if resp.status == 409:
+                    raise ConfigError(f"meter {serial} has no remote valve")
+                if resp.status >= 400:
+                    raise TransientError(f"ACME cloud answered HTTP {resp.status}")
+                doc = await resp.json()
+        except aiohttp.ClientError as err:
+            raise TransientError(f"ACME cloud unreachable: {err}") from err
+        if doc.get("valve_open") is not bool(args["open"]):
+            raise TransientError(f"meter {serial} reports valve_open={doc.get('valve_open')}")
+        return {"valve_open": doc["valve_open"]}
 
     async def poll(self) -> Sequence[Reading]:
         meters = self._meters()
