@@ -92,10 +92,13 @@ async def modbus_ctx(app: web.Application) -> AsyncIterator[None]:
 
     poller = ModbusPoller(gateways, sink)
     app[keys.MODBUS] = poller
+    pollers = app[keys.METRICS].pollers
+    pollers.gateways = poller.stats
     await poller.start()
     try:
         yield
     finally:
+        pollers.gateways = None
         await poller.stop()
 
 

@@ -2,11 +2,78 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 from server import keys
+
+StatsSource = Callable[[], Mapping[str, Any]]
+
+
+class PollerStats(Collector):
+    """The pollers' own counters, read at scrape time: each Modbus gateway
+    (:class:`server.modbus_poller.GatewayStats`) and each third-party polling adapter
+    (:class:`server.supervisor.AdapterStats`). They keep plain counters in their hot
+    loops; this turns a snapshot of them into metric families when Prometheus asks."""
+
+    def __init__(self) -> None:
+        self.gateways: StatsSource | None = None
+        self.adapters: StatsSource | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        gateways = self.gateways() if self.gateways else {}
+        adapters = self.adapters() if self.adapters else {}
+        yield from _families("ioc_modbus_gateway", "gateway", gateways, (
+            ("connected", "gauge", "1 while the gateway's TCP link is up",
+             lambda s: 1 if s.connected else 0),
+            ("polls", "counter", "Unit polls attempted", lambda s: s.polls),
+            ("poll_failures", "counter", "Unit polls that got no usable answer (of the attempted)",
+             lambda s: s.failures),
+            ("reconnects", "counter", "Links re-established after a loss", lambda s: s.reconnects),
+            ("overruns", "counter", "Poll slots skipped because the gateway or ingest fell behind",
+             lambda s: s.overruns),
+        ))
+        units = GaugeMetricFamily("ioc_modbus_units", "Modbus units by state (stopped: a "
+                                  "configuration error, not polled until restart)",
+                                  labels=["gateway", "state"])
+        for name, st in sorted(gateways.items()):
+            units.add_metric([name, "online"], st.units_online)
+            units.add_metric([name, "offline"], st.units_offline)
+            units.add_metric([name, "stopped"], st.units_stopped)
+        yield units
+        yield from _families("ioc_adapter", "adapter", adapters, (
+            ("up", "gauge", "1 while the adapter's last poll succeeded",
+             lambda s: 1 if s.state == "polling" else 0),
+            ("polls", "counter", "Successful polls", lambda s: s.polls),
+            ("poll_failures", "counter", "Failed polls and connects (transient, credentials, "
+             "configuration, timeouts)", lambda s: s.failures),
+            ("readings", "counter", "Readings the adapter returned", lambda s: s.readings),
+            ("skipped_polls", "counter", "Poll slots skipped because a poll or ingest took "
+             "too long", lambda s: s.skipped),
+            ("devices", "gauge", "Devices bound to the adapter or named in its readings",
+             lambda s: s.devices),
+        ))
+        state = GaugeMetricFamily("ioc_adapter_state", "1 for the adapter's current state "
+                                  "(polling, retrying, auth_failed, stopped, starting)",
+                                  labels=["adapter", "state"])
+        for kind, st in sorted(adapters.items()):
+            state.add_metric([kind, st.state], 1)
+        yield state
+
+
+def _families(prefix: str, label: str, stats: Mapping[str, Any], specs) -> Iterator[Any]:
+    for suffix, type_, doc, value in specs:
+        cls = GaugeMetricFamily if type_ == "gauge" else CounterMetricFamily
+        family = cls(f"{prefix}_{suffix}", doc, labels=[label])
+        for name, st in sorted(stats.items()):
+            family.add_metric([name], value(st))
+        yield family
 
 
 class Registry:
@@ -14,6 +81,9 @@ class Registry:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        # Modbus gateways and polling adapters register their stats() here when they start.
+        self.pollers = PollerStats()
+        r.register(self.pollers)
         self.readings_received = Counter(
             "ioc_readings_received", "Readings accepted into the ingest queue", ["source"],
             registry=r)

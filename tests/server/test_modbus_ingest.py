@@ -16,7 +16,8 @@ def rows(url, sql, *args):
         return conn.execute(sql, args).fetchall()
 
 
-async def test_cabinet_and_pressure_units_polled_into_telemetry(city_db_url, make_settings):
+async def test_cabinet_and_pressure_units_polled_into_telemetry(city_db_url, make_settings,
+                                                                token_for):
     cab, ps = (rows(city_db_url, "select min(id) from devices where kind = %s", k)[0][0]
                for k in ("lighting_cabinet", "pressure_sensor"))
     gw = SimulatedGateway()
@@ -28,9 +29,10 @@ async def test_cabinet_and_pressure_units_polled_into_telemetry(city_db_url, mak
             ModbusUnit(device=ps, unit=2, profile="keller_series30", interval_s=0.3),
         ])
         settings = make_settings(city_db_url, mqtt_url=None, modbus={"gateways": [gateway]})
+        viewer = {"Authorization": f"Bearer {token_for(city_db_url, 'viewer')}"}
         state_sql = ("select s.status, s.values, s.quality from device_state s "
                      "join devices d on d.key = s.device_key where d.id = %s")
-        async with running(settings):
+        async with running(settings) as client:
             await wait_for(lambda: rows(city_db_url, state_sql, ps)
                            and rows(city_db_url, state_sql, cab))
             status, values, _ = rows(city_db_url, state_sql, cab)[0]
@@ -43,3 +45,12 @@ async def test_cabinet_and_pressure_units_polled_into_telemetry(city_db_url, mak
             gw.silent.add(2)  # the pressure sensor stops answering
             await wait_for(lambda: rows(city_db_url, state_sql, ps)[0][0] == "offline", 10)
             assert rows(city_db_url, state_sql, cab)[0][0] == "online"
+            # The gateway on /metrics: its link, its polls and failures, its units by state.
+            text = await (await client.get("/metrics", headers=viewer)).text()
+            metrics = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                           if line.startswith("ioc_modbus"))
+            assert metrics['ioc_modbus_gateway_connected{gateway="gw-test"}'] == "1.0"
+            assert float(metrics['ioc_modbus_gateway_polls_total{gateway="gw-test"}']) >= 2
+            assert float(metrics['ioc_modbus_gateway_poll_failures_total{gateway="gw-test"}']) >= 1
+            assert metrics['ioc_modbus_units{gateway="gw-test",state="offline"}'] == "1.0"
+            assert metrics['ioc_modbus_units{gateway="gw-test",state="online"}'] == "1.0"
