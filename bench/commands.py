@@ -31,6 +31,8 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Stack, console, install_signal_handlers, log, parse_metrics, table
+from report import context as record_context
+from report import record
 
 from server.mqtt import parse_mqtt_url  # common put the repository root on the path
 
@@ -130,6 +132,17 @@ async def run(args: argparse.Namespace) -> None:
          ["readings committed/s before", f"{before:,.0f}"],
          ["readings committed/s during the group", f"{during:,.0f}"],
          ["ratio during / before", f"{during / before:.2f}" if before else "n/a"]]))
+    # For bench/REPORT.md (bench/report.py; nothing when run by hand).
+    record_context("commands", lamps=f"{group['total']:,}", telemetry=f"{args.rate:,.0f} readings/s",
+                   answer=f"each lamp answers after {args.answer_ms:g} ms over MQTT")
+    ok = g["counts"].get("succeeded", 0)
+    record("commands", "group set_dim: every result stored", took, "s",
+           note=f"{ok:,} of {group['total']:,} succeeded")
+    record("commands", "group set_dim: commands/s", group["total"] / took, "commands/s")
+    record("commands", "lamps that answered and succeeded", ok, "lamps", goal=f"{group['total']:,}",
+           met=ok == group["total"])
+    record("commands", "readings committed/s during the group", during, "readings/s",
+           baseline="the same before the group", ratio=during / before if before else None)
 
 
 def main() -> None:

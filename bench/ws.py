@@ -76,6 +76,8 @@ from ingest import (  # noqa: E402
     latency_sampler,
     probe_ids,
 )
+from report import context as record_context  # noqa: E402
+from report import record  # noqa: E402
 
 GOAL_P99_MS = 250.0
 HIST_MS = 60_000  # latency histogram bins: 1 ms each up to a minute (more goes in the last)
@@ -438,6 +440,45 @@ def report(args, r: Result) -> None:
                       f"{r.closes[:3]}[/yellow]")
     if r.errors:
         console.print(f"[red]client errors: {r.errors[:3]}[/red]")
+    record_figures(args, r)
+
+
+def record_figures(args, r: Result) -> None:
+    """The figures and goals for bench/REPORT.md (``bench/report.py``; nothing when run by hand).
+
+    The baseline of the latency is ingest's own share measured in the same run (publish →
+    commit, sampled as bench/ingest.py does): the ratio shows what the hub adds on top.
+    """
+    record_context("ws", clients=f"{r.clients} in {args.client_procs} processes",
+                   rate=f"{r.rate:,} updates/s × {READINGS_PER_MSG} readings",
+                   seconds=f"{args.duration:.0f}", devices=f"{args.devices:,} streetlights",
+                   viewport=f"{args.viewport:.0%} × {args.viewport:.0%} of the city",
+                   frames="JSON arrays (coalesce)" if r.coalesce else "one message per frame")
+    p50, p99 = r.pct(50), r.pct(99)
+    c50, c99 = percentile(r.commit_lat, 50), percentile(r.commit_lat, 99)
+    machine = f"machine {r.cpu.get('machine', 0):.0f} % of 200, other processes {r.cpu.get('other', 0):.0f} %"
+    delivered = r.received / r.expected if r.expected else None
+    record("ws", "state updates published", r.publish_rate, "updates/s")
+    record("ws", "state messages delivered to clients", r.received / max(r.window_s, 1e-9), "msgs/s",
+           note=f"{r.received:,} of {r.expected:,.0f} expected in the viewports")
+    record("ws", "delivered / expected", delivered, "ratio", goal="1.0 (nothing lost)",
+           met=None if delivered is None else delivered >= 0.999,
+           note=f"conflated {r.server_metrics.get('ioc_ws_conflated_total', 0):,.0f}, slow "
+                f"disconnects {r.server_metrics.get('ioc_ws_disconnected_slow_total', 0):,.0f}")
+    record("ws", "latency publish → client p50", p50, "ms", baseline="publish → commit p50",
+           ratio=p50 / c50 if c50 else None)
+    record("ws", "latency publish → client p99", p99, "ms", goal=f"< {GOAL_P99_MS:.0f} ms",
+           met=p99 < GOAL_P99_MS, baseline="publish → commit p99", ratio=p99 / c99 if c99 else None,
+           note=machine)
+    record("ws", "publish → commit p50 (ingest's share)", c50, "ms", note="the baseline")
+    record("ws", "publish → commit p99 (ingest's share)", c99, "ms", note="the baseline")
+    if r.snapshots:
+        snap_ms = sorted(t * 1000 for t, _ in r.snapshots)
+        record("ws", "snapshot: subscribe → snapshot p50", snap_ms[len(snap_ms) // 2], "ms",
+               note=f"{np.mean([n for _, n in r.snapshots]):.0f} devices each")
+    record("ws", "server RSS, idle", r.rss_idle, "MiB")
+    record("ws", f"server RSS, {r.clients} clients subscribed, most during the run", r.rss_max, "MiB")
+    record("ws", "server CPU", r.cpu.get("server"), "% of a core")
 
 
 async def bench(args, stack: Stack) -> None:
