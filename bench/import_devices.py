@@ -80,7 +80,7 @@ def run_import(url: str, path: Path) -> tuple[float, str]:
 def raw_copy(url: str, csv_path: Path) -> float:
     """Seconds to COPY the CSV's rows into a copy of ``devices`` (the baseline)."""
     with psycopg.connect(url) as conn:
-        conn.execute("create table import_baseline (like devices including defaults "
+        conn.execute("create table import_baseline (like devices including defaults including identity "
                      "including indexes)")
         conn.commit()
         lines = csv_path.read_text().splitlines()[1:]
