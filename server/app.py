@@ -26,6 +26,7 @@ from server.commands import commands_ctx
 from server.db import db_pool
 from server.hub import hub_ctx
 from server.lifecycle import directory_ctx, ingest_ctx, modbus_ctx, mqtt_ctx, simulator_ctx
+from server.memory import memory_ctx
 from server.metrics import Registry, metrics_handler
 from server.notify import notify_ctx
 from server.problems import problem_middleware
@@ -66,6 +67,7 @@ def create_app(settings: Settings) -> web.Application:
     # Started in this order, stopped in reverse: whoever consumes a thing outlives it.
     app.cleanup_ctx.extend(
         [
+            memory_ctx,  # returns freed heap pages to the OS (glibc)
             db_pool,
             token_store,
             directory_ctx,

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
@@ -81,6 +81,9 @@ class Registry:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        # process_resident_memory_bytes, CPU seconds, open fds: what an operator watches for
+        # leaks, as every Prometheus client exports by default (ours is a private registry).
+        ProcessCollector(registry=r)
         # Modbus gateways and polling adapters register their stats() here when they start.
         self.pollers = PollerStats()
         r.register(self.pollers)

@@ -94,6 +94,9 @@ async def test_mqtt_readings_reach_telemetry_state_and_api(city_db_url, make_set
             "Authorization": f"Bearer {token}"})).text()
         assert "ioc_readings_stored_total 15.0" in metrics
         assert "ioc_ingest_queue_depth" in metrics
+        rss = next(line for line in metrics.splitlines()
+                   if line.startswith("process_resident_memory_bytes "))
+        assert float(rss.split()[1]) > 10 * 2**20  # the server's own memory, for leak watching
 
 
 async def test_duplicates_and_out_of_order(city_db_url, make_settings, mosquitto, lamp_ids):
