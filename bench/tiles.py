@@ -3,8 +3,11 @@
 Everything in one run, on one database, on one tile list (concurrency 8):
 
 1. the stack of ``bench/common.py`` (private PostgreSQL+PostGIS, mosquitto) and a synthetic
-   city of ``--lamps`` streetlights (100,000 by default), with a ``device_state`` row per
-   device as in a running city (statuses spread deterministically);
+   city of ``--lamps`` streetlights (50,000 by default: the size ``research/tiles.md``
+   measured TiPg and the floor on, so its figures compare; ``--lamps 100000`` for a bigger
+   city, where dense z14-15 tiles of ~4,000 lamps make ST_AsMVT's encoding, which every
+   server pays, the larger share), with a ``device_state`` row per device as in a running
+   city (statuses spread deterministically);
 2. the tile list: every tile of zooms 12-17 over the city's lamps, at most ``--per-zoom``
    of each zoom (a seeded sample), shuffled; the same list for every configuration;
 3. the **floor**: the exact statements our server sends (``tiles.sql``), through an asyncpg
@@ -550,7 +553,8 @@ def report(results: dict[str, Result], layer: catalogue.Layer, tiles: list, wrk:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lamps", type=int, default=100_000, help="streetlights in the synthetic city")
+    p.add_argument("--lamps", type=int, default=50_000,
+                   help="streetlights in the synthetic city (default 50,000, as research/tiles.md)")
     p.add_argument("--layer", default="streetlight", help="tile layer to measure")
     p.add_argument("--per-zoom", type=int, default=150, help="at most this many tiles per zoom")
     p.add_argument("--duration", type=float, default=20.0, help="seconds measured per configuration")
