@@ -1,8 +1,8 @@
 """``make bench``: run every benchmark in bench/, one after the other, and write bench/REPORT.md.
 
-    .venv/bin/python bench/run_all.py                 # full length (about an hour)
+    .venv/bin/python bench/run_all.py                 # full length (about 12 minutes here)
     .venv/bin/python bench/run_all.py --quick         # short runs, to check everything works
-    .venv/bin/python bench/run_all.py --soak          # also the 30-minute soak (last)
+    .venv/bin/python bench/run_all.py --soak          # also the 30-minute soak (last; 31 more)
     .venv/bin/python bench/run_all.py --only tiles    # re-run one; the others' figures are kept
     .venv/bin/python bench/run_all.py --list          # what would run, with which arguments
 
