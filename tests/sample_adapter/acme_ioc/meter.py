@@ -59,6 +59,24 @@ class AcmeMeterAdapter(PollingAdapter):
                 out[str(serial)] = b.device_id
         return out
 
+    async def _request(self, method: str, path: str, config_errors: dict[int, str], **kw) -> dict:
+        """One call to the cloud, its failures translated into the SDK's errors: refused
+        credentials, a configuration the cloud says is wrong (``config_errors``, by status),
+        or anything else, which is transient."""
+        assert self._session is not None
+        url = self.config.base_url.rstrip("/") + path
+        try:
+            async with self._session.request(method, url, **kw) as resp:
+                if resp.status in (401, 403):
+                    raise AuthError(f"ACME cloud refused the API key (HTTP {resp.status})")
+                if resp.status in config_errors:
+                    raise ConfigError(config_errors[resp.status].format(url=url))
+                if resp.status >= 400:
+                    raise TransientError(f"ACME cloud answered HTTP {resp.status}")
+                return await resp.json()
+        except aiohttp.ClientError as err:
+            raise TransientError(f"ACME cloud unreachable: {err}") from err
+
     async def write(self, device_id: str, name: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
         """``set_valve`` (the server validated ``open``); the meter's answer is the read-back."""
         if name != "set_valve":
@@ -67,19 +85,9 @@ class AcmeMeterAdapter(PollingAdapter):
         if serial is None:
             raise ConfigError(f"device {device_id} has no ACME meter serial (adapter_config.meter "
                               "or external_id)")
-        assert self._session is not None
-        url = f"{self.config.base_url.rstrip('/')}/v1/meters/{serial}/valve"
-        try:
-            async with self._session.put(url, json={"open": bool(args["open"])}) as resp:
-                if resp.status in (401, 403):
-                    raise AuthError(f"ACME cloud refused the API key (HTTP {resp.status})")
-                if resp.status == 409:
-                    raise ConfigError(f"meter {serial} has no remote valve")
-                if resp.status >= 400:
-                    raise TransientError(f"ACME cloud answered HTTP {resp.status}")
-                doc = await resp.json()
-        except aiohttp.ClientError as err:
-            raise TransientError(f"ACME cloud unreachable: {err}") from err
+        doc = await self._request("PUT", f"/v1/meters/{serial}/valve",
+                                  {409: f"meter {serial} has no remote valve"},
+                                  json={"open": bool(args["open"])})
         if doc.get("valve_open") is not bool(args["open"]):
             raise TransientError(f"meter {serial} reports valve_open={doc.get('valve_open')}")
         return {"valve_open": doc["valve_open"]}
@@ -88,19 +96,8 @@ class AcmeMeterAdapter(PollingAdapter):
         meters = self._meters()
         if not meters:
             return []
-        assert self._session is not None
-        url = self.config.base_url.rstrip("/") + "/v1/meters"
-        try:
-            async with self._session.get(url, params=[("serial", s) for s in meters]) as resp:
-                if resp.status in (401, 403):
-                    raise AuthError(f"ACME cloud refused the API key (HTTP {resp.status})")
-                if resp.status == 404:
-                    raise ConfigError(f"{url} does not exist: check base_url")
-                if resp.status >= 400:
-                    raise TransientError(f"ACME cloud answered HTTP {resp.status}")
-                doc = await resp.json()
-        except aiohttp.ClientError as err:
-            raise TransientError(f"ACME cloud unreachable: {err}") from err
+        doc = await self._request("GET", "/v1/meters", {404: "{url} does not exist: check base_url"},
+                                  params=[("serial", s) for s in meters])
         out = []
         for m in doc.get("meters", []):
             device = meters.get(str(m.get("serial")))
