@@ -57,6 +57,25 @@ async def test_installed_adapter_is_discovered_and_ingests(tmp_path, monkeypatch
     assert "is not a number" in dead[0][0]
 
 
+def bind_meters(url: str, serial_prefix: str) -> list[str]:
+    """Bind two water meters to acme_meter, as ``{serial_prefix}-0`` and ``-1``."""
+    with psycopg.connect(url) as conn:
+        meters = [r[0] for r in conn.execute(
+            "select id from devices where kind = 'water_meter' order by id limit 2").fetchall()]
+        for i, dev in enumerate(meters):
+            conn.execute("update devices set adapter = 'acme_meter', adapter_config = %s "
+                         "where id = %s", (f'{{"meter": "{serial_prefix}-{i}"}}', dev))
+    return meters
+
+
+async def start_cloud(make_settings, url: str) -> tuple[AcmeCloud, object]:
+    """The ACME cloud stand-in, started, and settings that poll it every 0.2 s."""
+    cloud = AcmeCloud()
+    base_url = await cloud.start()
+    return cloud, make_settings(url, mqtt_url=None, adapters={
+        "acme_meter": {"base_url": base_url, "api_key": "k-123", "interval_s": 0.2}})
+
+
 class AcmeCloud:
     """A real HTTP server standing in for ACME's cloud API (aiohttp, loopback)."""
 
@@ -130,16 +149,8 @@ async def test_installed_polling_adapter_is_supervised(tmp_path, monkeypatch, ci
     registry = discover()
     assert "acme_meter" in registry.polling_adapters()
 
-    with psycopg.connect(city_db_url) as conn:
-        meters = [r[0] for r in conn.execute(
-            "select id from devices where kind = 'water_meter' order by id limit 2").fetchall()]
-        for i, dev in enumerate(meters):
-            conn.execute("update devices set adapter = 'acme_meter', adapter_config = %s "
-                         "where id = %s", (f'{{"meter": "M-{i}"}}', dev))
-    cloud = AcmeCloud()
-    base_url = await cloud.start()
-    settings = make_settings(city_db_url, mqtt_url=None, adapters={
-        "acme_meter": {"base_url": base_url, "api_key": "k-123", "interval_s": 0.2}})
+    meters = bind_meters(city_db_url, "M")
+    cloud, settings = await start_cloud(make_settings, city_db_url)
     viewer = {"Authorization": f"Bearer {token_for(city_db_url, 'viewer')}"}
 
     def rows(dev):
@@ -222,17 +233,9 @@ async def test_commands_to_a_polling_adapters_devices_go_through_its_write(
 
     _install(tmp_path / "site")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    with psycopg.connect(city_db_url) as conn:
-        meters = [r[0] for r in conn.execute(
-            "select id from devices where kind = 'water_meter' order by id limit 2").fetchall()]
-        for i, dev in enumerate(meters):
-            conn.execute("update devices set adapter = 'acme_meter', adapter_config = %s "
-                         "where id = %s", (f'{{"meter": "V-{i}"}}', dev))
-    cloud = AcmeCloud()
+    meters = bind_meters(city_db_url, "V")
+    cloud, settings = await start_cloud(make_settings, city_db_url)
     cloud.no_valve.add("V-1")
-    base_url = await cloud.start()
-    settings = make_settings(city_db_url, mqtt_url=None, adapters={
-        "acme_meter": {"base_url": base_url, "api_key": "k-123", "interval_s": 0.2}})
     token = token_for(city_db_url, "operator")
 
     async def command(client, dev, args):
