@@ -46,11 +46,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from server.app import create_app
+    from server.eventloop import new_event_loop
 
     settings = _settings(http_host=args.host, http_port=args.port)
     _need_db(settings)
     web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port,
-                access_log=None, print=lambda *_: None)
+                access_log=None, print=lambda *_: None, loop=new_event_loop(settings.event_loop))
     return 0
 
 

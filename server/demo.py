@@ -17,6 +17,7 @@ from pathlib import Path
 from server import migrate
 from server.auth import create_token_sync
 from server.embedded import EmbeddedMosquitto, EmbeddedPostgres
+from server.eventloop import new_event_loop
 
 logger = logging.getLogger("ioc.demo")
 
@@ -77,7 +78,7 @@ def run_demo(args: argparse.Namespace) -> int:
                   "  Ctrl-C stops everything.\n", flush=True)
 
         web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port,
-                    access_log=None, print=banner)
+                    access_log=None, print=banner, loop=new_event_loop(settings.event_loop))
     except KeyboardInterrupt:
         pass
     finally:

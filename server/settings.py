@@ -300,6 +300,10 @@ class Settings(BaseSettings):
     mqtt_url: str | None = Field(default=None, description="mqtt://[user:password@]host:port")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65_535)
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop",
+        description="uvloop (libuv) spends about a tenth less CPU per request than asyncio's own"
+                    " loop; 'asyncio' is the fallback, and is used where uvloop is not installed")
     config: Path | None = Field(default=None, description="TOML file with the sections below")
 
     mqtt_client_id: str = Field(default="ioc-server", min_length=1, max_length=64)
