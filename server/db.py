@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import orjson
@@ -24,16 +24,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10,
+                      reset: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+                      application_name: str = "ioc-server") -> asyncpg.Pool:
+    """A pool; ``reset`` replaces asyncpg's reset round trip on release (None keeps it)."""
     return await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=reset,
         command_timeout=60,
         # jit off: PostGIS functions carry high planner costs, so a 80 ms tile query over
         # 50,000 lamps crosses jit_above_cost and spends 0.3-0.8 s compiling (tiles/sql.py).
-        server_settings={"application_name": "ioc-server", "timezone": "UTC", "jit": "off"},
+        server_settings={"application_name": application_name, "timezone": "UTC", "jit": "off"},
     )
 
 

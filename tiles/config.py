@@ -8,6 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field
 class TilesSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    pool_size: int = Field(
+        default=8, ge=1, le=100,
+        description="PostgreSQL connections for tile queries, apart from the main pool, so a map's"
+                    " burst of tile requests never queues ingest, alarms or the API behind it",
+    )
     cache_mb: int = Field(
         default=256, ge=0, le=65_536,
         description="in-memory LRU of encoded tiles; 0 turns the cache off (every tile is a query)",

@@ -11,7 +11,7 @@ import morecantile
 import pytest
 
 from server.app import create_app
-from server.keys import TILES
+from server.keys import DB, TILES
 
 MVT = "application/vnd.mapbox-vector-tile"
 PROBLEM = "application/problem+json"
@@ -331,6 +331,22 @@ async def test_cache_off_still_serves_tiles(start, city_db_url, db):
     b = await get_tile(api, "streetlight", *t)
     assert a.status == b.status == 200 and a.headers["ETag"] == b.headers["ETag"]
     assert len(api.app[TILES].cache) == 0
+
+
+async def test_tiles_have_their_own_pool_so_a_busy_main_pool_does_not_hold_them_up(start, city_db_url, db):
+    """Ingest, alarms and the API keep the main pool; a map's burst of tiles uses its own."""
+    api = await start(city_db_url, cache_mb=0)
+    lamp = await a_lamp(db)
+    assert (await get_tile(api, "streetlight", *tile_at(lamp["lon"], lamp["lat"], 16))).status == 200
+    main = api.app[DB]
+    held = [await main.acquire() for _ in range(main.get_max_size())]
+    try:
+        resp = await asyncio.wait_for(
+            get_tile(api, "streetlight", *tile_at(lamp["lon"], lamp["lat"], 17)), 10)
+        assert resp.status == 200 and await resp.read()
+    finally:
+        for conn in held:
+            await main.release(conn)
 
 
 # ---------------------------------------------------------------- errors, empty tiles, auth
