@@ -27,7 +27,7 @@ BUFFER = 64  # tile units: icons and line joins drawn across tile edges are not 
 CELLS = 8  # aggregate grid: cells per tile side (64 CSS px on a 512 px vector tile)
 # Bump when the SQL or the attributes of any layer change: cached tiles of the old shape
 # must not be served (the version is part of every cache key and ETag).
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2  # 2: detail device tiles no longer carry status
 
 # Zoom below which a point kind's tiles hold grid aggregates instead of devices.
 DETAIL_MINZOOM = {"streetlight": 14, "water_meter": 13, "lighting_cabinet": 12}
@@ -38,7 +38,6 @@ DEVICE_FIELDS = {
     "id": "String: the device id (use promoteId: 'id' for feature-state)",
     "kind": "String",
     "name": "String",
-    "status": "String: online, stale, offline or unknown when the tile was made; the websocket is current",
     "ward": "String: ward code",
     "parent": "String: parent device id (a lamp's cabinet, a meter's main)",
 }

@@ -27,8 +27,9 @@ class TilesSettings(BaseModel):
     )
     detail_ttl_s: float = Field(
         default=300.0, gt=0, le=86_400,
-        description="lifetime of device tiles in the server cache: their status attribute is a hint that"
-                    " the websocket keeps current, refreshed at least this often",
+        description="lifetime of device tiles in the server cache; they are also dropped as soon as"
+                    " a device of their kind is added, moved or removed (live status comes over the"
+                    " websocket, not in the tile)",
     )
     max_age_s: int = Field(
         default=60, ge=0, le=86_400,
