@@ -350,6 +350,28 @@ async def test_tiles_have_their_own_pool_so_a_busy_main_pool_does_not_hold_them_
             await main.release(conn)
 
 
+async def test_stored_mercator_coordinates_are_postgis_web_mercator(db):
+    """The grid aggregates bin devices by devices.merc_x/merc_y, kept by PostgreSQL itself."""
+    anchor = "case when GeometryType(geom) = 'POINT' then geom else ST_PointOnSurface(geom) end"
+    rows = await db.fetch(
+        f"select id, merc_x, merc_y, ST_X(p) as x, ST_Y(p) as y from"
+        f" (select id, merc_x, merc_y, ST_Transform({anchor}, 3857) as p from devices) d")
+    assert {"streetlight", "water_pipe"} <= {r["kind"] for r in await db.fetch("select kind from devices")}
+    for r in rows:
+        assert (r["merc_x"], r["merc_y"]) == pytest.approx((r["x"], r["y"]), abs=0.01), r["id"]
+    lamp = await a_lamp(db)
+    tx = db.transaction()
+    await tx.start()
+    try:
+        moved = await db.fetchrow(
+            "update devices set geom = ST_SetSRID(ST_MakePoint(105.9, 21.6), 4326) where key = $1"
+            " returning merc_x, merc_y, ST_X(ST_Transform(geom, 3857)) as x,"
+            " ST_Y(ST_Transform(geom, 3857)) as y", lamp["key"])
+    finally:
+        await tx.rollback()
+    assert (moved["merc_x"], moved["merc_y"]) == pytest.approx((moved["x"], moved["y"]), abs=0.01)
+
+
 # ---------------------------------------------------------------- errors, empty tiles, auth
 @pytest.mark.parametrize("path,why", [
     ("streetlight/a/0/0", "zoom"),
