@@ -248,8 +248,9 @@ def run_wrk(wrk: str, base: str, paths_file: Path, token: str, seconds: float) -
     busy = system_busy_seconds() - busy0
     got = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
     reqs, wall = int(got.group(1)), _ms(got.group(2) + got.group(3)) / 1000
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
+    # Anchored: "87.50%" closing the thread stats line must not read as the 50th percentile.
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))
     transfer = _bytes(re.search(r"Transfer/sec:\s+(\S+)", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = int(non2xx.group(1)) if non2xx else 0
