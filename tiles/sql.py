@@ -10,6 +10,7 @@ the GiST index on the EPSG:4326 geometries is used without transforming any row.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -65,12 +66,29 @@ def _lat(y: float) -> float:
     return math.degrees(math.atan(math.sinh(y / EARTH_RADIUS)))
 
 
+@functools.cache
+def _matrix(z: int) -> tuple[float, float, float]:
+    """Origin (top left) and tile span of zoom ``z``, from morecantile's tile matrix.
+
+    ``TMS.xy_bounds`` computes the same from the matrix on every call, through pydantic
+    attribute access: 25 µs a tile, a tenth of the server's CPU for an uncached tile.
+    WebMercatorQuad has a top-left origin and no variable matrix widths (checked here, and
+    the result against ``xy_bounds`` in the tests).
+    """
+    m = TMS.matrix(z)
+    if m.cornerOfOrigin != "topLeft" or m.variableMatrixWidths:
+        raise ValueError(f"zoom {z}: a tile matrix this module does not handle")
+    return m.pointOfOrigin[0], m.pointOfOrigin[1], m.cellSize * m.tileWidth
+
+
 def bounds(z: int, x: int, y: int) -> TileBounds:
-    b = TMS.xy_bounds(x, y, z)
-    margin = (b.right - b.left) * BUFFER / EXTENT
+    x0, y0, span = _matrix(z)
+    left, top = x0 + x * span, y0 - y * span
+    right, bottom = left + span, top - span
+    margin = span * BUFFER / EXTENT
     return TileBounds(
-        z, x, y, b.left, b.bottom, b.right, b.top,
-        _lon(b.left - margin), _lat(b.bottom - margin), _lon(b.right + margin), _lat(b.top + margin),
+        z, x, y, left, bottom, right, top,
+        _lon(left - margin), _lat(bottom - margin), _lon(right + margin), _lat(top + margin),
     )
 
 
