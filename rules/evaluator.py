@@ -605,8 +605,11 @@ class StaleEvaluator(Evaluator):
     """No reading for ``missed_intervals`` × the expected interval: raise at that moment."""
 
     rule: StaleRule
+    # grace: seconds added to a device's deadline until it reports again (the server's own
+    # downtime at start: silence nobody was listening to is not the device's; see seen()).
     fields: ClassVar[dict[str, tuple[Any, Any]]] = {"level": (np.int8, 0), "last_seen": (np.float64, -INF),
-                                                     "since": (np.float64, -INF)}
+                                                     "since": (np.float64, -INF),
+                                                     "grace": (np.float64, 0.0)}
 
     def _on_bind(self, table):
         iv = self.rule.interval
@@ -620,14 +623,21 @@ class StaleEvaluator(Evaluator):
             self.level[i] = level
             self.since[i] = since
 
-    def seen(self, keys: np.ndarray, ts: np.ndarray) -> None:
-        """Last-seen times from the database (at start): the clocks to run from."""
+    def seen(self, keys: np.ndarray, ts: np.ndarray, grace: float = 0.0) -> None:
+        """Last-seen times from the database (at start): the clocks to run from.
+
+        ``grace``: how long the server was not listening (its downtime), added to these
+        devices' deadlines until they report again, so a restart after an outage does not
+        raise a stale alarm for every device at once (an alarm flood, ISA-18.2); silence
+        before the outage still counts.
+        """
         slots = self.table.slots(keys)
         ok = slots >= 0
         loc = self.local[slots[ok]]
         mine = loc >= 0
         idx, t = loc[mine], np.asarray(ts, dtype=np.float64)[ok][mine]
         self.last_seen[idx] = np.maximum(self.last_seen[idx], t)
+        self.grace[idx] = max(grace, 0.0)
 
     def on_rows(self, batch, emit=True):
         if not len(self.slots):
@@ -638,6 +648,7 @@ class StaleEvaluator(Evaluator):
         idx, t = loc[mine], newest[mine]
         self.evaluations += len(idx)
         self.last_seen[idx] = np.maximum(self.last_seen[idx], t)
+        self.grace[idx] = 0.0
         back = self.level[idx] != 0
         if not emit or not back.any():
             return []
@@ -651,13 +662,13 @@ class StaleEvaluator(Evaluator):
     def _overdue(self, now: float) -> np.ndarray:
         # Never seen: status unknown, not stale (no clock to run from).
         return np.flatnonzero((self.level == 0) & np.isfinite(self.last_seen)
-                              & (self.last_seen + self.limit <= now))
+                              & (self.last_seen + self.grace + self.limit <= now))
 
     def next_deadline(self) -> float:
         waiting = (self.level == 0) & np.isfinite(self.last_seen)
         if not waiting.any():
             return INF
-        return float((self.last_seen[waiting] + self.limit[waiting]).min())
+        return float((self.last_seen[waiting] + self.grace[waiting] + self.limit[waiting]).min())
 
     def fire(self, now):
         out = []

@@ -737,7 +737,7 @@ class AlarmEngine:
             for e in plan_errors:
                 logger.error("rules: %s", e)
             fresh = set(changes.fresh) | (set(self.core.rules) if initial else set())
-            closing = self._apply_state(state, fresh)
+            closing = self._apply_state(state, fresh, initial)
             for rid in changes.removed:
                 closing += [(aid, f"rule {rid} was removed or disabled") for aid in
                             state["open_by_rule"].get(rid, [])]
@@ -785,7 +785,8 @@ class AlarmEngine:
                 "metric_ids": metric_ids, "all_metrics": needs_all,
                 "open_by_rule": _group(opened)}
 
-    def _apply_state(self, state: dict[str, Any], fresh: set[str]) -> list[tuple[int, str]]:
+    def _apply_state(self, state: dict[str, Any], fresh: set[str],
+                     initial: bool = False) -> list[tuple[int, str]]:
         """Restore open alarms into the fresh rules and replay the stored readings."""
         core = self.core
         closing: list[tuple[int, str]] = []
@@ -860,10 +861,16 @@ class AlarmEngine:
                     off.append((key, changed.timestamp() if changed else time.time()))
             if rows:
                 core.replay(self._rows_batch(rows), only=fresh)
+            # At start, the newest reading of any device marks when the server stopped
+            # listening; the time since is its downtime, which no device is to blame for.
+            # (Readings stamped ahead of this clock, by a fast device clock, do not count.)
+            now = time.time()
+            past = [t for t in seen_ts if t <= now]
+            downtime = now - max(past) if initial and past else 0.0
             for rid in fresh:
                 ev = core.evaluators.get(rid)
                 if ev is not None and ev.rule.kind == "stale" and seen_keys:
-                    ev.seen(np.array(seen_keys, dtype=np.int64), np.array(seen_ts))
+                    ev.seen(np.array(seen_keys, dtype=np.int64), np.array(seen_ts), grace=downtime)
             if off:
                 keys = np.array([k for k, _ in off], dtype=np.int64)
                 slots = core.table.slots(keys)

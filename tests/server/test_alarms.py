@@ -132,6 +132,36 @@ async def test_each_rule_kind_raises_and_clears_over_mqtt(city_db_url, make_sett
     assert raised_events(url, "meter-silent") == 1
 
 
+async def test_a_restart_after_downtime_does_not_blame_the_devices_for_it(
+        city_db_url, make_settings, mosquitto, tmp_path):
+    """Silence while the server was down is not the devices': no stale alarm flood at start."""
+    url = city_db_url
+    meters = first(url, "water_meter", 2)
+    path = write_rules(tmp_path / "rules.yaml",
+                       {"id": "meter-quiet", "kind": "stale", "select": {"devices": meters},
+                        "interval": "2s", "missed_intervals": 3, "severity": "minor"})
+    settings = make_settings(url, rules={"paths": [path]})
+    async with running(settings) as client, publisher(mosquitto.url) as pub:
+        await wait_connected(client)
+        for m in meters:
+            await send(pub, m, {"volume_m3": 1.0})
+        await wait_for(lambda: q(url, "select count(*) from device_state where last_seen is not null")
+                       [0][0] == 2)
+    await asyncio.sleep(7)  # down for longer than the rule's 6 s
+    restarted = time.time()
+    async with running(settings) as client:
+        await wait_connected(client)
+        await wait_for(lambda: len(alarms(url, "meter-quiet")) == 2, within=30)
+        await client.app[ALARMS].drained()
+    rows = q(url, "select device, extract(epoch from raised_at), value from alarms"
+                  " where rule = 'meter-quiet'")
+    for device, raised_at, silent_for in rows:
+        # Without the downtime's grace both were overdue the moment the server started.
+        assert float(raised_at) >= restarted + 6 - 0.5, (device, float(raised_at) - restarted)
+        assert silent_for >= 13 - 0.5, "the alarm still tells the whole silence, downtime included"
+    assert raised_events(url, "meter-quiet") == 2
+
+
 @pytest.fixture
 def threshold_file(tmp_path, city_db_url):
     ps = first(city_db_url, "pressure_sensor", 3)
