@@ -225,6 +225,17 @@ def test_fault_schedule_is_deterministic(fleet):
     assert {k for k, _, _ in first} <= set(FAULT_KINDS)
 
 
+def test_the_first_scheduled_fault_comes_within_half_a_minute(fleet):
+    """Whoever starts the demo sees an alarm soon, whatever the mean interval."""
+    for seed in range(5):
+        book = FaultBook(fleet, seed, interval_s=3600)
+        start = local(10, 0)
+        for s in range(0, 31):
+            book.advance(start + s)
+        assert len(book.active) == 1, seed
+        assert book.active[0].start <= start + 30
+
+
 def test_set_dim_command_holds_the_level(fleet):
     w = world(fleet)
     t = local(10, 21)
