@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
+import psycopg
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -62,6 +63,39 @@ async def test_map_draws_the_city_from_our_tiles(browser, city_db_url, make_sett
         await page.click("[data-lang=vi]")
         assert await page.inner_text(".brand-title") == "Trung tâm Điều hành"
         assert "Đèn đường" in await page.inner_text("#layer-list")
+        assert page.errors == []
+
+
+LABELS = "() => window.ioc.live.aggMarkers.map((m) => m.getLngLat().toArray())"
+
+
+async def test_aggregate_counts_follow_the_view_while_unacknowledged_alarms_pulse(
+        browser, city_db_url, make_settings, token_for):
+    """The alarm halo's pulse repaints the map five times a second, so MapLibre's "idle" never
+    fires while an alarm is unacknowledged: the counts on the aggregate bubbles must follow
+    the view all the same."""
+    token = token_for(city_db_url, "viewer")
+    lamp, lon, lat = q(city_db_url, "select id, ST_X(geom), ST_Y(geom) from devices"
+                                    " where kind = 'streetlight' order by id limit 1")[0]
+    with psycopg.connect(city_db_url) as conn:
+        conn.execute("insert into alarms (rule, device, severity, state, dedup_key)"
+                     " values ('r', %s, 'minor', 'active_unacked', %s)", (lamp, f"r:{lamp}"))
+    async with running(make_settings(city_db_url)) as client:
+        page = await new_page(browser)
+        await page.goto(f"{base_url(client)}/?token={token}")
+        await map_ready(page)
+        await page.wait_for_function("() => window.ioc.live.unackedShown === true")
+        await page.wait_for_function("() => document.querySelectorAll('.agg-label').length > 0")
+        before = await page.evaluate(LABELS)
+        await page.evaluate(f"() => window.ioc.map.jumpTo({{center: [{lon}, {lat}], zoom: 13}})")
+        await map_idle(page)
+        await page.wait_for_function(f"(old) => JSON.stringify(({LABELS})()) !== JSON.stringify(old)"
+                                     " && document.querySelectorAll('.agg-label').length > 0",
+                                     arg=before, timeout=10_000)
+        bounds = await page.evaluate("() => window.ioc.map.getBounds().toArray()")
+        (w, s), (e, n) = bounds
+        after = await page.evaluate(LABELS)
+        assert after and all(w <= x <= e and s <= y <= n for x, y in after), (bounds, after)
         assert page.errors == []
 
 

@@ -508,6 +508,16 @@ export class LiveMap {
       }
     });
     this.map.on("idle", () => this.updateAggregateLabels());
+    // While unacknowledged alarms pulse, the map repaints five times a second and "idle"
+    // never fires: the counts then follow the view and the tiles as they arrive instead.
+    const soon = () => {
+      clearTimeout(this.labelTimer);
+      this.labelTimer = setTimeout(() => this.updateAggregateLabels(), 300);
+    };
+    this.map.on("moveend", soon);
+    this.map.on("sourcedata", (e) => {
+      if (e.tile && this.sources.get(e.sourceId)?.styleIds.some((l) => l.endsWith(":agg"))) soon();
+    });
   }
 
   // Counts on the low-zoom aggregate bubbles. The map has no glyph server (everything is
