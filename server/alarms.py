@@ -864,9 +864,11 @@ class AlarmEngine:
             # At start, the newest reading of any device marks when the server stopped
             # listening; the time since is its downtime, which no device is to blame for.
             # (Readings stamped ahead of this clock, by a fast device clock, do not count.)
-            now = time.time()
-            past = [t for t in seen_ts if t <= now]
-            downtime = now - max(past) if initial and past else 0.0
+            downtime = 0.0
+            if initial:
+                now = time.time()
+                past = [t for t in seen_ts if t <= now]
+                downtime = now - max(past) if past else 0.0
             for rid in fresh:
                 ev = core.evaluators.get(rid)
                 if ev is not None and ev.rule.kind == "stale" and seen_keys:

@@ -95,7 +95,7 @@ class FaultBook:
         self.interval_s = interval_s  # mean seconds between scheduled faults; None: off
         # The first scheduled fault comes at most this soon after start, so whoever starts
         # the demo sees an alarm arrive within a minute rather than after a random wait
-        # (3 minutes on average, more than 5 one time in six).
+        # (3 minutes on average, more than 5 one time in five).
         self.first_within_s = first_within_s
         self.durations = {k: v.duration_s for k, v in FAULT_KINDS.items()} | (durations or {})
         self._schedule_rng = random.Random(seed)
