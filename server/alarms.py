@@ -45,6 +45,8 @@ from rules.engine import RuleEngine
 from rules.evaluator import Batch, MetricInfo, Transition
 from rules.models import CORRELATING_KINDS, Rule, RuleError, parse_rule, rule_document
 from server import keys, notify
+from server.downtime import NONE as NO_DOWNTIME
+from server.downtime import Downtime
 from server.problems import Problem
 from server.rulefiles import RuleFiles
 from server.supervisor import cancel_and_wait
@@ -178,8 +180,10 @@ def restored_level(rule: Rule, severity: str, value: float | None) -> int:
 
 
 class AlarmEngine:
-    def __init__(self, pool: asyncpg.Pool, settings, directory, hub=None, metrics=None) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings, directory, hub=None, metrics=None,
+                 downtime: Downtime = NO_DOWNTIME) -> None:
         self.pool = pool
+        self.downtime = downtime
         self.settings = settings
         self.rules_settings = settings.rules
         self.directory = directory
@@ -861,18 +865,12 @@ class AlarmEngine:
                     off.append((key, changed.timestamp() if changed else time.time()))
             if rows:
                 core.replay(self._rows_batch(rows), only=fresh)
-            # At start, the newest reading of any device marks when the server stopped
-            # listening; the time since is its downtime, which no device is to blame for.
-            # (Readings stamped ahead of this clock, by a fast device clock, do not count.)
-            downtime = 0.0
-            if initial:
-                now = time.time()
-                past = [t for t in seen_ts if t <= now]
-                downtime = now - max(past) if past else 0.0
+            # At start, the server's own downtime is not the devices' silence (server/downtime.py).
+            grace = self.downtime.seconds if initial else 0.0
             for rid in fresh:
                 ev = core.evaluators.get(rid)
                 if ev is not None and ev.rule.kind == "stale" and seen_keys:
-                    ev.seen(np.array(seen_keys, dtype=np.int64), np.array(seen_ts), grace=downtime)
+                    ev.seen(np.array(seen_keys, dtype=np.int64), np.array(seen_ts), grace=grace)
             if off:
                 keys = np.array([k for k, _ in off], dtype=np.int64)
                 slots = core.table.slots(keys)
@@ -919,7 +917,8 @@ def _group(rows) -> dict[str, list[int]]:
 async def alarms_ctx(app: web.Application) -> AsyncIterator[None]:
     """The rule engine; ingest (started after this) hands it every committed batch."""
     engine = AlarmEngine(app[keys.DB], app[keys.SETTINGS], app[keys.DIRECTORY],
-                         hub=app.get(keys.HUB), metrics=app.get(keys.METRICS))
+                         hub=app.get(keys.HUB), metrics=app.get(keys.METRICS),
+                         downtime=app.get(keys.DOWNTIME, NO_DOWNTIME))
     await engine.start()
     app[keys.ALARMS] = engine
     try:

@@ -24,6 +24,7 @@ from server.api import ws as ws_api
 from server.auth import TokenStore, auth_middleware
 from server.commands import commands_ctx
 from server.db import db_pool
+from server.downtime import downtime_ctx
 from server.hub import hub_ctx
 from server.lifecycle import directory_ctx, ingest_ctx, modbus_ctx, mqtt_ctx, simulator_ctx
 from server.memory import memory_ctx
@@ -69,6 +70,7 @@ def create_app(settings: Settings) -> web.Application:
         [
             memory_ctx,  # returns freed heap pages to the OS (glibc)
             db_pool,
+            downtime_ctx,  # measured before ingest stores anything (server/downtime.py)
             token_store,
             directory_ctx,
             tiles_ctx,  # layer catalogue, versions and the tile cache

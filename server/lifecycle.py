@@ -14,6 +14,7 @@ from aiohttp import web
 from adapters.registry import discover
 from server import keys
 from server.directory import Directory
+from server.downtime import NONE as NO_DOWNTIME
 from server.ingest import Ingest
 from server.maintenance import Maintenance
 from server.modbus_poller import ModbusPoller
@@ -43,7 +44,8 @@ async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     directory = app[keys.DIRECTORY]
     ingest = Ingest(app[keys.DB], directory, settings.ingest, app[keys.METRICS])
     app[keys.INGEST] = ingest
-    maintenance = Maintenance(app[keys.DB], directory, settings.ingest)
+    maintenance = Maintenance(app[keys.DB], directory, settings.ingest,
+                              downtime=app.get(keys.DOWNTIME, NO_DOWNTIME))
     for key in (keys.ALARMS, keys.HUB):
         consumer = app.get(key)
         if consumer is not None:

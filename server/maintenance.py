@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from server.directory import Directory
+from server.downtime import NONE as NO_DOWNTIME
+from server.downtime import Downtime
 from server.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
@@ -30,10 +32,13 @@ SCAN_LIMIT = 50_000
 # stale or offline → the status changes. The update re-checks that status and last_seen
 # are what the scan read: a reading committed meanwhile wins, and the device is looked at
 # again next round.
+# Devices not heard since this server started listening ($4) get its downtime ($5 s) added
+# to their deadlines: nobody could hear them then (server/downtime.py).
 STATUS_SQL = """
 with due as (
     select s.device_key, s.status, s.last_seen,
-           make_interval(secs => coalesce(d.expected_interval_s, k.expected_interval_s)) as iv
+           make_interval(secs => coalesce(d.expected_interval_s, k.expected_interval_s)) as iv,
+           case when s.last_seen < $4 then make_interval(secs => $5) else interval '0' end as grace
     from device_state s
     join devices d on d.key = s.device_key
     join kinds k on k.kind = d.kind
@@ -41,10 +46,10 @@ with due as (
     order by s.next_check
     limit $3
 ), decided as (
-    select device_key, status, last_seen, iv,
+    select device_key, status, last_seen, iv, grace,
            case when status not in ('online', 'stale') or last_seen is null then status
-                when last_seen < now() - $2::int * iv then 'offline'
-                when last_seen < now() - $1::int * iv then 'stale'
+                when last_seen + grace < now() - $2::int * iv then 'offline'
+                when last_seen + grace < now() - $1::int * iv then 'stale'
                 else status end as new_status
     from due
 )
@@ -53,8 +58,8 @@ update device_state s set
     status_changed_at = case when d.new_status <> d.status then now() else s.status_changed_at end,
     updated_at = case when d.new_status <> d.status then now() else s.updated_at end,
     next_check = case when d.last_seen is null then null
-                      when d.new_status = 'online' then d.last_seen + $1::int * d.iv
-                      when d.new_status = 'stale' then d.last_seen + $2::int * d.iv
+                      when d.new_status = 'online' then d.last_seen + d.grace + $1::int * d.iv
+                      when d.new_status = 'stale' then d.last_seen + d.grace + $2::int * d.iv
                       else null end
 from decided d
 where s.device_key = d.device_key
@@ -82,8 +87,10 @@ on conflict (device_key, metric_id, hour) do update set
 
 class Maintenance:
     def __init__(self, pool: asyncpg.Pool, directory: Directory, settings: IngestSettings,
-                 *, status_every_s: float = 5.0, housekeeping_every_s: float = 60.0) -> None:
+                 *, status_every_s: float = 5.0, housekeeping_every_s: float = 60.0,
+                 downtime: Downtime = NO_DOWNTIME) -> None:
         self.pool = pool
+        self.downtime = downtime
         self.directory = directory
         self.settings = settings
         self.status_every_s = status_every_s
@@ -128,7 +135,7 @@ class Maintenance:
                 # ~10,000 due: 410 ms that way, 240 ms this way; the old full scan 1.6 s).
                 await conn.execute(NESTED_LOOPS_ONLY)
                 rows = await conn.fetch(STATUS_SQL, STALE_INTERVALS, OFFLINE_INTERVALS,
-                                        SCAN_LIMIT)
+                                        SCAN_LIMIT, self.downtime.started, self.downtime.seconds)
             changes += [(r["device_key"], r["status"]) for r in rows if r["changed"]]
             if len(rows) < SCAN_LIMIT:
                 break

@@ -9,6 +9,7 @@ import pytest
 from adapters.sdk import Reading, StatusUpdate
 from server.db import create_pool
 from server.directory import Directory
+from server.downtime import NONE, measure
 from server.ingest import Ingest
 from server.maintenance import OFFLINE_INTERVALS, STALE_INTERVALS, Maintenance
 from server.metrics import Registry
@@ -131,3 +132,34 @@ async def test_status_messages_and_readings_keep_the_watch_consistent(pipeline):
     await maintenance.update_status()
     st = await _state(pool, lamp)
     assert st["status"] == "online" and st["next_check"] > datetime.now(UTC)
+
+
+async def test_the_servers_own_downtime_is_not_the_devices_silence(pipeline):
+    """After an outage, devices not heard since the start have the downtime added to their
+    deadlines: the first scan marks none of them for silence nobody could hear; silence from
+    before the outage still counts."""
+    pool, ingest, _ = pipeline
+    quiet, late = await _lamps(pool, 2)
+    iv = await _state_interval(pool)
+    down = (OFFLINE_INTERVALS + 5) * iv
+    now = datetime.now(UTC)
+    await _store(ingest, [Reading(quiet, "power_w", 40.0, now - down),  # heard until the outage
+                          Reading(late, "power_w", 41.0, now - down - (STALE_INTERVALS + 1) * iv)])
+    async with pool.acquire() as conn:
+        outage = await measure(conn)
+    assert outage.seconds == pytest.approx(down.total_seconds(), abs=30)
+
+    keys = {ingest.directory.get(d).key: d for d in (quiet, late)}
+    after = Maintenance(pool, ingest.directory, IngestSettings(), downtime=outage)
+    assert {keys[k]: s for k, s in await after.update_status()} == {late: "stale"}
+    st = await _state(pool, quiet)
+    assert st["status"] == "online"
+    grace = timedelta(seconds=outage.seconds)
+    assert abs(st["next_check"] - (st["last_seen"] + grace + STALE_INTERVALS * iv)) < timedelta(
+        milliseconds=1)
+
+    # The same scan without the downtime would have called the quiet lamp offline.
+    async with pool.acquire() as conn:
+        await conn.execute("update device_state set next_check = now()")
+    blind = Maintenance(pool, ingest.directory, IngestSettings(), downtime=NONE)
+    assert {keys[k]: s for k, s in await blind.update_status()} == {quiet: "offline", late: "offline"}
