@@ -17,8 +17,8 @@ def test_malloc_trim_returns_freed_heap_pages():
     trim = malloc_trim()
     assert trim is not None
     me = psutil.Process()
-    # 1 KiB objects come from malloc's heap (not pymalloc, not mmap); every other one is kept
-    # so the heap cannot shrink from its top and the freed pages sit in the middle.
+    # 1 KiB objects come from malloc's heap (not pymalloc, not mmap); one in 64 is kept, so
+    # the heap cannot shrink from its top and the freed pages sit in the middle.
     chunks = [bytes(1025) for _ in range(200_000)]
     keep = chunks[::64]  # held until after the trim
     del chunks
