@@ -34,7 +34,7 @@ from common import Stack, console, install_signal_handlers, log, parse_metrics, 
 from report import context as record_context
 from report import record
 
-from server.mqtt import parse_mqtt_url  # common put the repository root on the path
+from server.mqtt.link import parse_mqtt_url  # common put the repository root on the path
 
 
 async def lamp_fleet(url: str, answer_ms: float, ready: asyncio.Event, answered: list[int]) -> None:

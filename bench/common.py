@@ -1,7 +1,7 @@
 """Shared plumbing for the benchmarks in ``bench/``: the whole stack on this machine.
 
 :class:`Stack` starts a private PostgreSQL+PostGIS cluster and a private mosquitto in a
-temporary directory (``server.embedded``), creates and migrates databases, seeds the
+temporary directory (``server.cli.embedded``), creates and migrates databases, seeds the
 synthetic city, and runs ``ioc serve`` as a separate process (``python -m server serve``)
 so the server's CPU and memory can be measured on their own. Everything listens on
 loopback only and everything is stopped on exit, also on Ctrl-C, SIGTERM or an error.
@@ -42,9 +42,9 @@ if sys.path[:1] != [str(REPO)]:
     sys.path.insert(0, str(REPO))
 
 from server import migrate  # noqa: E402 - after the path fix above
-from server.auth import create_token_sync  # noqa: E402
-from server.embedded import EmbeddedMosquitto, EmbeddedPostgres, free_port  # noqa: E402
-from server.seed import seed_city  # noqa: E402
+from server.cli.embedded import EmbeddedMosquitto, EmbeddedPostgres, free_port  # noqa: E402
+from server.http.auth import create_token_sync  # noqa: E402
+from server.registry.seed import seed_city  # noqa: E402
 
 # Wide enough for the tables when the output goes to a file or a pipe (rich would use 80).
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)

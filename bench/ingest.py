@@ -53,7 +53,7 @@ What is measured, in order:
 5. Optional ``--profile``: py-spy (``pip install py-spy``, not a project dependency)
    samples the server during the last rate and prints where its CPU goes.
    Optional ``--clients``: the MQTT client's own per-message cost, without the database:
-   how fast the server's own session (``server.mqtt``), aiomqtt with manual PUBACKs (the
+   how fast the server's own session (``server.mqtt.link``), aiomqtt with manual PUBACKs (the
    server's client before it), paho-mqtt, gmqtt and a minimal asyncio MQTT 3.1.1 reader
    drain the same QoS 1 messages queued at the broker, and the cost of the server's
    decode + validation per message.
@@ -300,7 +300,7 @@ _ORIG: dict[str, object] = {}
 
 def _time_writer_parts(ingest) -> dict[str, float]:
     """Wrap the functions ``Ingest._write`` calls (in this process only) to time them."""
-    import server.ingest as si
+    import server.ingest.writer as si
 
     parts = {"latest_by_device (Python)": 0.0, "COPY telemetry": 0.0,
              "device_state upsert": 0.0}
@@ -332,7 +332,7 @@ def _time_writer_parts(ingest) -> dict[str, float]:
 
 
 def _untime_writer_parts() -> None:
-    import server.ingest as si
+    import server.ingest.writer as si
 
     for name, fn in _ORIG.items():
         setattr(si, name, fn)
@@ -340,11 +340,11 @@ def _untime_writer_parts() -> None:
 
 async def copy_baselines(url: str, n_rows: int) -> dict[str, float]:
     """rows/s of: plain COPY, staged COPY + INSERT ON CONFLICT, the server's writer txn."""
-    from server.db import create_pool
-    from server.directory import Directory
-    from server.ingest import TELEMETRY_COLS, Envelope, Ingest
-    from server.metrics import Registry
+    from server.ingest.directory import Directory
+    from server.ingest.writer import TELEMETRY_COLS, Envelope, Ingest
+    from server.runtime.metrics import Registry
     from server.settings import IngestSettings
+    from server.store.db import create_pool
 
     out: dict[str, float] = {}
     pool = await create_pool(url, min_size=1, max_size=2)
@@ -657,8 +657,8 @@ _GROUPS = (
     ("asyncio event loop", "asyncio/"),
     ("decode (adapters/mqtt/protocol.py)", "adapters/"),
     ("MQTT session and routing (server/mqtt*.py)", "server/mqtt"),
-    ("ingest validate/queue/writer (server/ingest.py)", "server/ingest.py"),
-    ("directory (server/directory.py)", "server/directory.py"),
+    ("ingest validate/queue/writer (server/ingest/writer.py)", "server/ingest/writer.py"),
+    ("directory (server/ingest/directory.py)", "server/ingest/directory.py"),
     ("asyncpg (COPY encoding, protocol)", "asyncpg/"),
     ("prometheus_client", "prometheus_client/"),
     ("aiohttp", "aiohttp/"),
@@ -719,7 +719,7 @@ def _mqtt_consumer_main(kind: str, host: str, port: int, client_id: str, topic: 
         got = _consume_paho(host, port, client_id, topic, n)
     elif kind == "gmqtt":
         got = asyncio.run(_consume_gmqtt(host, port, client_id, topic, n))
-    elif kind == "server.mqtt":
+    elif kind == "server.mqtt.link":
         got = asyncio.run(_consume_link(host, port, client_id, topic, n))
     else:
         got = asyncio.run(_consume_raw(host, port, client_id, topic, n))
@@ -729,7 +729,7 @@ def _mqtt_consumer_main(kind: str, host: str, port: int, client_id: str, topic: 
 
 
 async def _consume_aiomqtt(host, port, client_id, topic, n, decode: bool) -> int:
-    """As server/mqtt.py: aiomqtt, clean_session=False, manual PUBACK per message; with
+    """As server/mqtt/link.py: aiomqtt, clean_session=False, manual PUBACK per message; with
     ``decode`` also the native adapter's decode_partial per message."""
     import aiomqtt
 
@@ -752,10 +752,10 @@ async def _consume_aiomqtt(host, port, client_id, topic, n, decode: bool) -> int
 
 
 async def _consume_link(host, port, client_id, topic, n) -> int:
-    """The server's own session (server/mqtt.py): batches of messages, PUBACKs queued and
+    """The server's own session (server/mqtt/link.py): batches of messages, PUBACKs queued and
     written once per loop iteration, acknowledged as the ingest writer does (after the
     handler returns, i.e. with no database: at once)."""
-    from server.mqtt import MqttLink
+    from server.mqtt.link import MqttLink
 
     done = asyncio.Event()
     state = {"got": 0}
@@ -896,7 +896,7 @@ async def measure_clients(stack: Stack, device_ids: list[str], n: int, npub: int
 
     rows = []
     ctx = mp.get_context("spawn")
-    kinds = ["aiomqtt", "aiomqtt+decode", "paho", "raw asyncio", "server.mqtt"]
+    kinds = ["aiomqtt", "aiomqtt+decode", "paho", "raw asyncio", "server.mqtt.link"]
     try:
         import gmqtt  # noqa: F401 - optional: pip install gmqtt to measure it
         kinds.insert(3, "gmqtt")
@@ -939,9 +939,9 @@ async def measure_clients(stack: Stack, device_ids: list[str], n: int, npub: int
 def measure_decode_validate(device_ids: list[str], url: str, n: int = 50_000) -> dict[str, float]:
     """µs per message of the server's pure-Python steps before the queue: decode + validate."""
     from adapters.mqtt import NativeMqttAdapter
-    from server.directory import Directory
-    from server.ingest import Envelope, Ingest
-    from server.metrics import Registry
+    from server.ingest.directory import Directory
+    from server.ingest.writer import Envelope, Ingest
+    from server.runtime.metrics import Registry
     from server.settings import IngestSettings
 
     async def load() -> Directory:
@@ -985,13 +985,13 @@ async def measure_pipeline(url: str, device_ids: list[str], n: int, chunk: int =
     does after a socket read. Insensitive to other load on the machine, unlike the
     end-to-end rates: the figure to compare changes with."""
     from adapters.mqtt import NativeMqttAdapter
-    from server.db import create_pool
-    from server.directory import Directory
-    from server.ingest import Ingest
-    from server.metrics import Registry
-    from server.mqtt import Message, Topic
-    from server.mqtt_ingest import MqttIngest
+    from server.ingest.directory import Directory
+    from server.ingest.routing import MqttIngest
+    from server.ingest.writer import Ingest
+    from server.mqtt.link import Message, Topic
+    from server.runtime.metrics import Registry
     from server.settings import IngestSettings
+    from server.store.db import create_pool
 
     class Acks:
         n = 0
@@ -1058,9 +1058,9 @@ async def measure_status_scan(stack: Stack, n: int, rounds: int = 4) -> list[lis
     """The maintenance staleness scan at ``n`` devices in steady state (each reported
     within its interval; next checks spread over two intervals, as the scan leaves them),
     every 5 s: the server's (due rows only) beside a scan of every online device."""
-    from server.db import create_pool
-    from server.maintenance import OFFLINE_INTERVALS, STALE_INTERVALS, Maintenance
+    from server.ingest.maintenance import OFFLINE_INTERVALS, STALE_INTERVALS, Maintenance
     from server.settings import IngestSettings
+    from server.store.db import create_pool
 
     url = stack.create_database("scanbench")
     pool = await create_pool(url, min_size=1, max_size=2)
@@ -1255,7 +1255,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> None:
         srv.stop()
         log(f"staleness scan at {args.status_scan:,} devices")
         scan = await measure_status_scan(stack, args.status_scan)
-        console.print(table("Staleness scan (server/maintenance.py), one round",
+        console.print(table("Staleness scan (server/ingest/maintenance.py), one round",
                             ["scan", "ms", "rows"], scan))
 
     if args.clients:

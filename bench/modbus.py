@@ -7,7 +7,7 @@
 The gateways are real pymodbus TCP servers (``adapters.modbus.simulator.SimulatedGateway``,
 units built from the same profiles the adapter reads) in a separate process, so the
 poller's CPU is measured on its own; the poller is the server's own
-(``server.modbus_poller.ModbusPoller``), one connection per gateway, with a sink that only
+(``server.polling.modbus.ModbusPoller``), one connection per gateway, with a sink that only
 counts (the ingest pipeline's cost is ``bench/ingest.py``'s subject).
 
 Printed:
@@ -106,7 +106,7 @@ def _instrument(recorder: Recorder) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    from server.modbus_poller import ModbusPoller
+    from server.polling.modbus import ModbusPoller
     from server.settings import ModbusGateway, ModbusUnit
 
     per = args.units // args.gateways

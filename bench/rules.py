@@ -9,7 +9,7 @@
    change on ``power_w``, the lighting schedule from the sun at each lamp, stale data),
    plus a topology rule over the lamp faults of 4,000 cabinets. Batches are built exactly
    as ingest hands them to listeners (``Committed.rows``: tuples with datetimes, 20,000
-   readings = 5,000 messages of 4 metrics), and timed through ``server.alarms`` 's
+   readings = 5,000 messages of 4 metrics), and timed through ``server.alarms.engine`` 's
    conversion and ``RuleEngine.evaluate``: device-rule evaluations per second, with and
    without the conversion. 0.1 % of the readings are faults, so transitions are made
    too. Then the timer sweep: ``next_deadline`` + ``fire`` over all rules.
@@ -61,7 +61,7 @@ from rules.devices import DeviceRow, DeviceTable
 from rules.engine import RuleEngine
 from rules.evaluator import MetricInfo
 from rules.models import parse_rule
-from server.alarms import committed_batch
+from server.alarms.engine import committed_batch
 
 GOAL_EVALS = 1_000_000
 GOAL_P99_S = 1.0
@@ -220,7 +220,7 @@ async def probe_loop(mqtt_url: str, now_ids: list[str], delayed_ids: list[str], 
     import aiomqtt
     import orjson
 
-    from server.mqtt import parse_mqtt_url
+    from server.mqtt.link import parse_mqtt_url
 
     sent = 0
     state: dict[str, bool] = {}

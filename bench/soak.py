@@ -14,7 +14,7 @@ its own process) runs a whole simulated city and a steady load beside it:
   intervals over MQTT, cabinets and water instruments are Modbus TCP gateways the server
   polls, and the seeded fault schedule starts a fault every ``--fault-interval`` seconds on
   average (lamp faults, cabinet trips, bursts, NaN channels, silent devices going offline,
-  …). The server runs the demo's alarm rules (``server/demo_rules.yaml``), so the faults
+  …). The server runs the demo's alarm rules (``server/cli/demo_rules.yaml``), so the faults
   raise and clear alarms all along.
 - **The load**: ``--devices`` extra streetlights (``SOAK-000001`` …, ward ``soak-load``,
   added after the simulator read the registry, so only the load reports for them) get
@@ -95,7 +95,7 @@ from report import record
 from server.simulate import Simulator
 
 OUT = REPO / "bench" / "out"
-DEMO_RULES = REPO / "server" / "demo_rules.yaml"
+DEMO_RULES = REPO / "server" / "cli" / "demo_rules.yaml"
 LOAD_WARD = "soak-load"
 GOAL_RSS_GROWTH_PCT = 5.0
 GOAL_P99_RATIO = 1.5

@@ -67,7 +67,7 @@ from common import (
 from report import context as record_context
 from report import record
 
-from server.embedded import free_port
+from server.cli.embedded import free_port
 from tiles import catalogue, sql
 
 TIPG_VENV = REPO / "bench" / ".venv-tipg"

@@ -1,4 +1,4 @@
-"""Alembic environment: the schema is ``server.schema.metadata``.
+"""Alembic environment: the schema is ``server.store.schema.metadata``.
 
 geoalchemy2's helpers keep autogenerate from missing its imports and from duplicating
 the GiST indexes that spatial columns create themselves.
@@ -10,7 +10,7 @@ from alembic import context
 from geoalchemy2 import alembic_helpers
 from sqlalchemy import engine_from_config, pool
 
-from server.schema import metadata
+from server.store.schema import metadata
 
 config = context.config
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from rules.models import SEVERITIES
+from rules.vocab import Severity
 
 WORK_STATES = ("open", "acknowledged", "in_progress", "done")
 
@@ -41,7 +41,7 @@ class Change:
 
 
 def _more_severe(a: str, b: str) -> bool:
-    return SEVERITIES.index(a) < SEVERITIES.index(b)
+    return Severity(a).rank < Severity(b).rank
 
 
 def is_shelved(alarm: Mapping[str, Any], now: datetime) -> bool:

@@ -22,8 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-Severity = Literal["critical", "major", "minor", "warning"]
-SEVERITIES: tuple[str, ...] = ("critical", "major", "minor", "warning")
+from rules.vocab import Severity
+
 # Priority 1 is the most urgent (ISA-18.2's "high"); stored as alarms.priority.
 PRIORITY_NAMES = {"high": 1, "medium": 2, "low": 3}
 PRIORITY_OF_SEVERITY = {"critical": 1, "major": 2, "minor": 3, "warning": 3}

@@ -1,7 +1,7 @@
 """Typed settings: environment variables (``IOC_*``) and the ``IOC_CONFIG`` TOML file.
 
 Precedence, highest first: values passed in code (CLI flags), the environment, the TOML
-file named by ``config`` / ``IOC_CONFIG``. Settings are built once in ``server.__main__``
+file named by ``config`` / ``IOC_CONFIG``. Settings are built once in ``server.cli.main``
 and handed to ``create_app``; nothing reads them at import time.
 """
 
@@ -21,7 +21,10 @@ from pydantic_settings import (
 )
 
 from adapters.modbus import GatewayConfig, UnitConfig
+from server.vocab import Role, Severity, values
 from tiles.config import TilesSettings
+
+ROLES = values(Role)
 
 
 class _Section(BaseModel):
@@ -59,7 +62,6 @@ class RulesSettings(_Section):
 NOTIFY_EVENTS = ("raised", "acknowledged", "cleared", "closed", "shelved", "unshelved", "assigned",
                  "suppressed", "out_of_service", "comment", "work", "escalated")
 Channel = Literal["webhook", "email", "crew"]
-Severity = Literal["critical", "major", "minor", "warning"]
 
 
 def _check_secret(v: str | None) -> str | None:
@@ -387,7 +389,5 @@ class _TomlFile(PydanticBaseSettingsSource):
         return dict(self._data)
 
 
-Role = Literal["viewer", "crew", "operator", "integrator", "admin"]
-ROLES: tuple[Role, ...] = ("viewer", "crew", "operator", "integrator", "admin")
 
 PositiveSeconds = Annotated[float, Field(gt=0)]

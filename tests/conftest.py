@@ -14,10 +14,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from server import migrate
-from server.auth import create_token_sync
-from server.embedded import EmbeddedMosquitto, EmbeddedPostgres
+from server.cli.embedded import EmbeddedMosquitto, EmbeddedPostgres
+from server.http.auth import create_token_sync
 from server.settings import Settings
+from server.store import migrate
 
 TEMPLATE = "ioc_template"
 CITY_TEMPLATE = "ioc_city_template"
@@ -55,7 +55,7 @@ def db_url(pg_cluster: EmbeddedPostgres, template_db: str):
 
 @pytest.fixture(scope="session")
 def city_template(pg_cluster: EmbeddedPostgres, template_db: str) -> str:
-    from server.seed import seed_city
+    from server.registry.seed import seed_city
 
     url = pg_cluster.create_database(CITY_TEMPLATE, template=template_db)
     seed_city(url, streetlights=CITY_LAMPS, seed=7)

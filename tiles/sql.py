@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import morecantile
 
+from rules.vocab import severity_of_rank_sql, severity_rank_sql
 from tiles.catalogue import BUFFER, CELLS, EXTENT, ROADS_RESIDENTIAL_MINZOOM, Layer
 
 # Immutable grid definition; TileMatrixSets.get() deep-copies on every call (0.4 ms), so it
@@ -27,11 +28,10 @@ HALF_WORLD = math.pi * EARTH_RADIUS
 # ST_AsMVTGeom snaps them to the 4096 grid: 4 units are half a pixel of a 512 px tile, so
 # simplification is invisible while a z12 tile of the city's mains drops most vertices.
 SIMPLIFY_UNITS = 4
-SEVERITIES = ("critical", "major", "minor", "warning")
 
 _ACTIVE_ALARM = "active and state <> 'closed' and not suppressed and not out_of_service"
-_RANK = "case severity when 'critical' then 0 when 'major' then 1 when 'minor' then 2 else 3 end"
-_SEVERITY = "(array['critical', 'major', 'minor', 'warning'])[{} + 1]"
+_RANK = severity_rank_sql("severity")
+_SEVERITY = severity_of_rank_sql("{}")
 # Attributes of a device that are columns of the tile, and status, which a free property must not
 # pose as (the live status comes over the websocket): the free properties must not carry them.
 _RESERVED = "'{id,key,kind,name,status,ward,parent}'::text[]"

@@ -8,7 +8,7 @@
 * :mod:`adapters.modbus.simulator` — real in-process pymodbus servers built from profiles,
   for tests and the demo.
 
-The server polls gateways with ``server.modbus_poller.ModbusPoller`` (per-unit intervals,
+The server polls gateways with ``server.polling.modbus.ModbusPoller`` (per-unit intervals,
 backoff, availability). :class:`ModbusAdapter` is the same gateway behind the generic
 :class:`~adapters.sdk.PollingAdapter` surface, registered as::
 

@@ -34,7 +34,7 @@ from adapters.sdk import DecodeError, Reading, StatusUpdate
 TELEMETRY_FILTER = "ioc/v1/+/telemetry"
 STATUS_FILTER = "ioc/v1/+/status"
 
-# Same rule as the registry's device ids (server/devices.py ID_RE), repeated here because
+# Same rule as the registry's device ids (server/registry/devices.py ID_RE), repeated here because
 # adapters never import server/. fullmatch, so a trailing newline is not accepted.
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 # snake_case: lower-case words of letters and digits joined by single underscores.

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-# As in server/schema.py, frozen here: a migration must not change when the schema module does.
+# As in server/store/schema.py, frozen here: a migration must not change when the schema module does.
 _ANCHOR = "case when GeometryType(geom) = 'POINT' then geom else ST_PointOnSurface(geom) end"
 MERC_X = f"6378137.0 * radians(ST_X({_ANCHOR}))"
 MERC_Y = (f"6378137.0 * ln(tan(pi() / 4 + radians(least(greatest(ST_Y({_ANCHOR}), -85.0511287798066),"

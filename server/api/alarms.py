@@ -14,13 +14,13 @@ from aiohttp import web
 
 from geo.geojson import GeometryError, parse_bbox
 from rules.kpi import alarm_kpis
-from rules.models import SEVERITIES
+from rules.vocab import SEVERITIES
 from server import keys
-from server.alarms import ALARM_SELECT, alarm_json
-from server.auth import principal, require
-from server.jsonutil import json_response, read_json
-from server.problems import Problem, bad_request, int_param
-from server.schema import ALARM_STATES as ALARM_STATE_NAMES
+from server.alarms.engine import ALARM_SELECT, alarm_json
+from server.http.auth import principal, require
+from server.http.jsonutil import json_response, read_json
+from server.http.problems import Problem, bad_request, int_param
+from server.store.schema import ALARM_STATES as ALARM_STATE_NAMES
 
 routes = web.RouteTableDef()
 

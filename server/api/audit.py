@@ -5,11 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from server import keys
-from server.audit import AuditQuery, query
-from server.auth import require
-from server.history import parse_time
-from server.jsonutil import json_response
-from server.problems import bad_request, int_param
+from server.http.auth import require
+from server.http.jsonutil import json_response
+from server.http.problems import bad_request, int_param
+from server.store.audit import AuditQuery, query
+from server.store.history import parse_time
 
 routes = web.RouteTableDef()
 

@@ -20,17 +20,25 @@ from typing import Any
 from aiohttp import web
 
 from server import keys
-from server.audit import audit
-from server.auth import Principal, principal, require
-from server.commands import COMMAND_COLS, CommandService, Rejected, command_json, fetch_command, fetch_group
-from server.jsonutil import json_response, read_json
-from server.problems import Problem, bad_request, int_param
+from server.commands.service import (
+    COMMAND_COLS,
+    CommandService,
+    Rejected,
+    command_json,
+    fetch_command,
+    fetch_group,
+)
+from server.http.auth import Principal, principal, require
+from server.http.jsonutil import json_response, read_json
+from server.http.problems import Problem, bad_request, int_param
+from server.store.audit import audit
+from server.vocab import CommandState, values
 
 routes = web.RouteTableDef()
 
 SINGLE_KEYS = ("name", "args", "ttl_s")
 GROUP_KEYS = ("target", "name", "args", "ttl_s")
-STATUSES = ("pending", "sent", "succeeded", "failed", "expired")
+STATUSES = values(CommandState)
 
 
 def _service(request: web.Request) -> CommandService:

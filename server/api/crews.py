@@ -21,13 +21,13 @@ from yarl import URL
 
 from geo.geojson import GeometryError, parse_geometry
 from server import keys
-from server.audit import audit
-from server.auth import require
-from server.devices import ID_RE
-from server.jsonutil import json_response, read_json
+from server.http.auth import require
+from server.http.jsonutil import json_response, read_json
+from server.http.problems import Problem, bad_request
 from server.notify import signing
-from server.problems import Problem, bad_request
+from server.registry.devices import ID_RE
 from server.settings import ROLES
+from server.store.audit import audit
 
 routes = web.RouteTableDef()
 

@@ -11,9 +11,10 @@ from aiohttp import web
 
 from geo.geojson import GeometryError, parse_bbox, parse_geometry
 from server import keys
-from server.audit import audit
-from server.auth import require
-from server.devices import (
+from server.http.auth import require
+from server.http.jsonutil import json_response, read_json
+from server.http.problems import Problem, bad_request, int_param
+from server.registry.devices import (
     COMPUTED,
     ID_RE,
     SELECT_FEATURE,
@@ -24,8 +25,7 @@ from server.devices import (
     known_kinds,
     parse_feature,
 )
-from server.jsonutil import json_response, read_json
-from server.problems import Problem, bad_request, int_param
+from server.store.audit import audit
 
 routes = web.RouteTableDef()
 

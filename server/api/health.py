@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from server import keys
-from server.jsonutil import json_response
+from server.http.jsonutil import json_response
 
 routes = web.RouteTableDef()
 

@@ -3,7 +3,7 @@
 Import (integrator or admin): the body is the file, GeoJSON (``Content-Type:
 application/geo+json``) or CSV (``text/csv``), or say ``?format=``. ``?dry_run=true``
 validates and reports without writing. The whole file is validated first; any problem
-gives 422 with every problem listed, and nothing is written. See server/importer.py for
+gives 422 with every problem listed, and nothing is written. See server/registry/importer.py for
 the create-or-update rules and the CSV columns.
 """
 
@@ -14,11 +14,12 @@ from functools import partial
 
 from aiohttp import web
 
-from server import exporter, importer, keys
-from server.auth import require
-from server.jsonutil import json_response
-from server.problems import Problem, bad_request
-from server.ratelimit import large_body, read_bounded
+from server import keys
+from server.http.auth import require
+from server.http.jsonutil import json_response
+from server.http.problems import Problem, bad_request
+from server.http.ratelimit import large_body, read_bounded
+from server.registry import exporter, importer
 
 routes = web.RouteTableDef()
 

@@ -16,10 +16,10 @@ from aiohttp import web
 from rules.backtest import Backtest
 from rules.models import Rule, RuleError, parse_rule, rule_document
 from server import keys
-from server.audit import audit
-from server.auth import require
-from server.jsonutil import json_response, read_json
-from server.problems import Problem, bad_request
+from server.http.auth import require
+from server.http.jsonutil import json_response, read_json
+from server.http.problems import Problem, bad_request
+from server.store.audit import audit
 
 routes = web.RouteTableDef()
 

@@ -10,10 +10,10 @@ from aiohttp import web
 
 from adapters.mqtt import protocol as native
 from server import keys
-from server.auth import require
-from server.history import history_query
-from server.jsonutil import json_response
-from server.problems import Problem, bad_request
+from server.http.auth import require
+from server.http.jsonutil import json_response
+from server.http.problems import Problem, bad_request
+from server.store.history import history_query
 
 routes = web.RouteTableDef()
 

@@ -1,7 +1,7 @@
 """``/api/v1/tokens`` (admin): list, create and revoke bearer tokens.
 
 The secret is shown once, in the answer to POST; only its SHA-256 is stored (see
-server/auth.py), so listings show the id, the name and the first characters instead.
+server/http/auth.py), so listings show the id, the name and the first characters instead.
 Revoking takes effect at once in this process (its token cache is cleared) and within the
 cache's few seconds in any other.
 """
@@ -15,11 +15,11 @@ import asyncpg
 from aiohttp import web
 
 from server import keys
-from server.audit import audit
-from server.auth import new_token, require
-from server.jsonutil import json_response, read_json
-from server.problems import Problem, bad_request
+from server.http.auth import new_token, require
+from server.http.jsonutil import json_response, read_json
+from server.http.problems import Problem, bad_request
 from server.settings import ROLES
+from server.store.audit import audit
 
 routes = web.RouteTableDef()
 

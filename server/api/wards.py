@@ -14,12 +14,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from server import keys
-from server.auth import require
-from server.jsonutil import json_response
+from server.http.auth import require
+from server.http.jsonutil import json_response
+from server.vocab import Severity, values
 
 routes = web.RouteTableDef()
 
-SEVERITIES = ("critical", "major", "minor", "warning")
 
 # One statement: the aggregates are a few index scans over devices, device_state and the
 # open alarms, so the roll-up stays cheap enough to refresh every few seconds.
@@ -105,7 +105,7 @@ def _ward(r) -> dict:
             "open": r["alarms"],
             "unacked": r["unacked"],
             "shelved": r["shelved"],
-            "by_severity": {s: r[s] for s in SEVERITIES},
+            "by_severity": {s: r[s] for s in values(Severity)},
         },
     }
 

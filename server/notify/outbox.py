@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from server.jsonutil import dumps
+from server.http.jsonutil import dumps
 from server.notify import routing
 from server.notify.quiet import QuietWindow
 from server.notify.routing import Recipient

@@ -17,8 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 
+from aiohttp import web
+
+from server import keys
 from server.simulate.faults import FAULT_KINDS, Fault, FaultBook
 from server.simulate.fleet import Fleet, load_fleet
 from server.simulate.modbus_fleet import ModbusFleet
@@ -192,3 +195,19 @@ class Simulator:
         if self.world is None:
             raise RuntimeError("load() or start() the simulator first")
         return self.modbus.settings() if self.modbus is not None else []
+
+
+async def simulator_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The demo's simulated devices, in-process: the MQTT fleet and the Modbus servers
+    the poller (next context) is pointed at."""
+    settings = app[keys.SETTINGS]
+    if not settings.simulate:
+        yield
+        return
+    sim = Simulator(settings.database_url, settings.mqtt_url)
+    await sim.start()
+    app[keys.SIMULATOR] = sim
+    try:
+        yield
+    finally:
+        await sim.stop()

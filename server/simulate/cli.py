@@ -60,12 +60,12 @@ def to_toml(gateways: list[dict]) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from server.__main__ import _need_db, _settings
+    from server.cli.common import load_settings, need_database
     from server.simulate import Simulator
 
-    settings = _settings()
+    settings = load_settings()
     sim = Simulator(
-        _need_db(settings), settings.mqtt_url, seed=args.seed, rate=args.rate,
+        need_database(settings), settings.mqtt_url, seed=args.seed, rate=args.rate,
         faults=not args.no_faults, modbus=not args.no_modbus, mqtt=not args.no_mqtt,
         fault_interval_s=args.fault_interval, modbus_host=args.modbus_host,
         modbus_port=args.modbus_port,

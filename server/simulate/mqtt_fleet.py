@@ -27,7 +27,7 @@ import aiomqtt
 import numpy as np
 import orjson
 
-from server.mqtt import parse_mqtt_url
+from server.mqtt.link import parse_mqtt_url
 from server.simulate.patterns import BOOL_METRICS, DECIMALS
 from server.simulate.rand import device_keys, uniform
 from server.simulate.world import World

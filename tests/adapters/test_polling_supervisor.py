@@ -1,4 +1,4 @@
-"""The supervisor of polling adapters (server/supervisor.py) with a fake adapter that
+"""The supervisor of polling adapters (server/polling/adapters.py) with a fake adapter that
 implements the SDK: schedule, the error tree, availability, backoff, close.
 
 Intervals are 0.1 s so the suite takes seconds; timing assertions are liveness bounds
@@ -27,7 +27,7 @@ from adapters.sdk import (
     TransientError,
     utcnow,
 )
-from server.supervisor import AdapterSupervisor, StartupError, SupervisorPolicy, build_adapters
+from server.polling.adapters import AdapterSupervisor, StartupError, SupervisorPolicy, build_adapters
 
 INTERVAL = 0.1
 POLICY = SupervisorPolicy(backoff_min_s=0.05, backoff_max_s=0.2, auth_retry_s=1.0)

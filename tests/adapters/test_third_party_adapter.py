@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from adapters.registry import discover
-from server.mqtt import parse_mqtt_url
+from server.mqtt.link import parse_mqtt_url
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_adapter"
 
@@ -210,7 +210,7 @@ async def test_installed_polling_adapter_is_supervised(tmp_path, monkeypatch, ci
 
 async def test_a_bad_adapter_section_stops_startup(tmp_path, monkeypatch, city_db_url,
                                                    make_settings):
-    from server.supervisor import StartupError
+    from server.polling.adapters import StartupError
     from tests.server.test_ingest import running
 
     _install(tmp_path / "site")

@@ -28,9 +28,9 @@ import psycopg
 import pytest
 
 from bench.common import ServerProcess
-from server import migrate
-from server.embedded import EmbeddedMosquitto, EmbeddedPostgres, free_port
-from server.seed import seed_city
+from server.cli.embedded import EmbeddedMosquitto, EmbeddedPostgres, free_port
+from server.registry.seed import seed_city
+from server.store import migrate
 
 pytestmark = pytest.mark.slow
 
@@ -228,7 +228,7 @@ def serving(tmp_path: Path, database_url: str, mqtt_url: str, client_id: str | N
 
 
 def token(url: str) -> str:
-    from server.auth import create_token_sync
+    from server.http.auth import create_token_sync
 
     return create_token_sync(url, "viewer", "fault-test")
 

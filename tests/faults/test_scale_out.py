@@ -16,7 +16,7 @@ test, in phases, because starting server processes is most of its cost:
    those in flight), queued in its persistent session until a client with its id
    connects; nothing is lost, but half the readings would wait for the dead process. So
    the survivor, told by the dead one's MQTT will, connects with the dead one's client id
-   (``server/mqtt_share.py``) and stores what was queued and in flight there and every
+   (``server/ingest/takeover.py``) and stores what was queued and in flight there and every
    new reading, with the dead process still down;
 5. the killed process started again (same client id) takes its session, and its share,
    back: of readings published afterwards, each process stores its half;
@@ -311,7 +311,7 @@ async def test_alarm_opened_by_another_process_meanwhile_is_raised_once(
     rules.write_text(yaml.safe_dump({"rules": [
         {"id": RULE, "kind": "threshold", "select": {"devices": [device]}, "metric": "power_w",
          "above": 100, "severity": "major"}]}))
-    caplog.set_level(logging.INFO, logger="server.alarms")
+    caplog.set_level(logging.INFO, logger="server.alarms.engine")
     async with running(make_settings(url, rules={"paths": [str(rules)]})) as client:
         await wait_connected(client)
         engine = client.app[ALARMS]

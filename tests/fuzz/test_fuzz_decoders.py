@@ -30,8 +30,8 @@ from adapters.modbus.protocol import decode_request, resolve
 from adapters.mqtt.protocol import decode as decode_native
 from adapters.sdk import DecodeError, Quality, Reading, StatusUpdate
 from geo.geojson import GeometryError, parse_bbox, parse_geometry
-from server.devices import parse_feature
-from server.history import parse_duration, parse_time
+from server.registry.devices import parse_feature
+from server.store.history import parse_duration, parse_time
 
 TARGET = 100_000
 BASE = 10
@@ -333,7 +333,7 @@ def test_geojson_feature(docs) -> None:
 @FUZZ
 @given(batch(query_texts))
 def test_query_parameters(texts) -> None:
-    from server.problems import Problem
+    from server.http.problems import Problem
 
     for text in texts:
         for parse in (parse_bbox, lambda t: parse_time(t, "from"), lambda t: parse_duration(t)):

@@ -8,9 +8,9 @@ from rules.devices import DeviceTable
 from rules.engine import RuleEngine
 from rules.evaluator import MetricInfo
 from rules.models import RuleError, parse_duration, parse_rule, parse_rules
-from server.catalog import METRICS
-from server.demo import DEMO_RULES
-from server.rulefiles import RuleFiles, read_rule_file
+from server.alarms.rulefiles import RuleFiles, read_rule_file
+from server.cli.demo import DEMO_RULES
+from server.store.catalog import METRICS
 
 
 def test_durations():

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from adapters.modbus.simulator import SimulatedGateway
-from server.mqtt import parse_mqtt_url
+from server.mqtt.link import parse_mqtt_url
 from server.settings import ModbusGateway, ModbusUnit
 from server.simulate.modbus_fleet import CABINET_IO_PROFILE
 from tests.server.test_ingest import q, running, wait_connected, wait_for

@@ -16,10 +16,10 @@ import aiomqtt
 import psycopg
 import pytest
 
-from server import credentials
-from server.__main__ import main
-from server.embedded import EmbeddedMosquitto
-from server.io_cli import _connect
+from server.cli.embedded import EmbeddedMosquitto
+from server.cli.io import _connect
+from server.cli.main import main
+from server.registry import credentials
 
 SERVER_USER, SERVER_PASSWORD = "ioc-server", "server-secret-" + uuid.uuid4().hex
 

@@ -13,7 +13,7 @@ import urllib.request
 import psutil
 import pytest
 
-from server.embedded import free_port
+from server.cli.embedded import free_port
 
 pytestmark = pytest.mark.slow
 

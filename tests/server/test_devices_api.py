@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.app import create_app
+from server.http.app import create_app
 
 PROBLEM = "application/problem+json"
 

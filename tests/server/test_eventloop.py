@@ -6,7 +6,7 @@ import asyncio
 
 import uvloop
 
-from server.eventloop import new_event_loop
+from server.runtime.eventloop import new_event_loop
 from server.settings import Settings
 
 

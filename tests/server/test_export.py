@@ -11,8 +11,8 @@ import pytest
 import shapely
 from shapely.geometry import shape
 
-from server.__main__ import main
-from server.app import create_app
+from server.cli.main import main
+from server.http.app import create_app
 
 PROBLEM = "application/problem+json"
 

@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from server import keys
-from server.app import create_app
-from server.maintenance import Maintenance
+from server.http.app import create_app
+from server.ingest.maintenance import Maintenance
 
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
 

@@ -7,8 +7,8 @@ import json
 import psycopg
 import pytest
 
-from server.__main__ import main
-from server.app import create_app
+from server.cli.main import main
+from server.http.app import create_app
 
 PROBLEM = "application/problem+json"
 

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from server.app import create_app
+from server.http.app import create_app
 from server.keys import INGEST
-from server.mqtt import parse_mqtt_url
+from server.mqtt.link import parse_mqtt_url
 
 
 @asynccontextmanager

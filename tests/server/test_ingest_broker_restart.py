@@ -3,7 +3,7 @@ broker restart at full rate: the server is down, devices publish far more than m
 default queue of 1,000 messages, the broker restarts twice (once mid-burst), and the server
 then stores every reading.
 
-Both shipped configurations run: the embedded one (server/embedded.py, ``ioc demo``) and
+Both shipped configurations run: the embedded one (server/cli/embedded.py, ``ioc demo``) and
 deploy/mosquitto.conf (compose), the latter verbatim except its listener and persistence
 path. mosquitto's defaults run too, to show the test notices a queue that drops messages.
 """
@@ -18,9 +18,9 @@ import orjson
 import psycopg
 import pytest
 
-import server.embedded as embedded
-from server.embedded import EmbeddedMosquitto
-from server.mqtt import MqttLink
+import server.cli.embedded as embedded
+from server.cli.embedded import EmbeddedMosquitto
+from server.mqtt.link import MqttLink
 from tests.conftest import ROOT
 from tests.server.test_ingest import count, q, running, wait_connected, wait_for
 

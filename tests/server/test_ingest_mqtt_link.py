@@ -1,4 +1,4 @@
-"""The server's own MQTT 3.1.1 session (server/mqtt.py): framing, acknowledgements,
+"""The server's own MQTT 3.1.1 session (server/mqtt/link.py): framing, acknowledgements,
 backpressure, publishing, keepalive and refusals, against the real mosquitto."""
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ import uuid
 import aiomqtt
 import pytest
 
-from server.embedded import EmbeddedMosquitto
-from server.mqtt import Message, MqttError, MqttLink, TopicRouter, _Session, parse_mqtt_url, topic_matches
+from server.cli.embedded import EmbeddedMosquitto
+from server.mqtt.link import MqttLink
+from server.mqtt.session import Message, Session
+from server.mqtt.topics import TopicRouter, parse_mqtt_url, topic_matches
+from server.mqtt.wire import MqttError
 from tests.server.test_ingest import wait_for
 
 
@@ -44,7 +47,7 @@ async def test_frames_split_anywhere_parse_the_same():
         sent.append((f"ioc/v1/DEV-{i}/telemetry", payload, qos, i + 1 if qos else 0, i == 3, i == 5))
     stream = b"".join(_publish_packet(*s) for s in sent) + b"\xd0\x00"  # and a PINGRESP
     for chunking in ("bytes", "random", "whole"):
-        session = _Session(link)
+        session = Session(link)
         session.connection_made(_NullTransport())
         link._session = session
         link._inbox = []
@@ -170,7 +173,7 @@ async def test_unacknowledged_messages_come_back_acknowledged_ones_do_not(mosqui
 
 
 async def test_a_slow_handler_pauses_reading_and_loses_nothing(mosquitto, monkeypatch):
-    import server.mqtt as mqtt
+    import server.mqtt.link as mqtt
 
     monkeypatch.setattr(mqtt, "INBOX_HIGH", 50)
     monkeypatch.setattr(mqtt, "INBOX_LOW", 10)

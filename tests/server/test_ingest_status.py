@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from adapters.sdk import Reading, StatusUpdate
-from server.db import create_pool
-from server.directory import Directory
-from server.downtime import NONE, measure
-from server.ingest import Ingest
-from server.maintenance import OFFLINE_INTERVALS, STALE_INTERVALS, Maintenance
-from server.metrics import Registry
+from server.ingest.directory import Directory
+from server.ingest.downtime import NONE, measure
+from server.ingest.maintenance import OFFLINE_INTERVALS, STALE_INTERVALS, Maintenance
+from server.ingest.writer import Ingest
+from server.runtime.metrics import Registry
 from server.settings import IngestSettings
+from server.store.db import create_pool
 from tests.server.test_ingest import wait_for
 
 

@@ -1,4 +1,4 @@
-"""server/memory.py: freed heap pages go back to the OS."""
+"""server/runtime/memory.py: freed heap pages go back to the OS."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import platform
 import psutil
 import pytest
 
-from server.memory import malloc_trim
+from server.runtime.memory import malloc_trim
 
 glibc = platform.libc_ver()[0] == "glibc"
 

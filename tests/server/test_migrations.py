@@ -8,8 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from server import migrate
-from server.schema import metadata
+from server.store import migrate
+from server.store.schema import metadata
 
 
 def _include(obj, name, type_, reflected, compare_to):

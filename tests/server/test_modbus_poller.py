@@ -19,7 +19,7 @@ import pytest
 from adapters.modbus import InvalidCommand
 from adapters.modbus.simulator import SimulatedGateway
 from adapters.sdk import ConfigError, Reading, StatusUpdate
-from server.modbus_poller import ModbusPoller, PollPolicy
+from server.polling.modbus import ModbusPoller, PollPolicy
 from server.settings import ModbusGateway, ModbusUnit
 
 INTERVAL = 0.2
@@ -120,7 +120,7 @@ async def test_polls_on_schedule_and_reports_online(sim) -> None:
 
 
 async def test_dead_unit_goes_offline_others_stay_on_time(sim, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="server.modbus_poller")
+    caplog.set_level(logging.INFO, logger="server.polling.modbus")
     sink = Sink()
     policy = PollPolicy(unit_backoff_max_s=5 * INTERVAL, reconnect_min_s=0.05)
     poller = ModbusPoller(
@@ -155,7 +155,7 @@ async def test_dead_unit_goes_offline_others_stay_on_time(sim, caplog) -> None:
 
 
 async def test_unit_comes_back(sim, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="server.modbus_poller")
+    caplog.set_level(logging.INFO, logger="server.polling.modbus")
     sink = Sink()
     sim.silent.add(2)
     poller = ModbusPoller(
@@ -185,7 +185,7 @@ async def test_unit_comes_back(sim, caplog) -> None:
 
 
 async def test_gateway_restart_resumes_readings(sim, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="server.modbus_poller")
+    caplog.set_level(logging.INFO, logger="server.polling.modbus")
     sink = Sink()
     poller = ModbusPoller([gateway(sim, ("PS-1", 2, "keller_series30"))], sink, policy=POLICY)
     async with poller:

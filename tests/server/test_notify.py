@@ -21,15 +21,15 @@ import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from server.db import create_pool
-from server.metrics import Registry
 from server.notify import Notifier
 from server.notify.channels import EmailChannel, render_email, thread_id
 from server.notify.escalation import SELECT_ALARM
 from server.notify.quiet import QuietWindow
 from server.notify.signing import SignatureError, check_secret, headers, new_secret, sign, verify
 from server.notify.worker import backoff
+from server.runtime.metrics import Registry
 from server.settings import EscalationSettings, NotifySettings, QuietHours, SmtpSettings
+from server.store.db import create_pool
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 

@@ -12,11 +12,11 @@ import pytest
 from aiohttp import web
 
 from server import keys
-from server.db import create_pool
-from server.metrics import Registry
 from server.notify import enqueue, notify_ctx
 from server.notify.escalation import SELECT_ALARM
+from server.runtime.metrics import Registry
 from server.settings import QuietHours, Settings, WebhookChannel
+from server.store.db import create_pool
 from tests.server.test_notify import (
     Receiver,
     fast_settings,

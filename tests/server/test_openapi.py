@@ -27,10 +27,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from server.app import create_app
-from server.auth import create_token_sync
-from server.embedded import free_port
-from server.openapi import document
+from server.cli.embedded import free_port
+from server.http.app import create_app
+from server.http.auth import create_token_sync
+from server.http.openapi import document
 from server.settings import Settings
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
@@ -64,7 +64,7 @@ def test_every_route_is_documented():
                       and (p == path or _template_regex(path).match(p))]
         if not documented:
             missing.append(f"{method} {path}")
-    assert not missing, "routes missing from server/openapi.py: " + ", ".join(missing)
+    assert not missing, "routes missing from server/http/openapi.py: " + ", ".join(missing)
 
 
 def test_every_documented_operation_exists():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from server.app import create_app
-from server.ratelimit import RateLimiter
+from server.http.app import create_app
+from server.http.ratelimit import RateLimiter
 from server.settings import ApiSettings, RateLimit
 
 PROBLEM = "application/problem+json"

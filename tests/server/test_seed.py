@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from geo.city import generate_city
-from server.seed import is_seeded, seed_city, seed_info
+from server.registry.seed import is_seeded, seed_city, seed_info
 
 
 def _one(url: str, sql: str, *args):

@@ -20,10 +20,10 @@ from pymodbus.client import AsyncModbusTcpClient
 from adapters.modbus.protocol import decode_request, resolve
 from adapters.mqtt.protocol import decode
 from adapters.sdk import Quality, Reading
-from server.catalog import KINDS
 from server.settings import ModbusSettings
 from server.simulate import Simulator
 from server.simulate.cli import to_toml
+from server.store.catalog import KINDS
 from tests.server.test_simulate_patterns import city_rows, local
 
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -272,7 +272,7 @@ async def test_rate_mode_publishes_that_many_five_value_messages(city, mosquitto
 
 
 def test_print_config_is_the_contracts_toml(city, monkeypatch, capsys):
-    from server.__main__ import main
+    from server.cli.main import main
 
     db, ids = city
     monkeypatch.setenv("IOC_DATABASE_URL", db)
@@ -303,7 +303,7 @@ async def test_the_seeded_city_comes_alive(city_db_url):
 
 
 def test_ioc_simulate_runs_for_a_duration_and_stops(city, mosquitto, monkeypatch, capsys):
-    from server.__main__ import main
+    from server.cli.main import main
 
     db, _ = city
     monkeypatch.setenv("IOC_DATABASE_URL", db)

@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from server.catalog import KINDS, METRIC_NAMES
 from server.simulate.faults import FAULT_KINDS, FaultBook
 from server.simulate.fleet import Fleet
 from server.simulate.patterns import Patterns
 from server.simulate.world import World
+from server.store.catalog import KINDS, METRIC_NAMES
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 CENTRE = (105.84, 21.59)

@@ -7,7 +7,7 @@ import hashlib
 import psycopg
 import pytest
 
-from server.app import create_app
+from server.http.app import create_app
 
 PROBLEM = "application/problem+json"
 

@@ -10,7 +10,7 @@ import mapbox_vector_tile
 import morecantile
 import pytest
 
-from server.app import create_app
+from server.http.app import create_app
 from server.keys import DB, TILES
 
 MVT = "application/vnd.mapbox-vector-tile"

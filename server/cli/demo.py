@@ -1,0 +1,92 @@
+"""``ioc demo``: the whole system on one machine with no configuration.
+
+Order of start: private PostgreSQL (unless IOC_DATABASE_URL), private mosquitto (unless
+IOC_MQTT_URL), migrations, the synthetic city (first run), a fresh admin token, the
+server (with the simulator inside it). Stop order is the reverse. Ctrl-C or SIGTERM at
+any point stops everything that was started, and nothing is left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from server.cli.embedded import EmbeddedMosquitto, EmbeddedPostgres
+from server.http.auth import create_token_sync
+from server.runtime.eventloop import new_event_loop
+from server.store import migrate
+
+logger = logging.getLogger("ioc.demo")
+
+DEMO_RULES = Path(__file__).parent / "demo_rules.yaml"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from server.cli.common import default_data_dir, load_settings
+    from server.http.app import create_app
+
+    data_dir: Path = (args.data_dir or default_data_dir()).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = load_settings(http_host=args.host, http_port=args.port)
+    # SIGTERM before the server runs must also clean up the services already started.
+    signal.signal(signal.SIGTERM, _interrupt)
+    services: list[EmbeddedPostgres | EmbeddedMosquitto] = []
+    try:
+        updates: dict = {}
+        if not settings.database_url:
+            pg = EmbeddedPostgres(data_dir / "postgres")
+            logger.info("starting PostgreSQL in %s", pg.data_dir)
+            pg.start()
+            services.append(pg)
+            updates["database_url"] = pg.create_database("ioc")
+        if not settings.mqtt_url:
+            mq = EmbeddedMosquitto(data_dir / "mosquitto")
+            mq.start()
+            services.append(mq)
+            logger.info("mosquitto on %s", mq.url)
+            updates["mqtt_url"] = mq.url
+        settings = settings.model_copy(update=updates)
+        url = settings.database_url
+        migrate.upgrade(url)
+        from server.registry.seed import is_seeded, seed_city
+
+        if not is_seeded(url):
+            logger.info("seeding the synthetic city (%d streetlights)", args.devices)
+            counts = seed_city(url, streetlights=args.devices, seed=args.seed, progress=True)
+            logger.info("seeded %s devices", sum(counts.values()))
+        if not args.no_simulator:
+            settings = settings.model_copy(update={"simulate": True})
+        if not settings.rules.paths:  # the demo's alarm rules, unless IOC_CONFIG names others
+            settings = settings.model_copy(update={"rules": settings.rules.model_copy(
+                update={"paths": [str(DEMO_RULES)]})})
+        token = create_token_sync(url, "admin", "demo-admin")
+        shown_host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
+        base = f"http://{shown_host}:{settings.http_port}"
+
+        def banner(*_):
+            print(f"\n  IOC map:     {base}/?token={token}\n  admin token: {token}\n"
+                  f"  API:         {base}/api/v1/devices  (Authorization: Bearer <token>)\n"
+                  "  Ctrl-C stops everything.\n", flush=True)
+
+        web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port,
+                    access_log=None, print=banner, loop=new_event_loop(settings.event_loop))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # A second Ctrl-C must not cut the clean shutdown of the services short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for svc in reversed(services):
+            svc.stop()
+        logger.info("stopped")
+        sys.stdout.flush()
+    return 0

@@ -1,0 +1,155 @@
+"""The ``ioc`` command line. The event loop is started here, by ``web.run_app``, only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from server.cli.common import default_data_dir, load_settings, need_database
+from server.settings import ROLES
+
+logger = logging.getLogger("ioc")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from server.http.app import create_app
+    from server.runtime.eventloop import new_event_loop
+
+    settings = load_settings(http_host=args.host, http_port=args.port)
+    need_database(settings)
+    web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port,
+                access_log=None, print=lambda *_: None, loop=new_event_loop(settings.event_loop))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from server.store import migrate
+
+    url = need_database(load_settings())
+    if args.downgrade:
+        migrate.downgrade(url, args.downgrade)
+    else:
+        migrate.upgrade(url, args.revision)
+    print(f"schema at revision {migrate.current(url)}")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from server.registry.seed import seed_city
+
+    url = need_database(load_settings())
+    counts = seed_city(url, streetlights=args.devices, seed=args.seed, replace=args.replace,
+                       progress=True)
+    print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from server.http.auth import create_token_sync
+
+    url = need_database(load_settings())
+    if args.token_cmd == "create":
+        print(create_token_sync(url, args.role, args.name, args.crew))
+        return 0
+    with psycopg.connect(url) as conn:
+        if args.token_cmd == "list":
+            rows = conn.execute(
+                "select id, name, role, prefix, created_at, last_used_at, revoked_at "
+                "from api_tokens order by id").fetchall()
+            for r in rows:
+                state = "revoked" if r[6] else "active"
+                print(f"{r[0]:>5}  {r[3]}…  {r[2]:<10}  {state:<7}  {r[1]}  "
+                      f"created {r[4]:%Y-%m-%d %H:%M}")
+            return 0
+        row = conn.execute(
+            "update api_tokens set revoked_at = now() where (id::text = %s or prefix = %s) "
+            "and revoked_at is null returning id", (args.token, args.token)).fetchone()
+        if not row:
+            raise SystemExit(f"no active token with id or prefix {args.token!r}")
+        print(f"revoked token {row[0]}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from server.cli.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ioc", description="IOC realtime GIS and telemetry server")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run the server against IOC_DATABASE_URL / IOC_MQTT_URL")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("demo", help="everything on one machine: private PostGIS, mosquitto, "
+                                    "synthetic city, simulated devices, server and map")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8080)
+    d.add_argument("--data-dir", type=Path, default=None,
+                   help=f"where the private services keep data (default {default_data_dir()})")
+    d.add_argument("--devices", type=int, default=5000, help="streetlights in the synthetic city")
+    d.add_argument("--seed", type=int, default=42)
+    d.add_argument("--no-simulator", action="store_true", help="do not simulate devices")
+    d.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("migrate", help="upgrade the schema (Alembic)")
+    m.add_argument("--revision", default="head")
+    m.add_argument("--downgrade", metavar="REV", help="downgrade to REV (e.g. -1 or base)")
+    m.set_defaults(func=cmd_migrate)
+
+    sd = sub.add_parser("seed", help="load the synthetic city into IOC_DATABASE_URL")
+    sd.add_argument("--devices", type=int, default=5000)
+    sd.add_argument("--seed", type=int, default=42)
+    sd.add_argument("--replace", action="store_true", help="replace an existing city")
+    sd.set_defaults(func=cmd_seed)
+
+    t = sub.add_parser("token", help="API tokens")
+    tsub = t.add_subparsers(dest="token_cmd", required=True)
+    tc = tsub.add_parser("create", help="print a new bearer token")
+    tc.add_argument("--role", required=True, choices=ROLES)
+    tc.add_argument("--name")
+    tc.add_argument("--crew", help="the crew a crew-role token acts for")
+    tsub.add_parser("list", help="list tokens (never their secrets)")
+    tr = tsub.add_parser("revoke", help="revoke a token by id or prefix")
+    tr.add_argument("token")
+    t.set_defaults(func=cmd_token)
+
+    # Sub-commands with their own modules; each imports its heavy parts when it runs.
+    from server.cli import credentials, io
+    from server.simulate import cli as simulate
+
+    for module in (simulate, io, credentials):
+        module.register(sub)
+    return p
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # pymodbus logs an ERROR for every unanswered request; our poller logs a unit's
+    # unavailability once and its recovery once instead.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    # aiomqtt warns on every publish while more than 10 are pending, which a fleet of
+    # simulated devices always has; connection errors still show.
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

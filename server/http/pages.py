@@ -1,0 +1,100 @@
+"""The browser pages: the IOC map at ``/`` and the crews' page at ``/crew``.
+
+The pages are static files under ``server/static/``; the server only fills in the
+client configuration (the optional external basemap style, the build version that busts
+browser caches of the scripts) so one set of files serves every deployment. The pages are
+public: they ask for a token themselves (a login form, or ``?token=`` from the link
+``ioc demo`` prints) and send it with every API, tile and websocket request.
+
+``GET /api/v1/me`` tells a page who its token belongs to (the crew page needs its crew id).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from server import keys
+from server.http.auth import principal
+from server.http.jsonutil import json_response
+
+routes = web.RouteTableDef()
+
+STATIC_DIR = Path(__file__).parent.parent / "static"
+VENDOR_HINT = (
+    "the map library is not installed: run `make setup` (npm ci copies maplibre-gl into "
+    "server/static/vendor/)"
+)
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _static_dir(request: web.Request) -> Path:
+    return request.app[keys.SETTINGS].static_dir or STATIC_DIR
+
+
+def _version(static: Path) -> str:
+    """Changes whenever a page's script or style changes, so browsers fetch the new ones."""
+    mtimes = [p.stat().st_mtime_ns for p in static.rglob("*") if p.is_file()]
+    return format(max(mtimes, default=0) // 1_000_000, "x")
+
+
+def _import_map(static: Path, version: str) -> dict:
+    """Versioned URLs for every module, so an upgrade never mixes old and new scripts.
+
+    The pages import ``maplibre-gl`` by name and each other by relative path; both resolve
+    through this map to URLs carrying the version.
+    """
+    imports = {"maplibre-gl": f"/static/vendor/maplibre-gl/maplibre-gl.mjs?v={version}"}
+    for js in sorted((static / "js").glob("*.js")):
+        imports[f"/static/js/{js.name}"] = f"/static/js/{js.name}?v={version}"
+    return {"imports": imports}
+
+
+def _script_json(obj: dict) -> str:
+    # "</" inside a <script> would end it early; JSON allows the escaped form.
+    return orjson.dumps(obj).decode().replace("</", "<\\/")
+
+
+def _page(request: web.Request, name: str) -> web.Response:
+    static = _static_dir(request)
+    settings = request.app[keys.SETTINGS]
+    try:
+        text = (static / name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise web.HTTPNotFound(text=f"{name} is missing from {static}") from None
+    version = _version(static)
+    config = {
+        "styleUrl": settings.web_style_url,
+        "version": version,
+        "vendorMissing": None if (static / "vendor" / "maplibre-gl").is_dir() else VENDOR_HINT,
+    }
+    text = (text.replace("{{CONFIG}}", _script_json(config))
+            .replace("{{IMPORTMAP}}", _script_json(_import_map(static, version)))
+            .replace("{{VERSION}}", html.escape(version)))
+    return web.Response(text=text, content_type="text/html", charset="utf-8", headers=_NO_STORE)
+
+
+@routes.get("/")
+async def map_page(request: web.Request) -> web.Response:
+    return _page(request, "index.html")
+
+
+@routes.get("/crew")
+async def crew_page(request: web.Request) -> web.Response:
+    return _page(request, "crew.html")
+
+
+@routes.get("/favicon.ico")
+async def favicon(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(_static_dir(request) / "favicon.svg",
+                            headers={"Content-Type": "image/svg+xml"})
+
+
+@routes.get("/api/v1/me")
+async def me(request: web.Request) -> web.Response:
+    """The caller's token: name, role and crew (null unless a crew token)."""
+    p = principal(request)
+    return json_response({"name": p.name, "role": p.role, "crew": p.crew}, headers=_NO_STORE)

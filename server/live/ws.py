@@ -1,0 +1,153 @@
+"""``GET /api/v1/ws``: the live map's websocket (protocol in CONTRACT.md "Websocket").
+
+Client → server, one JSON object per text frame:
+
+- ``{"op": "subscribe", "bbox": [minLon, minLat, maxLon, maxLat], "layers": [kind, ...],
+  "alarms": true, "coalesce": false, "id": any}``: route the devices of these kinds in the
+  bbox (again to move the viewport). Answered with a ``snapshot``, then ``state`` deltas.
+  Without ``bbox`` no devices are routed (a crew page that only wants alarms); without
+  ``layers``, every device kind. ``coalesce: true`` lets the server put several messages in
+  one frame as a JSON array (as Home Assistant's websocket API does), which a busy map wants.
+- ``{"op": "unsubscribe"}``: stop devices and alarms (crew messages keep coming).
+- ``{"op": "ping"}``: answered with ``{"type": "pong"}`` (browsers cannot send ping frames).
+
+A message the server cannot use gets ``{"type": "error", "message": ...}`` (with the
+request's ``id``, if it had one) and changes nothing; the connection stays open.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import WSMsgType, web
+
+from server import keys
+from server.http.auth import principal
+from server.http.jsonutil import dumps
+from server.live.hub import CLOSE_GRACE_S, Client, Hub, Viewport
+
+logger = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+MAX_MESSAGE_BYTES = 64 * 1024
+OPS = ("subscribe", "unsubscribe", "ping")
+
+
+class BadMessage(ValueError):
+    """What is wrong with a client's message, in words the client's developer can act on."""
+
+
+def parse_subscribe(msg: dict[str, Any], known_kinds: set[str]) -> tuple[Viewport, bool, bool]:
+    bbox = msg.get("bbox")
+    if bbox is not None:
+        if (not isinstance(bbox, list) or len(bbox) != 4
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)):
+            raise BadMessage("bbox must be [minLon, minLat, maxLon, maxLat] (four numbers, WGS 84)")
+        x0, y0, x1, y1 = (float(v) for v in bbox)
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+            raise BadMessage("bbox values must be finite numbers")
+        if not (-180 <= x0 <= 180 and -180 <= x1 <= 180 and -90 <= y0 <= 90 and -90 <= y1 <= 90):
+            raise BadMessage(f"bbox {bbox} is outside WGS 84 (longitudes -180..180, "
+                             "latitudes -90..90); send [minLon, minLat, maxLon, maxLat]")
+        if x0 > x1 or y0 > y1:
+            raise BadMessage(f"bbox {bbox} has its minimum above its maximum; send "
+                             "[minLon, minLat, maxLon, maxLat]")
+        bbox = (x0, y0, x1, y1)
+    layers = msg.get("layers")
+    if layers is None:
+        kinds = tuple(sorted(known_kinds))
+    else:
+        if not isinstance(layers, list) or not all(isinstance(k, str) for k in layers):
+            raise BadMessage("layers must be a list of device kinds, e.g. [\"streetlight\"]")
+        unknown = sorted(set(layers) - known_kinds)
+        if unknown:
+            raise BadMessage(f"unknown layer(s) {', '.join(unknown)}; layers are device kinds: "
+                             f"{', '.join(sorted(known_kinds))}")
+        kinds = tuple(dict.fromkeys(layers))
+    alarms = msg.get("alarms", False)
+    coalesce = msg.get("coalesce", False)
+    for name, val in (("alarms", alarms), ("coalesce", coalesce)):
+        if not isinstance(val, bool):
+            raise BadMessage(f"{name} must be true or false, got {val!r}")
+    return Viewport(bbox, kinds), alarms, coalesce
+
+
+async def handle_message(hub: Hub, client: Client, data: str | bytes) -> None:
+    request_id = None
+    try:
+        try:
+            msg = orjson.loads(data)
+        except orjson.JSONDecodeError as err:
+            raise BadMessage(f"not JSON: {err}") from None
+        if not isinstance(msg, dict):
+            raise BadMessage('send a JSON object such as {"op": "subscribe", "bbox": [...]}')
+        request_id = msg.get("id")
+        op = msg.get("op")
+        if op == "subscribe":
+            viewport, alarms, coalesce = parse_subscribe(msg, set(hub.directory.kind_metrics))
+            client.coalesce = coalesce
+            try:
+                await hub.subscribe(client, viewport, alarms, request_id)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                logger.warning("websocket %s: snapshot failed: %s", client.name, err)
+                raise BadMessage("the snapshot could not be read (database unavailable); "
+                                 "subscribe again in a moment") from None
+        elif op == "unsubscribe":
+            hub.unsubscribe(client)
+        elif op == "ping":
+            client.push("pong", dumps(_with_id({"type": "pong"}, request_id)))
+        else:
+            raise BadMessage(f"unknown op {op!r}; ops are {', '.join(OPS)}")
+    except BadMessage as err:
+        client.push("error", dumps(_with_id({"type": "error", "message": str(err)}, request_id)))
+
+
+def _with_id(doc: dict[str, Any], request_id: Any) -> dict[str, Any]:
+    if request_id is not None:
+        doc["id"] = request_id
+    return doc
+
+
+@routes.get("/api/v1/ws")
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    who = principal(request)  # the auth middleware has already refused a bad token
+    hub: Hub = request.app[keys.HUB]
+    settings = hub.settings
+    # No per-message compression: state messages are small and many, and deflate would
+    # cost CPU per frame per client (and a zlib context per client).
+    ws = web.WebSocketResponse(heartbeat=settings.heartbeat_s, compress=False,
+                               max_msg_size=MAX_MESSAGE_BYTES, timeout=CLOSE_GRACE_S)
+    await ws.prepare(request)
+    client = hub.connect(ws, who, request)
+    logger.info("websocket %s connected (%s)", client.name, who.role)
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await handle_message(hub, client, msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                client.push("error", dumps({"type": "error", "message":
+                                            "send JSON in text frames, not binary"}))
+            elif msg.type == WSMsgType.ERROR:
+                logger.info("websocket %s: %s", client.name, ws.exception())
+    finally:
+        await hub.disconnect(client)
+        logger.info("websocket %s disconnected (code %s)", client.name, ws.close_code)
+    return ws
+
+
+def setup(app: web.Application) -> None:
+    """The route, and closing every websocket (1001 going away) when the server stops,
+    before aiohttp waits for open handlers to finish."""
+    app.add_routes(routes)
+
+    async def close_websockets(app: web.Application) -> None:
+        hub = app.get(keys.HUB)
+        if hub is not None:
+            await hub.close_all(1001, "server shutting down")
+
+    app.on_shutdown.append(close_websockets)

@@ -1,0 +1,2 @@
+"""The process itself: the event loop, task shutdown, memory trimming, Prometheus metrics.
+"""
