@@ -41,10 +41,10 @@ REPO = Path(__file__).resolve().parent.parent
 if sys.path[:1] != [str(REPO)]:
     sys.path.insert(0, str(REPO))
 
-from server import migrate  # noqa: E402 - after the path fix above
 from server.cli.embedded import EmbeddedMosquitto, EmbeddedPostgres, free_port  # noqa: E402
 from server.http.auth import create_token_sync  # noqa: E402
 from server.registry.seed import seed_city  # noqa: E402
+from server.store import migrate  # noqa: E402 - after the path fix above
 
 # Wide enough for the tables when the output goes to a file or a pipe (rich would use 80).
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)

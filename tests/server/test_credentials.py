@@ -16,8 +16,8 @@ import aiomqtt
 import psycopg
 import pytest
 
+from server.cli.common import connect
 from server.cli.embedded import EmbeddedMosquitto
-from server.cli.io import _connect
 from server.cli.main import main
 from server.registry import credentials
 
@@ -43,7 +43,7 @@ def test_hash_is_mosquittos_own_format(tmp_path):
 
 
 async def _issue(url: str, *ids: str) -> dict[str, str]:
-    conn = await _connect(url)
+    conn = await connect(url)
     try:
         return await credentials.issue(conn, list(ids), "test")
     finally:
@@ -51,7 +51,7 @@ async def _issue(url: str, *ids: str) -> dict[str, str]:
 
 
 async def _files(url: str) -> tuple[str, str]:
-    conn = await _connect(url)
+    conn = await connect(url)
     try:
         return (await credentials.password_file(conn, SERVER_USER, SERVER_PASSWORD),
                 credentials.acl_file(SERVER_USER))
@@ -147,7 +147,7 @@ async def test_new_and_revoked_credentials_apply_on_reload(db_url, broker):
     assert await refused(broker, "SL-C", "anything")
 
     later = await _issue(db_url, "SL-C")
-    conn = await _connect(db_url)
+    conn = await connect(db_url)
     try:
         assert await credentials.revoke(conn, ["SL-A"], "test") == ["SL-A"]
     finally:
