@@ -2,7 +2,8 @@
 
 1. ``routing``: an MQTT message is decoded by the push adapter whose topic filter matches;
 2. ``writer``: validated against the ``directory`` (ids, metrics) and committed in batches
-   with COPY; rejects go to the dead-letter table with their reason;
+   with COPY, each device's latest values upserted into ``device_state`` (``state``);
+   rejects go to the dead-letter table with their reason;
 3. each committed batch goes on to its listeners: the alarm engine
    (:mod:`server.alarms`) and the websocket hub (:mod:`server.live`).
 

@@ -28,7 +28,9 @@ from aiohttp import WSMsgType, web
 from server import keys
 from server.http.auth import principal
 from server.http.jsonutil import dumps
-from server.live.hub import CLOSE_GRACE_S, Client, Hub, Viewport
+from server.live.client import CLOSE_GRACE_S, Client
+from server.live.hub import Hub
+from server.live.index import Viewport
 
 logger = logging.getLogger(__name__)
 
