@@ -22,10 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from server.errors import Invalid
+
 __all__ = ["CATALOGUE", "ArgSpec", "CommandSpec", "InvalidRequest", "commands_for", "validate"]
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(Invalid, ValueError):
     """A command request this server will not accept; the message says what to send."""
 
 
