@@ -1,7 +1,7 @@
 """One command on its way to a device, and how its delivery ended.
 
-Shared by the service (which queues :class:`Command`\\ s), the transports (which carry
-them and answer an :class:`Outcome`) and the journal (which writes both down).
+Shared by the service (which queues commands), the transports (which carry them and
+answer an :class:`Outcome`) and the journal (which writes both down).
 """
 
 from __future__ import annotations
