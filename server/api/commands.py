@@ -20,14 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from server import keys
-from server.commands.service import (
-    COMMAND_COLS,
-    CommandService,
-    Rejected,
-    command_json,
-    fetch_command,
-    fetch_group,
-)
+from server.commands.service import CommandService
+from server.commands.views import COMMAND_COLS, command_json, fetch_command, fetch_group
 from server.http.auth import Principal, principal, require
 from server.http.jsonutil import json_response, read_json
 from server.http.problems import Problem, bad_request, int_param
@@ -78,21 +72,14 @@ def _uuid(raw: str, what: str) -> uuid.UUID:
         raise Problem(404, f"no {what} with id {raw!r} (ids are UUIDs)") from None
 
 
-def _problem(err: Rejected) -> Problem:
-    return Problem(err.status, err.detail, **err.extra)
-
-
 @routes.post("/api/v1/devices/{id}/commands")
 async def post_command(request: web.Request) -> web.Response:
     device = request.match_info["id"]
     who = await _commander(request, "command", device)
     doc = await _body(request, SINGLE_KEYS)
     service = _service(request)
-    try:
-        cmd = await service.submit(who.actor, device, doc["name"], doc.get("args"),
-                                   service.check_ttl(doc.get("ttl_s")))
-    except Rejected as err:
-        raise _problem(err) from None
+    cmd = await service.submit(who.actor, device, doc["name"], doc.get("args"),
+                               service.check_ttl(doc.get("ttl_s")))
     href = f"/api/v1/commands/{cmd['id']}"
     cmd["links"] = [{"rel": "self", "href": href}]
     return json_response(cmd, status=202, headers={"Location": href})
@@ -136,11 +123,8 @@ async def preview_group(request: web.Request) -> web.Response:
     await _commander(request, "command_group.preview")
     doc = await _body(request, GROUP_KEYS)
     service = _service(request)
-    try:
-        service.check_ttl(doc.get("ttl_s"))
-        sel = await service.select(doc.get("target"), doc["name"], doc.get("args"))
-    except Rejected as err:
-        raise _problem(err) from None
+    service.check_ttl(doc.get("ttl_s"))
+    sel = await service.select(doc.get("target"), doc["name"], doc.get("args"))
     return json_response(sel.summary())
 
 
@@ -149,11 +133,8 @@ async def post_group(request: web.Request) -> web.Response:
     who = await _commander(request, "command_group")
     doc = await _body(request, GROUP_KEYS)
     service = _service(request)
-    try:
-        group = await service.submit_group(who.actor, doc.get("target"), doc["name"],
-                                           doc.get("args"), service.check_ttl(doc.get("ttl_s")))
-    except Rejected as err:
-        raise _problem(err) from None
+    group = await service.submit_group(who.actor, doc.get("target"), doc["name"],
+                                       doc.get("args"), service.check_ttl(doc.get("ttl_s")))
     href = f"/api/v1/command-groups/{group['id']}"
     group["links"] = [{"rel": "self", "href": href}]
     return json_response(group, status=202, headers={"Location": href})

@@ -2,7 +2,7 @@
 
 Pure: no I/O. The catalogue is the server's promise to operators (the map offers these
 commands, the API validates against them); a device's adapter may carry out fewer (a
-Modbus profile without the command), which :mod:`server.commands.service` checks per device.
+Modbus profile without the command), which :mod:`server.commands.transports` checks per device.
 
     streetlight        set_dim {level 0..100}, switch {on}, reboot
     lighting_cabinet   set_dim {level 0..100} (central dimming), switch {on}, reboot
@@ -22,10 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from server.errors import Invalid
+
 __all__ = ["CATALOGUE", "ArgSpec", "CommandSpec", "InvalidRequest", "commands_for", "validate"]
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(Invalid, ValueError):
     """A command request this server will not accept; the message says what to send."""
 
 

@@ -476,3 +476,16 @@ async def test_the_demo_simulator_answers_commands(city_db_url, make_settings, t
         done = await until_status(client, token, cmd["id"], "succeeded", "failed")
         assert done["status"] == "succeeded" and done["result"] == {"contactor_on": 1}, done
 
+
+
+def test_device_library_errors_stop_at_the_transports() -> None:
+    """The Modbus driver's and the adapter SDK's errors are translated into outcomes in
+    server/commands/transports.py; the rest of server/commands never sees them."""
+    from tests.test_layers import graph
+
+    g = graph()
+    leaks = sorted(f"{name} imports {target}" for name, targets in g.items()
+                   if name.startswith("server.commands.") and name != "server.commands.transports"
+                   for target in targets if target.startswith("adapters"))
+    assert not leaks, leaks
+    assert {"adapters.modbus.connection", "adapters.sdk"} <= g["server.commands.transports"]
