@@ -46,6 +46,7 @@ from server.alarms.writes import AlarmWriter, Enqueue
 from server.ingest.downtime import NONE as NO_DOWNTIME
 from server.ingest.downtime import Downtime
 from server.runtime.tasks import cancel_and_wait
+from server.vocab import DeviceStatus
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ class AlarmEngine:
         if committed.status:
             st = committed.status
             out += core.status(np.array([s[0] for s in st], dtype=np.int64),
-                               np.array([s[1] == "online" for s in st]),
+                               np.array([s[1] == DeviceStatus.ONLINE for s in st]),
                                np.array([s[2].timestamp() for s in st]),
                                np.array([bool(s[3]) for s in st]))
         self.eval_seconds += time.perf_counter() - t0
@@ -198,12 +199,12 @@ class AlarmEngine:
         """Status changes from the staleness scan: an 'offline' counts like a link's."""
         if self.core is None:
             return
-        off = [(k, s) for k, s in changes if s in ("offline", "online")]
+        off = [(k, s) for k, s in changes if s in (DeviceStatus.OFFLINE, DeviceStatus.ONLINE)]
         if not off:
             return
         now = time.time()
         out = self.core.status(np.array([k for k, _ in off], dtype=np.int64),
-                               np.array([s == "online" for _, s in off]),
+                               np.array([s == DeviceStatus.ONLINE for _, s in off]),
                                np.full(len(off), now), np.zeros(len(off), dtype=bool))
         self._submit(out)
 
