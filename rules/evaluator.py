@@ -35,6 +35,7 @@ from rules.models import (
     ThresholdRule,
 )
 from rules.sun import daylight
+from rules.vocab import Severity
 
 INF = math.inf
 
@@ -49,7 +50,7 @@ class Transition:
     level: int
     ts: float  # epoch seconds: the reading's time, or the timer's
     value: float | None = None
-    severity: str = "minor"
+    severity: str = Severity.MINOR
     text: str = ""
     magnitude: float = 1.0  # how far past the limit: weights a neighbourhood's centroid
     incident_rule: str | None = None  # set: this alarm belongs to that incident, suppressed

@@ -17,18 +17,26 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from rules.vocab import Severity
+from rules.vocab import AlarmState, Severity
 
 WORK_STATES = ("open", "acknowledged", "in_progress", "done")
 
 
 class LifecycleError(Exception):
-    """An action that does not apply to the alarm as it is (409) or a bad argument (400)."""
+    """An action refused; the subclass says why, the server decides how to answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.status = status
         self.message = message
+
+
+class NotApplicable(LifecycleError):
+    """The action does not apply to the alarm as it is now (closed, already acknowledged):
+    a conflict with its state."""
+
+
+class BadArgument(LifecycleError):
+    """An argument of the action is missing or wrong (minutes, enabled, state, text)."""
 
 
 @dataclass(slots=True)
@@ -55,8 +63,8 @@ def annunciated(alarm: Mapping[str, Any], now: datetime) -> bool:
 
 
 def _open(alarm: Mapping[str, Any], what: str) -> None:
-    if alarm["state"] == "closed":
-        raise LifecycleError(409, f"alarm {alarm['id']} is closed; {what} applies to open alarms")
+    if alarm["state"] == AlarmState.CLOSED:
+        raise NotApplicable(f"alarm {alarm['id']} is closed; {what} applies to open alarms")
 
 
 # ---------------------------------------------------------------- the process condition
@@ -71,9 +79,9 @@ def raised(alarm: Mapping[str, Any], *, severity: str, value: float | None, mess
             return Change("severity", updates | {"severity": severity},
                           details={"from": alarm["severity"], "to": severity})
         # More severe: a re-alarm, to be acknowledged again (ISA-18.2).
-        return Change("raised", updates | {"severity": severity, "state": "active_unacked"},
+        return Change("raised", updates | {"severity": severity, "state": AlarmState.ACTIVE_UNACKED},
                       notify="raised", details={"from": alarm["severity"], "to": severity})
-    return Change("raised", updates | {"severity": severity, "state": "active_unacked",
+    return Change("raised", updates | {"severity": severity, "state": AlarmState.ACTIVE_UNACKED,
                                        "active": True, "cleared_at": None},
                   notify="raised", details={"again": True})
 
@@ -85,25 +93,25 @@ def cleared(alarm: Mapping[str, Any], *, value: float | None, message: str,
         return None
     updates: dict[str, Any] = {"active": False, "cleared_at": now, "value": value,
                                "message": message}
-    if alarm["state"] == "active_acked" or not annunciated(alarm, now):
-        updates |= {"state": "closed", "closed_at": now}
+    if alarm["state"] == AlarmState.ACTIVE_ACKED or not annunciated(alarm, now):
+        updates |= {"state": AlarmState.CLOSED, "closed_at": now}
     else:
-        updates["state"] = "rtn_unacked"
+        updates["state"] = AlarmState.RTN_UNACKED
     return Change("cleared", updates, notify="cleared")
 
 
 # ---------------------------------------------------------------- operators' actions
 def acknowledge(alarm: Mapping[str, Any], *, actor: str, now: datetime) -> Change:
     state = alarm["state"]
-    if state == "active_acked":
-        raise LifecycleError(409, f"alarm {alarm['id']} is already acknowledged "
-                                  f"(by {alarm['acked_by']})")
+    if state == AlarmState.ACTIVE_ACKED:
+        raise NotApplicable(f"alarm {alarm['id']} is already acknowledged "
+                                f"(by {alarm['acked_by']})")
     _open(alarm, "acknowledging")
     updates: dict[str, Any] = {"acked_at": now, "acked_by": actor}
-    if state == "rtn_unacked":
-        updates |= {"state": "closed", "closed_at": now}
+    if state == AlarmState.RTN_UNACKED:
+        updates |= {"state": AlarmState.CLOSED, "closed_at": now}
     else:
-        updates["state"] = "active_acked"
+        updates["state"] = AlarmState.ACTIVE_ACKED
     return Change("acknowledged", updates, notify="acknowledged")
 
 
@@ -111,10 +119,10 @@ def shelve(alarm: Mapping[str, Any], *, minutes: Any, max_minutes: int, now: dat
            reason: str | None) -> Change:
     _open(alarm, "shelving")
     if isinstance(minutes, bool) or not isinstance(minutes, int | float) or minutes <= 0:
-        raise LifecycleError(400, "minutes must be a positive number (how long to shelve)")
+        raise BadArgument("minutes must be a positive number (how long to shelve)")
     if minutes > max_minutes:
-        raise LifecycleError(400, f"shelving is limited to {max_minutes} minutes; "
-                                  f"asked for {minutes:g}")
+        raise BadArgument(f"shelving is limited to {max_minutes} minutes; "
+                          f"asked for {minutes:g}")
     until = now + timedelta(minutes=float(minutes))
     return Change("shelved", {"shelved_until": until}, notify="shelved", reason=reason,
                   details={"minutes": minutes, "until": until.isoformat()})
@@ -123,18 +131,18 @@ def shelve(alarm: Mapping[str, Any], *, minutes: Any, max_minutes: int, now: dat
 def unshelve(alarm: Mapping[str, Any], *, now: datetime, reason: str | None = None,
              expired: bool = False) -> Change:
     if alarm.get("shelved_until") is None or (not expired and not is_shelved(alarm, now)):
-        raise LifecycleError(409, f"alarm {alarm['id']} is not shelved")
+        raise NotApplicable(f"alarm {alarm['id']} is not shelved")
     return Change("unshelved", {"shelved_until": None}, notify="unshelved",
                   reason=reason or ("the shelving time ran out" if expired else None))
 
 
 def out_of_service(alarm: Mapping[str, Any], *, enabled: Any, reason: str | None) -> Change:
     if not isinstance(enabled, bool):
-        raise LifecycleError(400, "enabled must be true (take out of service) or false (return)")
+        raise BadArgument("enabled must be true (take out of service) or false (return)")
     _open(alarm, "out of service")
     if bool(alarm["out_of_service"]) == enabled:
-        raise LifecycleError(409, f"alarm {alarm['id']} is "
-                                  f"{'already' if enabled else 'not'} out of service")
+        raise NotApplicable(f"alarm {alarm['id']} is "
+                            f"{'already' if enabled else 'not'} out of service")
     return Change("out_of_service", {"out_of_service": enabled}, notify="out_of_service",
                   reason=reason, details={"enabled": enabled})
 
@@ -142,7 +150,7 @@ def out_of_service(alarm: Mapping[str, Any], *, enabled: Any, reason: str | None
 def assign(alarm: Mapping[str, Any], *, crew: str) -> Change:
     _open(alarm, "assigning")
     if alarm.get("assigned_crew") == crew:
-        raise LifecycleError(409, f"alarm {alarm['id']} is already assigned to {crew}")
+        raise NotApplicable(f"alarm {alarm['id']} is already assigned to {crew}")
     updates: dict[str, Any] = {"assigned_crew": crew}
     if alarm.get("work_state") in (None, "done"):
         updates["work_state"] = "open"
@@ -152,18 +160,18 @@ def assign(alarm: Mapping[str, Any], *, crew: str) -> Change:
 
 def work(alarm: Mapping[str, Any], *, state: Any) -> Change:
     if state not in WORK_STATES:
-        raise LifecycleError(400, f"state must be one of {', '.join(WORK_STATES)}; got {state!r}")
+        raise BadArgument(f"state must be one of {', '.join(WORK_STATES)}; got {state!r}")
     if alarm.get("assigned_crew") is None:
-        raise LifecycleError(409, f"alarm {alarm['id']} has no crew assigned: assign it first")
+        raise NotApplicable(f"alarm {alarm['id']} has no crew assigned: assign it first")
     if alarm.get("work_state") == state:
-        raise LifecycleError(409, f"the work on alarm {alarm['id']} is already {state}")
+        raise NotApplicable(f"the work on alarm {alarm['id']} is already {state}")
     return Change("work", {"work_state": state}, notify="work",
                   details={"from": alarm.get("work_state"), "to": state})
 
 
 def comment(alarm: Mapping[str, Any], *, text: Any) -> Change:
     if not isinstance(text, str) or not text.strip():
-        raise LifecycleError(400, "send {\"text\": \"...\"}: a comment needs some text")
+        raise BadArgument("send {\"text\": \"...\"}: a comment needs some text")
     if len(text) > 4000:
-        raise LifecycleError(400, "a comment is at most 4000 characters")
+        raise BadArgument("a comment is at most 4000 characters")
     return Change("comment", {}, notify="comment", reason=text.strip())

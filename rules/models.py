@@ -26,7 +26,8 @@ from rules.vocab import Severity
 
 # Priority 1 is the most urgent (ISA-18.2's "high"); stored as alarms.priority.
 PRIORITY_NAMES = {"high": 1, "medium": 2, "low": 3}
-PRIORITY_OF_SEVERITY = {"critical": 1, "major": 2, "minor": 3, "warning": 3}
+PRIORITY_OF_SEVERITY = {Severity.CRITICAL: 1, Severity.MAJOR: 2, Severity.MINOR: 3,
+                        Severity.WARNING: 3}
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
@@ -121,7 +122,7 @@ class ThresholdRule(_Rule, _Delays):
     below: float | None = None
     high_high: float | None = None
     low_low: float | None = None
-    high_high_severity: Severity = "critical"
+    high_high_severity: Severity = Severity.CRITICAL
     deadband: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")

@@ -139,7 +139,7 @@ def test_the_graph_sees_imports():
     """The checks above would pass on an empty graph: make sure this one is real."""
     g = graph()
     assert "server.ingest.writer" in g["server.ingest.contexts"]
-    assert "rules.models" in g["server.alarms.engine"]
+    assert "rules.models" in g["server.alarms.reload"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 

@@ -16,7 +16,7 @@ from geo.geojson import GeometryError, parse_bbox
 from rules.kpi import alarm_kpis
 from rules.vocab import SEVERITIES
 from server import keys
-from server.alarms.engine import ALARM_SELECT, alarm_json
+from server.alarms.views import ALARM_SELECT, alarm_json
 from server.http.auth import principal, require
 from server.http.jsonutil import json_response, read_json
 from server.http.problems import Problem, bad_request, int_param

@@ -77,7 +77,7 @@ def create_app(settings: Settings) -> web.Application:
             directory_ctx,
             tiles_ctx,  # layer catalogue, versions and the tile cache
             hub_ctx,  # websocket fan-out: alarms, notifications and ingest publish to it
-            notify_ctx,  # the outbox worker: alarm transitions enqueue into it
+            notify_ctx,  # the notifier: handed to the alarm engine, next, for its transitions
             alarms_ctx,  # the rule engine: an ingest listener
             ingest_ctx,
             simulator_ctx,

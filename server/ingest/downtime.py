@@ -6,7 +6,7 @@ each at the first scan (937 alarms at once in the demo: an alarm flood, ISA-18.2
 once at start, before ingest stores anything: the newest reading of any device marks when
 listening stopped (readings stamped ahead of the database's clock, by a fast device clock,
 do not count). The staleness scan (``server/ingest/maintenance.py``) and the stale rules
-(``server/alarms/engine.py``) add it to the deadlines of devices not heard since the start; the
+(``server/alarms/reload.py``) add it to the deadlines of devices not heard since the start; the
 silence before the outage still counts. A process starting beside running ones measures
 almost nothing, as it should.
 """

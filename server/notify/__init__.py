@@ -1,9 +1,10 @@
 """Alarm notifications: outbox, channels (webhook, SMTP, crew feed), routing, escalation.
 
-- :func:`enqueue` (``outbox.py``): the alarm engine calls it inside each transition's
-  transaction; it routes new alarms to a crew and writes outbox rows.
-- :class:`Notifier` (``app[keys.NOTIFIER]``): the outbox worker (``worker.py``: claim,
-  deliver, back off, fall back, fail loudly) and the escalation loop (``escalation.py``).
+- :class:`Notifier` (``app[keys.NOTIFIER]``, handed to the alarm engine when the app is
+  wired): :meth:`Notifier.enqueue` (``outbox.py``), which the engine calls inside each
+  transition's transaction, routes new alarms to a crew and writes outbox rows; the
+  outbox worker (``worker.py``: claim, deliver, back off, fall back, fail loudly) and the
+  escalation loop (``escalation.py``).
 - Channels (``channels.py``): Standard Webhooks-signed POSTs (``signing.py``), e-mail over
   SMTP (aiosmtplib), the crew's live feed through the websocket hub.
 """
@@ -14,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
@@ -28,7 +28,7 @@ from server.notify.outbox import WAKE_CHANNEL, Enqueuer
 from server.notify.worker import OutboxWorker
 from server.settings import NotifySettings
 
-__all__ = ["Notifier", "enqueue", "notify_ctx"]
+__all__ = ["Notifier", "notify_ctx"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,15 @@ class Notifier:
 
     async def enqueue(self, conn: asyncpg.Connection, alarm: dict[str, Any],
                       event: str) -> dict[str, Any] | None:
+        """Queue the notifications of one alarm transition, inside the caller's transaction.
+
+        ``alarm`` is the alarm as the API shows it; ``event`` one of
+        server.settings.NOTIFY_EVENTS. On "raised" with no ``assigned_crew`` it routes the
+        alarm (ward crew, else nearest available crew), sets alarms.assigned_crew, records an
+        ``assigned`` alarm event and returns ``{"assigned_crew": id}``; otherwise None.
+        Shelved, suppressed and out-of-service alarms are not announced. Low priorities
+        wait out quiet hours. Needs nothing of the notifier to be running.
+        """
         return await self.enqueuer.enqueue(conn, alarm, event)
 
     async def start(self) -> None:
@@ -130,43 +139,13 @@ class Notifier:
             await self._session.close()
 
 
-# The alarm engine calls the module-level ``enqueue(conn, alarm, event)``, which has no app
-# at hand: it uses the notifier of the application whose startup set this variable (tasks
-# started after notify_ctx inherit it), else the most recently started one in this
-# process, else the default settings (routing and crew channels work without any config).
-_CURRENT: ContextVar[Notifier | None] = ContextVar("ioc_notifier", default=None)
-_RUNNING: list[Notifier] = []
-
-
-def _enqueuer() -> Enqueuer:
-    notifier = _CURRENT.get()
-    if notifier not in _RUNNING:  # unset, or an application that has stopped since
-        notifier = _RUNNING[-1] if _RUNNING else None
-    return notifier.enqueuer if notifier is not None else Enqueuer(NotifySettings())
-
-
-async def enqueue(conn: asyncpg.Connection, alarm: dict[str, Any], event: str) -> dict[str, Any] | None:
-    """Queue the notifications of one alarm transition, inside the caller's transaction.
-
-    ``alarm`` is the alarm as the API shows it; ``event`` one of server.settings.NOTIFY_EVENTS.
-    On "raised" with no ``assigned_crew`` it routes the alarm (ward crew, else nearest
-    available crew), sets alarms.assigned_crew, records an ``assigned`` alarm event and
-    returns ``{"assigned_crew": id}``; otherwise None. Shelved, suppressed and
-    out-of-service alarms are not announced. Low priorities wait out quiet hours.
-    """
-    return await _enqueuer().enqueue(conn, alarm, event)
-
-
 async def notify_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     notifier = Notifier(app[keys.DB], settings.notify, app[keys.METRICS], hub=app.get(keys.HUB),
                         database_url=settings.database_url)
     app[keys.NOTIFIER] = notifier
-    _CURRENT.set(notifier)
-    _RUNNING.append(notifier)
     await notifier.start()
     try:
         yield
     finally:
-        _RUNNING.remove(notifier)
         await notifier.stop()

@@ -311,7 +311,7 @@ async def test_alarm_opened_by_another_process_meanwhile_is_raised_once(
     rules.write_text(yaml.safe_dump({"rules": [
         {"id": RULE, "kind": "threshold", "select": {"devices": [device]}, "metric": "power_w",
          "above": 100, "severity": "major"}]}))
-    caplog.set_level(logging.INFO, logger="server.alarms.engine")
+    caplog.set_level(logging.INFO, logger="server.alarms")
     async with running(make_settings(url, rules={"paths": [str(rules)]})) as client:
         await wait_connected(client)
         engine = client.app[ALARMS]

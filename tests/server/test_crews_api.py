@@ -140,12 +140,11 @@ async def test_the_app_runs_the_outbox_and_exports_its_metrics(db_url, make_sett
     try:
         async with running(make_settings(db_url, mqtt_url=None, notify=notify)) as client:
             from server import keys
-            from server.notify import enqueue
             from tests.server.test_notify import new_alarm
 
             pool = client.app[keys.DB]
             async with pool.acquire() as conn, conn.transaction():
-                await enqueue(conn, await new_alarm(conn, "PS-0001"), "raised")
+                await client.app[keys.NOTIFIER].enqueue(conn, await new_alarm(conn, "PS-0001"), "raised")
             await until(lambda: receiver.requests, what="the webhook")
 
             async def delivered_metric():

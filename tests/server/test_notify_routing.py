@@ -12,7 +12,8 @@ import pytest
 from aiohttp import web
 
 from server import keys
-from server.notify import enqueue, notify_ctx
+from server.alarms.writes import AlarmWriter
+from server.notify import notify_ctx
 from server.notify.escalation import SELECT_ALARM
 from server.runtime.metrics import Registry
 from server.settings import QuietHours, Settings, WebhookChannel
@@ -216,8 +217,9 @@ async def test_quiet_hours_defer_low_priorities_but_never_critical(db_url: str) 
     assert deferred["next_attempt_at"] == local_end.astimezone(UTC)
 
 
-async def test_module_level_enqueue_uses_the_running_apps_settings(city_db_url: str) -> None:
-    """The engine calls server.notify.enqueue(conn, alarm, event) without an app at hand."""
+async def test_the_engines_writer_enqueues_with_the_running_apps_settings(city_db_url: str) -> None:
+    """The alarm engine is handed the app's notifier (app[keys.NOTIFIER], set by notify_ctx)
+    and its writer queues every transition's notifications through it."""
     receiver = Receiver(free_port())
     app = web.Application()
     app[keys.SETTINGS] = Settings(database_url=city_db_url, notify=fast_settings(
@@ -229,7 +231,7 @@ async def test_module_level_enqueue_uses_the_running_apps_settings(city_db_url: 
         await ctx.__anext__()
         async with pool.acquire() as conn, conn.transaction():
             alarm = await new_alarm(conn, "PS-0001")
-            await enqueue(conn, alarm, "raised")
+            await AlarmWriter(app[keys.NOTIFIER]).notify(conn, alarm, "raised")
         rows = await outbox(pool, alarm["id"])
         assert ("webhook", receiver.url) in [(r["channel"], r["target"]) for r in rows]
     finally:
