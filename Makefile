@@ -23,10 +23,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-# The web map's browser libraries, from npm (package-lock.json pins them); never committed.
+# The web pages' browser libraries (the map's MapLibre GL JS, /api/docs's Swagger UI), from npm (package-lock.json pins them); never committed.
 WEB_VENDOR := server/static/vendor
 WEB_STAMP  := $(WEB_VENDOR)/.installed
 MAPLIBRE   := node_modules/maplibre-gl
+SWAGGER_UI := node_modules/swagger-ui-dist
 
 web: $(WEB_STAMP)
 
@@ -36,6 +37,10 @@ $(WEB_STAMP): package.json package-lock.json
 	mkdir -p $(WEB_VENDOR)/maplibre-gl
 	cp $(MAPLIBRE)/dist/maplibre-gl.mjs $(MAPLIBRE)/dist/maplibre-gl-worker.mjs \
 	   $(MAPLIBRE)/dist/maplibre-gl.css $(MAPLIBRE)/LICENSE.txt $(WEB_VENDOR)/maplibre-gl/
+	rm -rf $(WEB_VENDOR)/swagger-ui
+	mkdir -p $(WEB_VENDOR)/swagger-ui
+	cp $(SWAGGER_UI)/swagger-ui-bundle.js $(SWAGGER_UI)/swagger-ui.css $(SWAGGER_UI)/LICENSE \
+	   $(SWAGGER_UI)/NOTICE $(WEB_VENDOR)/swagger-ui/
 	@touch $@
 
 demo: setup

@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(io_api.routes)  # bulk import and export
     app.add_routes(openapi.routes)  # GET /api/v1/openapi.json
     app.add_routes(tile_routes)  # /tiles: layer list, TileJSON, MVT
-    app.add_routes(pages.routes)  # / and /crew
+    app.add_routes(pages.routes)  # / , /crew and /api/docs
     app.router.add_get("/metrics", metrics_handler)
     static = settings.static_dir or STATIC_DIR
     if static.exists():

@@ -26,7 +26,7 @@ TOKEN_PREFIX = "ioc_"
 CACHE_TTL_S = 5.0
 
 # Paths anyone may fetch: probes, and the static pages that then ask for a token.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/crew", "/favicon.ico"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/crew", "/api/docs", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
 
 

@@ -1,4 +1,5 @@
-"""The browser pages: the IOC map at ``/`` and the crews' page at ``/crew``.
+"""The browser pages: the IOC map at ``/``, the crews' page at ``/crew`` and the HTTP API's
+reference at ``/api/docs`` (Swagger UI over ``/api/v1/openapi.json``).
 
 The pages are static files under ``server/static/``; the server only fills in the
 client configuration (the optional external basemap style, the build version that busts
@@ -26,6 +27,10 @@ routes = web.RouteTableDef()
 STATIC_DIR = Path(__file__).parent.parent / "static"
 VENDOR_HINT = (
     "the map library is not installed: run `make setup` (npm ci copies maplibre-gl into "
+    "server/static/vendor/)"
+)
+DOCS_VENDOR_HINT = (
+    "Swagger UI is not installed: run `make web` (npm ci copies swagger-ui-dist into "
     "server/static/vendor/)"
 )
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -58,7 +63,8 @@ def _script_json(obj: dict) -> str:
     return orjson.dumps(obj).decode().replace("</", "<\\/")
 
 
-def _page(request: web.Request, name: str) -> web.Response:
+def _page(request: web.Request, name: str, vendor: str = "maplibre-gl",
+          hint: str = VENDOR_HINT) -> web.Response:
     static = _static_dir(request)
     settings = request.app[keys.SETTINGS]
     try:
@@ -69,7 +75,7 @@ def _page(request: web.Request, name: str) -> web.Response:
     config = {
         "styleUrl": settings.web_style_url,
         "version": version,
-        "vendorMissing": None if (static / "vendor" / "maplibre-gl").is_dir() else VENDOR_HINT,
+        "vendorMissing": None if (static / "vendor" / vendor).is_dir() else hint,
     }
     text = (text.replace("{{CONFIG}}", _script_json(config))
             .replace("{{IMPORTMAP}}", _script_json(_import_map(static, version)))
@@ -85,6 +91,12 @@ async def map_page(request: web.Request) -> web.Response:
 @routes.get("/crew")
 async def crew_page(request: web.Request) -> web.Response:
     return _page(request, "crew.html")
+
+
+@routes.get("/api/docs")
+async def api_docs_page(request: web.Request) -> web.Response:
+    """Public like the other pages; the OpenAPI document it shows needs a token."""
+    return _page(request, "api-docs.html", vendor="swagger-ui", hint=DOCS_VENDOR_HINT)
 
 
 @routes.get("/favicon.ico")
