@@ -13,10 +13,12 @@ not set, the other commands use the services of the demo that runs in the data d
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +132,35 @@ def need_database(settings: Settings) -> str:
             "or IOC_DATA_DIR at the data directory of a running 'ioc demo'"
         )
     return settings.database_url
+
+
+def _unreachable(err: BaseException) -> bool:
+    """A service that is down or refuses us: the operator's to fix, not a bug to trace."""
+    from server.cli.embedded import EmbeddedError
+
+    kinds: list[type[BaseException]] = [OSError, EmbeddedError]
+    if "psycopg" in sys.modules:
+        kinds.append(sys.modules["psycopg"].OperationalError)
+    if "sqlalchemy.exc" in sys.modules:  # migrations: Alembic wraps psycopg's error
+        kinds.append(sys.modules["sqlalchemy.exc"].OperationalError)
+    if "asyncpg" in sys.modules:
+        asyncpg = sys.modules["asyncpg"]
+        kinds += [asyncpg.PostgresConnectionError, asyncpg.InvalidAuthorizationSpecificationError,
+                  asyncpg.InvalidCatalogNameError]
+    return isinstance(err, tuple(kinds))
+
+
+def run_command(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Run a sub-command. It ends through :class:`SystemExit` with a message, or its return
+    code; a service it cannot reach ends it the same way (one line, no traceback)."""
+    try:
+        return func(args) or 0
+    except Exception as err:
+        if not _unreachable(err):
+            raise
+        cause = getattr(err, "orig", None) or err  # SQLAlchemy's wrapper: the driver's message
+        first = (str(cause) or type(cause).__name__).splitlines()[0]
+        raise SystemExit(f"ioc {args.cmd}: {first}") from None
 
 
 async def connect(url: str):

@@ -7,7 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
-from server.cli.common import choose_data_dir, default_data_dir, load_settings, need_database
+from server.cli.common import (
+    choose_data_dir,
+    default_data_dir,
+    load_settings,
+    need_database,
+    run_command,
+)
 from server.settings import ROLES
 
 logger = logging.getLogger("ioc")
@@ -171,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     # aiomqtt warns on every publish while more than 10 are pending, which a fleet of
     # simulated devices always has; connection errors still show.
     logging.getLogger("mqtt").setLevel(logging.ERROR)
-    return args.func(args) or 0
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import pytest
 
 from server.cli import common
 from server.cli.common import SERVICES_FILE, advertise_services
+from server.cli.embedded import free_port
 from server.cli.main import main
 from server.http.auth import TokenStore
 
@@ -98,3 +99,13 @@ def test_a_dead_demos_file_is_ignored_and_the_message_says_both_ways(tmp_path, d
 def test_nothing_advertised(tmp_path, no_ioc_env):
     with pytest.raises(SystemExit, match="no 'ioc demo' is running in"):
         main(["--data-dir", str(tmp_path / "none"), "migrate"])
+
+
+@pytest.mark.parametrize("argv", [["token", "list"], ["export"]])
+def test_an_unreachable_database_ends_a_command_with_one_line(argv, no_ioc_env, monkeypatch):
+    monkeypatch.setenv("IOC_DATABASE_URL", f"postgresql://ioc@127.0.0.1:{free_port()}/ioc")
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    message = str(exc.value)
+    assert message.startswith(f"ioc {argv[0]}: ") and "\n" not in message
+    assert "refused" in message.lower() or "failed" in message.lower()
