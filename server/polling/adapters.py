@@ -161,9 +161,7 @@ class _Runner:
                     self.grid.retry_at(self._retry_at())
                     continue
                 except Exception as err:  # supervision boundary: a bug in the adapter
-                    if self.streak.first_bug():
-                        self.log.exception("failed unexpectedly")
-                    await self._failed(err)
+                    await self._failed(err, bug=True)
                     self.grid.retry_at(self._retry_at())
                     continue
                 await self._succeeded(readings)
@@ -227,7 +225,9 @@ class _Runner:
         self.stats.readings += len(readings)
         await self._emit(batch)
 
-    async def _failed(self, err: BaseException, auth: bool = False) -> None:
+    async def _failed(self, err: BaseException, auth: bool = False, bug: bool = False) -> None:
+        """Count the failure, close the link; one line when the streak starts (a bug's
+        traceback once per streak instead)."""
         self.stats.failures += 1
         message = describe(err)
         if isinstance(err, TimeoutError):
@@ -240,9 +240,12 @@ class _Runner:
         await self._close()
         if auth:
             if first:
-                self.log.warning("credentials refused (%s); its devices are offline; trying "
-                                 "again every %.0f s", message, self.policy.auth_retry_s)
-            await self._mark_offline(message)
+                self.log.warning("credentials refused (%s); its %d device(s) are offline; trying "
+                                 "again every %.0f s", message, len(self.devices),
+                                 self.policy.auth_retry_s)
+            await self._mark_offline(message, said=True)
+        elif bug and self.streak.first_bug():
+            self.log.exception("failed unexpectedly (%s); retrying with backoff", message)
         elif first:
             self.log.info("unavailable (%s); retrying with backoff", message)
 
@@ -250,17 +253,21 @@ class _Runner:
         self.stats.failures += 1
         self.stats.state, self.stats.last_error = "stopped", str(err)
         self.log.error("stopped: configuration error: %s (fix [adapters.%s] or the devices' "
-                       "adapter_config, then restart)", err, self.kind)
+                       "adapter_config, then restart); its %d device(s) are offline", err,
+                       self.kind, len(self.devices))
         await self._close()
-        await self._mark_offline(str(err))
+        await self._mark_offline(str(err), said=True)
 
-    async def _mark_offline(self, why: str) -> None:
+    async def _mark_offline(self, why: str, said: bool = False) -> None:
+        """Tell the sink the devices are offline (and the log, unless the failure's own line
+        ``said`` so: one line per failure)."""
         if not self.up.lost():
             return
         if self.devices:
             names = sorted(self.devices)
-            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-            self.log.info("%d device(s) offline: %s (%s)", len(names), shown, why)
+            if not said:
+                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                self.log.info("%d device(s) offline: %s (%s)", len(names), shown, why)
             await self._emit([StatusUpdate(d, online=False) for d in names])
 
     async def _close(self) -> None:

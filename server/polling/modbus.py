@@ -211,9 +211,10 @@ class _GatewayWorker:
             return
         except Exception as err:  # supervision boundary: one unit's bug spares the others
             self.counters.failures += 1
+            error = f"{type(err).__name__}: {describe(err)}"
             if u.streak.first_bug():
-                u.log.exception("poll failed unexpectedly")
-            self._failed(u, f"{type(err).__name__}: {describe(err)}")
+                u.log.exception("poll failed unexpectedly (%s)", error)
+            self._failed(u, error)
             return
         u.streak.succeed()
         batch: list[Reading | StatusUpdate] = []
