@@ -31,25 +31,26 @@ def _interrupt(signum, frame):
 def run_demo(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from server.cli.common import default_data_dir, load_settings
+    from server.cli.common import advertise_services, data_dir, load_settings
     from server.http.app import create_app
 
-    data_dir: Path = (args.data_dir or default_data_dir()).expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    settings = load_settings(http_host=args.host, http_port=args.port)
+    home = data_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    # The demo's own services, never those of another demo this data directory advertises.
+    settings = load_settings(find_demo=False, http_host=args.host, http_port=args.port)
     # SIGTERM before the server runs must also clean up the services already started.
     signal.signal(signal.SIGTERM, _interrupt)
     services: list[EmbeddedPostgres | EmbeddedMosquitto] = []
     try:
         updates: dict = {}
         if not settings.database_url:
-            pg = EmbeddedPostgres(data_dir / "postgres")
+            pg = EmbeddedPostgres(home / "postgres")
             logger.info("starting PostgreSQL in %s", pg.data_dir)
             pg.start()
             services.append(pg)
             updates["database_url"] = pg.create_database("ioc")
         if not settings.mqtt_url:
-            mq = EmbeddedMosquitto(data_dir / "mosquitto")
+            mq = EmbeddedMosquitto(home / "mosquitto")
             mq.start()
             services.append(mq)
             logger.info("mosquitto on %s", mq.url)
@@ -77,8 +78,10 @@ def run_demo(args: argparse.Namespace) -> int:
                   f"  API:         {base}/api/v1/devices  (Authorization: Bearer <token>)\n"
                   "  Ctrl-C stops everything.\n", flush=True)
 
-        web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port,
-                    access_log=None, print=banner, loop=new_event_loop(settings.event_loop))
+        # While it runs, the other ioc commands find its database and broker here.
+        with advertise_services(home, database_url=url, mqtt_url=settings.mqtt_url, http_base=base):
+            web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port,
+                        access_log=None, print=banner, loop=new_event_loop(settings.event_loop))
     except KeyboardInterrupt:
         pass
     finally:

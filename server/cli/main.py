@@ -7,7 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
-from server.cli.common import default_data_dir, load_settings, need_database
+from server.cli.common import (
+    choose_data_dir,
+    default_data_dir,
+    load_settings,
+    need_database,
+    run_command,
+)
 from server.settings import ROLES
 
 logger = logging.getLogger("ioc")
@@ -85,6 +91,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ioc", description="IOC realtime GIS and telemetry server")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument(*DATA_DIR_ARGS, default=None, **DATA_DIR_OPTIONS)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run the server against IOC_DATABASE_URL / IOC_MQTT_URL")
@@ -96,8 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
                                     "synthetic city, simulated devices, server and map")
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=8080)
-    d.add_argument("--data-dir", type=Path, default=None,
-                   help=f"where the private services keep data (default {default_data_dir()})")
     d.add_argument("--devices", type=int, default=5000, help="streetlights in the synthetic city")
     d.add_argument("--seed", type=int, default=42)
     d.add_argument("--no-simulator", action="store_true", help="do not simulate devices")
@@ -131,12 +136,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (simulate, io, credentials):
         module.register(sub)
+    _everywhere(p)
     return p
+
+
+DATA_DIR_ARGS = ("--data-dir",)
+DATA_DIR_OPTIONS = dict(
+    type=Path, metavar="DIR",
+    help="the data directory of 'ioc demo': where it keeps its services' files and where the "
+         f"other commands find a running demo's services (default: IOC_DATA_DIR, else "
+         f"{default_data_dir()})")
+
+
+def _everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--data-dir`` after any sub-command too (``ioc token create --data-dir X``).
+
+    SUPPRESS: a sub-command that is not given the option must not reset the value given
+    before it (``ioc --data-dir X token create``).
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if "--data-dir" not in sub._option_string_actions:
+                    sub.add_argument(*DATA_DIR_ARGS, default=argparse.SUPPRESS, **DATA_DIR_OPTIONS)
+                _everywhere(sub)
 
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    choose_data_dir(args.data_dir)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -148,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     # aiomqtt warns on every publish while more than 10 are pending, which a fleet of
     # simulated devices always has; connection errors still show.
     logging.getLogger("mqtt").setLevel(logging.ERROR)
-    return args.func(args) or 0
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -36,16 +36,18 @@ Assistant's ``DataUpdateCoordinator`` does for integrations):
   have one link), connects first if the link is down, and runs under ``timeout_s``.
 
 One task per adapter (``adapter[<kind>].poll``), all owned by :class:`AdapterSupervisor`.
+The grid, the backoff, the availability clock and the once-per-streak logging are
+:mod:`server.polling.core`'s, shared with the Modbus poller; every log line starts with
+``adapter[<kind>]``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -63,6 +65,7 @@ from adapters.sdk import (
     TransientError,
 )
 from server import keys
+from server.polling.core import Availability, Delivery, Grid, Labelled, Streak, backoff, describe, wait_until
 from server.runtime.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -75,8 +78,6 @@ SERVER_KEYS = ("enabled", "interval_s", "timeout_s")
 #: ``sink(kind, items)``: the ingest pipeline, awaited (it may block: backpressure).
 Sink = Callable[[str, Sequence[Reading | StatusUpdate]], Awaitable[None]]
 BindingsLoader = Callable[[str], Awaitable[list[DeviceBinding]]]
-
-
 
 
 class StartupError(Exception):
@@ -106,41 +107,42 @@ class AdapterStats:
     devices: int = 0
 
 
-@dataclass(eq=False)
 class _Runner:
-    kind: str
-    adapter: PollingAdapter
-    interval: float
-    timeout: float
-    sink: Sink
-    load_bindings: BindingsLoader
-    policy: SupervisorPolicy
-    rng: random.Random
-    directory_version: Callable[[], int]
-    stats: AdapterStats = field(default_factory=AdapterStats)
-    devices: set[str] = field(default_factory=set)  # bound or seen in readings
-    offline: bool = False  # we said they are offline
-    connected: bool = False
-    last_success: float = 0.0
-    _bound_at: int | None = None
-    _bug_logged: bool = False
-    # Held by a poll (connect included) and by a write: they share the adapter's link.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One adapter's task: its schedule, its link, its devices' availability."""
 
-    def __post_init__(self) -> None:
-        self.log = logging.LoggerAdapter(logger, {"adapter": self.kind})
+    def __init__(self, kind: str, adapter: PollingAdapter, interval: float, timeout: float, sink: Sink,
+                 load_bindings: BindingsLoader, policy: SupervisorPolicy, rng: random.Random,
+                 directory_version: Callable[[], int]) -> None:
+        self.kind, self.adapter, self.interval, self.timeout = kind, adapter, interval, timeout
+        self.load_bindings, self.policy, self.rng = load_bindings, policy, rng
+        self.directory_version = directory_version
+        self.stats = AdapterStats()
+        self.devices: set[str] = set()  # bound or seen in readings
+        # Its devices are not announced online at the first poll, only after being offline.
+        self.up = Availability(policy.offline_after_intervals * interval, online=True)
+        self.streak = Streak()  # failed polls (and connects) in a row
+        self.grid = Grid(interval)
+        self.connected = False
+        self._bound_at: int | None = None
+        # Held by a poll (connect included) and by a write: they share the adapter's link.
+        self.lock = asyncio.Lock()
+        self.log = Labelled(logger, f"adapter[{kind}]", adapter=kind)
+
+        async def deliver(batch: Sequence[Reading | StatusUpdate]) -> None:
+            await sink(kind, batch)
+
+        self._emit = Delivery(deliver, self.log)
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
     async def run(self) -> None:
         start = self._now()
-        self.last_success = start  # the offline clock starts with us
-        phase = start + self.rng.uniform(0, self.interval)
-        deadline, on_grid, attempt = phase, True, 0
+        self.up.last_success = start  # the offline clock starts with us
+        self.grid.start(start + self.rng.uniform(0, self.interval))
         try:
             while True:
-                await self._sleep_until(deadline)
+                await wait_until(self.grid.deadline, self._watched, self._expire)
                 try:
                     async with self.lock:
                         await self._refresh_bindings()
@@ -152,30 +154,18 @@ class _Runner:
                     return
                 except AuthError as err:
                     await self._failed(err, auth=True)
-                    attempt += 1
-                    deadline, on_grid = self._now() + self.policy.auth_retry_s, False
+                    self.grid.retry_at(self._now() + self.policy.auth_retry_s)
                     continue
                 except (TransientError, TimeoutError) as err:
                     await self._failed(err)
-                    attempt += 1
-                    deadline, on_grid = self._retry_at(attempt), False
+                    self.grid.retry_at(self._retry_at())
                     continue
                 except Exception as err:  # supervision boundary: a bug in the adapter
-                    if not self._bug_logged:
-                        self.log.exception("adapter %s failed unexpectedly", self.kind)
-                        self._bug_logged = True
-                    await self._failed(err)
-                    attempt += 1
-                    deadline, on_grid = self._retry_at(attempt), False
+                    await self._failed(err, bug=True)
+                    self.grid.retry_at(self._retry_at())
                     continue
-                attempt = 0
                 await self._succeeded(readings)
-                # The first slot of the grid after now; slots a slow poll or a slow sink
-                # overran are skipped (counted), not made up in a burst.
-                k = math.floor((self._now() - phase) / self.interval) + 1
-                if on_grid:
-                    self.stats.skipped += max(0, k - round((deadline - phase) / self.interval) - 1)
-                deadline, on_grid = phase + k * self.interval, True
+                self.stats.skipped += self.grid.next_slot(self._now())
         finally:
             await self._close()
 
@@ -206,84 +196,79 @@ class _Runner:
                 raise
 
     # -- schedule
-    def _retry_at(self, attempt: int) -> float:
-        """Capped exponential backoff, jittered between half and all of it; once back up,
-        polls return to the grid."""
-        delay = min(self.policy.backoff_max_s,
-                    max(self.policy.backoff_min_s, self.interval) * 2 ** min(attempt - 1, 20))
-        return self._now() + delay * self.rng.uniform(0.5, 1.0)
+    def _retry_at(self) -> float:
+        """After the streak's n-th failure: capped exponential backoff from the interval
+        (at least ``backoff_min_s``); once back up, polls return to the grid."""
+        base = max(self.policy.backoff_min_s, self.interval)
+        return self._now() + backoff(self.rng, base, self.streak.failures - 1, self.policy.backoff_max_s)
 
-    async def _sleep_until(self, deadline: float) -> None:
-        """Sleep until ``deadline``, taking the devices offline if their time runs out."""
-        while (now := self._now()) < deadline:
-            expiry = self.last_success + self.policy.offline_after_intervals * self.interval
-            if not self.offline and self.devices and expiry < deadline:
-                await asyncio.sleep(max(0.0, expiry - now))
-                if self._now() >= expiry and not self.offline:
-                    await self._mark_offline(self.stats.last_error or "no successful poll")
-                continue
-            await asyncio.sleep(deadline - now)
+    def _watched(self) -> list[Availability]:
+        return [self.up] if self.devices and self.up.watched else []
+
+    async def _expire(self, _gone: list[Availability]) -> None:
+        await self._mark_offline(self.stats.last_error or "no successful poll")
 
     # -- outcomes
     async def _succeeded(self, readings: Sequence[Reading]) -> None:
         self.stats.polls += 1
-        self.last_success = self._now()
-        was_down = self.stats.state != "polling"
+        recovered = self.streak.succeed()
         self.stats.state, self.stats.last_error = "polling", ""
-        self._bug_logged = False
         named = {r.device_id for r in readings}
         self.devices |= named
         self.stats.devices = len(self.devices)
         batch: list[Reading | StatusUpdate] = []
-        if self.offline:
-            self.offline = False
+        if self.up.succeeded(self._now()) is False:
             batch += [StatusUpdate(d, online=True) for d in sorted(self.devices)]
-        if was_down and self.stats.polls > 1:
-            self.log.info("adapter %s polls again", self.kind)
+        if recovered and self.stats.polls > 1:
+            self.log.info("polls again")
         batch += readings
         self.stats.readings += len(readings)
-        if batch:
-            await self._emit(batch)
+        await self._emit(batch)
 
-    async def _failed(self, err: BaseException, auth: bool = False) -> None:
+    async def _failed(self, err: BaseException, auth: bool = False, bug: bool = False) -> None:
+        """Count the failure, close the link; one line when the streak starts (a bug's
+        traceback once per streak instead)."""
         self.stats.failures += 1
-        message = str(err) or type(err).__name__
+        message = describe(err)
         if isinstance(err, TimeoutError):
             message = f"poll did not finish within {self.timeout:g} s"
-        first = self.stats.state in ("starting", "polling")
+        elif not isinstance(err, TransientError | AuthError):  # a bug: say what kind
+            message = f"{type(err).__name__}: {message}"
+        first = self.streak.fail(message)
         self.stats.last_error = message
         self.stats.state = "auth_failed" if auth else "retrying"
         await self._close()
         if auth:
             if first:
-                self.log.warning("adapter %s: credentials refused (%s); its devices are offline; "
-                                 "trying again every %.0f s", self.kind, message,
+                self.log.warning("credentials refused (%s); its %d device(s) are offline; trying "
+                                 "again every %.0f s", message, len(self.devices),
                                  self.policy.auth_retry_s)
-            await self._mark_offline(message)
+            await self._mark_offline(message, said=True)
+        elif bug and self.streak.first_bug():
+            self.log.exception("failed unexpectedly (%s); retrying with backoff", message)
         elif first:
-            self.log.info("adapter %s unavailable (%s); retrying with backoff", self.kind, message)
+            self.log.info("unavailable (%s); retrying with backoff", message)
 
     async def _stop(self, err: ConfigError) -> None:
         self.stats.failures += 1
         self.stats.state, self.stats.last_error = "stopped", str(err)
-        self.log.error("adapter %s stopped: configuration error: %s (fix [adapters.%s] or the "
-                       "devices' adapter_config, then restart)", self.kind, err, self.kind)
+        self.log.error("stopped: configuration error: %s (fix [adapters.%s] or the devices' "
+                       "adapter_config, then restart); its %d device(s) are offline", err,
+                       self.kind, len(self.devices))
         await self._close()
-        await self._mark_offline(str(err))
+        await self._mark_offline(str(err), said=True)
 
-    async def _mark_offline(self, why: str) -> None:
-        if self.offline:
+    async def _mark_offline(self, why: str, said: bool = False) -> None:
+        """Tell the sink the devices are offline (and the log, unless the failure's own line
+        ``said`` so: one line per failure)."""
+        if not self.up.lost():
             return
-        self.offline = True
         if self.devices:
-            self.log.info("adapter %s: %d device(s) offline (%s)", self.kind, len(self.devices), why)
-            await self._emit([StatusUpdate(d, online=False) for d in sorted(self.devices)])
-
-    async def _emit(self, batch: Sequence[Reading | StatusUpdate]) -> None:
-        try:
-            await self.sink(self.kind, batch)
-        except Exception:  # supervision boundary: ingest trouble must not end polling
-            self.log.exception("adapter %s: storing %d items failed", self.kind, len(batch))
+            names = sorted(self.devices)
+            if not said:
+                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                self.log.info("%d device(s) offline: %s (%s)", len(names), shown, why)
+            await self._emit([StatusUpdate(d, online=False) for d in names])
 
     async def _close(self) -> None:
         if not self.connected:
@@ -291,8 +276,8 @@ class _Runner:
         self.connected = False
         try:
             await self.adapter.close()
-        except Exception:  # supervision boundary: a failing close must not end polling
-            self.log.exception("adapter %s: close failed", self.kind)
+        except Exception as err:  # supervision boundary: a failing close must not end polling
+            self.log.warning("close failed (%s)", describe(err))
 
     async def _refresh_bindings(self) -> None:
         version = self.directory_version()

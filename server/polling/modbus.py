@@ -23,6 +23,10 @@ reconnecting.
 * The sink is awaited: when ingest applies backpressure the gateway's polls wait and
   missed slots are skipped (counted as ``overruns``), so nothing piles up in memory.
 
+The grid, the backoff, the availability clock and the once-per-streak logging are
+:mod:`server.polling.core`'s, shared with the adapter supervisor. Every log line starts with
+``modbus[<gateway>]`` (and the device, when it concerns one unit).
+
 No pymodbus exception reaches this module; it handles the SDK's error classes only.
 """
 
@@ -30,10 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -41,6 +44,7 @@ from aiohttp import web
 from adapters.modbus import GatewayConnection
 from adapters.sdk import ConfigError, Reading, StatusUpdate, TransientError
 from server import keys
+from server.polling.core import Availability, Delivery, Grid, Labelled, Streak, backoff, describe, wait_until
 from server.runtime.tasks import cancel_and_wait
 from server.settings import ModbusGateway, ModbusUnit
 
@@ -76,30 +80,14 @@ class GatewayStats:
     units_stopped: int = 0  # configuration errors: not polled until restart
 
 
-class _Context(logging.LoggerAdapter):
-    """Prefixes ``modbus[gateway] device:`` and adds both as ``extra`` fields."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        extra = dict(self.extra or {})
-        prefix = f"modbus[{extra.get('gateway')}]"
-        if device := extra.get("device"):
-            prefix += f" {device}"
-        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
-        return f"{prefix}: {msg}", kwargs
-
-
 @dataclass(eq=False, slots=True)
 class _Unit:
     cfg: ModbusUnit
     log: logging.LoggerAdapter
-    phase: float = 0.0  # loop time of slot 0
-    deadline: float = 0.0  # next poll, loop time
-    on_grid: bool = True  # deadline is phase + k × interval (not a backoff retry)
-    last_answer: float = 0.0  # loop time; the start time until the first answer
-    online: bool | None = None  # None: not known yet
-    failures: int = 0  # consecutive polls without an answer
-    last_error: str = ""
-    stopped: bool = False
+    grid: Grid
+    up: Availability
+    streak: Streak = field(default_factory=Streak)  # polls without an answer, in a row
+    stopped: bool = False  # a configuration error: not polled until restart
 
     @property
     def interval(self) -> float:
@@ -108,24 +96,26 @@ class _Unit:
 
 class _GatewayWorker:
     def __init__(self, cfg: ModbusGateway, sink: Sink, policy: PollPolicy, rng: random.Random) -> None:
-        self.cfg, self.sink, self.policy, self.rng = cfg, sink, policy, rng
+        self.cfg, self.policy, self.rng = cfg, policy, rng
         self.name = cfg.name
         self.conn = GatewayConnection(cfg)
-        self.log = _Context(logger, {"gateway": cfg.name})
+        self.log = Labelled(logger, f"modbus[{cfg.name}]", gateway=cfg.name)
         self.units = [
-            _Unit(u, _Context(logger, {"gateway": cfg.name, "device": u.device})) for u in cfg.units
+            _Unit(u, Labelled(logger, f"modbus[{cfg.name}] {u.device}", gateway=cfg.name, device=u.device),
+                  Grid(u.interval_s), Availability(policy.offline_after_intervals * u.interval_s))
+            for u in cfg.units
         ]
         for u in cfg.units:  # a bad profile stops start-up, naming the device and field
             self.conn.unit_map(u)
         self.counters = GatewayStats()
-        self._link_down_logged = False
+        self.link = Streak()  # failed connects (and the loss that started them)
         self._had_link = False
-        self._sink_failing = False
+        self._emit = Delivery(sink, self.log)
 
     def stats(self) -> GatewayStats:
         s = replace(self.counters, connected=self.conn.connected)
-        s.units_online = sum(u.online is True for u in self.units)
-        s.units_offline = sum(u.online is False and not u.stopped for u in self.units)
+        s.units_online = sum(u.up.online is True for u in self.units)
+        s.units_offline = sum(u.up.online is False and not u.stopped for u in self.units)
         s.units_stopped = sum(u.stopped for u in self.units)
         return s
 
@@ -136,8 +126,8 @@ class _GatewayWorker:
         t0 = self._loop_time()
         for i, u in enumerate(self.units):
             spread = min(u.interval, self.policy.max_stagger_s)
-            u.phase = u.deadline = t0 + spread * i / len(self.units)
-            u.last_answer = t0
+            u.grid.start(t0 + spread * i / len(self.units))
+            u.up.last_success = t0
         try:
             while True:
                 try:
@@ -146,9 +136,8 @@ class _GatewayWorker:
                 except Exception:  # supervision boundary: a bug must not end the gateway
                     self.log.exception("poll loop failed; restarting it")
                     await self.conn.close()
-                    await self._idle(
-                        self._backoff(self.policy.reconnect_min_s, 3, self.policy.reconnect_max_s)
-                    )
+                    await self._idle(backoff(self.rng, self.policy.reconnect_min_s, 3,
+                                             self.policy.reconnect_max_s))
         finally:
             await self.conn.close()
 
@@ -160,68 +149,44 @@ class _GatewayWorker:
             try:
                 await self.conn.connect()
             except TransientError as err:
-                self._blame_link(err)
-                if not self._link_down_logged:
-                    self._link_down_logged = True
-                    self.log.info("gateway unreachable (%s); retrying with backoff", err)
+                if self.link.fail(f"gateway unreachable: {describe(err)}"):
+                    self.log.info("gateway unreachable (%s); retrying with backoff", describe(err))
                 attempt += 1
-                await self._idle(
-                    self._backoff(self.policy.reconnect_min_s, attempt - 1, self.policy.reconnect_max_s)
-                )
+                await self._idle(backoff(self.rng, self.policy.reconnect_min_s, attempt - 1,
+                                         self.policy.reconnect_max_s))
         if self._had_link:
             self.counters.reconnects += 1
         self._had_link = True
         now = self._loop_time()
-        for u in self.units:  # slots missed while the link was down are not overruns
-            if u.deadline < now:
-                u.on_grid = False
-        if self._link_down_logged:
-            self._link_down_logged = False
+        for u in self.units:
+            u.grid.forgive(now)
+        if self.link.succeed():
             self.log.info("gateway link restored")
 
-    def _blame_link(self, err: BaseException) -> None:
-        for u in self.units:
-            u.last_error = f"gateway unreachable: {err}"
-
     def _link_lost(self, err: BaseException) -> None:
-        self._blame_link(err)
-        if not self._link_down_logged:
-            self._link_down_logged = True
-            self.log.info("gateway link lost (%s); reconnecting", err)
+        if self.link.fail(f"gateway unreachable: {describe(err)}"):
+            self.log.info("gateway link lost (%s); reconnecting", describe(err))
 
-    def _backoff(self, base: float, attempt: int, cap: float) -> float:
-        """Capped exponential delay, jittered between half and all of it."""
-        return min(cap, base * 2 ** min(attempt, 30)) * self.rng.uniform(0.5, 1.0)
+    def _why(self, u: _Unit) -> str:
+        """Why a unit has not answered: the link's trouble first, else its own."""
+        return self.link.last_error or u.streak.last_error or "never answered"
 
     async def _idle(self, delay: float) -> None:
         """Sleep ``delay`` seconds, marking units offline whose time is up meanwhile."""
-        until = self._loop_time() + delay
-        while (now := self._loop_time()) < until:
-            wake = min([until, *(u.last_answer + self._offline_after(u) for u in self._watched())])
-            await asyncio.sleep(max(0.0, wake - now))
-            await self._expire()
+        await wait_until(self._loop_time() + delay, self._watched, self._expire)
 
     # -- polling --------------------------------------------------------------------------
 
-    def _watched(self) -> list[_Unit]:
-        return [u for u in self.units if not u.stopped and u.online is not False]
-
-    def _offline_after(self, u: _Unit) -> float:
-        return self.policy.offline_after_intervals * u.interval
+    def _watched(self) -> list[Availability]:
+        return [u.up for u in self.units if not u.stopped and u.up.watched]
 
     async def _poll_while_connected(self) -> None:
         while self.conn.connected:
             active = [u for u in self.units if not u.stopped]
             if not active:
                 await asyncio.get_running_loop().create_future()  # nothing left: wait for stop
-            unit = min(active, key=lambda u: u.deadline)
-            expiry = min((u.last_answer + self._offline_after(u) for u in self._watched()), default=math.inf)
-            now = self._loop_time()
-            if expiry < unit.deadline:  # an availability deadline comes first
-                await asyncio.sleep(max(0.0, expiry - now))
-                await self._expire()
-                continue
-            await asyncio.sleep(max(0.0, unit.deadline - now))
+            unit = min(active, key=lambda u: u.grid.deadline)
+            await wait_until(unit.grid.deadline, self._watched, self._expire)
             await self._poll(unit)
 
     async def _poll(self, u: _Unit) -> None:
@@ -234,8 +199,7 @@ class _GatewayWorker:
             self.counters.failures += 1
             u.stopped = True
             u.log.error("stopped polling: %s", err)
-            if u.online is not False:
-                u.online = False
+            if u.up.lost():
                 await self._emit([StatusUpdate(u.cfg.device, online=False)])
             return
         except (TransientError, TimeoutError) as err:
@@ -247,64 +211,38 @@ class _GatewayWorker:
             return
         except Exception as err:  # supervision boundary: one unit's bug spares the others
             self.counters.failures += 1
-            if not u.failures:
-                u.log.exception("poll failed unexpectedly")
-            self._failed(u, repr(err))
+            error = f"{type(err).__name__}: {describe(err)}"
+            if u.streak.first_bug():
+                u.log.exception("poll failed unexpectedly (%s)", error)
+            self._failed(u, error)
             return
-        u.failures = 0
-        u.last_answer = started
+        u.streak.succeed()
         batch: list[Reading | StatusUpdate] = []
-        if u.online is not True:
-            if u.online is False:
+        before = u.up.succeeded(started)
+        if before is not True:
+            if before is False:
                 u.log.info("available again")
-            u.online = True
             batch.append(StatusUpdate(u.cfg.device, online=True))
         batch.extend(readings)
-        self._reschedule(u)
+        self.counters.overruns += u.grid.next_slot(self._loop_time())
         await self._emit(batch)
 
     def _failed(self, u: _Unit, error: str) -> None:
-        u.failures += 1
-        u.last_error = error
-        if u.failures == 1:
-            self._reschedule(u)  # one miss keeps the regular slot
+        u.streak.fail(error)
+        if u.streak.failures == 1:  # one miss keeps the regular slot
+            self.counters.overruns += u.grid.next_slot(self._loop_time())
         else:
-            delay = max(u.interval, self._backoff(u.interval, u.failures - 1, self.policy.unit_backoff_max_s))
-            u.deadline, u.on_grid = self._loop_time() + delay, False
+            delay = max(u.interval, backoff(self.rng, u.interval, u.streak.failures - 1,
+                                            self.policy.unit_backoff_max_s))
+            u.grid.retry_at(self._loop_time() + delay)
 
-    def _reschedule(self, u: _Unit) -> None:
-        """The first slot of the unit's grid after now; skipped slots count as overruns."""
+    async def _expire(self, gone: list[Availability]) -> None:
         now = self._loop_time()
-        k = math.floor((now - u.phase) / u.interval) + 1
-        if u.on_grid:
-            k_was = round((u.deadline - u.phase) / u.interval)
-            self.counters.overruns += max(0, k - k_was - 1)
-        u.deadline, u.on_grid = u.phase + k * u.interval, True
-
-    async def _expire(self) -> None:
-        now = self._loop_time()
-        gone = [u for u in self._watched() if now >= u.last_answer + self._offline_after(u)]
-        for u in gone:
-            u.online = False
-            u.log.info(
-                "unavailable: no answer for %.1f s (%s)",
-                now - u.last_answer,
-                u.last_error or "never answered",
-            )
-        if gone:
-            await self._emit([StatusUpdate(u.cfg.device, online=False) for u in gone])
-
-    async def _emit(self, batch: Sequence[Reading | StatusUpdate]) -> None:
-        if not batch:
-            return
-        try:
-            await self.sink(batch)
-        except Exception:  # supervision boundary: ingest trouble must not stop polling
-            if not self._sink_failing:
-                self.log.exception("sink failed; dropping %d items", len(batch))
-            self._sink_failing = True
-        else:
-            self._sink_failing = False
+        units = [u for u in self.units if any(u.up is a for a in gone)]
+        for u in units:
+            u.up.lost()
+            u.log.info("unavailable: no answer for %.1f s (%s)", now - u.up.last_success, self._why(u))
+        await self._emit([StatusUpdate(u.cfg.device, online=False) for u in units])
 
 
 class ModbusPoller:

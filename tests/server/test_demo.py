@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -52,9 +53,21 @@ def test_demo_serves_the_city_and_stops_cleanly(tmp_path, sig):
             assert proc.poll() is None, text
             time.sleep(0.3)
         assert token, (tmp_path / "demo.log").read_text()
-        status, body = _get(f"http://127.0.0.1:{port}/api/v1/devices?bbox=105.80,21.55,105.88,"
-                            "21.63&kind=streetlight&limit=50000", token)
+        devices = (f"http://127.0.0.1:{port}/api/v1/devices?bbox=105.80,21.55,105.88,21.63"
+                   "&kind=streetlight&limit=50000")
+        status, body = _get(devices, token)
         assert status == 200
+        assert b'"streetlight"' in body
+        # Another ioc command beside the demo, with no IOC_DATABASE_URL, finds its database.
+        services = tmp_path / "data" / "services.json"
+        assert stat.S_IMODE(services.stat().st_mode) == 0o600
+        crew = subprocess.run(
+            [sys.executable, "-m", "server", "token", "create", "--role", "crew", "--crew", "CREW-01",
+             "--data-dir", str(tmp_path / "data")],
+            capture_output=True, text=True, env=env, timeout=60)
+        assert crew.returncode == 0, crew.stderr
+        status, body = _get(devices, crew.stdout.strip())
+        assert status == 200, body
         assert b'"streetlight"' in body
     finally:
         descendants = []
@@ -78,4 +91,5 @@ def test_demo_serves_the_city_and_stops_cleanly(tmp_path, sig):
     assert code == 0, (tmp_path / "demo.log").read_text()
     _gone, alive = psutil.wait_procs(descendants + services, timeout=10)
     assert not alive, f"left running after {sig.name}: {[p.cmdline() for p in alive]}"
+    assert not (tmp_path / "data" / "services.json").exists()
     assert "seeding the synthetic city" in (tmp_path / "demo.log").read_text()
