@@ -1,11 +1,19 @@
 # ioc-server: the Python server. PostGIS and mosquitto run as their own containers
 # (compose.yaml).
+# The web pages' browser libraries (maplibre-gl, swagger-ui), from npm at build time by the
+# same Makefile target as `make web`: the image serves them itself, nothing from a CDN.
+FROM node:20-bookworm AS web
+WORKDIR /src
+COPY Makefile package.json package-lock.json ./
+RUN make web
+
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY server ./server
+COPY --from=web /src/server/static/vendor ./server/static/vendor
 COPY adapters ./adapters
 COPY geo ./geo
 COPY rules ./rules
