@@ -89,14 +89,30 @@ class Persister:
             except asyncio.CancelledError:
                 raise
             except RETRIED as err:
-                logger.warning("storing an alarm transition failed (%s); retrying in %.1f s",
-                               err, delay)
+                logger.warning("storing the alarm write %s failed (%s); retrying in %.1f s",
+                               self.describe(item), err, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             except Exception:  # supervision boundary: one bad transition must not stop the rest
-                logger.exception("alarm transition %r could not be stored; dropped", item)
+                logger.exception("the alarm write %s could not be stored; dropped",
+                                 self.describe(item))
             self.queue.done()
+
+    def describe(self, item: Item) -> str:
+        """The item in a log line: what it is and the rule and device it concerns, in plain
+        values (never a dataclass repr full of numpy scalars)."""
+        match item:
+            case StoreTransition(t):
+                device = self._device_id(t.device) or f"key {t.device}"
+                return f"'{t.event}' of rule {t.rule} on {device}"
+            case CloseAlarm(alarm_id, reason):
+                return f"'close alarm {alarm_id}' ({reason})"
+            case ExpireShelf(alarm_id):
+                return f"'end the shelving of alarm {alarm_id}'"
+            case EndChattering(rule, device):
+                return f"'end chattering' of rule {rule} on {device}"
+        return type(item).__name__
 
     async def persist(self, item: Item) -> None:
         match item:

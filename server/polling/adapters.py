@@ -58,6 +58,7 @@ from adapters.registry import discover
 from adapters.sdk import (
     AuthError,
     ConfigError,
+    DecodeError,
     DeviceBinding,
     PollingAdapter,
     Reading,
@@ -156,7 +157,9 @@ class _Runner:
                     await self._failed(err, auth=True)
                     self.grid.retry_at(self._now() + self.policy.auth_retry_s)
                     continue
-                except (TransientError, TimeoutError) as err:
+                # A reply the adapter could not read (DecodeError) is the device's or the
+                # cloud's fault, not a bug: retried like a timeout, logged in one line.
+                except (TransientError, DecodeError, TimeoutError) as err:
                     await self._failed(err)
                     self.grid.retry_at(self._retry_at())
                     continue

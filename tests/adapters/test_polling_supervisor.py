@@ -20,6 +20,7 @@ from adapters.modbus import ModbusAdapter
 from adapters.sdk import (
     AuthError,
     ConfigError,
+    DecodeError,
     DeviceBinding,
     PollingAdapter,
     Reading,
@@ -173,6 +174,19 @@ async def test_an_adapter_bug_is_logged_once_and_retried(caplog):
                          and sup.stats()["fake"].failures == 3, what="recovery")
     assert caplog.text.count("failed unexpectedly") == 1
     assert "KeyError" in caplog.text
+
+
+async def test_an_unreadable_reply_is_retried_like_a_transient_failure(caplog):
+    """A DecodeError from poll is the device's or the cloud's fault: one line, no traceback,
+    retried; not reported as a bug in the adapter."""
+    adapter, sink = FakeAdapter(), Sink()
+    adapter.script = [DecodeError("the cloud answered HTML, not JSON")]
+    async with supervise(adapter, sink) as sup:
+        await eventually(lambda: sup.stats()["fake"].state == "polling"
+                         and sup.stats()["fake"].failures == 1, what="recovery")
+    assert "answered HTML" in caplog.text
+    assert "failed unexpectedly" not in caplog.text
+    assert not any(r.exc_info for r in caplog.records)
 
 
 def test_configuration_sections_are_validated_at_startup():
