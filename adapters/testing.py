@@ -268,6 +268,9 @@ class PollingAdapterContract:
     breakages: ClassVar[Mapping[str, type[AdapterError] | None]] = {}
     # How far the stand-in's clock may run ahead of ours (a stand-in on loopback: not at all).
     clock_skew: ClassVar[timedelta] = timedelta(0)
+    # A poll against a broken stand-in must end by itself: the supervisor would cancel it after
+    # ``timeout_s``, but then the operator sees "timed out" instead of the adapter's reason.
+    poll_within_s: ClassVar[float] = 10.0
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         """One test per breakage, named after it (pytest calls this for the class)."""
@@ -350,14 +353,20 @@ class PollingAdapterContract:
             outcome = break_device(breakage)
             if inspect.isawaitable(outcome):
                 await outcome
+            deadline = asyncio.timeout(self.poll_within_s)
             try:
-                readings = await adapter.poll()
+                async with deadline:
+                    readings = await adapter.poll()
             except AdapterError as err:
                 if expected is not None:
                     assert isinstance(err, expected), (
                         f"{breakage}: poll raised {type(err).__name__}, expected {expected.__name__}")
                 assert str(err), "the supervisor shows this message to the operator"
             except Exception as err:
+                if deadline.expired():
+                    pytest.fail(f"{breakage}: poll did not end within {self.poll_within_s:g} s; "
+                                "bound the adapter's I/O and raise TransientError saying what is "
+                                "silent")
                 pytest.fail(f"{breakage}: {type(err).__name__} escaped poll ({err!r}); translate "
                             f"it into {SDK_ERRORS}")
             else:

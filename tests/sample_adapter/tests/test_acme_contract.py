@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 import pytest
+import pytest_asyncio
 from acme_cloud import API_KEY, AcmeCloud
 from acme_ioc import AcmeLampAdapter
 from acme_ioc.meter import AcmeMeterAdapter
@@ -50,7 +51,7 @@ class TestAcmeMeterContract(PollingAdapterContract):
         "nan_value": None,  # readings flagged NOT_A_NUMBER and OUT_OF_RANGE
     }
 
-    @pytest.fixture
+    @pytest_asyncio.fixture  # not plain pytest.fixture: works in pytest-asyncio's strict mode too
     async def cloud(self):
         cloud = AcmeCloud()
         cloud.base_url = await cloud.start()
