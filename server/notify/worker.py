@@ -231,10 +231,10 @@ class OutboxWorker:
                 delay = max(delay, min(err.retry_after, s.backoff_max_s))
             async with self.pool.acquire() as conn:
                 await conn.execute(_RETRY, row["id"], row["attempts"], delay, error)
-            if isinstance(err, NobodyListening):
-                logger.info("notification %s: crew %s has no page open (attempt %d of %d); "
-                            "trying again in %.1f s", row["id"], row["target"], row["attempts"],
-                            s.max_attempts, delay)
+            if isinstance(err, NobodyListening):  # the normal case: one line when it ends
+                logger.debug("notification %s: crew %s has no page open (attempt %d of %d); "
+                             "trying again in %.1f s", row["id"], row["target"], row["attempts"],
+                             s.max_attempts, delay)
             else:
                 logger.info("notification %s by %s to %s failed (attempt %d of %d): %s; "
                             "retry in %.1f s", row["id"], channel, row["target"], row["attempts"],
