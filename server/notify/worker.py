@@ -236,9 +236,9 @@ class OutboxWorker:
                              "trying again in %.1f s", row["id"], row["target"], row["attempts"],
                              s.max_attempts, delay)
             else:
-                logger.info("notification %s by %s to %s failed (attempt %d of %d): %s; "
-                            "retry in %.1f s", row["id"], channel, row["target"], row["attempts"],
-                            s.max_attempts, error, delay)
+                logger.info("notification %s (alarm %s, %s) by %s to %s failed (attempt %d of %d): "
+                            "%s; retry in %.1f s", row["id"], row["alarm_id"], row["dedup_key"],
+                            channel, row["target"], row["attempts"], s.max_attempts, error, delay)
             return
         await self._give_up(row, error, nobody_listening=isinstance(err, NobodyListening))
 
@@ -270,8 +270,9 @@ class OutboxWorker:
                      "last_channel": channel, "dedup_key": row["dedup_key"]})
         if rest:
             self.metrics.notify_fallbacks.labels(channel).inc()
-            logger.warning("notification %s to %s: giving up on %s (%s); falling back to %s",
-                           row["id"], recipient, channel, error, rest[0]["channel"])
+            logger.warning("notification %s (alarm %s, %s) to %s: giving up on %s (%s); falling "
+                           "back to %s", row["id"], row["alarm_id"], row["dedup_key"], recipient,
+                           channel, error, rest[0]["channel"])
         elif nobody_listening and not payload.get("failed_channels"):
             self.metrics.notify_failed.labels(channel).inc()
             logger.info("alarm %s (%s): the %s notification was not pushed to crew %s, whose page "

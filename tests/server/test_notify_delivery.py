@@ -168,6 +168,9 @@ async def test_gone_falls_back_at_once_and_every_channel_failing_is_loud(db_url:
     [loud] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "NOTIFICATION FAILED" in loud.getMessage()
     assert "pressure-low:PS-0004" in loud.getMessage()
+    fallbacks = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
+    assert len(fallbacks) == 2  # webhook → email → crew, each line naming the alarm
+    assert all(f"alarm {alarm['id']}, pressure-low:PS-0004" in m for m in fallbacks), fallbacks
 
 
 async def test_a_crew_page_nobody_has_open_is_not_an_error(db_url: str, caplog) -> None:
