@@ -32,6 +32,12 @@ class DeliveryError(Exception):
         self.retry_after = retry_after
 
 
+class NobodyListening(DeliveryError):
+    """The crew feed reached nobody: no page of the crew is open. That is the normal state
+    of a crew out in the field, not a fault of the server or the network; the alarm is in
+    the crew's list when one of them opens the page."""
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -172,4 +178,4 @@ class CrewFeedChannel:
                    **({"escalation_level": body["data"]["escalation_level"]}
                       if "escalation_level" in body["data"] else {})}
         if self.hub is None or not self.hub.send_to_crew(crew, message):
-            raise DeliveryError(f"no client of crew {crew} is connected")
+            raise NobodyListening(f"no client of crew {crew} is connected")

@@ -22,7 +22,13 @@ from typing import Any
 import asyncpg
 import orjson
 
-from server.notify.channels import CrewFeedChannel, DeliveryError, EmailChannel, WebhookChannel
+from server.notify.channels import (
+    CrewFeedChannel,
+    DeliveryError,
+    EmailChannel,
+    NobodyListening,
+    WebhookChannel,
+)
 from server.notify.routing import Recipient
 from server.settings import NotifySettings
 
@@ -225,13 +231,18 @@ class OutboxWorker:
                 delay = max(delay, min(err.retry_after, s.backoff_max_s))
             async with self.pool.acquire() as conn:
                 await conn.execute(_RETRY, row["id"], row["attempts"], delay, error)
-            logger.info("notification %s by %s to %s failed (attempt %d of %d): %s; retry in %.1f s",
-                        row["id"], channel, row["target"], row["attempts"], s.max_attempts, error,
-                        delay)
+            if isinstance(err, NobodyListening):  # the normal case: one line when it ends
+                logger.debug("notification %s: crew %s has no page open (attempt %d of %d); "
+                             "trying again in %.1f s", row["id"], row["target"], row["attempts"],
+                             s.max_attempts, delay)
+            else:
+                logger.info("notification %s (alarm %s, %s) by %s to %s failed (attempt %d of %d): "
+                            "%s; retry in %.1f s", row["id"], row["alarm_id"], row["dedup_key"],
+                            channel, row["target"], row["attempts"], s.max_attempts, error, delay)
             return
-        await self._give_up(row, error)
+        await self._give_up(row, error, nobody_listening=isinstance(err, NobodyListening))
 
-    async def _give_up(self, row: asyncpg.Record, error: str) -> None:
+    async def _give_up(self, row: asyncpg.Record, error: str, *, nobody_listening: bool = False) -> None:
         payload = row["payload"]
         rest: list[dict[str, Any]] = payload.get("fallback") or []
         channel = row["channel"]
@@ -242,9 +253,12 @@ class OutboxWorker:
                 return  # re-claimed by another worker after a lapsed lease: its answer counts
             if rest:
                 nxt, remaining = rest[0], rest[1:]
+                # The channels that failed before travel along: the last one's log line says
+                # whether a real delivery failed or only nobody had the crew page open.
+                failed = [*payload.get("failed_channels", []), channel]
                 await conn.execute(_NEXT_CHANNEL, row["alarm_id"], row["event"], nxt["channel"],
                                    nxt["target"], row["dedup_key"],
-                                   {**payload, "fallback": remaining})
+                                   {**payload, "fallback": remaining, "failed_channels": failed})
                 await conn.execute("select pg_notify('ioc_notify_outbox', '')")
             elif row["alarm_id"] is not None:
                 await conn.execute(
@@ -256,8 +270,15 @@ class OutboxWorker:
                      "last_channel": channel, "dedup_key": row["dedup_key"]})
         if rest:
             self.metrics.notify_fallbacks.labels(channel).inc()
-            logger.warning("notification %s to %s: giving up on %s (%s); falling back to %s",
-                           row["id"], recipient, channel, error, rest[0]["channel"])
+            logger.warning("notification %s (alarm %s, %s) to %s: giving up on %s (%s); falling "
+                           "back to %s", row["id"], row["alarm_id"], row["dedup_key"], recipient,
+                           channel, error, rest[0]["channel"])
+        elif nobody_listening and not payload.get("failed_channels"):
+            self.metrics.notify_failed.labels(channel).inc()
+            logger.info("alarm %s (%s): the %s notification was not pushed to crew %s, whose page "
+                        "nobody had open (%d attempts); the alarm waits in the crew's list",
+                        row["alarm_id"], row["dedup_key"], row["event"], row["target"],
+                        row["attempts"])
         else:
             self.metrics.notify_failed.labels(channel).inc()
             logger.error("NOTIFICATION FAILED: %s of alarm %s (%s) to %s failed on every channel; "

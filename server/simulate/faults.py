@@ -80,6 +80,13 @@ class Fault:
     size: dict[str, np.ndarray] = field(default_factory=dict)
     point: tuple[float, float] | None = None
 
+    @property
+    def where(self) -> str:
+        """The device, or the point as a log line shows it (lon, lat to about a metre)."""
+        if self.device or self.point is None:
+            return str(self.device)
+        return f"{self.point[0]:.5f},{self.point[1]:.5f}"
+
     def describe(self) -> dict:
         return {"id": self.id, "kind": self.kind, "device": self.device, "start": self.start,
                 "end": self.end, "point": self.point,
@@ -172,8 +179,8 @@ class FaultBook:
                 fault.members["streetlight"] = np.flatnonzero(self.fleet.lamp_cabinet == idx)
         self.active.append(fault)
         self._touch(fault)
-        logger.info("fault %d %s started on %s until +%ds", fault.id, kind,
-                    fault.device or fault.point, fault.end - now)
+        logger.info("fault %d %s started on %s until +%ds", fault.id, kind, fault.where,
+                    fault.end - now)
         return fault
 
     def _burst(self, fault: Fault, target, rng: random.Random) -> None:
@@ -192,7 +199,7 @@ class FaultBook:
             bearing, dist = rng.uniform(0, 2 * np.pi), rng.uniform(50, 200)
             lat = float(g.lat[idx]) + dist * np.sin(bearing) / 111_320
             lon = float(g.lon[idx]) + dist * np.cos(bearing) / (111_320 * np.cos(np.radians(lat)))
-        fault.point = (lon, lat)
+        fault.point = (float(lon), float(lat))  # np.sin made them numpy scalars
         d = self.fleet.distances_m("pressure_sensor", lon, lat)
         near = np.flatnonzero(d <= BURST_PRESSURE_RADIUS_M)
         fault.members["pressure_sensor"] = near
@@ -205,8 +212,7 @@ class FaultBook:
     def _end(self, fault: Fault, why: str) -> None:
         self.active.remove(fault)
         self._touch(fault)
-        logger.info("fault %d %s on %s %s", fault.id, fault.kind,
-                    fault.device or fault.point, why)
+        logger.info("fault %d %s on %s %s", fault.id, fault.kind, fault.where, why)
 
     def _touch(self, fault: Fault) -> None:
         self.version += 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
@@ -14,6 +13,7 @@ import pytest
 
 from adapters.registry import discover
 from server.mqtt.link import parse_mqtt_url
+from tests.sample_adapter.tests.acme_cloud import AcmeCloud
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_adapter"
 
@@ -74,65 +74,6 @@ async def start_cloud(make_settings, url: str) -> tuple[AcmeCloud, object]:
     base_url = await cloud.start()
     return cloud, make_settings(url, mqtt_url=None, adapters={
         "acme_meter": {"base_url": base_url, "api_key": "k-123", "interval_s": 0.2}})
-
-
-class AcmeCloud:
-    """A real HTTP server standing in for ACME's cloud API (aiohttp, loopback)."""
-
-    def __init__(self) -> None:
-        from aiohttp import web
-
-        self.mode = "ok"  # ok | down (503) | unauthorized (401) | gone (404)
-        self.requests = 0
-        self.volume = 100.0
-        self.valves: dict[str, bool] = {}
-        self.no_valve: set[str] = set()  # serials that answer 409
-        app = web.Application()
-        app.router.add_get("/v1/meters", self._meters)
-        app.router.add_put("/v1/meters/{serial}/valve", self._valve)
-        self.runner = web.AppRunner(app)
-
-    async def _valve(self, request):
-        from aiohttp import web
-
-        self.requests += 1
-        serial = request.match_info["serial"]
-        if request.headers.get("Authorization") != "Bearer k-123":
-            return web.json_response({"error": "bad key"}, status=401)
-        if self.mode == "down":
-            return web.json_response({"error": "maintenance"}, status=503)
-        if serial in self.no_valve:
-            return web.json_response({"error": "no valve"}, status=409)
-        self.valves[serial] = bool((await request.json())["open"])
-        return web.json_response({"serial": serial, "valve_open": self.valves[serial]})
-
-    async def _meters(self, request):
-        from aiohttp import web
-
-        self.requests += 1
-        if request.headers.get("Authorization") != "Bearer k-123" or self.mode == "unauthorized":
-            return web.json_response({"error": "bad key"}, status=401)
-        if self.mode == "down":
-            return web.json_response({"error": "maintenance"}, status=503)
-        if self.mode == "gone":
-            return web.json_response({"error": "no such path"}, status=404)
-        self.volume += 1
-        ts = int(datetime.now(UTC).timestamp() * 1000)
-        return web.json_response({"meters": [
-            {"serial": s, "ts": ts, "volume_m3": self.volume, "flow_m3h": 1.5}
-            for s in request.query.getall("serial")]})
-
-    async def start(self) -> str:
-        from aiohttp import web
-
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
 
 
 async def test_installed_polling_adapter_is_supervised(tmp_path, monkeypatch, city_db_url,

@@ -5,6 +5,7 @@ workers sharing one outbox."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import orjson
@@ -138,7 +139,8 @@ async def test_a_failing_webhook_falls_back_to_email(db_url: str) -> None:
     assert mailbox.messages[0]["To"] == "crew-t1@city.example"
 
 
-async def test_gone_falls_back_at_once_and_every_channel_failing_is_loud(db_url: str) -> None:
+async def test_gone_falls_back_at_once_and_every_channel_failing_is_loud(db_url: str, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="server.notify")
     gone = Receiver(free_port(), status=410)  # Standard Webhooks: stop sending to it
     dead_smtp = free_port()  # nothing listens there
     settings = fast_settings(max_attempts=2, smtp=smtp(dead_smtp))
@@ -162,6 +164,38 @@ async def test_gone_falls_back_at_once_and_every_channel_failing_is_loud(db_url:
     assert "failed on every channel" in event["reason"]
     assert event["details"]["recipient"] == {"kind": "crew", "key": CREW}
     assert event["details"]["outbox_id"] == rows[2]["id"]
+    # The crew feed was the last resort after real failures: one ERROR line, naming the alarm.
+    [loud] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "NOTIFICATION FAILED" in loud.getMessage()
+    assert "pressure-low:PS-0004" in loud.getMessage()
+    fallbacks = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
+    assert len(fallbacks) == 2  # webhook → email → crew, each line naming the alarm
+    assert all(f"alarm {alarm['id']}, pressure-low:PS-0004" in m for m in fallbacks), fallbacks
+
+
+async def test_a_crew_page_nobody_has_open_is_not_an_error(db_url: str, caplog) -> None:
+    """The crew feed was the only channel and nobody had the page open: the row fails as
+    before (an alarm event says so), but the log says it plainly, in one INFO line (the
+    retries are DEBUG)."""
+    caplog.set_level(logging.INFO, logger="server.notify")
+    settings = fast_settings(max_attempts=2, channel_order=["crew"])
+    async with notifier_running(db_url, settings) as (pool, notifier):  # hub=None: feed down
+        await add_crew(pool)
+        alarm, _ = await raise_alarm(pool, notifier, "PS-0005", assigned_crew=CREW)
+        [row] = await until(lambda: _all_settled(pool, alarm["id"], n=1), what="the settled row")
+        assert metric(notifier, "ioc_notifications_failed_total", channel="crew") == 1
+        async with pool.acquire() as conn:
+            events = await conn.fetchval(
+                "select count(*) from alarm_events where alarm_id = $1 "
+                "and event = 'notification_failed'", alarm["id"])
+    assert (row["channel"], row["status"], row["attempts"]) == ("crew", "failed", 2)
+    assert events == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    said = [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.INFO and "CREW-T1" in r.getMessage()]
+    assert said == [f"alarm {alarm['id']} (pressure-low:PS-0005): the raised notification was "
+                    f"not pushed to crew {CREW}, whose page nobody had open (2 attempts); the "
+                    "alarm waits in the crew's list"]
 
 
 async def test_dedup_key_ties_raise_ack_and_clear(db_url: str) -> None:

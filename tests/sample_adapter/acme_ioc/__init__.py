@@ -18,7 +18,10 @@ class AcmeLampAdapter(PushAdapter):
     addressed_by = "external_id"
 
     def decode(self, topic: str, payload: bytes) -> list[Reading]:
-        serial = topic.split("/")[1]
+        levels = topic.split("/")
+        if len(levels) != 3 or levels[0] != "acme" or not levels[1] or levels[2] != "state":
+            raise DecodeError(f"topic {topic!r} is not acme/<serial>/state")
+        serial = levels[1]
         now = utcnow()
         out = []
         for part in payload.decode("ascii", "replace").split(";"):
@@ -26,8 +29,10 @@ class AcmeLampAdapter(PushAdapter):
             if key not in FIELDS:
                 raise DecodeError(f"unknown field {key!r}", field=key, device_id=serial)
             try:
-                out.append(Reading(serial, FIELDS[key], float(raw), now))
+                value = float(raw)
             except ValueError:
                 raise DecodeError(f"{key}={raw!r} is not a number", field=key,
                                   device_id=serial) from None
+            # "nan" and "inf" parse as floats: Reading.of gives them the quality they mean.
+            out.append(Reading.of(serial, FIELDS[key], value, now))
         return out

@@ -19,7 +19,15 @@ from typing import Any, ClassVar
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.sdk import AuthError, ConfigError, PollingAdapter, Reading, TransientError
+from adapters.sdk import (
+    AuthError,
+    ConfigError,
+    PollingAdapter,
+    Quality,
+    Reading,
+    TransientError,
+    utcnow,
+)
 
 METRICS = ("volume_m3", "flow_m3h", "battery_pct")
 
@@ -73,9 +81,14 @@ class AcmeMeterAdapter(PollingAdapter):
                     raise ConfigError(config_errors[resp.status].format(url=url))
                 if resp.status >= 400:
                     raise TransientError(f"ACME cloud answered HTTP {resp.status}")
-                return await resp.json()
+                doc = await resp.json()
         except aiohttp.ClientError as err:
             raise TransientError(f"ACME cloud unreachable: {err}") from err
+        except ValueError as err:  # a body cut short, or not JSON though it says so
+            raise TransientError(f"ACME cloud answered malformed JSON: {err}") from err
+        if not isinstance(doc, dict):
+            raise TransientError(f"ACME cloud answered a JSON {type(doc).__name__}, not an object")
+        return doc
 
     async def write(self, device_id: str, name: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
         """``set_valve`` (the server validated ``open``); the meter's answer is the read-back."""
@@ -98,11 +111,39 @@ class AcmeMeterAdapter(PollingAdapter):
             return []
         doc = await self._request("GET", "/v1/meters", {404: "{url} does not exist: check base_url"},
                                   params=[("serial", s) for s in meters])
+        entries = doc.get("meters", [])
+        if not isinstance(entries, list):
+            raise TransientError("ACME cloud answered 'meters' that is not a list")
         out = []
-        for m in doc.get("meters", []):
+        now = utcnow()
+        for i, m in enumerate(entries):
+            if not isinstance(m, dict):
+                raise TransientError(f"ACME cloud answered meters[{i}] that is not an object")
             device = meters.get(str(m.get("serial")))
             if device is None:
                 continue
-            ts = datetime.fromtimestamp(m["ts"] / 1000, UTC)
-            out += [Reading(device, k, float(m[k]), ts) for k in METRICS if k in m]
+            ts = _timestamp(m.get("ts"))
+            if ts is None:
+                raise TransientError(f"ACME cloud answered meter {m['serial']} without a "
+                                     f"timestamp in ms (ts={m.get('ts')!r})")
+            ts = min(ts, now)  # a cloud clock ahead of ours must not date readings in the future
+            out += [_reading(device, k, m[k], ts) for k in METRICS if k in m]
         return out
+
+
+def _timestamp(ms: object) -> datetime | None:
+    """Epoch milliseconds as an aware datetime; None when they are not a usable number."""
+    if isinstance(ms, bool) or not isinstance(ms, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):  # NaN, or beyond the calendar
+        return None
+
+
+def _reading(device: str, metric: str, raw: object, ts: datetime) -> Reading:
+    """A number becomes a reading (NaN and infinities flagged); anything else the cloud
+    puts there ("n/a", null) means the meter's value is unusable: quality FAULT."""
+    if isinstance(raw, int | float):
+        return Reading.of(device, metric, raw, ts)
+    return Reading(device, metric, 0.0, ts, Quality.FAULT)
