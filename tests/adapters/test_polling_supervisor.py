@@ -8,6 +8,7 @@ with generous slack, never tight wall-clock checks.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Sequence
 from datetime import timedelta
@@ -179,6 +180,7 @@ async def test_an_adapter_bug_is_logged_once_and_retried(caplog):
 async def test_an_unreadable_reply_is_retried_like_a_transient_failure(caplog):
     """A DecodeError from poll is the device's or the cloud's fault: one line, no traceback,
     retried; not reported as a bug in the adapter."""
+    caplog.set_level(logging.INFO, logger="server.polling")
     adapter, sink = FakeAdapter(), Sink()
     adapter.script = [DecodeError("the cloud answered HTML, not JSON")]
     async with supervise(adapter, sink) as sup:
