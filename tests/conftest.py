@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -145,5 +144,3 @@ def pytest_collection_modifyitems(config, items):
     # Ordering: fast pure tests first, process-level tests last.
     items.sort(key=lambda it: 1 if it.get_closest_marker("slow") else 0)
 
-
-ROOT = Path(__file__).resolve().parent.parent

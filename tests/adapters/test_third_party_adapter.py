@@ -28,7 +28,7 @@ def _install(target: Path) -> None:
 
 async def test_installed_adapter_is_discovered_and_ingests(tmp_path, monkeypatch, city_db_url,
                                                            make_settings, mosquitto):
-    from tests.server.test_ingest import running, wait_connected, wait_for
+    from tests.helpers import running, wait_connected, wait_for
 
     _install(tmp_path / "site")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
@@ -83,7 +83,7 @@ async def test_installed_polling_adapter_is_supervised(tmp_path, monkeypatch, ci
     error tree: an outage takes the meters offline until the API is back, refused
     credentials take them offline without hammering the API, a configuration error stops
     the adapter."""
-    from tests.server.test_ingest import running, wait_for
+    from tests.helpers import running, wait_for
 
     _install(tmp_path / "site")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
@@ -152,7 +152,7 @@ async def test_installed_polling_adapter_is_supervised(tmp_path, monkeypatch, ci
 async def test_a_bad_adapter_section_stops_startup(tmp_path, monkeypatch, city_db_url,
                                                    make_settings):
     from server.polling.adapters import StartupError
-    from tests.server.test_ingest import running
+    from tests.helpers import running
 
     _install(tmp_path / "site")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
@@ -169,8 +169,7 @@ async def test_commands_to_a_polling_adapters_devices_go_through_its_write(
     commands over the HTTP API: the write runs between polls, its read-back is the result,
     the adapter's ConfigError fails the command with its reason, and an outage is retried
     once and then fails with the adapter's message."""
-    from tests.server.test_commands import auth, until_status
-    from tests.server.test_ingest import running
+    from tests.helpers import auth, running, until_status
 
     _install(tmp_path / "site")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))

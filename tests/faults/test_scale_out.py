@@ -48,8 +48,8 @@ import pytest
 import yaml
 
 from server.keys import ALARMS
-from tests.faults.test_faults import Publisher, lamp_ids, metric, serving, stored, token, wait_stored
-from tests.server.test_ingest import q, running, wait_connected, wait_for
+from tests.faults.helpers import Publisher, lamp_ids, metric, serving, stored, token, wait_stored
+from tests.helpers import q, running, wait_connected, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -7,23 +7,12 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
-import orjson
 import pytest
-import yaml
 
 from rules.sun import sun_times
 from server.keys import ALARMS
-from tests.server.test_ingest import iso, publisher, q, running, wait_connected, wait_for
-
-
-def write_rules(path, *rules) -> str:
-    path.write_text(yaml.safe_dump({"rules": list(rules)}, sort_keys=False))
-    return str(path)
-
-
-def first(url: str, kind: str, n: int = 1) -> list[str]:
-    return [r[0] for r in q(url, "select id from devices where kind = %s order by id limit %s",
-                            kind, n)]
+from tests.helpers import publisher, q, running, wait_connected, wait_for
+from tests.server.helpers import first, send, state_of, write_rules
 
 
 def alarms(url: str, rule: str) -> list[tuple]:
@@ -35,17 +24,6 @@ def alarms(url: str, rule: str) -> list[tuple]:
 def raised_events(url: str, rule: str) -> int:
     return q(url, "select count(*) from alarm_events e join alarms a on a.id = e.alarm_id "
                   "where a.rule = %s and e.event = 'raised'", rule)[0][0]
-
-
-async def send(pub, device: str, values: dict, ts: datetime | None = None) -> None:
-    msg = {"values": values} | ({"ts": iso(ts)} if ts else {})
-    await pub.publish(f"ioc/v1/{device}/telemetry", orjson.dumps(msg), qos=1)
-
-
-def state_of(url: str, rule: str, device: str) -> str | None:
-    rows = q(url, "select state from alarms where rule = %s and device = %s order by id desc "
-                  "limit 1", rule, device)
-    return rows[0][0] if rows else None
 
 
 def last_noon_and_midnight(lon: float, lat: float) -> tuple[datetime, datetime]:

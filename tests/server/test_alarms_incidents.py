@@ -7,8 +7,8 @@ import uuid
 
 from server.keys import ALARMS
 from server.simulate import Simulator
-from tests.server.test_alarms import send, write_rules
-from tests.server.test_ingest import publisher, q, running, wait_connected, wait_for
+from tests.helpers import publisher, q, running, wait_connected, wait_for
+from tests.server.helpers import send, write_rules
 
 LAMP_FAULT = {"id": "lamp-fault", "kind": "fault", "select": {"kind": "streetlight"},
               "metric": "lamp_fault", "severity": "minor"}

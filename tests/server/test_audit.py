@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from tests.server.test_ingest import running
+from tests.helpers import running
 
 LAMP = {"type": "Feature", "id": "SL-AUDIT-1", "geometry": {"type": "Point", "coordinates": [105.84, 21.59]},
         "properties": {"kind": "streetlight", "name": "audit lamp"}}

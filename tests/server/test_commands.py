@@ -21,13 +21,9 @@ from adapters.modbus.simulator import SimulatedGateway
 from server.mqtt.link import parse_mqtt_url
 from server.settings import ModbusGateway, ModbusUnit
 from server.simulate.modbus_fleet import CABINET_IO_PROFILE
-from tests.server.test_ingest import q, running, wait_connected, wait_for
+from tests.helpers import auth, command_status, q, running, until_status, wait_connected, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @asynccontextmanager
@@ -57,27 +53,6 @@ async def device_client(broker_url: str, devices: list[str] | None = None,
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-
-
-async def command_status(client, token: str, cmd_id: str) -> dict:
-    resp = await client.get(f"/api/v1/commands/{cmd_id}", headers=auth(token))
-    assert resp.status == 200
-    return await resp.json()
-
-
-async def until_status(client, token: str, cmd_id: str, *statuses: str, within: float = 30.0) -> dict:
-    last: dict[str, Any] = {}
-
-    async def poll() -> bool:
-        last.update(await command_status(client, token, cmd_id))
-        return last["status"] in statuses
-
-    deadline = asyncio.get_running_loop().time() + within
-    while not await poll():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"command {cmd_id} still {last.get('status')} after {within} s: {last}")
-        await asyncio.sleep(0.1)
-    return last
 
 
 def lamps(url: str, n: int = 3) -> list[str]:

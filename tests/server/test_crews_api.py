@@ -7,8 +7,8 @@ import psycopg
 
 from server.notify.signing import new_secret
 from server.settings import WebhookChannel
-from tests.server.test_ingest import running
-from tests.server.test_notify import Receiver, fast_settings, free_port, until
+from tests.helpers import free_port, running, until
+from tests.server.helpers import Receiver, fast_settings
 
 DEPOT = {"type": "Point", "coordinates": [105.84, 21.59]}
 
@@ -140,7 +140,7 @@ async def test_the_app_runs_the_outbox_and_exports_its_metrics(db_url, make_sett
     try:
         async with running(make_settings(db_url, mqtt_url=None, notify=notify)) as client:
             from server import keys
-            from tests.server.test_notify import new_alarm
+            from tests.server.helpers import new_alarm
 
             pool = client.app[keys.DB]
             async with pool.acquire() as conn, conn.transaction():

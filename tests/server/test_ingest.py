@@ -3,68 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
-import aiomqtt
 import orjson
 import psycopg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from server.http.app import create_app
 from server.keys import INGEST
-from server.mqtt.link import parse_mqtt_url
-
-
-@asynccontextmanager
-async def running(settings):
-    """The whole app (cleanup contexts included) behind a real HTTP server."""
-    client = TestClient(TestServer(create_app(settings)))
-    await client.start_server()
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-async def wait_for(predicate, within=15.0, interval=0.05):
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(interval)
-
-
-async def wait_connected(client):
-    from server.keys import MQTT
-
-    link = client.app[MQTT]
-    await asyncio.wait_for(link.connected.wait(), 15)
-
-
-def q(url, sql, *args):
-    with psycopg.connect(url) as conn:
-        return conn.execute(sql, args).fetchall()
-
-
-def count(url, sql="select count(*) from telemetry", *args) -> int:
-    return q(url, sql, *args)[0][0]
-
-
-@asynccontextmanager
-async def publisher(broker_url):
-    async with aiomqtt.Client(**parse_mqtt_url(broker_url),
-                              identifier="pub-" + uuid.uuid4().hex[:6]) as c:
-        yield c
-
-
-def iso(ts: datetime) -> str:
-    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from tests.helpers import count, iso, publisher, q, running, wait_connected, wait_for
 
 
 @pytest.fixture

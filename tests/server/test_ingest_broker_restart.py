@@ -21,8 +21,7 @@ import pytest
 import server.cli.embedded as embedded
 from server.cli.embedded import EmbeddedMosquitto
 from server.mqtt.link import MqttLink
-from tests.conftest import ROOT
-from tests.server.test_ingest import count, q, running, wait_connected, wait_for
+from tests.helpers import ROOT, count, q, running, wait_connected, wait_for
 
 MESSAGES = 12_000  # 12 × mosquitto's default queue
 WINDOW = 1_000  # QoS 1 publishes in flight at once: the publisher's full rate

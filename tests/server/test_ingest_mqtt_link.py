@@ -16,7 +16,7 @@ from server.mqtt.link import MqttLink
 from server.mqtt.session import Message, Session
 from server.mqtt.topics import TopicRouter, parse_mqtt_url, topic_matches
 from server.mqtt.wire import MqttError
-from tests.server.test_ingest import wait_for
+from tests.helpers import wait_for
 
 
 def _publish_packet(topic: str, payload: bytes, qos: int, mid: int = 0, retain: bool = False,

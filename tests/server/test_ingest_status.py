@@ -14,7 +14,7 @@ from server.ingest.writer import Ingest
 from server.runtime.metrics import Registry
 from server.settings import IngestSettings
 from server.store.db import create_pool
-from tests.server.test_ingest import wait_for
+from tests.helpers import wait_for
 
 
 @pytest.fixture

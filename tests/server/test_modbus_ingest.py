@@ -8,7 +8,7 @@ import psycopg
 
 from adapters.modbus.simulator import SimulatedGateway
 from server.settings import ModbusGateway, ModbusUnit
-from tests.server.test_ingest import running, wait_for
+from tests.helpers import running, wait_for
 
 
 def rows(url, sql, *args):

@@ -13,11 +13,11 @@ import psycopg
 
 from server.notify.signing import new_secret, verify
 from server.settings import WebhookChannel
-from tests.server.test_notify import (
+from tests.helpers import free_port, until
+from tests.server.helpers import (
     Mailbox,
     Receiver,
     fast_settings,
-    free_port,
     new_alarm,
     notifier_running,
     outbox,
@@ -25,7 +25,6 @@ from tests.server.test_notify import (
     smtp,
     spec_signature,
     transition,
-    until,
 )
 
 CREW = "CREW-T1"
@@ -282,7 +281,7 @@ async def test_crew_feed_delivered_when_the_crew_page_connects(db_url, make_sett
     """The live feed over the real websocket hub: not delivered while no client of the crew
     is connected (retried), delivered once the crew's page connects."""
     from server import keys
-    from tests.server.test_ingest import running
+    from tests.helpers import running
 
     with psycopg.connect(db_url) as conn:
         conn.execute("insert into crews (id, name) values (%s, 'Test crew')", (CREW,))

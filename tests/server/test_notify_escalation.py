@@ -7,17 +7,16 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from server.settings import EscalationContact, EscalationSettings
-from tests.server.test_notify import (
+from tests.helpers import free_port, until
+from tests.server.helpers import (
     Mailbox,
     fast_settings,
-    free_port,
     notifier_running,
     raise_alarm,
     smtp,
     transition,
-    until,
+    window_around,
 )
-from tests.server.test_notify_routing import _window_around
 
 SUPERVISOR = "SUP-01"
 
@@ -140,7 +139,7 @@ async def test_low_priorities_do_not_escalate_in_quiet_hours_but_critical_ones_d
     settings.escalation.ack_minutes["minor"] = 0.01
     settings.escalation.ack_minutes["critical"] = 0.01
     settings = settings.model_copy(update={
-        "quiet_hours": _window_around(datetime.now(UTC), ZoneInfo("Asia/Ho_Chi_Minh"))})
+        "quiet_hours": window_around(datetime.now(UTC), ZoneInfo("Asia/Ho_Chi_Minh"))})
     async with notifier_running(city_db_url, settings) as (pool, notifier):
         await _add_supervisor(pool)
         low, _ = await raise_alarm(pool, notifier, await _device(pool, 0), severity="minor",

@@ -16,17 +16,17 @@ from server.alarms.writes import AlarmWriter
 from server.notify import notify_ctx
 from server.notify.escalation import SELECT_ALARM
 from server.runtime.metrics import Registry
-from server.settings import QuietHours, Settings, WebhookChannel
+from server.settings import Settings, WebhookChannel
 from server.store.db import create_pool
-from tests.server.test_notify import (
+from tests.helpers import free_port, until
+from tests.server.helpers import (
     Receiver,
     fast_settings,
-    free_port,
     new_alarm,
     notifier_running,
     outbox,
     raise_alarm,
-    until,
+    window_around,
 )
 
 
@@ -185,18 +185,11 @@ async def test_follow_ups_of_a_silenced_alarm_reach_only_those_already_told(city
                     ("raised", "crew", crew), ("raised", "webhook", receiver.url)]
 
 
-def _window_around(now: datetime, tz: ZoneInfo) -> QuietHours:
-    local = now.astimezone(tz)
-    return QuietHours(start=(local - timedelta(hours=1)).time().replace(second=0, microsecond=0),
-                      end=(local + timedelta(hours=1)).time().replace(second=0, microsecond=0),
-                      timezone=str(tz), min_priority=3)
-
-
 async def test_quiet_hours_defer_low_priorities_but_never_critical(db_url: str) -> None:
     receiver = Receiver(free_port())
     tz = ZoneInfo("Asia/Ho_Chi_Minh")
     now = datetime.now(UTC)
-    quiet = _window_around(now, tz)
+    quiet = window_around(now, tz)
     settings = fast_settings(quiet_hours=quiet,
                              webhooks=[WebhookChannel(name="ticketing", url=receiver.url)])
     await receiver.start()

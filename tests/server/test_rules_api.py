@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import yaml
 
-from tests.server.test_alarms import first, send, state_of, write_rules
-from tests.server.test_ingest import publisher, q, running, wait_connected, wait_for
+from tests.helpers import publisher, q, running, wait_connected, wait_for
+from tests.server.helpers import first, send, state_of, write_rules
 
 
 def auth(token: str) -> dict[str, str]:

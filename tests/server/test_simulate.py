@@ -24,7 +24,7 @@ from server.settings import ModbusSettings
 from server.simulate import Simulator
 from server.simulate.cli import to_toml
 from server.store.catalog import KINDS
-from tests.server.test_simulate_patterns import city_rows, local
+from tests.server.helpers import city_rows, local
 
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 NIGHT = local(10, 22)

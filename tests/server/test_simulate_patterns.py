@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -13,45 +12,7 @@ from server.simulate.fleet import Fleet
 from server.simulate.patterns import Patterns
 from server.simulate.world import World
 from server.store.catalog import KINDS, METRIC_NAMES
-
-HCM = ZoneInfo("Asia/Ho_Chi_Minh")
-CENTRE = (105.84, 21.59)
-
-
-def local(day: int, hour: int, minute: int = 0) -> float:
-    return datetime(2026, 3, day, hour, minute, tzinfo=HCM).timestamp()
-
-
-def offset(dx_m: float, dy_m: float) -> tuple[float, float]:
-    lat = CENTRE[1] + dy_m / 111_320
-    return CENTRE[0] + dx_m / (111_320 * np.cos(np.radians(lat))), lat
-
-
-def city_rows() -> list[dict]:
-    """Two cabinets of six lamps, sensors placed at known distances from the centre."""
-    rows = []
-
-    def add(id_, kind, where=(0, 0), parent=None, **props):
-        lon, lat = offset(*where)
-        rows.append({"id": id_, "kind": kind, "parent": parent, "lon": lon, "lat": lat,
-                     "properties": props})
-
-    for c in (1, 2):
-        add(f"LC-{c:04d}", "lighting_cabinet", (c * 300, 0))
-        for i in range(6):
-            add(f"SL-{c}{i:03d}", "streetlight", (c * 300 + 20 * i, 10), f"LC-{c:04d}",
-                rated_power_w=90 if i % 2 else 120)
-    add("PS-NEAR", "pressure_sensor", (100, 0))
-    add("PS-MID", "pressure_sensor", (0, 400))
-    add("PS-FAR", "pressure_sensor", (3000, 0))
-    add("FM-0001", "flow_meter", (800, 0))
-    for i in range(4):
-        add(f"WM-{i:04d}", "water_meter", (50 * i, -100))
-    add("TC-0001", "traffic_controller", (0, 50))
-    add("RS-0001", "road_segment", (0, 60), lanes=2)
-    add("ENV-0001", "env_sensor", (0, 70))
-    add("CAM-0001", "camera", (0, 80))
-    return rows
+from tests.server.helpers import CENTRE, HCM, city_rows, local
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from server.keys import HUB, METRICS
-from tests.server.test_ingest import iso, publisher, q, running, wait_connected, wait_for
+from tests.helpers import iso, publisher, q, running, wait_connected, wait_for
 
 WS = "/api/v1/ws"
 

@@ -7,15 +7,12 @@ server is the real app on a free port against the session's PostgreSQL and mosqu
 
 from __future__ import annotations
 
-import asyncio
-import os
-import uuid
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import async_playwright
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -23,7 +20,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 VENDOR = ROOT / "server" / "static" / "vendor" / "maplibre-gl" / "maplibre-gl.mjs"
-ARTIFACTS = ROOT / "artifacts" / "web"
 
 # A pressure sensor reading below 1.5 bar raises a major alarm at once (no on-delay), so
 # the time from publish to screen is the pipeline's, not the rule's.
@@ -58,44 +54,8 @@ async def browser(installed):
             await b.close()
 
 
-async def new_page(browser: Browser, **kw) -> Page:
-    """A page whose script errors fail the test (collected in ``page.errors``)."""
-    kw.setdefault("viewport", {"width": 1600, "height": 900})
-    kw.setdefault("locale", "en-GB")
-    context = await browser.new_context(**kw)
-    page = await context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda err: page.errors.append(str(err)))
-    if os.environ.get("IOC_WEB_DEBUG"):  # the browser's console, for a failing test
-        page.on("console", lambda m: print(f"console.{m.type}: {m.text}"))
-    return page
-
-
 @pytest.fixture
 def rules_file(tmp_path: Path) -> Path:
     path = tmp_path / "web-rules.yaml"
     path.write_text(RULES_YAML)
     return path
-
-
-def artifact(name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    return ARTIFACTS / name
-
-
-async def map_ready(page: Page, timeout_ms: int = 60_000) -> None:
-    """The console has started and the map has drawn every tile of the current view."""
-    await page.wait_for_function("() => window.ioc && window.ioc.ready", timeout=timeout_ms)
-    await map_idle(page, timeout_ms)
-
-
-async def map_idle(page: Page, timeout_ms: int = 60_000) -> None:
-    await page.wait_for_function(
-        "() => { const m = window.ioc.map; return m.isStyleLoaded() && m.areTilesLoaded() "
-        "&& !m.isMoving(); }", timeout=timeout_ms)
-    # One more frame so queryRenderedFeatures sees what was just placed.
-    await asyncio.sleep(0.2)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"

@@ -7,9 +7,8 @@ import time
 
 import orjson
 
-from tests.server.test_ingest import publisher, q, running, wait_connected, wait_for
-from tests.web.conftest import artifact, map_ready, new_page
-from tests.web.test_map import base_url
+from tests.helpers import publisher, q, running, wait_connected, wait_for
+from tests.web.helpers import artifact, base_url, map_ready, new_page
 
 # The alarm is in the panel, drawn on the live alarm layer, and colours the device.
 ON_SCREEN = """(device) => {

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.server.test_ingest import running
-from tests.web.conftest import artifact, new_page
+from tests.helpers import ROOT, running
+from tests.web.helpers import artifact, new_page
 
 SWAGGER_UI = ROOT / "server" / "static" / "vendor" / "swagger-ui" / "swagger-ui-bundle.js"
 

@@ -9,8 +9,8 @@ import psycopg
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.server.test_ingest import iso, publisher, q, running, wait_connected, wait_for
-from tests.web.conftest import artifact, map_idle, map_ready, new_page
+from tests.helpers import iso, publisher, q, running, wait_connected, wait_for
+from tests.web.helpers import artifact, base_url, map_idle, map_ready, new_page
 
 # Rendered features per source (aggregate cells counted apart), from MapLibre itself.
 RENDERED = """() => {
@@ -21,10 +21,6 @@ RENDERED = """() => {
   }
   return counts;
 }"""
-
-
-def base_url(client) -> str:
-    return str(client.make_url("/")).rstrip("/")
 
 
 async def test_map_draws_the_city_from_our_tiles(browser, city_db_url, make_settings, token_for):

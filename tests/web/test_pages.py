@@ -8,7 +8,7 @@ import re
 
 import psycopg
 
-from tests.server.test_ingest import q, running
+from tests.helpers import q, running
 
 
 def auth(token: str) -> dict[str, str]:
