@@ -1,8 +1,8 @@
 """Helpers the tests of every folder share: the app behind a real HTTP server, waits on
 conditions, database reads, an MQTT publisher, the API's auth header and command polling.
 
-Database reads come twice: ``q``/``count`` for plain tests, ``aq``/``acount`` for async
-ones (the same psycopg query in a worker thread, so the event loop that serves the app
+Database access comes twice: ``q``/``count``/``execute`` for plain tests, ``aq``/``acount``/
+``aexecute`` for async ones (the same psycopg query in a worker thread, so the event loop that serves the app
 under test never blocks on the database). A waited-for condition that reads the database
 goes to ``wait_for(..., blocking=True)`` for the same reason.
 """
@@ -79,9 +79,20 @@ def count(url, sql="select count(*) from telemetry", *args) -> int:
     return q(url, sql, *args)[0][0]
 
 
+def execute(url, sql, *args) -> None:
+    """One statement (a write, DDL) in its own committed transaction."""
+    with psycopg.connect(url) as conn:
+        conn.execute(sql, args)
+
+
 async def aq(url, sql, *args):
     """``q`` for async tests: the same rows, read off the event loop."""
     return await asyncio.to_thread(q, url, sql, *args)
+
+
+async def aexecute(url, sql, *args) -> None:
+    """``execute`` for async tests, off the event loop."""
+    await asyncio.to_thread(execute, url, sql, *args)
 
 
 async def acount(url, sql="select count(*) from telemetry", *args) -> int:

@@ -13,6 +13,7 @@ import pytest
 
 from adapters.registry import discover
 from server.mqtt.link import parse_mqtt_url
+from tests.helpers import aq
 from tests.sample_adapter.tests.acme_cloud import AcmeCloud
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_adapter"
@@ -36,10 +37,8 @@ async def test_installed_adapter_is_discovered_and_ingests(tmp_path, monkeypatch
     assert registry.classes["acme_lamp"].__module__ == "acme_ioc"
     assert {"mqtt", "chirpstack", "acme_lamp"} <= set(registry.classes)
 
-    with psycopg.connect(city_db_url) as conn:
-        dev = conn.execute("update devices set external_id = 'ACME-0042' where id = "
-                           "(select min(id) from devices where kind = 'streetlight') returning id"
-                           ).fetchone()[0]
+    [(dev,)] = await aq(city_db_url, "update devices set external_id = 'ACME-0042' where id = "
+                                     "(select min(id) from devices where kind = 'streetlight') returning id")
     async with running(make_settings(city_db_url)) as client:
         await wait_connected(client)
         async with aiomqtt.Client(**parse_mqtt_url(mosquitto.url), identifier="acme-pub") as pub:

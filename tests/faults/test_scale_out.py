@@ -49,7 +49,7 @@ import yaml
 
 from server.keys import ALARMS
 from tests.faults.helpers import Publisher, lamp_ids, metric, serving, stored, token, wait_stored
-from tests.helpers import q, running, wait_connected, wait_for
+from tests.helpers import aq, q, running, wait_connected, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -347,8 +347,8 @@ async def test_alarm_opened_by_another_process_meanwhile_is_raised_once(
             await asyncio.to_thread(other.close)
         await wait_for(lambda: not engine._queue, within=30)
         await engine.drained()
-    rows = q(url, """select a.message, count(e.*) filter (where e.event = 'raised')
-                     from alarms a left join alarm_events e on e.alarm_id = a.id
-                     where a.rule = %s group by a.id""", RULE)
+    rows = await aq(url, """select a.message, count(e.*) filter (where e.event = 'raised')
+                            from alarms a left join alarm_events e on e.alarm_id = a.id
+                            where a.rule = %s group by a.id""", RULE)
     assert rows == [("raised by the other process", 1)], rows
     assert "storing an alarm transition failed" not in caplog.text

@@ -11,7 +11,7 @@ import pytest
 
 from rules.sun import sun_times
 from server.keys import ALARMS
-from tests.helpers import publisher, q, running, wait_connected, wait_for
+from tests.helpers import aq, publisher, q, running, wait_connected, wait_for
 from tests.server.helpers import first, send, state_of, write_rules
 
 
@@ -39,11 +39,11 @@ def last_noon_and_midnight(lon: float, lat: float) -> tuple[datetime, datetime]:
 async def test_each_rule_kind_raises_and_clears_over_mqtt(city_db_url, make_settings, mosquitto,
                                                           tmp_path):
     url = city_db_url
-    ps1, ps2 = first(url, "pressure_sensor", 2)
-    lamp1, lamp2 = first(url, "streetlight", 2)
-    meter = first(url, "water_meter")[0]
-    tc = first(url, "traffic_controller")[0]
-    cam = first(url, "camera")[0]
+    ps1, ps2 = await asyncio.to_thread(first, url, "pressure_sensor", 2)
+    lamp1, lamp2 = await asyncio.to_thread(first, url, "streetlight", 2)
+    meter = (await asyncio.to_thread(first, url, "water_meter"))[0]
+    tc = (await asyncio.to_thread(first, url, "traffic_controller"))[0]
+    cam = (await asyncio.to_thread(first, url, "camera"))[0]
     path = write_rules(
         tmp_path / "rules.yaml",
         {"id": "p-low", "kind": "threshold", "select": {"devices": [ps1]},
@@ -61,7 +61,7 @@ async def test_each_rule_kind_raises_and_clears_over_mqtt(city_db_url, make_sett
         {"id": "lamp-sched", "kind": "lighting_schedule", "select": {"devices": [lamp2]},
          "severity": "warning"},
     )
-    lon, lat = q(url, "select ST_X(geom), ST_Y(geom) from devices where id = %s", lamp2)[0]
+    lon, lat = (await aq(url, "select ST_X(geom), ST_Y(geom) from devices where id = %s", lamp2))[0]
     noon, midnight = last_noon_and_midnight(lon, lat)
     now = datetime.now(UTC).replace(microsecond=0)
     settings = make_settings(url, rules={"paths": [path]})
@@ -79,9 +79,9 @@ async def test_each_rule_kind_raises_and_clears_over_mqtt(city_db_url, make_sett
                           ("cam-offline", cam), ("tc-flash", tc), ("lamp-sched", lamp2),
                           ("meter-silent", meter)):
             await wait_for(lambda r=rule, d=dev: state_of(url, r, d) == "active_unacked",
-                           within=20)
+                           within=20, blocking=True)
         # The stale alarm fired from the timer, with no reading after the deadline.
-        assert q(url, "select value from alarms where rule = 'meter-silent'")[0][0] >= 2.0
+        assert (await aq(url, "select value from alarms where rule = 'meter-silent'"))[0][0] >= 2.0
 
         await send(pub, ps1, {"pressure_bar": 1.55})  # inside the deadband: still low
         for i in range(1, 4):
@@ -93,28 +93,29 @@ async def test_each_rule_kind_raises_and_clears_over_mqtt(city_db_url, make_sett
         await send(pub, lamp2, {"lamp_on": False}, noon + timedelta(minutes=1))
         for rule, dev in (("p-drop", ps2), ("lamp-fault", lamp1), ("cam-offline", cam),
                           ("tc-flash", tc), ("lamp-sched", lamp2), ("meter-silent", meter)):
-            await wait_for(lambda r=rule, d=dev: state_of(url, r, d) == "rtn_unacked", within=20)
-        assert state_of(url, "p-low", ps1) == "active_unacked"
+            await wait_for(lambda r=rule, d=dev: state_of(url, r, d) == "rtn_unacked", within=20,
+                           blocking=True)
+        assert await asyncio.to_thread(state_of, url, "p-low", ps1) == "active_unacked"
         await send(pub, ps1, {"pressure_bar": 1.7})
-        await wait_for(lambda: state_of(url, "p-low", ps1) == "rtn_unacked")
+        await wait_for(lambda: state_of(url, "p-low", ps1) == "rtn_unacked", blocking=True)
         # Night outage: the same rule, the other way round, from the sun at the lamp.
         await send(pub, lamp2, {"lamp_on": False}, midnight)
         await wait_for(lambda: len(alarms(url, "lamp-sched")) == 1 and
-                       state_of(url, "lamp-sched", lamp2) == "active_unacked")
+                       state_of(url, "lamp-sched", lamp2) == "active_unacked", blocking=True)
         await client.app[ALARMS].drained()
-    sched = q(url, "select message from alarms where rule = 'lamp-sched'")[0][0]
+    sched = (await aq(url, "select message from alarms where rule = 'lamp-sched'"))[0][0]
     assert "off at night" in sched
-    events = q(url, "select e.event from alarm_events e join alarms a on a.id = e.alarm_id "
-                    "where a.rule = 'p-low' and e.actor = 'rules' order by e.id")
+    events = await aq(url, "select e.event from alarm_events e join alarms a on a.id = e.alarm_id "
+                           "where a.rule = 'p-low' and e.actor = 'rules' order by e.id")
     assert events == [("raised",), ("cleared",)]
-    assert raised_events(url, "meter-silent") == 1
+    assert await asyncio.to_thread(raised_events, url, "meter-silent") == 1
 
 
 async def test_a_restart_after_downtime_does_not_blame_the_devices_for_it(
         city_db_url, make_settings, mosquitto, tmp_path):
     """Silence while the server was down is not the devices': no stale alarm flood at start."""
     url = city_db_url
-    meters = first(url, "water_meter", 2)
+    meters = await asyncio.to_thread(first, url, "water_meter", 2)
     path = write_rules(tmp_path / "rules.yaml",
                        {"id": "meter-quiet", "kind": "stale", "select": {"devices": meters},
                         "interval": "2s", "missed_intervals": 3, "severity": "minor"})
@@ -124,20 +125,20 @@ async def test_a_restart_after_downtime_does_not_blame_the_devices_for_it(
         for m in meters:
             await send(pub, m, {"volume_m3": 1.0})
         await wait_for(lambda: q(url, "select count(*) from device_state where last_seen is not null")
-                       [0][0] == 2)
+                       [0][0] == 2, blocking=True)
     await asyncio.sleep(7)  # down for longer than the rule's 6 s
     restarted = time.time()
     async with running(settings) as client:
         await wait_connected(client)
-        await wait_for(lambda: len(alarms(url, "meter-quiet")) == 2, within=30)
+        await wait_for(lambda: len(alarms(url, "meter-quiet")) == 2, within=30, blocking=True)
         await client.app[ALARMS].drained()
-    rows = q(url, "select device, extract(epoch from raised_at), value from alarms"
-                  " where rule = 'meter-quiet'")
+    rows = await aq(url, "select device, extract(epoch from raised_at), value from alarms"
+                         " where rule = 'meter-quiet'")
     for device, raised_at, silent_for in rows:
         # Without the downtime's grace both were overdue the moment the server started.
         assert float(raised_at) >= restarted + 6 - 0.5, (device, float(raised_at) - restarted)
         assert silent_for >= 13 - 0.5, "the alarm still tells the whole silence, downtime included"
-    assert raised_events(url, "meter-quiet") == 2
+    assert await asyncio.to_thread(raised_events, url, "meter-quiet") == 2
 
 
 @pytest.fixture
@@ -158,31 +159,33 @@ async def test_restart_rebuilds_without_firing_twice(city_db_url, make_settings,
                                                      threshold_file):
     url = city_db_url
     (ps1, _, ps3), path = threshold_file
-    cam = first(url, "camera")[0]
+    cam = (await asyncio.to_thread(first, url, "camera"))[0]
     settings = make_settings(url, rules={"paths": [path]})
     async with running(settings) as client, publisher(mosquitto.url) as pub:
         await wait_connected(client)
         await send(pub, ps1, {"pressure_bar": 1.2})
         # The broker keeps this "offline" and replays it to the next session.
         await pub.publish(f"ioc/v1/{cam}/status", b"offline", qos=1, retain=True)
-        await wait_for(lambda: state_of(url, "p-low", ps1) == "active_unacked")
-        await wait_for(lambda: state_of(url, "cam-offline", cam) == "active_unacked")
+        await wait_for(lambda: state_of(url, "p-low", ps1) == "active_unacked", blocking=True)
+        await wait_for(lambda: state_of(url, "cam-offline", cam) == "active_unacked", blocking=True)
         await send(pub, cam, {"online": True})  # reporting again: the offline alarm clears
-        await wait_for(lambda: state_of(url, "cam-offline", cam) == "rtn_unacked")
+        await wait_for(lambda: state_of(url, "cam-offline", cam) == "rtn_unacked", blocking=True)
         # Below the delayed rule's limit; the server stops before its 3 s on-delay is over.
         await send(pub, ps3, {"pressure_bar": 0.5})
-        await wait_for(lambda: state_of(url, "p-low", ps3) == "active_unacked")
-        assert state_of(url, "p-low-delayed", ps3) is None
-    assert state_of(url, "p-low-delayed", ps3) is None
+        await wait_for(lambda: state_of(url, "p-low", ps3) == "active_unacked", blocking=True)
+        assert await asyncio.to_thread(state_of, url, "p-low-delayed", ps3) is None
+    assert await asyncio.to_thread(state_of, url, "p-low-delayed", ps3) is None
     async with running(settings) as client:
         await wait_connected(client)
         # The pending on-delay is rebuilt from device_state and fires once, after restart.
-        await wait_for(lambda: state_of(url, "p-low-delayed", ps3) == "active_unacked", within=20)
+        await wait_for(lambda: state_of(url, "p-low-delayed", ps3) == "active_unacked", within=20,
+                       blocking=True)
         # Give a wrongly repeated raise (e.g. of the replayed retained status) time to show.
         await asyncio.sleep(1.0)
         await client.app[ALARMS].drained()
-    assert raised_events(url, "p-low") == 2  # ps1 and ps3, each once
-    assert raised_events(url, "p-low-delayed") == 1
-    assert raised_events(url, "cam-offline") == 1, "a retained 'offline' replay raised again"
-    assert state_of(url, "cam-offline", cam) == "rtn_unacked"
-    assert len(alarms(url, "p-low")) == 2
+    assert await asyncio.to_thread(raised_events, url, "p-low") == 2  # ps1 and ps3, each once
+    assert await asyncio.to_thread(raised_events, url, "p-low-delayed") == 1
+    assert await asyncio.to_thread(raised_events, url, "cam-offline") == 1, \
+        "a retained 'offline' replay raised again"
+    assert await asyncio.to_thread(state_of, url, "cam-offline", cam) == "rtn_unacked"
+    assert len(await asyncio.to_thread(alarms, url, "p-low")) == 2

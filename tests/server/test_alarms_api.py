@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from server.keys import ALARMS
-from tests.helpers import publisher, q, running, wait_connected, wait_for
+from tests.helpers import aq, publisher, q, running, wait_connected, wait_for
 from tests.server.helpers import first, send, state_of, write_rules
 
 
@@ -16,7 +17,7 @@ def auth(token: str) -> dict[str, str]:
 async def test_lifecycle_actions_and_role_checks(city_db_url, make_settings, mosquitto, tmp_path,
                                                  token_for):
     url = city_db_url
-    ps = first(url, "pressure_sensor")[0]
+    ps = (await asyncio.to_thread(first, url, "pressure_sensor"))[0]
     path = write_rules(tmp_path / "r.yaml", {
         "id": "p-low", "kind": "threshold", "select": {"kind": "pressure_sensor"},
         "metric": "pressure_bar", "below": 1.5, "severity": "major"})
@@ -25,7 +26,7 @@ async def test_lifecycle_actions_and_role_checks(city_db_url, make_settings, mos
     async with running(settings) as client, publisher(mosquitto.url) as pub:
         await wait_connected(client)
         await send(pub, ps, {"pressure_bar": 1.2})
-        await wait_for(lambda: state_of(url, "p-low", ps) == "active_unacked")
+        await wait_for(lambda: state_of(url, "p-low", ps) == "active_unacked", blocking=True)
         await client.app[ALARMS].drained()
         listed = await (await client.get("/api/v1/alarms?state=active_unacked", headers=viewer)).json()
         alarm = listed["alarms"][0]
@@ -35,7 +36,7 @@ async def test_lifecycle_actions_and_role_checks(city_db_url, make_settings, mos
         assert alarm["dedup_key"] == f"p-low:{ps}:{aid}" and alarm["priority"] == 2
         crew = alarm["assigned_crew"]
         assert crew, "the notifier routes a new alarm to a crew"
-        other = q(url, "select id from crews where id <> %s order by id limit 1", crew)[0][0]
+        other = (await aq(url, "select id from crews where id <> %s order by id limit 1", crew))[0][0]
         mine, theirs = auth(token_for(url, "crew", crew)), auth(token_for(url, "crew", other))
 
         r = await client.post(f"/api/v1/alarms/{aid}/ack", headers=viewer)
@@ -86,7 +87,7 @@ async def test_lifecycle_actions_and_role_checks(city_db_url, make_settings, mos
 
         # Back to normal after the ack: closed.
         await send(pub, ps, {"pressure_bar": 2.5})
-        await wait_for(lambda: state_of(url, "p-low", ps) == "closed")
+        await wait_for(lambda: state_of(url, "p-low", ps) == "closed", blocking=True)
         r = await client.get(f"/api/v1/alarms/{aid}/events", headers=operator)
         history = (await r.json())["events"]
         kinds = [e["event"] for e in history]
@@ -106,7 +107,7 @@ async def test_lifecycle_actions_and_role_checks(city_db_url, make_settings, mos
 async def test_shelving_ends_by_itself_and_chattering_is_held(city_db_url, make_settings, mosquitto,
                                                               tmp_path, token_for):
     url = city_db_url
-    ps1, ps2 = first(url, "pressure_sensor", 2)
+    ps1, ps2 = await asyncio.to_thread(first, url, "pressure_sensor", 2)
     path = write_rules(tmp_path / "r.yaml", {
         "id": "p-low", "kind": "threshold", "select": {"kind": "pressure_sensor"},
         "metric": "pressure_bar", "below": 1.5, "severity": "major"})
@@ -117,27 +118,28 @@ async def test_shelving_ends_by_itself_and_chattering_is_held(city_db_url, make_
         await wait_connected(client)
         engine = client.app[ALARMS]
         await send(pub, ps1, {"pressure_bar": 1.0})
-        await wait_for(lambda: state_of(url, "p-low", ps1) == "active_unacked")
-        aid = q(url, "select id from alarms where device = %s", ps1)[0][0]
+        await wait_for(lambda: state_of(url, "p-low", ps1) == "active_unacked", blocking=True)
+        aid = (await aq(url, "select id from alarms where device = %s", ps1))[0][0]
         r = await client.post(f"/api/v1/alarms/{aid}/shelve", json={"minutes": 0.02}, headers=operator)
         assert r.status == 200
         # 1.2 s later the timer ends the shelving, recorded as the system's doing.
-        await wait_for(lambda: q(url, "select shelved_until from alarms where id = %s", aid)[0][0] is None)
-        unshelved = q(url, "select actor, reason from alarm_events where alarm_id = %s and "
-                           "event = 'unshelved'", aid)
+        await wait_for(lambda: q(url, "select shelved_until from alarms where id = %s", aid)[0][0] is None,
+                       blocking=True)
+        unshelved = await aq(url, "select actor, reason from alarm_events where alarm_id = %s and "
+                                  "event = 'unshelved'", aid)
         assert unshelved == [("rules", "the shelving time ran out")]
 
         # ps2 flaps: low, normal, low, normal, low within the window → chattering, held active.
         for i, v in enumerate((1.0, 2.0, 1.0, 2.0, 1.0, 2.0)):
             await send(pub, ps2, {"pressure_bar": v}, t0 + timedelta(seconds=i))
         await wait_for(lambda: q(url, "select bool_or(chattering) from alarms where device = %s",
-                                 ps2)[0][0])
+                                 ps2)[0][0], blocking=True)
         await engine.drained()
-        assert q(url, "select active from alarms where device = %s", ps2)[0][0] is True
-        assert len(q(url, "select id from alarms where device = %s", ps2)) == 1
+        assert (await aq(url, "select active from alarms where device = %s", ps2))[0][0] is True
+        assert len(await aq(url, "select id from alarms where device = %s", ps2)) == 1
         # Quiet for the window: the held clear is stored and the flag dropped.
-        await wait_for(lambda: state_of(url, "p-low", ps2) == "rtn_unacked", within=20)
-        assert q(url, "select chattering from alarms where device = %s", ps2)[0][0] is False
+        await wait_for(lambda: state_of(url, "p-low", ps2) == "rtn_unacked", within=20, blocking=True)
+        assert (await aq(url, "select chattering from alarms where device = %s", ps2))[0][0] is False
         kpis = await (await client.get("/api/v1/alarms/kpis", headers=operator)).json()
     k = kpis["kpis"]
     assert kpis["alarms"] >= 2 and k["chattering_alarms"]["value"] == 1

@@ -21,7 +21,7 @@ from adapters.modbus.simulator import SimulatedGateway
 from server.mqtt.link import parse_mqtt_url
 from server.settings import ModbusGateway, ModbusUnit
 from server.simulate.modbus_fleet import CABINET_IO_PROFILE
-from tests.helpers import auth, command_status, q, running, until_status, wait_connected, wait_for
+from tests.helpers import acount, aq, auth, command_status, q, running, until_status, wait_connected, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -79,7 +79,7 @@ def audit_rows(url: str, action: str, device: str | None = None) -> list[tuple]:
 # ---------------------------------------------------------------------- Modbus
 
 async def test_dim_reaches_a_dali_gateway_and_is_read_back(city_db_url, make_settings, token_for):
-    lamp = lamps(city_db_url, 1)[0]
+    lamp = (await asyncio.to_thread(lamps, city_db_url, 1))[0]
     gw = SimulatedGateway()
     gw.add_unit(1, "dali_gateway", {"dim_level_pct": 100.0}, params={"short_address": 3})
     async with gw:
@@ -113,14 +113,14 @@ async def test_dim_reaches_a_dali_gateway_and_is_read_back(city_db_url, make_set
                                      json={"name": "switch", "args": {"on": False}})
             assert resp.status == 400
             assert "dali_gateway" in (await resp.json())["detail"]
-    await wait_for(lambda: len(audit_rows(city_db_url, "command.failed", lamp)) == 1)
-    ok = audit_rows(city_db_url, "command.succeeded", lamp)
+    await wait_for(lambda: len(audit_rows(city_db_url, "command.failed", lamp)) == 1, blocking=True)
+    ok = await asyncio.to_thread(audit_rows, city_db_url, "command.succeeded", lamp)
     assert len(ok) == 1 and ok[0][0] == "test-operator (operator)"
     assert ok[0][4]["result"] == {"dim_level_pct": 35.0}
 
 
 async def test_cabinet_switch_goes_to_the_unit_whose_profile_has_it(city_db_url, make_settings, token_for):
-    cabinet = q(city_db_url, "select min(id) from devices where kind = 'lighting_cabinet'")[0][0]
+    cabinet = (await aq(city_db_url, "select min(id) from devices where kind = 'lighting_cabinet'"))[0][0]
     gw = SimulatedGateway()
     gw.add_unit(1, "eastron_sdm630", {"voltage_l1_v": 230.0})
     gw.add_unit(101, CABINET_IO_PROFILE)
@@ -146,7 +146,7 @@ async def test_cabinet_switch_goes_to_the_unit_whose_profile_has_it(city_db_url,
 # ---------------------------------------------------------------------- MQTT
 
 async def test_mqtt_command_answered_by_the_device(city_db_url, make_settings, mosquitto, token_for):
-    lamp, other = lamps(city_db_url, 2)
+    lamp, other = await asyncio.to_thread(lamps, city_db_url, 2)
     token = token_for(city_db_url, "operator")
     settings = make_settings(city_db_url)
 
@@ -191,7 +191,7 @@ async def test_mqtt_command_answered_by_the_device(city_db_url, make_settings, m
 
 async def test_a_device_that_never_answers_fails_after_the_timeout(
         city_db_url, make_settings, mosquitto, token_for):
-    lamp = lamps(city_db_url, 1)[0]
+    lamp = (await asyncio.to_thread(lamps, city_db_url, 1))[0]
     token = token_for(city_db_url, "operator")
     settings = make_settings(city_db_url, commands={"timeout_s": 1.0})
     async with running(settings) as client, \
@@ -215,9 +215,9 @@ async def test_a_device_that_never_answers_fails_after_the_timeout(
 
 async def test_offline_device_queues_until_online_or_expiry(
         city_db_url, make_settings, mosquitto, token_for):
-    sleepy, lost = lamps(city_db_url, 2)
-    set_status(city_db_url, sleepy, "offline")
-    set_status(city_db_url, lost, "offline")
+    sleepy, lost = await asyncio.to_thread(lamps, city_db_url, 2)
+    await asyncio.to_thread(set_status, city_db_url, sleepy, "offline")
+    await asyncio.to_thread(set_status, city_db_url, lost, "offline")
     token = token_for(city_db_url, "operator")
     settings = make_settings(city_db_url)
     async with running(settings) as client, device_client(mosquitto.url, [sleepy, lost]) as got:
@@ -240,12 +240,12 @@ async def test_offline_device_queues_until_online_or_expiry(
         done = await until_status(client, token, queued, "succeeded", "failed", "expired")
         assert done["status"] == "succeeded"
         assert [d for d, _ in got] == [sleepy]
-    assert len(audit_rows(city_db_url, "command.expired", lost)) == 1
+    assert len(await asyncio.to_thread(audit_rows, city_db_url, "command.expired", lost)) == 1
 
 
 async def test_open_commands_survive_a_restart(city_db_url, make_settings, mosquitto, token_for):
-    lamp, sleepy = lamps(city_db_url, 2)
-    set_status(city_db_url, sleepy, "offline")
+    lamp, sleepy = await asyncio.to_thread(lamps, city_db_url, 2)
+    await asyncio.to_thread(set_status, city_db_url, sleepy, "offline")
     token = token_for(city_db_url, "operator")
     settings = make_settings(city_db_url, commands={"timeout_s": 60})  # one client id for both runs
     async with device_client(mosquitto.url, [lamp], lambda d, c: None) as got:
@@ -262,7 +262,7 @@ async def test_open_commands_survive_a_restart(city_db_url, make_settings, mosqu
         # the server is down; the device answers now and the broker keeps it for the session
         async with aiomqtt.Client(**parse_mqtt_url(mosquitto.url)) as c:
             await c.publish(f"ioc/v1/{lamp}/commands/{sent}/result", b'{"ok": true}', qos=1)
-        assert q(city_db_url, "select status from commands where id = %s", sent)[0][0] == "sent"
+        assert (await aq(city_db_url, "select status from commands where id = %s", sent))[0][0] == "sent"
         async with running(settings) as client:
             done = await until_status(client, token, sent, "succeeded", "failed")
             assert done["status"] == "succeeded"
@@ -272,13 +272,13 @@ async def test_open_commands_survive_a_restart(city_db_url, make_settings, mosqu
 # ---------------------------------------------------------------------- groups
 
 async def test_group_command_over_a_cabinet(city_db_url, make_settings, mosquitto, token_for):
-    cabinet, n = q(city_db_url, """select parent, count(*) from devices where kind = 'streetlight'
-                                   and parent is not null group by parent order by 2 desc, 1 limit 1""")[0]
-    children = [r[0] for r in q(city_db_url, "select id from devices where parent = %s and "
-                                             "kind = 'streetlight' order by id", cabinet)]
+    [(cabinet, n)] = await aq(city_db_url, """select parent, count(*) from devices where kind = 'streetlight'
+                                       and parent is not null group by parent order by 2 desc, 1 limit 1""")
+    children = [r[0] for r in await aq(city_db_url, "select id from devices where parent = %s and "
+                                                    "kind = 'streetlight' order by id", cabinet)]
     assert len(children) == n >= 3
     faulty, offline = children[0], children[1]
-    set_status(city_db_url, offline, "offline")
+    await asyncio.to_thread(set_status, city_db_url, offline, "offline")
     token = token_for(city_db_url, "operator")
     body = {"target": {"parent": cabinet}, "name": "set_dim", "args": {"level": 40}, "ttl_s": 2}
 
@@ -294,7 +294,7 @@ async def test_group_command_over_a_cabinet(city_db_url, make_settings, mosquitt
         assert preview["count"] == n and preview["queued"] == 1
         assert [d["id"] for d in preview["devices"]] == children
         assert preview["by_kind"] == {"streetlight": n} and preview["by_route"] == {"mqtt": n}
-        assert q(city_db_url, "select count(*) from commands")[0][0] == 0  # a preview changes nothing
+        assert await acount(city_db_url, "select count(*) from commands") == 0  # a preview changes nothing
 
         resp = await client.post("/api/v1/commands", headers=auth(token), json=body)
         assert resp.status == 202, await resp.text()
@@ -317,19 +317,19 @@ async def test_group_command_over_a_cabinet(city_db_url, make_settings, mosquitt
     assert by_device[offline]["status"] == "expired"
     assert all(by_device[c]["status"] == "succeeded" for c in children[2:])
     assert g["target"] == {"parent": cabinet} and g["requested_by"] == "test-operator (operator)"
-    created = audit_rows(city_db_url, "command_group.create")
+    created = await asyncio.to_thread(audit_rows, city_db_url, "command_group.create")
     assert len(created) == 1 and created[0][4]["count"] == n
     await wait_for(lambda: len(q(city_db_url, "select 1 from audit_log where action in "
                                  "('command.succeeded', 'command.failed', 'command.expired') "
-                                 "and details->>'group' = %s", group["id"])) == n)
+                                 "and details->>'group' = %s", group["id"])) == n, blocking=True)
 
 
 async def test_group_targets_select_by_ward_kind_bbox_and_ids(city_db_url, make_settings, token_for):
     token = token_for(city_db_url, "operator")
-    ward = q(city_db_url, "select ward from devices where kind = 'streetlight' and ward is not null "
-                          "group by ward order by count(*) desc limit 1")[0][0]
-    in_ward = q(city_db_url, "select count(*) from devices where ward = %s and kind = 'streetlight'",
-                ward)[0][0]
+    ward = (await aq(city_db_url, "select ward from devices where kind = 'streetlight' and ward is not null "
+                                  "group by ward order by count(*) desc limit 1"))[0][0]
+    in_ward = (await aq(city_db_url, "select count(*) from devices where ward = %s and kind = 'streetlight'",
+                        ward))[0][0]
     async with running(make_settings(city_db_url)) as client:
         async def preview(target: dict, name: str = "set_dim", args: dict | None = None):
             resp = await client.post("/api/v1/commands/preview", headers=auth(token),
@@ -340,12 +340,12 @@ async def test_group_targets_select_by_ward_kind_bbox_and_ids(city_db_url, make_
         assert status == 200 and p["count"] == in_ward and p["by_kind"] == {"streetlight": in_ward}
         status, p = await preview({"ward": ward, "kind": "lighting_cabinet"})
         assert status == 200 and set(p["by_kind"]) <= {"lighting_cabinet"}
-        lon, lat = q(city_db_url, "select ST_X(geom), ST_Y(geom) from devices where kind = 'streetlight' "
-                                  "order by id limit 1")[0]
+        [(lon, lat)] = await aq(city_db_url, "select ST_X(geom), ST_Y(geom) from devices "
+                                             "where kind = 'streetlight' order by id limit 1")
         status, p = await preview({"bbox": [lon - 0.0001, lat - 0.0001, lon + 0.0001, lat + 0.0001]})
         assert status == 200 and p["count"] >= 1
-        meter = q(city_db_url, "select id from devices where kind = 'water_meter' limit 1")[0][0]
-        lamp = lamps(city_db_url, 1)[0]
+        meter = (await aq(city_db_url, "select id from devices where kind = 'water_meter' limit 1"))[0][0]
+        lamp = (await asyncio.to_thread(lamps, city_db_url, 1))[0]
         status, p = await preview({"devices": [lamp, meter]})
         assert status == 200 and [d["id"] for d in p["devices"]] == [lamp]
         assert p["skipped"] == [{"id": meter, "reason": "a water_meter does not take set_dim"}]
@@ -361,14 +361,14 @@ async def test_group_targets_select_by_ward_kind_bbox_and_ids(city_db_url, make_
                                  json={"target": {"devices": [meter]}, "name": "set_dim",
                                        "args": {"level": 5}})
         assert resp.status == 400 and "no device" in (await resp.json())["detail"]
-    assert q(city_db_url, "select count(*) from commands")[0][0] == 0
+    assert (await aq(city_db_url, "select count(*) from commands"))[0][0] == 0
 
 
 # ---------------------------------------------------------------------- validation and roles
 
 async def test_bad_commands_are_refused_and_change_nothing(city_db_url, make_settings, token_for):
-    lamp = lamps(city_db_url, 1)[0]
-    meter = q(city_db_url, "select id from devices where kind = 'water_meter' limit 1")[0][0]
+    lamp = (await asyncio.to_thread(lamps, city_db_url, 1))[0]
+    meter = (await aq(city_db_url, "select id from devices where kind = 'water_meter' limit 1"))[0][0]
     token = token_for(city_db_url, "operator")
     cases = [
         (lamp, {"name": "explode"}, 400, "unknown command"),
@@ -392,12 +392,12 @@ async def test_bad_commands_are_refused_and_change_nothing(city_db_url, make_set
         for bad in ("not-a-uuid", str(uuid.uuid4())):
             resp = await client.get(f"/api/v1/commands/{bad}", headers=auth(token))
             assert resp.status == 404
-    assert q(city_db_url, "select count(*) from commands")[0][0] == 0
-    assert audit_rows(city_db_url, "command.create") == []
+    assert (await aq(city_db_url, "select count(*) from commands"))[0][0] == 0
+    assert await asyncio.to_thread(audit_rows, city_db_url, "command.create") == []
 
 
 async def test_only_operators_and_admins_command(city_db_url, make_settings, token_for, mosquitto):
-    lamp = lamps(city_db_url, 1)[0]
+    lamp = (await asyncio.to_thread(lamps, city_db_url, 1))[0]
     tokens = {role: token_for(city_db_url, role) for role in ("viewer", "crew", "integrator",
                                                               "operator", "admin")}
     body = {"name": "set_dim", "args": {"level": 50}}
@@ -418,17 +418,17 @@ async def test_only_operators_and_admins_command(city_db_url, make_settings, tok
         # reading a command's status needs only a token
         assert (await command_status(client, tokens["viewer"], ids[0]))["device"] == lamp
         assert (await client.get(f"/api/v1/commands/{ids[0]}")).status == 401
-    denied = audit_rows(city_db_url, "command.denied")
+    denied = await asyncio.to_thread(audit_rows, city_db_url, "command.denied")
     assert len(denied) == 9 and {r[0] for r in denied} == {
         "test-viewer (viewer)", "test-crew (crew)", "test-integrator (integrator)"}
-    assert {r[0] for r in audit_rows(city_db_url, "command.create")} == {
+    assert {r[0] for r in await asyncio.to_thread(audit_rows, city_db_url, "command.create")} == {
         "test-operator (operator)", "test-admin (admin)"}
 
 
 async def test_the_demo_simulator_answers_commands(city_db_url, make_settings, token_for):
     """``ioc demo``'s simulated lamps (MQTT) carry out a group dim; its cabinets take a switch."""
-    cabinet = q(city_db_url, "select parent from devices where kind = 'streetlight' and parent is not null "
-                             "order by parent limit 1")[0][0]
+    [(cabinet,)] = await aq(city_db_url, "select parent from devices where kind = 'streetlight' "
+                                         "and parent is not null order by parent limit 1")
     token = token_for(city_db_url, "operator")
     async with running(make_settings(city_db_url, simulate=True)) as client:
         await wait_connected(client)

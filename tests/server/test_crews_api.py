@@ -7,7 +7,7 @@ import psycopg
 
 from server.notify.signing import new_secret
 from server.settings import WebhookChannel
-from tests.helpers import free_port, running, until
+from tests.helpers import aexecute, free_port, running, until
 from tests.server.helpers import Receiver, fast_settings
 
 DEPOT = {"type": "Point", "coordinates": [105.84, 21.59]}
@@ -121,9 +121,8 @@ async def test_a_crew_token_updates_only_its_own_position_and_availability(
 
 async def test_a_crew_with_open_alarms_cannot_be_deleted(city_db_url, make_settings, token_for):
     operator = _auth(token_for(city_db_url, "operator"))
-    with psycopg.connect(city_db_url) as conn:
-        conn.execute("insert into alarms (rule, device, severity, dedup_key, assigned_crew) "
-                     "values ('r', 'PS-0001', 'major', 'r:PS-0001', 'CREW-04')")
+    await aexecute(city_db_url, "insert into alarms (rule, device, severity, dedup_key, assigned_crew) "
+                                "values ('r', 'PS-0001', 'major', 'r:PS-0001', 'CREW-04')")
     async with running(make_settings(city_db_url, mqtt_url=None)) as client:
         resp = await client.delete("/api/v1/crews/CREW-04", headers=operator)
         assert resp.status == 409

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.http.app import create_app
+from tests.helpers import aexecute, aq
 
 PROBLEM = "application/problem+json"
 
@@ -183,12 +184,10 @@ async def test_duplicate_id_is_409_and_unknown_parent_is_400(api):
 
 
 async def test_audit_log_records_device_changes(api):
-    import psycopg
 
     await api.post("/api/v1/devices", json=LAMP, headers=auth(api, "integrator"))
-    with psycopg.connect(api.url) as conn:
-        row = conn.execute("select actor, action from audit_log where action = 'device.create'"
-                           ).fetchone()
+    rows = await aq(api.url, "select actor, action from audit_log where action = 'device.create'")
+    row = rows[0] if rows else None
     assert row is not None and "integrator" in row[0]
 
 
@@ -212,7 +211,6 @@ async def test_registry_changes_reach_ingest_validation(api):
 
 
 async def test_directory_reloads_when_another_process_changed_devices(api):
-    import psycopg
 
     from server import keys
 
@@ -220,7 +218,6 @@ async def test_directory_reloads_when_another_process_changed_devices(api):
     async with api.app[keys.DB].acquire() as conn:
         assert await directory.refresh_if_changed(conn) is False
         victim = next(iter(directory.devices))
-        with psycopg.connect(api.url) as other:
-            other.execute("delete from devices where id = %s", (victim,))
+        await aexecute(api.url, "delete from devices where id = %s", victim)
         assert await directory.refresh_if_changed(conn) is True
     assert directory.get(victim) is None

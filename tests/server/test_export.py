@@ -13,6 +13,7 @@ from shapely.geometry import shape
 
 from server.cli.main import main
 from server.http.app import create_app
+from tests.helpers import acount
 
 PROBLEM = "application/problem+json"
 
@@ -48,10 +49,9 @@ async def test_geojson_export_filters_by_bbox_and_kind(api):
         assert f["properties"]["kind"] in ("streetlight", "camera")
         assert shape(f["geometry"]).intersects(box)
         assert "status" not in f["properties"], "the inventory, not live state"
-    with psycopg.connect(api.url) as conn:
-        expected = conn.execute(
-            "select count(*) from devices where kind in ('streetlight', 'camera') and "
-            "ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, 4326))", bbox).fetchone()[0]
+    expected = await acount(
+        api.url, "select count(*) from devices where kind in ('streetlight', 'camera') and "
+                 "ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, 4326))", *bbox)
     assert len(fc["features"]) == expected
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import psycopg
@@ -9,6 +10,7 @@ import pytest
 
 from server.cli.main import main
 from server.http.app import create_app
+from tests.helpers import aq
 
 PROBLEM = "application/problem+json"
 
@@ -44,7 +46,7 @@ def feature(dev_id, kind="streetlight", lon=105.84, lat=21.59, **props):
 
 async def test_geojson_creates_then_updates_by_id(api):
     cabinet = some_cabinet(api.url)
-    before = count(api.url)
+    before = await asyncio.to_thread(count, api.url)
     fc = {"type": "FeatureCollection", "features": [
         feature("LC-IMP-1", "lighting_cabinet", name="new cabinet"),
         feature("SL-IMP-1", parent="LC-IMP-1", name="lamp 1", road="Đường A"),  # parent in file
@@ -56,7 +58,7 @@ async def test_geojson_creates_then_updates_by_id(api):
     assert resp.status == 200, await resp.text()
     assert await resp.json() == {"dry_run": False, "format": "geojson", "devices": 4,
                                  "created": 4, "updated": 0}
-    assert count(api.url) == before + 4
+    assert await asyncio.to_thread(count, api.url) == before + 4
     lamp = await (await api.get("/api/v1/devices/SL-IMP-1", headers=auth(api, "viewer"))).json()
     assert lamp["properties"]["parent"] == "LC-IMP-1"
     assert lamp["properties"]["road"] == "Đường A"
@@ -74,15 +76,14 @@ async def test_geojson_creates_then_updates_by_id(api):
     assert lamp["properties"]["name"] == "lamp one"
     assert lamp["geometry"]["coordinates"] == [105.86, 21.6]
     assert lamp["properties"]["parent"] is None and "road" not in lamp["properties"]
-    with psycopg.connect(api.url) as conn:
-        row = conn.execute("select actor, details from audit_log where action = 'device.import' "
-                           "order by id desc limit 1").fetchone()
+    row = (await aq(api.url, "select actor, details from audit_log where action = 'device.import' "
+                             "order by id desc limit 1"))[0]
     assert row[0] == "test-integrator (integrator)"
     assert row[1]["created"] == 1 and row[1]["updated"] == 1
 
 
 async def test_geojson_with_errors_is_rejected_whole_with_a_report(api):
-    before = count(api.url)
+    before = await asyncio.to_thread(count, api.url)
     fc = {"type": "FeatureCollection", "features": [
         feature("SL-OK-1"),
         feature("SL-BAD-KIND", kind="lamp_post"),
@@ -103,8 +104,8 @@ async def test_geojson_with_errors_is_rejected_whole_with_a_report(api):
     assert "lamp_post" in reasons[1] and "streetlight" in reasons[1]
     assert "LC-NOWHERE" in reasons[4]
     assert "feature 0" in next(e["reason"] for e in body["errors"] if e["index"] == 3)
-    assert count(api.url) == before
-    assert count(api.url, "select count(*) from devices where id = 'SL-OK-1'") == 0
+    assert await asyncio.to_thread(count, api.url) == before
+    assert await asyncio.to_thread(count, api.url, "select count(*) from devices where id = 'SL-OK-1'") == 0
 
 
 CSV_GOOD = """id,kind,name,lon,lat,wkt,road,parent
@@ -149,7 +150,7 @@ SL-E-6,streetlight,out of range,105.8,95
 
 
 async def test_csv_errors_name_row_field_and_reason(api):
-    before = count(api.url)
+    before = await asyncio.to_thread(count, api.url)
     resp = await api.post("/api/v1/import", data=CSV_BAD.encode(),
                           headers={**auth(api), "Content-Type": "text/csv"})
     assert resp.status == 422 and resp.content_type == PROBLEM
@@ -158,11 +159,11 @@ async def test_csv_errors_name_row_field_and_reason(api):
     assert got == {(3, "kind"), (4, "lon"), (5, "id"), (6, "geometry"), (7, "lon/lat")}, got
     assert body["detail"].startswith("5 problem(s) in the file, the first at row 3: kind:")
     assert all(e["reason"] for e in body["errors"])
-    assert count(api.url) == before
+    assert await asyncio.to_thread(count, api.url) == before
 
 
 async def test_dry_run_reports_and_writes_nothing(api):
-    before = count(api.url)
+    before = await asyncio.to_thread(count, api.url)
     existing = some_cabinet(api.url)
     fc = {"type": "FeatureCollection",
           "features": [feature(existing, "lighting_cabinet"), feature("SL-DRY-1")]}
@@ -170,7 +171,7 @@ async def test_dry_run_reports_and_writes_nothing(api):
     assert resp.status == 200
     assert await resp.json() == {"dry_run": True, "format": "geojson", "devices": 2,
                                  "created": 1, "updated": 1}
-    assert count(api.url) == before
+    assert await asyncio.to_thread(count, api.url) == before
 
 
 @pytest.mark.parametrize("role", ["viewer", "operator"])

@@ -6,11 +6,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import orjson
-import psycopg
 import pytest
 
 from server.keys import INGEST
-from tests.helpers import count, iso, publisher, q, running, wait_connected, wait_for
+from tests.helpers import acount, aexecute, aq, count, iso, publisher, q, running, wait_connected, wait_for
 
 
 @pytest.fixture
@@ -29,7 +28,7 @@ async def test_mqtt_readings_reach_telemetry_state_and_api(city_db_url, make_set
             payload = {"ts": iso(now), "values": {"power_w": 40.0 + i, "lamp_on": True,
                                                   "dim_level_pct": 70}}
             await pub.publish(f"ioc/v1/{dev}/telemetry", orjson.dumps(payload), qos=1)
-        await wait_for(lambda: count(city_db_url) == 15)
+        await wait_for(lambda: count(city_db_url) == 15, blocking=True)
         token = token_for(city_db_url, "viewer")
         resp = await client.get(f"/api/v1/devices/{lamp_ids[2]}",
                                 headers={"Authorization": f"Bearer {token}"})
@@ -58,9 +57,9 @@ async def test_duplicates_and_out_of_order(city_db_url, make_settings, mosquitto
         await pub.publish(topic, orjson.dumps(older), qos=1)  # late, out of order
         await pub.publish(topic, orjson.dumps([newer, older]), qos=1)  # both again, batched
         await wait_for(lambda: client.app[INGEST].metrics.readings_duplicate._value.get() >= 3)
-    assert count(city_db_url) == 2
-    state = q(city_db_url, "select s.values from device_state s join devices d "
-                           "on d.key = s.device_key where d.id = %s", dev)[0][0]
+    assert await acount(city_db_url) == 2
+    state = (await aq(city_db_url, "select s.values from device_state s join devices d "
+                                   "on d.key = s.device_key where d.id = %s", dev))[0][0]
     assert state["power_w"] == 50.0, "a late reading must not move the state backwards"
 
 
@@ -78,18 +77,18 @@ async def test_bad_input_goes_to_dead_letters_and_good_values_are_kept(
         await pub.publish(f"ioc/v1/{dev}/telemetry", orjson.dumps(mixed), qos=1)
         future = {"ts": iso(now + timedelta(hours=1)), "values": {"power_w": 1.0}}
         await pub.publish(f"ioc/v1/{dev}/telemetry", orjson.dumps(future), qos=1)
-        await wait_for(lambda: count(city_db_url, "select count(*) from dead_letters") >= 6)
-        await wait_for(lambda: count(city_db_url) == 1)
-    reasons = [r[0] for r in q(city_db_url, "select reason from dead_letters order by id")]
+        await wait_for(lambda: count(city_db_url, "select count(*) from dead_letters") >= 6, blocking=True)
+        await wait_for(lambda: count(city_db_url) == 1, blocking=True)
+    reasons = [r[0] for r in await aq(city_db_url, "select reason from dead_letters order by id")]
     text = "\n".join(reasons)
     assert "unknown device 'NOPE-1'" in text
     assert "not one a streetlight reports" in text  # pressure_bar on a lamp
     assert "boolean" in text  # lamp_on = 7
     assert "future" in text
     assert any("JSON" in r for r in reasons)
-    raw = q(city_db_url, "select payload from dead_letters where reason like '%%future%%'")[0][0]
+    raw = (await aq(city_db_url, "select payload from dead_letters where reason like '%%future%%'"))[0][0]
     assert b'"power_w"' in bytes(raw), "the raw payload is kept for replay"
-    assert q(city_db_url, "select value from telemetry")[0][0] == 33.0
+    assert (await aq(city_db_url, "select value from telemetry"))[0][0] == 33.0
 
 
 async def test_http_push(city_db_url, make_settings, lamp_ids, token_for):
@@ -103,7 +102,7 @@ async def test_http_push(city_db_url, make_settings, lamp_ids, token_for):
         assert resp.status == 202, await resp.text()
         got = await resp.json()
         assert got["accepted"] == 1 and "NOPE-2" in got["rejected"][0]
-        await wait_for(lambda: count(city_db_url) == 1)
+        await wait_for(lambda: count(city_db_url) == 1, blocking=True)
         resp = await client.post("/api/v1/telemetry", data=b"[{", headers=h)
         assert resp.status == 400
         assert (await resp.json())["detail"].startswith("the body is not valid JSON")
@@ -121,12 +120,12 @@ async def test_nul_in_a_device_id_is_a_dead_letter_not_a_stuck_writer(city_db_ur
     async with running(make_settings(city_db_url, mqtt_url=None)) as client:
         resp = await client.post("/api/v1/telemetry", json=body, headers=h)
         assert resp.status == 202, await resp.text()
-        await wait_for(lambda: count(city_db_url) == 1)
-        await wait_for(lambda: count(city_db_url, "select count(*) from dead_letters") == 1)
+        await wait_for(lambda: count(city_db_url) == 1, blocking=True)
+        await wait_for(lambda: count(city_db_url, "select count(*) from dead_letters") == 1, blocking=True)
         later = [{"device_id": lamp_ids[1], "values": {"power_w": 3}}]
         assert (await client.post("/api/v1/telemetry", json=later, headers=h)).status == 202
-        await wait_for(lambda: count(city_db_url) == 2)
-    assert q(city_db_url, "select device_id from dead_letters")[0][0] == "SL-\\x00"
+        await wait_for(lambda: count(city_db_url) == 2, blocking=True)
+    assert (await aq(city_db_url, "select device_id from dead_letters"))[0][0] == "SL-\\x00"
 
 
 async def test_messages_are_acknowledged_only_after_commit(city_db_url, make_settings,
@@ -144,20 +143,18 @@ async def test_messages_are_acknowledged_only_after_commit(city_db_url, make_set
     async with running(settings) as client:
         await wait_connected(client)
         ingest = client.app[INGEST]
-        with psycopg.connect(city_db_url, autocommit=True) as conn:
-            conn.execute("alter table telemetry rename to telemetry_away")
+        await aexecute(city_db_url, "alter table telemetry rename to telemetry_away")
         async with publisher(mosquitto.url) as pub:
             for i in range(n):
                 msg = {"ts": iso(base + timedelta(seconds=i)), "values": {"power_w": float(i)}}
                 await pub.publish(f"ioc/v1/{dev}/telemetry", orjson.dumps(msg), qos=1)
         await wait_for(lambda: ingest.pending >= n and ingest.last_error)
         ingest.stop_drain_timeout = 0.5
-    with psycopg.connect(city_db_url, autocommit=True) as conn:
-        conn.execute("alter table telemetry_away rename to telemetry")
-    assert count(city_db_url) == 0
+    await aexecute(city_db_url, "alter table telemetry_away rename to telemetry")
+    assert await acount(city_db_url) == 0
     async with running(settings) as client:
-        await wait_for(lambda: count(city_db_url) == n, within=20)
-    assert count(city_db_url) == n
+        await wait_for(lambda: count(city_db_url) == n, within=20, blocking=True)
+    assert await acount(city_db_url) == n
 
 
 async def test_status_topic_marks_device_offline(city_db_url, make_settings, mosquitto, lamp_ids):
@@ -167,7 +164,7 @@ async def test_status_topic_marks_device_offline(city_db_url, make_settings, mos
         await pub.publish(f"ioc/v1/{dev}/status", b"offline", qos=1, retain=True)
         sql = ("select s.status from device_state s join devices d on d.key = s.device_key "
                "where d.id = %s")
-        await wait_for(lambda: (q(city_db_url, sql, dev) or [[None]])[0][0] == "offline")
+        await wait_for(lambda: (q(city_db_url, sql, dev) or [[None]])[0][0] == "offline", blocking=True)
         await pub.publish(f"ioc/v1/{dev}/status", b"", qos=1, retain=True)  # clear retained
         await asyncio.sleep(0.2)
 
@@ -175,8 +172,8 @@ async def test_status_topic_marks_device_offline(city_db_url, make_settings, mos
 async def test_chirpstack_uplink_finds_the_meter_by_deveui(city_db_url, make_settings, mosquitto):
     from pathlib import Path
 
-    dev, eui = q(city_db_url, "select id, external_id from devices where kind = 'water_meter' "
-                              "and external_id is not null order by id limit 1")[0]
+    dev, eui = (await aq(city_db_url, "select id, external_id from devices where kind = 'water_meter' "
+                                      "and external_id is not null order by id limit 1"))[0]
     fixture = Path(__file__).parent.parent / "adapters/fixtures/chirpstack/up_water_meter.json"
     doc = orjson.loads(fixture.read_bytes())
     doc["deviceInfo"]["devEui"] = eui.lower()
@@ -191,11 +188,11 @@ async def test_chirpstack_uplink_finds_the_meter_by_deveui(city_db_url, make_set
         sql = ("select count(*) from telemetry t join devices d on d.key = t.device_key "
                "where d.id = %s")
         await wait_for(lambda: count(city_db_url, sql, dev) > 0
-                       and count(city_db_url, "select count(*) from dead_letters") >= 2)
-    reasons = " | ".join(r[0] for r in q(city_db_url, "select reason from dead_letters"))
+                       and count(city_db_url, "select count(*) from dead_letters") >= 2, blocking=True)
+    reasons = " | ".join(r[0] for r in await aq(city_db_url, "select reason from dead_letters"))
     assert "00000000deadbeef" in reasons  # no meter with that DevEUI
     assert "unknown metric 'leak'" in reasons  # a codec key the catalogue does not know
-    assert count(city_db_url, sql, dev) >= 2  # volume_m3, flow_m3h, battery_pct... stored
+    assert await acount(city_db_url, sql, dev) >= 2  # volume_m3, flow_m3h, battery_pct... stored
 
 
 async def test_a_device_deleted_elsewhere_does_not_stall_ingest(city_db_url, make_settings,
@@ -206,15 +203,14 @@ async def test_a_device_deleted_elsewhere_does_not_stall_ingest(city_db_url, mak
     now = iso(datetime.now(UTC))
     async with running(make_settings(city_db_url)) as client, publisher(mosquitto.url) as pub:
         await wait_connected(client)
-        with psycopg.connect(city_db_url) as conn:
-            conn.execute("delete from devices where id = %s", (gone,))
+        await aexecute(city_db_url, "delete from devices where id = %s", gone)
         for dev in (gone, kept):
             await pub.publish(f"ioc/v1/{dev}/telemetry",
                               orjson.dumps({"ts": now, "values": {"power_w": 5.0}}), qos=1)
             await pub.publish(f"ioc/v1/{dev}/status", b"online", qos=1)
         sql = ("select count(*) from telemetry t join devices d on d.key = t.device_key "
                "where d.id = %s")
-        await wait_for(lambda: count(city_db_url, sql, kept) == 1, within=10)
+        await wait_for(lambda: count(city_db_url, sql, kept) == 1, within=10, blocking=True)
         assert client.app[INGEST].last_error is None
-    assert count(city_db_url, "select count(*) from device_state s join devices d "
-                              "on d.key = s.device_key where d.id = %s", kept) == 1
+    assert await acount(city_db_url, "select count(*) from device_state s join devices d "
+                                     "on d.key = s.device_key where d.id = %s", kept) == 1

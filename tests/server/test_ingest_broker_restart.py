@@ -15,13 +15,12 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import orjson
-import psycopg
 import pytest
 
 import server.cli.embedded as embedded
 from server.cli.embedded import EmbeddedMosquitto
 from server.mqtt.link import MqttLink
-from tests.helpers import ROOT, count, q, running, wait_connected, wait_for
+from tests.helpers import ROOT, acount, aq, count, running, wait_connected, wait_for
 
 MESSAGES = 12_000  # 12 × mosquitto's default queue
 WINDOW = 1_000  # QoS 1 publishes in flight at once: the publisher's full rate
@@ -101,8 +100,8 @@ async def test_broker_restart_keeps_the_queued_messages(config, tmp_path, monkey
     broker.start()
     try:
         settings = make_settings(city_db_url, mqtt_url=broker.url)
-        lamps = [r[0] for r in q(city_db_url, "select id from devices where kind = 'streetlight' "
-                                              "order by id")]
+        lamps = [r[0] for r in await aq(city_db_url, "select id from devices where kind = 'streetlight' "
+                                                     "order by id")]
         base = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=4)
         async with running(settings) as client:  # the server's persistent session exists
             await wait_connected(client)
@@ -117,11 +116,10 @@ async def test_broker_restart_keeps_the_queued_messages(config, tmp_path, monkey
                     settled.seen = [*getattr(settled, "seen", [])[-20:], n]
                     return len(settled.seen) > 20 and len(set(settled.seen)) == 1
                 await wait_for(settled, within=60, interval=0.1)
-                assert count(city_db_url) < MESSAGES / 2, "the default queue drops most of it"
+                assert await acount(city_db_url) < MESSAGES / 2, "the default queue drops most of it"
                 return
-            await wait_for(lambda: count(city_db_url) == MESSAGES, within=90, interval=0.25)
-        with psycopg.connect(city_db_url) as conn:
-            first, last = conn.execute("select min(ts), max(ts) from telemetry").fetchone()
+            await wait_for(lambda: count(city_db_url) == MESSAGES, within=90, interval=0.25, blocking=True)
+        [(first, last)] = await aq(city_db_url, "select min(ts), max(ts) from telemetry")
         assert (first, last) == (base, base + timedelta(milliseconds=MESSAGES - 1))
     finally:
         broker.stop()

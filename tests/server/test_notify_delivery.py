@@ -9,11 +9,10 @@ import logging
 import time
 
 import orjson
-import psycopg
 
 from server.notify.signing import new_secret, verify
 from server.settings import WebhookChannel
-from tests.helpers import free_port, until
+from tests.helpers import aexecute, free_port, until
 from tests.server.helpers import (
     Mailbox,
     Receiver,
@@ -283,8 +282,7 @@ async def test_crew_feed_delivered_when_the_crew_page_connects(db_url, make_sett
     from server import keys
     from tests.helpers import running
 
-    with psycopg.connect(db_url) as conn:
-        conn.execute("insert into crews (id, name) values (%s, 'Test crew')", (CREW,))
+    await aexecute(db_url, "insert into crews (id, name) values (%s, 'Test crew')", CREW)
     token = token_for(db_url, "crew", crew=CREW)
     notify = fast_settings(max_attempts=50, channel_order=["crew"])
     async with running(make_settings(db_url, mqtt_url=None, notify=notify)) as client:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 
 from server.http.app import create_app
 from server.http.ratelimit import RateLimiter
 from server.settings import ApiSettings, RateLimit
+from tests.helpers import acount
 
 PROBLEM = "application/problem+json"
 
@@ -81,8 +81,7 @@ async def test_ordinary_body_over_limit_is_413_and_stores_nothing(tight):
     resp = await tight.post("/api/v1/devices", json=feature, headers=bearer(tight.integrator))
     assert resp.status == 413 and resp.content_type == PROBLEM
     assert "4,096 bytes" in (await resp.json())["detail"]
-    with psycopg.connect(tight.url) as conn:
-        assert conn.execute("select count(*) from devices").fetchone()[0] == 0
+    assert await acount(tight.url, "select count(*) from devices") == 0
 
 
 async def test_chunked_body_over_limit_is_413(tight):

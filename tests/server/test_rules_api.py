@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import yaml
 
-from tests.helpers import publisher, q, running, wait_connected, wait_for
+from tests.helpers import aq, publisher, q, running, wait_connected, wait_for
 from tests.server.helpers import first, send, state_of, write_rules
 
 
@@ -25,7 +25,7 @@ def touch_later(path) -> None:
 
 async def test_rule_files_reload_and_api(city_db_url, make_settings, mosquitto, tmp_path, token_for):
     url = city_db_url
-    ps = first(url, "pressure_sensor")[0]
+    ps = (await asyncio.to_thread(first, url, "pressure_sensor"))[0]
     path = tmp_path / "site.yaml"
     write_rules(path, {"id": "p-low", "kind": "threshold", "select": {"kind": "pressure_sensor"},
                        "metric": "pressure_bar", "below": 1.5, "severity": "major"})
@@ -55,7 +55,7 @@ async def test_rule_files_reload_and_api(city_db_url, make_settings, mosquitto, 
             await asyncio.sleep(0.1)
         assert any(str(path) in e and "'p-low'" in e and "bellow" in e for e in errs), errs
         await send(pub, ps, {"pressure_bar": 1.2})
-        await wait_for(lambda: state_of(url, "p-low", ps) == "active_unacked")
+        await wait_for(lambda: state_of(url, "p-low", ps) == "active_unacked", blocking=True)
 
         # Fixed, with a second rule: picked up without a restart.
         write_rules(path,
@@ -64,11 +64,12 @@ async def test_rule_files_reload_and_api(city_db_url, make_settings, mosquitto, 
                     {"id": "p-high", "kind": "threshold", "select": {"kind": "pressure_sensor"},
                      "metric": "pressure_bar", "above": 6, "severity": "minor"})
         touch_later(path)
-        await wait_for(lambda: {r[0] for r in q(url, "select id from rules")} == {"p-low", "p-high"})
+        await wait_for(lambda: {r[0] for r in q(url, "select id from rules")} == {"p-low", "p-high"},
+                       blocking=True)
         # The changed rule re-evaluated the stored state: 1.2 is no longer below its limit.
-        await wait_for(lambda: state_of(url, "p-low", ps) == "rtn_unacked")
+        await wait_for(lambda: state_of(url, "p-low", ps) == "rtn_unacked", blocking=True)
         await send(pub, ps, {"pressure_bar": 7.0})
-        await wait_for(lambda: state_of(url, "p-high", ps) == "active_unacked")
+        await wait_for(lambda: state_of(url, "p-high", ps) == "active_unacked", blocking=True)
         assert await errors() == []
 
         # The API: validation names the field; conflicts with file rules; CRUD.
@@ -91,23 +92,23 @@ async def test_rule_files_reload_and_api(city_db_url, make_settings, mosquitto, 
                                                           "below": 2, "severity": "major"},
                              headers=integrator)
         assert r.status == 409 and "site.yaml" in (await r.json())["detail"]
-        tc = first(url, "traffic_controller")[0]
+        tc = (await asyncio.to_thread(first, url, "traffic_controller"))[0]
         await send(pub, tc, {"mode": 3})
-        await wait_for(lambda: state_of(url, "tc-flash", tc) == "active_unacked")
+        await wait_for(lambda: state_of(url, "tc-flash", tc) == "active_unacked", blocking=True)
         r = await client.put("/api/v1/rules/tc-flash", json=good | {"in": [1]}, headers=integrator)
         assert r.status == 200 and (await r.json())["document"]["in"] == [1.0]
         # Mode 3 no longer matches the edited rule: its alarm returns to normal.
-        await wait_for(lambda: state_of(url, "tc-flash", tc) == "rtn_unacked")
+        await wait_for(lambda: state_of(url, "tc-flash", tc) == "rtn_unacked", blocking=True)
         assert (await client.delete("/api/v1/rules/tc-flash", headers=integrator)).status == 204
-        await wait_for(lambda: state_of(url, "tc-flash", tc) == "closed")
+        await wait_for(lambda: state_of(url, "tc-flash", tc) == "closed", blocking=True)
         assert (await client.get("/api/v1/rules/tc-flash", headers=viewer)).status == 404
-        audit = q(url, "select action from audit_log where target = 'tc-flash' order by id")
+        audit = await aq(url, "select action from audit_log where target = 'tc-flash' order by id")
         assert [a[0] for a in audit] == ["rule.create", "rule.update", "rule.delete"]
 
 
 async def test_backtest_over_stored_telemetry(city_db_url, make_settings, token_for):
     url = city_db_url
-    ps1, ps2 = first(url, "pressure_sensor", 2)
+    ps1, ps2 = await asyncio.to_thread(first, url, "pressure_sensor", 2)
     integrator = auth(token_for(url, "integrator"))
     t0 = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
     # One reading a minute for 100 min; ps1 dips below 1.5 twice (for 5 and 2 min), ps2 never.
@@ -120,7 +121,7 @@ async def test_backtest_over_stored_telemetry(city_db_url, make_settings, token_
     async with running(make_settings(url, mqtt_url=None)) as client:
         r = await client.post("/api/v1/telemetry", json=rows, headers=integrator)
         assert r.status == 202
-        await wait_for(lambda: q(url, "select count(*) from telemetry")[0][0] == 200)
+        await wait_for(lambda: q(url, "select count(*) from telemetry")[0][0] == 200, blocking=True)
         rule = {"id": "p-low", "kind": "threshold", "select": {"kind": "pressure_sensor"},
                 "metric": "pressure_bar", "below": 1.5, "severity": "major"}
         body = {"rule": rule, "from": (t0 - timedelta(minutes=1)).isoformat(),
@@ -142,7 +143,7 @@ async def test_backtest_over_stored_telemetry(city_db_url, make_settings, token_
         assert datetime.fromisoformat(got["alarms"][0]["raised_at"].replace("Z", "+00:00")) == \
             t0 + timedelta(minutes=23)
         # Nothing was stored: a backtest changes nothing.
-        assert q(url, "select count(*) from alarms")[0][0] == 0
+        assert (await aq(url, "select count(*) from alarms"))[0][0] == 0
         r = await client.post("/api/v1/rules/backtest", json={"rule": rule | {"below": "low"}},
                               headers=integrator)
         assert r.status == 400 and "below" in (await r.json())["detail"]

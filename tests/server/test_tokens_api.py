@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 
-import psycopg
 import pytest
 
 from server.http.app import create_app
+from tests.helpers import acount, aq
 
 PROBLEM = "application/problem+json"
 
@@ -37,15 +37,12 @@ async def test_create_list_use_and_revoke(api):
     assert resp.headers["Location"] == f"/api/v1/tokens/{made['id']}"
 
     # stored as its SHA-256 only
-    with psycopg.connect(api.url) as conn:
-        stored = conn.execute("select token_hash from api_tokens where id = %s",
-                              (made["id"],)).fetchone()[0]
-        assert stored == hashlib.sha256(secret.encode()).hexdigest()
-        assert conn.execute("select count(*) from api_tokens where token_hash = %s",
-                            (secret,)).fetchone()[0] == 0
-        audit = conn.execute("select actor, action from audit_log where action = 'token.create' "
-                             "and target = %s", (f"token {made['id']}",)).fetchone()
-        assert audit == ("test-admin (admin)", "token.create")
+    stored = (await aq(api.url, "select token_hash from api_tokens where id = %s", made["id"]))[0][0]
+    assert stored == hashlib.sha256(secret.encode()).hexdigest()
+    assert await acount(api.url, "select count(*) from api_tokens where token_hash = %s", secret) == 0
+    [audit] = await aq(api.url, "select actor, action from audit_log where action = 'token.create' "
+                                "and target = %s", f"token {made['id']}")
+    assert audit == ("test-admin (admin)", "token.create")
 
     # the new token works, and the listing never shows a secret
     assert (await api.get("/api/v1/devices", headers=bearer(secret))).status == 200
@@ -74,8 +71,7 @@ async def test_only_admins_manage_tokens(api):
         resp = await api.request(method, path, json=body, headers=bearer(api.viewer))
         assert resp.status == 403, (method, path)
         assert "admin" in (await resp.json())["detail"]
-    with psycopg.connect(api.url) as conn:
-        assert conn.execute("select count(*) from api_tokens").fetchone()[0] == 2
+    assert await acount(api.url, "select count(*) from api_tokens") == 2
 
 
 @pytest.mark.parametrize("body, fragment", [
@@ -90,13 +86,11 @@ async def test_bad_requests_say_why_and_store_nothing(api, body, fragment):
     resp = await api.post("/api/v1/tokens", json=body, headers=bearer(api.admin))
     assert resp.status == 400 and resp.content_type == PROBLEM
     assert fragment in (await resp.json())["detail"]
-    with psycopg.connect(api.url) as conn:
-        assert conn.execute("select count(*) from api_tokens").fetchone()[0] == 2
+    assert await acount(api.url, "select count(*) from api_tokens") == 2
 
 
 async def test_cannot_revoke_own_token(api):
-    with psycopg.connect(api.url) as conn:
-        own = conn.execute("select id from api_tokens where role = 'admin'").fetchone()[0]
+    own = (await aq(api.url, "select id from api_tokens where role = 'admin'"))[0][0]
     resp = await api.delete(f"/api/v1/tokens/{own}", headers=bearer(api.admin))
     assert resp.status == 409
     assert (await api.get("/api/v1/tokens", headers=bearer(api.admin))).status == 200

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from server.keys import HUB, METRICS
-from tests.helpers import iso, publisher, q, running, wait_connected, wait_for
+from tests.helpers import aq, iso, publisher, q, running, wait_connected, wait_for
 
 WS = "/api/v1/ws"
 
@@ -153,12 +153,12 @@ async def test_snapshot_holds_the_devices_of_the_bbox_and_layers(city_db_url, ma
                                                                  token_for):
     url = city_db_url
     (a, ax, ay), _ = far_apart(url)
-    with_state = q(url, "select key from devices where id = %s", a)[0][0]
-    q(url, "insert into device_state (device_key, values, times, status, last_seen) values "
-           "(%s, '{\"power_w\": 41.5, \"lamp_on\": true}', '{}', 'online', now()) returning 1",
-      with_state)
-    q(url, "insert into alarms (rule, device, severity, dedup_key) values "
-           "('lamp-fault', %s, 'minor', 'x1'), ('feeder', %s, 'major', 'x2') returning 1", a, a)
+    with_state = (await aq(url, "select key from devices where id = %s", a))[0][0]
+    await aq(url, "insert into device_state (device_key, values, times, status, last_seen) values "
+                  "(%s, '{\"power_w\": 41.5, \"lamp_on\": true}', '{}', 'online', now()) returning 1",
+             with_state)
+    await aq(url, "insert into alarms (rule, device, severity, dedup_key) values "
+                  "('lamp-fault', %s, 'minor', 'x1'), ('feeder', %s, 'major', 'x2') returning 1", a, a)
     bbox = around(ax, ay, 0.004)
     kinds = ["streetlight", "camera"]
     expected = in_bbox(url, bbox, kinds)
@@ -181,7 +181,7 @@ async def test_snapshot_holds_the_devices_of_the_bbox_and_layers(city_db_url, ma
         # Another layer set over the whole city: exactly the cameras.
         whole = city_bbox(url)
         snap = await peer.snapshot(bbox=whole, layers=["camera"])
-        cameras = {r[0] for r in q(url, "select id from devices where kind = 'camera'")}
+        cameras = {r[0] for r in await aq(url, "select id from devices where kind = 'camera'")}
         assert {d["id"] for d in snap["devices"]} == cameras
 
         # No bbox: alarms only, no devices.
@@ -235,7 +235,7 @@ async def test_deltas_follow_the_viewport(city_db_url, make_settings, mosquitto,
         m = await peer.next(lambda m: m["type"] == "state" and m["device"] == a
                             and m["status"] == "offline")
         assert m["values"] == {}
-        key = q(url, "select key from devices where id = %s", a)[0][0]
+        key = (await aq(url, "select key from devices where id = %s", a))[0][0]
         client.app[HUB].on_status([(key, "stale")])
         await peer.next(lambda m: m["type"] == "state" and m["device"] == a
                         and m["status"] == "stale")
@@ -256,7 +256,7 @@ async def test_deltas_follow_the_viewport(city_db_url, make_settings, mosquitto,
         await publish(pub, b, t + timedelta(seconds=3), power_w=22.0)
         await wait_for(lambda: q(url, "select s.values->>'power_w' from device_state s join "
                                       "devices d on d.key = s.device_key where d.id = %s",
-                                 b)[0][0] == "22.0")
+                                 b)[0][0] == "22.0", blocking=True)
         await peer.send({"op": "ping", "id": 7})
         assert await peer.next(lambda m: m["type"] == "pong") == {"type": "pong", "id": 7}
         assert len(peer.states(b)) == seen_b
@@ -308,7 +308,7 @@ def hub_client(client, role: str):
 async def test_slow_reader_gets_merged_states_and_every_alarm(city_db_url, make_settings,
                                                               mosquitto, token_for):
     url = city_db_url
-    ids = [r[0] for r in lamps(url)]
+    ids = [r[0] for r in await asyncio.to_thread(lamps, url)]
     d = ids[0]
     whole = city_bbox(url)
     settings = make_settings(url, hub={"send_buffer_bytes": 4096, "slow_after_s": 300})
@@ -330,7 +330,8 @@ async def test_slow_reader_gets_merged_states_and_every_alarm(city_db_url, make_
                 await publish(pub, d, t0 + timedelta(milliseconds=i), power_w=100.0 + i)
                 await wait_for(lambda i=i: q(url, "select s.values->>'power_w' from device_state s "
                                                   "join devices d on d.key = s.device_key "
-                                                  "where d.id = %s", d)[0][0] == str(100.0 + i))
+                                                  "where d.id = %s", d)[0][0] == str(100.0 + i),
+                               blocking=True)
             for n in range(1, 301):
                 hub.publish_alarm({"id": n, "rule": "r", "device": d, "severity": "minor",
                                    "state": "active_unacked"})
@@ -353,7 +354,7 @@ async def test_slow_reader_gets_merged_states_and_every_alarm(city_db_url, make_
 async def test_a_client_that_stays_behind_is_disconnected_and_others_go_on(
         city_db_url, make_settings, mosquitto, token_for):
     url = city_db_url
-    ids = [r[0] for r in lamps(url)]
+    ids = [r[0] for r in await asyncio.to_thread(lamps, url)]
     whole = city_bbox(url)
     settings = make_settings(url, hub={"send_buffer_bytes": 4096, "slow_after_s": 2.0})
     async with running(settings) as client, publisher(mosquitto.url) as pub:
@@ -391,7 +392,7 @@ async def test_a_client_that_stays_behind_is_disconnected_and_others_go_on(
 # ---------------------------------------------------------------- alarms and crews
 async def test_crews_get_only_their_alarms_and_messages(city_db_url, make_settings, token_for):
     url = city_db_url
-    crew_a, crew_b = (r[0] for r in q(url, "select id from crews order by id limit 2"))
+    crew_a, crew_b = (r[0] for r in await aq(url, "select id from crews order by id limit 2"))
     async with running(make_settings(url, mqtt_url=None)) as client:
         hub = client.app[HUB]
         op = await connect(client, token_for(url, "operator"))

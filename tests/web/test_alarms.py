@@ -7,7 +7,7 @@ import time
 
 import orjson
 
-from tests.helpers import publisher, q, running, wait_connected, wait_for
+from tests.helpers import aq, publisher, q, running, wait_connected, wait_for
 from tests.web.helpers import artifact, base_url, map_ready, new_page
 
 # The alarm is in the panel, drawn on the live alarm layer, and colours the device.
@@ -61,8 +61,8 @@ async def test_alarm_appears_within_2s_and_ack_reaches_the_database(
         assert alarm_id == open_alarm(city_db_url, sensor)
         await row.locator("button[data-action=ack]").click()
         await wait_for(lambda: q(city_db_url, "select state from alarms where id = %s",
-                                 alarm_id)[0][0] == "active_acked")
-        acked_by = q(city_db_url, "select acked_by from alarms where id = %s", alarm_id)[0][0]
+                                 alarm_id)[0][0] == "active_acked", blocking=True)
+        acked_by = (await aq(city_db_url, "select acked_by from alarms where id = %s", alarm_id))[0][0]
         assert "test-operator" in acked_by
         row = page.locator(f"#alarm-list .alarm[data-alarm-id='{alarm_id}'][data-state=active_acked]")
         await row.wait_for()
@@ -72,9 +72,10 @@ async def test_alarm_appears_within_2s_and_ack_reaches_the_database(
         await row.locator(".comment-form input").fill("Đã gọi đội cấp nước kiểm tra van")
         await row.locator(".comment-form button[type=submit]").click()
         await wait_for(lambda: q(city_db_url, "select reason from alarm_events where alarm_id = %s "
-                                              "and event = 'comment'", alarm_id))
-        assert q(city_db_url, "select reason from alarm_events where alarm_id = %s and event = 'comment'",
-                 alarm_id)[0][0] == "Đã gọi đội cấp nước kiểm tra van"
+                                              "and event = 'comment'", alarm_id), blocking=True)
+        assert (await aq(city_db_url, "select reason from alarm_events where alarm_id = %s "
+                                      "and event = 'comment'", alarm_id))[0][0] \
+            == "Đã gọi đội cấp nước kiểm tra van"
         assert page.errors == []
     print(f"alarm on screen {elapsed * 1000:.0f} ms after the reading was published")
 
@@ -102,7 +103,7 @@ async def test_crew_page_shows_its_assigned_alarm_live(browser, city_db_url, mak
                                                        mosquitto, rules_file):
     operator = token_for(city_db_url, "operator")
     sensor, _, _ = first_sensor(city_db_url)
-    crew = q(city_db_url, "select id from crews order by id limit 1")[0][0]
+    crew = (await aq(city_db_url, "select id from crews order by id limit 1"))[0][0]
     crew_token = token_for(city_db_url, "crew", crew)
     settings = make_settings(city_db_url, rules={"paths": [str(rules_file)]})
     async with running(settings) as client, publisher(mosquitto.url) as pub:
@@ -131,9 +132,9 @@ async def test_crew_page_shows_its_assigned_alarm_live(browser, city_db_url, mak
 
         await job.locator("button[data-work=in_progress]").click()
         await wait_for(lambda: q(city_db_url, "select work_state from alarms where id = %s",
-                                 alarm_id)[0][0] == "in_progress")
+                                 alarm_id)[0][0] == "in_progress", blocking=True)
         await job.locator("button[data-work=done]").click()
         await wait_for(lambda: q(city_db_url, "select work_state from alarms where id = %s",
-                                 alarm_id)[0][0] == "done")
+                                 alarm_id)[0][0] == "done", blocking=True)
         await page.locator(f"article.job[data-alarm-id='{alarm_id}'][data-work=done]").wait_for()
         assert page.errors == []

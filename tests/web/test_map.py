@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
-import psycopg
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.helpers import iso, publisher, q, running, wait_connected, wait_for
+from tests.helpers import aexecute, aq, iso, publisher, q, running, wait_connected, wait_for
 from tests.web.helpers import artifact, base_url, map_idle, map_ready, new_page
 
 # Rendered features per source (aggregate cells counted apart), from MapLibre itself.
@@ -25,7 +24,7 @@ RENDERED = """() => {
 
 async def test_map_draws_the_city_from_our_tiles(browser, city_db_url, make_settings, token_for):
     token = token_for(city_db_url, "viewer")
-    wards = q(city_db_url, "select count(*) from wards")[0][0]
+    wards = (await aq(city_db_url, "select count(*) from wards"))[0][0]
     async with running(make_settings(city_db_url)) as client:
         page = await new_page(browser)
         await page.goto(f"{base_url(client)}/?token={token}")
@@ -45,8 +44,8 @@ async def test_map_draws_the_city_from_our_tiles(browser, city_db_url, make_sett
         assert await page.locator(".ward-label").count() == wards
 
         # A street: individual lamps (no aggregates) along drawn roads.
-        lamp = q(city_db_url, "select ST_X(geom), ST_Y(geom) from devices where kind = 'streetlight' "
-                              "order by id limit 1")[0]
+        lamp = (await aq(city_db_url, "select ST_X(geom), ST_Y(geom) from devices where kind = 'streetlight' "
+                                      "order by id limit 1"))[0]
         await page.evaluate(f"() => window.ioc.map.jumpTo({{center: [{lamp[0]}, {lamp[1]}], zoom: 16.5}})")
         await map_idle(page)
         street = await page.evaluate(RENDERED)
@@ -71,11 +70,10 @@ async def test_aggregate_counts_follow_the_view_while_unacknowledged_alarms_puls
     fires while an alarm is unacknowledged: the counts on the aggregate bubbles must follow
     the view all the same."""
     token = token_for(city_db_url, "viewer")
-    lamp, lon, lat = q(city_db_url, "select id, ST_X(geom), ST_Y(geom) from devices"
-                                    " where kind = 'streetlight' order by id limit 1")[0]
-    with psycopg.connect(city_db_url) as conn:
-        conn.execute("insert into alarms (rule, device, severity, state, dedup_key)"
-                     " values ('r', %s, 'minor', 'active_unacked', %s)", (lamp, f"r:{lamp}"))
+    lamp, lon, lat = (await aq(city_db_url, "select id, ST_X(geom), ST_Y(geom) from devices"
+                                            " where kind = 'streetlight' order by id limit 1"))[0]
+    await aexecute(city_db_url, "insert into alarms (rule, device, severity, state, dedup_key)"
+                                " values ('r', %s, 'minor', 'active_unacked', %s)", lamp, f"r:{lamp}")
     async with running(make_settings(city_db_url)) as client:
         page = await new_page(browser)
         await page.goto(f"{base_url(client)}/?token={token}")
@@ -111,13 +109,13 @@ async def test_layer_switcher_hides_a_kind(browser, city_db_url, make_settings, 
 async def test_device_panel_shows_latest_values_and_history(browser, city_db_url, make_settings,
                                                             token_for, mosquitto):
     token = token_for(city_db_url, "viewer")
-    sensor, lon, lat = q(city_db_url, "select id, ST_X(geom), ST_Y(geom) from devices "
-                                      "where kind = 'pressure_sensor' order by id limit 1")[0]
+    sensor, lon, lat = (await aq(city_db_url, "select id, ST_X(geom), ST_Y(geom) from devices "
+                                              "where kind = 'pressure_sensor' order by id limit 1"))[0]
     async with running(make_settings(city_db_url)) as client, publisher(mosquitto.url) as pub:
         await wait_connected(client)
         await pub.publish(f"ioc/v1/{sensor}/telemetry", orjson.dumps(
             {"ts": iso(datetime.now(UTC)), "values": {"pressure_bar": 3.25, "temperature_c": 21.5}}), qos=1)
-        await wait_for(lambda: q(city_db_url, "select count(*) from telemetry")[0][0] == 2)
+        await wait_for(lambda: q(city_db_url, "select count(*) from telemetry")[0][0] == 2, blocking=True)
         page = await new_page(browser)
         await page.goto(f"{base_url(client)}/?token={token}#map=17/{lat}/{lon}")
         await map_ready(page)
@@ -165,12 +163,12 @@ async def test_sign_in_form_and_vietnamese_from_the_browser(browser, city_db_url
 async def test_the_live_subscription_follows_the_map(browser, city_db_url, make_settings, token_for,
                                                      mosquitto):
     token = token_for(city_db_url, "viewer")
-    west, east = q(city_db_url, """
-        (select id from devices where kind = 'camera' order by ST_X(geom) limit 1)
-        union all
-        (select id from devices where kind = 'camera' order by ST_X(geom) desc limit 1)""")
+    west, east = await aq(city_db_url, """
+               (select id from devices where kind = 'camera' order by ST_X(geom) limit 1)
+               union all
+               (select id from devices where kind = 'camera' order by ST_X(geom) desc limit 1)""")
     west, east = west[0], east[0]
-    coords = {d: q(city_db_url, "select ST_X(geom), ST_Y(geom) from devices where id = %s", d)[0]
+    coords = {d: (await aq(city_db_url, "select ST_X(geom), ST_Y(geom) from devices where id = %s", d))[0]
               for d in (west, east)}
     async with running(make_settings(city_db_url)) as client, publisher(mosquitto.url) as pub:
         await wait_connected(client)
@@ -183,7 +181,7 @@ async def test_the_live_subscription_follows_the_map(browser, city_db_url, make_
         await page.wait_for_function(has, arg=west, timeout=15_000)
         # The east camera is outside this view: its update is not sent to the page...
         await pub.publish(f"ioc/v1/{east}/telemetry", orjson.dumps({"values": {"recording": True}}), qos=1)
-        await wait_for(lambda: q(city_db_url, "select count(*) from telemetry")[0][0] == 2)
+        await wait_for(lambda: q(city_db_url, "select count(*) from telemetry")[0][0] == 2, blocking=True)
         await page.wait_for_timeout(1000)
         assert not await page.evaluate(has, east)
         # ...until the map moves there: the new viewport's snapshot brings it.

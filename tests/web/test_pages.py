@@ -3,12 +3,13 @@ roll-up behind the map's ward view (no browser needed)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
 import psycopg
 
-from tests.helpers import q, running
+from tests.helpers import acount, aexecute, aq, running
 
 
 def auth(token: str) -> dict[str, str]:
@@ -42,8 +43,7 @@ async def test_pages_are_public_and_carry_their_configuration(db_url, make_setti
 
 
 async def test_me_names_the_token(db_url, make_settings, token_for):
-    with psycopg.connect(db_url) as conn:
-        conn.execute("insert into crews (id, name) values ('crew-7', 'Đội 7')")
+    await aexecute(db_url, "insert into crews (id, name) values ('crew-7', 'Đội 7')")
     token = token_for(db_url, "crew", "crew-7")
     async with running(make_settings(db_url)) as client:
         resp = await client.get("/api/v1/me", headers=auth(token))
@@ -53,39 +53,42 @@ async def test_me_names_the_token(db_url, make_settings, token_for):
 
 async def test_ward_summary_counts_lamps_out_and_alarms_per_ward(city_db_url, make_settings, token_for):
     token = token_for(city_db_url, "viewer")
-    ward = q(city_db_url, "select ward from devices where kind = 'streetlight' group by ward "
-                          "order by count(*) desc limit 1")[0][0]
-    lamps = [r[0] for r in q(city_db_url, "select key from devices where kind = 'streetlight' "
-                                          "and ward = %s order by id limit 4", ward)]
-    lamp_ids = [r[0] for r in q(city_db_url, "select id from devices where key = any(%s) order by id",
-                                lamps)]
-    with psycopg.connect(city_db_url) as conn:
-        # Out: offline, a lamp fault, a driver fault; the fourth is on and fine.
-        for key, status, values in ((lamps[0], "offline", {}), (lamps[1], "online", {"lamp_fault": True}),
-                                    (lamps[2], "online", {"driver_fault": True}),
-                                    (lamps[3], "online", {"lamp_on": True})):
-            conn.execute("insert into device_state (device_key, status, values) values (%s, %s, %s) "
-                         "on conflict (device_key) do update set status = excluded.status, "
-                         "values = excluded.values", (key, status, json.dumps(values)))
-        # Two open alarms (one on a lamp already out) and a closed one, which is not counted.
-        for dev, sev, state in ((lamp_ids[1], "minor", "active_unacked"),
-                                (lamp_ids[3], "critical", "active_acked"),
-                                (lamp_ids[2], "major", "closed")):
-            conn.execute("insert into alarms (rule, device, severity, state, dedup_key) "
-                         "values ('r', %s, %s, %s, %s)", (dev, sev, state, f"r:{dev}"))
+    ward = (await aq(city_db_url, "select ward from devices where kind = 'streetlight' group by ward "
+                                  "order by count(*) desc limit 1"))[0][0]
+    lamps = [r[0] for r in await aq(city_db_url, "select key from devices where kind = 'streetlight' "
+                                                 "and ward = %s order by id limit 4", ward)]
+    lamp_ids = [r[0] for r in await aq(city_db_url, "select id from devices where key = any(%s) order by id",
+                                       lamps)]
+    def seed() -> None:
+        with psycopg.connect(city_db_url) as conn:
+            # Out: offline, a lamp fault, a driver fault; the fourth is on and fine.
+            for key, status, values in ((lamps[0], "offline", {}), (lamps[1], "online", {"lamp_fault": True}),
+                                        (lamps[2], "online", {"driver_fault": True}),
+                                        (lamps[3], "online", {"lamp_on": True})):
+                conn.execute("insert into device_state (device_key, status, values) values (%s, %s, %s) "
+                             "on conflict (device_key) do update set status = excluded.status, "
+                             "values = excluded.values", (key, status, json.dumps(values)))
+            # Two open alarms (one on a lamp already out) and a closed one, which is not counted.
+            for dev, sev, state in ((lamp_ids[1], "minor", "active_unacked"),
+                                    (lamp_ids[3], "critical", "active_acked"),
+                                    (lamp_ids[2], "major", "closed")):
+                conn.execute("insert into alarms (rule, device, severity, state, dedup_key) "
+                             "values ('r', %s, %s, %s, %s)", (dev, sev, state, f"r:{dev}"))
+
+    await asyncio.to_thread(seed)
     async with running(make_settings(city_db_url)) as client:
         resp = await client.get("/api/v1/wards/summary", headers=auth(token))
         assert resp.status == 200
         body = await resp.json()
         assert (await client.get("/api/v1/wards/summary")).status == 401
     wards = {w["code"]: w for w in body["wards"]}
-    assert len(wards) == q(city_db_url, "select count(*) from wards")[0][0]
+    assert len(wards) == (await aq(city_db_url, "select count(*) from wards"))[0][0]
     w = wards[ward]
     # The fourth lamp is out too: it has an open (critical) alarm.
     assert w["lamps"]["out"] == 4
     assert w["lamps"]["on"] == 1
-    assert w["lamps"]["total"] == q(city_db_url, "select count(*) from devices where kind = 'streetlight' "
-                                                 "and ward = %s", ward)[0][0]
+    assert w["lamps"]["total"] == await acount(city_db_url, "select count(*) from devices "
+                                                            "where kind = 'streetlight' and ward = %s", ward)
     assert w["alarms"]["open"] == 2
     assert w["alarms"]["unacked"] == 1
     assert w["alarms"]["by_severity"] == {"critical": 1, "major": 0, "minor": 1, "warning": 0}
