@@ -81,8 +81,13 @@ async def _publish_all(url: str, lamps: list[str], base: datetime, broker: Embed
         await asyncio.wait_for(link.connected.wait(), 10)
         for start in range(0, MESSAGES, WINDOW):
             window = asyncio.gather(*(publish(i) for i in range(start, min(start + WINDOW, MESSAGES))))
-            if start == MESSAGES // 2:  # restart with this window in flight
-                await wait_for(lambda: link._outgoing, interval=0.001)
+            if start == MESSAGES // 2:  # restart with this whole window in flight
+                # gather() scheduled the window's tasks; their first steps all run in the
+                # loop's next turn (each registers and sends its PUBLISH) and no PUBACK of
+                # them is read before this check runs right after them. So the restart
+                # starts with every message of the window outstanding. (Polling on a timer
+                # could miss it: a window can be sent and acknowledged between two polls.)
+                await wait_for(lambda: len(link._outgoing) == WINDOW, interval=0)
                 await asyncio.to_thread(broker.stop)
                 await asyncio.to_thread(broker.start)
             await asyncio.wait_for(window, 60)
