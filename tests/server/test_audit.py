@@ -41,6 +41,7 @@ async def test_audit_records_and_filters(db_url, make_settings, token_for):
         resp = await client.post("/api/v1/devices/SL-AUDIT-1/commands", headers=auth(viewer),
                                  json={"name": "set_dim", "args": {"level": 5}})
         assert resp.status == 403
+        # Wall time passes on both sides of `middle` (the point): the filter below splits there.
         await asyncio.sleep(0.05)
         middle = datetime.now(UTC)
         await asyncio.sleep(0.05)

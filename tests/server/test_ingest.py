@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -166,7 +165,6 @@ async def test_status_topic_marks_device_offline(city_db_url, make_settings, mos
                "where d.id = %s")
         await wait_for(lambda: (q(city_db_url, sql, dev) or [[None]])[0][0] == "offline", blocking=True)
         await pub.publish(f"ioc/v1/{dev}/status", b"", qos=1, retain=True)  # clear retained
-        await asyncio.sleep(0.2)
 
 
 async def test_chirpstack_uplink_finds_the_meter_by_deveui(city_db_url, make_settings, mosquitto):

@@ -140,7 +140,7 @@ async def test_unacknowledged_messages_come_back_acknowledged_ones_do_not(mosqui
     messages = [m for b in batches for m in b]
     assert len(batches) < 100, "messages arrive in batches, not one call each"
     link.ack_all(m for m in messages if int(m.payload) % 2 == 0)
-    await asyncio.sleep(0.2)  # the queued PUBACKs go out with the next loop iteration
+    await wait_for(lambda: not link._session.acks)  # the queued PUBACKs go out with the next turn
     await link.stop()
 
     again: list[Message] = []
@@ -153,7 +153,7 @@ async def test_unacknowledged_messages_come_back_acknowledged_ones_do_not(mosqui
     await link2.start()
     try:
         await wait_for(lambda: len(again) >= 50)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # the point: time for a wrongly redelivered 51st to show
         assert sorted(int(m.payload) for m in again) == list(range(1, 100, 2))
         assert all(m.dup for m in again)
     finally:
@@ -167,7 +167,7 @@ async def test_unacknowledged_messages_come_back_acknowledged_ones_do_not(mosqui
     link3 = MqttLink(mosquitto.url, client_id, subscriptions=[f"{prefix}/#"], on_messages=more)
     await link3.start()
     await asyncio.wait_for(link3.connected.wait(), 10)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # the point: time for a wrongly kept message to arrive
     await link3.stop()
     assert third == []
 

@@ -24,6 +24,7 @@ from server.settings import ModbusSettings
 from server.simulate import Simulator
 from server.simulate.cli import to_toml
 from server.store.catalog import KINDS
+from tests.helpers import wait_for
 from tests.server.helpers import city_rows, local
 
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -52,13 +53,17 @@ def city(db_url):
     return db_url, ids
 
 
-async def collect(url: str, topics: list[str], until, wait_s: float = 8.0) -> list:
-    """Messages on ``topics`` until ``until(messages)`` is true (or the timeout)."""
+async def collect(url: str, topics: list[str], until, wait_s: float = 8.0,
+                  subscribed: asyncio.Event | None = None) -> list:
+    """Messages on ``topics`` until ``until(messages)`` is true (or the timeout); sets
+    ``subscribed`` once the broker has the subscriptions."""
     got: list[aiomqtt.Message] = []
     host, port = url.removeprefix("mqtt://").split(":")
     async with aiomqtt.Client(host, int(port), identifier=f"t-{uuid.uuid4().hex[:8]}") as c:
         for t in topics:
             await c.subscribe(t, qos=1)
+        if subscribed is not None:
+            subscribed.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_s):
                 async for m in c.messages:
@@ -81,11 +86,12 @@ async def test_mqtt_fleet_publishes_native_convention(city, mosquitto):
     sim = Simulator(db, mosquitto.url, modbus=False, faults=False, intervals=fast,
                     start_time=NIGHT)
     mqtt_ids = {k: v for k, v in ids.items() if not k.startswith(("LC", "PS", "FM"))}
+    subscribed = asyncio.Event()
     listener = asyncio.create_task(collect(
         mosquitto.url, ["ioc/v1/+/telemetry", "ioc/v1/+/status"],
         lambda got: {m.topic.value.split("/")[2] for m in ours(got, mqtt_ids)}
-        >= set(mqtt_ids.values())))
-    await asyncio.sleep(0.2)
+        >= set(mqtt_ids.values()), subscribed=subscribed))
+    await asyncio.wait_for(subscribed.wait(), 10)
     await sim.start()
     try:
         got = await listener
@@ -121,14 +127,17 @@ async def test_cabinet_trip_over_mqtt_and_commands(city, mosquitto):
     lamps = {v for k, v in ids.items() if k.startswith("SL-1")}  # the six lamps of LC-0001
     await sim.start()
     try:
-        await asyncio.sleep(1.5)  # everyone has reported once
+        await collect(mosquitto.url, ["ioc/v1/+/telemetry"],  # everyone has reported once
+                      lambda got: {m.topic.value.split("/")[2] for m in got} >= lamps)
 
         def dark(got):
             return {m.topic.value.split("/")[2] for m in got
                     if orjson.loads(m.payload)["values"].get("lamp_fault")} >= lamps
 
-        listener = asyncio.create_task(collect(mosquitto.url, ["ioc/v1/+/telemetry"], dark))
-        await asyncio.sleep(0.2)
+        subscribed = asyncio.Event()
+        listener = asyncio.create_task(collect(mosquitto.url, ["ioc/v1/+/telemetry"], dark,
+                                               subscribed=subscribed))
+        await asyncio.wait_for(subscribed.wait(), 10)
         fault = sim.inject("cabinet_trip", ids["LC-0001"])
         got = await listener
         assert fault in sim.active_faults
@@ -168,6 +177,15 @@ async def modbus_read(port: int, unit: int, fc: int, address: int, count: int):
         client.close()
 
 
+async def read_until(port: int, unit: int, fc: int, address: int, count: int, ok):
+    """The registers once ``ok(response)`` holds (the simulator rewrites them every second)."""
+    async def attempt():
+        rr = await modbus_read(port, unit, fc, address, count)
+        return rr if ok(rr) else None
+
+    return await wait_for(attempt, within=10, interval=0.1)
+
+
 def readings(profile: str, registers: list[int]) -> dict[str, Reading]:
     (req,) = resolve(profile).requests
     return {r.metric: r for r in decode_request(req, registers, "x", datetime.now(UTC))}
@@ -192,7 +210,8 @@ async def test_modbus_gateways_answer_real_clients(city):
 
         io = next(u for u in cab["units"] if u["device"] == ids["LC-0001"] and u is not unit)
         sim.inject("cabinet_trip", ids["LC-0001"])
-        await asyncio.sleep(1.2)  # registers are rewritten every second
+        await read_until(cab["port"], io["unit"], 3, 0, 1, lambda rr: not rr.isError() and readings(
+            io["profile"], rr.registers)["breaker_tripped"].value == 1.0)
         state = readings(io["profile"], (await modbus_read(cab["port"], io["unit"], 3, 0, 1))
                          .registers)
         assert state["breaker_tripped"].value == 1.0 and state["door_open"].value == 0.0
@@ -206,7 +225,8 @@ async def test_modbus_gateways_answer_real_clients(city):
                           (await modbus_read(ps["port"], keller["unit"], 3, 2, 6)).registers)
         assert 2.5 < before["pressure_bar"].value < 3.8
         sim.inject("sensor_nan", ids["PS-NEAR"])
-        await asyncio.sleep(1.2)
+        await read_until(ps["port"], keller["unit"], 3, 2, 6,
+                         lambda rr: not rr.isError() and rr.registers[:2] == [0x7FC0, 0x0000])
         rr = await modbus_read(ps["port"], keller["unit"], 3, 2, 6)
         assert rr.registers[:2] == [0x7FC0, 0x0000]  # a float32 quiet NaN, high word first
         after = readings("keller_series30", rr.registers)
@@ -218,8 +238,8 @@ async def test_modbus_gateways_answer_real_clients(city):
         assert 0.005 < readings_value(rr.registers) < 0.2  # m³/s
 
         sim.inject("silent", ids["PS-MID"])
-        await asyncio.sleep(1.2)
         mid = next(u for u in ps["units"] if u["device"] == ids["PS-MID"])
+        await read_until(ps["port"], mid["unit"], 3, 2, 6, lambda rr: rr.isError())
         rr = await modbus_read(ps["port"], mid["unit"], 3, 2, 6)
         assert rr.isError() and rr.exception_code == 0x0B
     finally:
@@ -242,7 +262,7 @@ async def test_start_stop_leaves_nothing_running(city, mosquitto):
     assert names == ["sim.modbus[cabinet-gw-01]", "sim.modbus[flow-gw-01]",
                      "sim.modbus[pressure-gw-01]", "sim.mqtt"]
     ports = [g["port"] for g in sim.gateway_settings()]
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.5)  # the point: stop() meets a simulator that has run (and faulted)
     await sim.stop()
     assert not sim.tasks
     assert asyncio.all_tasks() == tasks_before
@@ -259,9 +279,10 @@ async def test_rate_mode_publishes_that_many_five_value_messages(city, mosquitto
     db, ids = city
     sim = Simulator(db, mosquitto.url, modbus=False, faults=False, rate=200)
     mine = set(ids.values())
+    subscribed = asyncio.Event()
     listener = asyncio.create_task(collect(mosquitto.url, ["ioc/v1/+/telemetry"],
-                                           lambda got: False, wait_s=2.2))
-    await asyncio.sleep(0.2)
+                                           lambda got: False, wait_s=2.2, subscribed=subscribed))
+    await asyncio.wait_for(subscribed.wait(), 10)
     await sim.start()
     try:
         got = [m for m in await listener if m.topic.value.split("/")[2] in mine]

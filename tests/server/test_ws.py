@@ -189,8 +189,12 @@ async def test_snapshot_holds_the_devices_of_the_bbox_and_layers(city_db_url, ma
         assert snap["devices"] == []
 
         await wait_for(lambda: metric(client, "ws_clients") == 1)
-        await asyncio.sleep(0.6)  # message counts reach Prometheus on the hub's next tick
-        text = await (await client.get("/metrics", headers=headers(token))).text()
+
+        async def scraped() -> str | None:  # message counts reach Prometheus on the hub's next tick
+            text = await (await client.get("/metrics", headers=headers(token))).text()
+            return text if 'ioc_ws_messages_sent_total{type="snapshot"} 3.0' in text else None
+
+        text = await wait_for(scraped)
         assert "ioc_ws_clients 1.0" in text
         assert 'ioc_ws_messages_sent_total{type="snapshot"} 3.0' in text
         await peer.ws.close()

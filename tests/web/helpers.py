@@ -3,7 +3,6 @@ map, where screenshots go, the test server's address."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from pathlib import Path
@@ -47,8 +46,10 @@ async def map_idle(page: Page, timeout_ms: int = 60_000) -> None:
     await page.wait_for_function(
         "() => { const m = window.ioc.map; return m.isStyleLoaded() && m.areTilesLoaded() "
         "&& !m.isMoving(); }", timeout=timeout_ms)
-    # One more frame so queryRenderedFeatures sees what was just placed.
-    await asyncio.sleep(0.2)
+    # One more rendered frame (then idle again) so queryRenderedFeatures sees what was just
+    # placed.
+    await page.evaluate("() => new Promise((done) => { const m = window.ioc.map; "
+                        "m.once('idle', () => done()); m.triggerRepaint(); })")
 
 
 def unique(prefix: str) -> str:
