@@ -139,6 +139,15 @@ class Publisher:
                 self.sent += 1
             time.sleep(0.005)
 
+    def wait_sent(self, seconds: float, within: float = 60.0) -> None:
+        """Until ``seconds`` more of the stream have been published (all of it at most):
+        a fault then lasts, or hits, a known share of the stream rather than wall time."""
+        target = min(self.total, self.sent + int(seconds * self.rate))
+        deadline = time.monotonic() + within
+        while self.sent < target:
+            assert time.monotonic() < deadline, f"published {self.sent}/{target} within {within} s"
+            time.sleep(0.01)
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)

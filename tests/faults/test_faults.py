@@ -73,10 +73,10 @@ def test_postgres_restart_during_ingest_loses_nothing(own_pg, own_city, mosquitt
     devices = lamp_ids(own_city)
     with serving(tmp_path, own_city, mosquitto.url) as server:
         pub = Publisher(mosquitto.url, devices, seconds=8).start()
-        time.sleep(2.0)
+        pub.wait_sent(2.0)
         own_pg.stop()
         down_status = readyz(server)
-        time.sleep(2.0)
+        pub.wait_sent(2.0)
         own_pg.start()
         expected = pub.finish()
         wait_stored(own_city, expected, server)
@@ -88,9 +88,9 @@ def test_broker_restart_during_ingest_loses_nothing(city_db_url, own_broker, tmp
     devices = lamp_ids(city_db_url)
     with serving(tmp_path, city_db_url, own_broker.url) as server:
         pub = Publisher(own_broker.url, devices, seconds=8).start()
-        time.sleep(2.5)
+        pub.wait_sent(2.5)
         own_broker.stop()  # SIGTERM: mosquitto writes its persistence file
-        time.sleep(1.0)
+        time.sleep(1.0)  # the point: the broker stays away a while
         own_broker.start()
         expected = pub.finish()
         wait_stored(city_db_url, expected, server)
@@ -104,7 +104,7 @@ def test_server_sigkill_mid_ingest_loses_nothing(city_db_url, mosquitto, tmp_pat
     client_id = "ioc-fault-kill-" + uuid.uuid4().hex[:6]
     with serving(tmp_path, city_db_url, mosquitto.url, client_id) as first:
         pub = Publisher(mosquitto.url, devices, seconds=8).start()
-        time.sleep(3.0)
+        pub.wait_sent(3.0)
         os.kill(first.pid, signal.SIGKILL)
         first.proc.wait(10)
         killed_at = stored(city_db_url)[0]
@@ -135,7 +135,7 @@ def test_read_only_database_pauses_ingest_and_resumes(own_pg, own_city, mosquitt
             body = wait_not_ready(server, "the read-only database")
             assert "not writable" in body["checks"]["ingest"], body
             assert metric(server, bearer, "ioc_database_writable") == 0
-            time.sleep(2.0)  # ingest holds while the database refuses writes
+            time.sleep(2.0)  # the point: ingest holds while the database refuses writes
         finally:
             read_only(False)
         expected = pub.finish()
@@ -185,7 +185,7 @@ def test_full_disk_pauses_ingest_and_resumes(own_city, small_tablespace, mosquit
         pub = Publisher(mosquitto.url, devices, seconds=4).start()
         body = wait_not_ready(server, "the full disk")
         assert "No space left" in body["checks"]["ingest"], body
-        time.sleep(2.0)  # ingest holds while the disk is full
+        time.sleep(2.0)  # the point: ingest holds while the disk is full
         with psycopg.connect(own_city, autocommit=True) as conn:
             conn.execute("drop table disk_filler")  # an operator frees space
         expected = pub.finish()

@@ -255,7 +255,7 @@ def test_two_processes_share_ingest_live_updates_and_alarms(city_db_url, mosquit
         # 4. SIGKILL one process mid-stream: the survivor takes over its share
         start = stored(url)[0]
         pub = Publisher(mosquitto.url, fleet, seconds=6, rate=RATE).start()
-        time.sleep(2.0)
+        pub.wait_sent(2.0)
         os.kill(b.pid, signal.SIGKILL)
         b.proc.wait(10)
         expected = start + pub.finish()
