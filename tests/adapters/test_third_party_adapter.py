@@ -141,7 +141,7 @@ async def test_installed_polling_adapter_is_supervised(tmp_path, monkeypatch, ci
             supervisor = client.app[ADAPTERS]
             await wait_for(lambda: supervisor.stats()["acme_meter"].state == "stopped")
             asked = cloud.requests
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # the point: five intervals pass without a request
             assert cloud.requests == asked
             assert "base_url" in supervisor.stats()["acme_meter"].last_error
     finally:
