@@ -52,7 +52,7 @@ test: setup
 bench: setup
 	$(PY) bench/run_all.py
 
-lint: venv
+lint: system venv
 	$(VENV)/bin/ruff check .
 
 clean:
