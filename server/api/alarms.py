@@ -14,12 +14,13 @@ from aiohttp import web
 
 from geo.geojson import GeometryError, parse_bbox
 from rules.kpi import alarm_kpis
-from rules.vocab import SEVERITIES
 from server import keys
 from server.alarms.views import ALARM_SELECT, alarm_json
+from server.api.models import ALARM_ACTIONS, AlarmQuery, KpiQuery
+from server.errors import Forbidden, Invalid, NotFound
+from server.http import validate
 from server.http.auth import principal, require
-from server.http.jsonutil import json_response, read_json
-from server.http.problems import Problem, bad_request, int_param
+from server.http.jsonutil import json_response
 from server.store.schema import ALARM_STATES as ALARM_STATE_NAMES
 
 routes = web.RouteTableDef()
@@ -40,31 +41,22 @@ ACTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _bool(request: web.Request, name: str) -> bool | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    if raw.lower() in ("true", "1", "yes"):
-        return True
-    if raw.lower() in ("false", "0", "no"):
-        return False
-    raise bad_request(f"{name} must be true or false, got {raw!r}")
-
-
-def _list(request: web.Request, name: str) -> list[str]:
-    return [v for v in request.query.get(name, "").split(",") if v]
-
-
-def _time(request: web.Request, name: str, default: datetime) -> datetime:
-    raw = request.query.get(name)
+def _time(raw: str | None, name: str, default: datetime) -> datetime:
     if not raw:
         return default
     try:
         t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise bad_request(f"{name} must be an RFC 3339 time like 2026-11-22T10:00:00Z, "
-                          f"got {raw!r}") from None
+        raise Invalid(f"{name} must be an RFC 3339 time like 2026-11-22T10:00:00Z, got {raw!r}",
+                      field=name) from None
     return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _bbox(raw: str | None) -> tuple[float, float, float, float] | None:
+    try:
+        return parse_bbox(raw)
+    except GeometryError as e:
+        raise Invalid(str(e), field="bbox") from None
 
 
 @routes.get("/api/v1/alarms")
@@ -76,65 +68,52 @@ async def list_alarms(request: web.Request) -> web.Response:
         args.append(v)
         return f"${len(args)}"
 
-    states = _list(request, "state")
+    q = validate.query(request, AlarmQuery)
+    states = q.state or []
     if not states or states == ["open"]:
         where.append("a.state <> 'closed'")
     elif states != ["all"]:
         bad = [s for s in states if s not in ALARM_STATE_NAMES]
         if bad:
-            raise bad_request(f"unknown state {', '.join(bad)}; states: "
-                              f"{', '.join(ALARM_STATE_NAMES)}, or open (default) or all")
+            raise Invalid(f"unknown state {', '.join(bad)}; states: "
+                          f"{', '.join(ALARM_STATE_NAMES)}, or open (default) or all", field="state")
         where.append(f"a.state = any({arg(states)}::text[])")
-    severities = _list(request, "severity")
-    if severities:
-        bad = [s for s in severities if s not in SEVERITIES]
-        if bad:
-            raise bad_request(f"unknown severity {', '.join(bad)}; one of {', '.join(SEVERITIES)}")
-        where.append(f"a.severity = any({arg(severities)}::text[])")
-    try:
-        bbox = parse_bbox(request.query.get("bbox"))
-    except GeometryError as e:
-        raise bad_request(str(e)) from None
+    if q.severity:
+        where.append(f"a.severity = any({arg(q.severity)}::text[])")
+    bbox = _bbox(q.bbox)
     if bbox:
         env = f"ST_MakeEnvelope({arg(bbox[0])}, {arg(bbox[1])}, {arg(bbox[2])}, {arg(bbox[3])}, 4326)"
         where.append(f"coalesce(a.geom, d.geom) && {env} "
                      f"and ST_Intersects(coalesce(a.geom, d.geom), {env})")
-    for name in ("rule", "device"):
-        values = _list(request, name)
+    for name, values in (("rule", q.rule), ("device", q.device)):
         if values:
             where.append(f"a.{name} = any({arg(values)}::text[])")
-    crew = request.query.get("crew")
-    if request.query.get("assigned") == "me":
+    crew = q.crew
+    if q.assigned == "me":
         if who.crew is None:
-            raise bad_request("assigned=me needs a crew token; use crew=<id> otherwise")
+            raise Invalid("assigned=me needs a crew token; use crew=<id> otherwise", field="assigned")
         crew = who.crew
-    elif request.query.get("assigned") not in (None, ""):
-        raise bad_request("assigned takes one value: me")
     if who.role == "crew":
         if crew not in (None, who.crew):
-            raise Problem(403, f"a crew token sees its own crew's alarms ({who.crew}) only")
+            raise Forbidden(f"a crew token sees its own crew's alarms ({who.crew}) only")
         crew = who.crew or ""
     if crew is not None:
         where.append(f"a.assigned_crew = {arg(crew)}")
     for flag in ("suppressed", "out_of_service", "chattering", "active"):
-        v = _bool(request, flag)
+        v = getattr(q, flag)
         if v is not None:
             where.append(f"a.{flag} = {arg(v)}")
-    shelved = _bool(request, "shelved")
-    if shelved is not None:
-        where.append(("" if shelved else "not ") + "coalesce(a.shelved_until > now(), false)")
-    incident = _id_param(request, "incident", "an alarm id")
-    if incident is not None:
-        where.append(f"a.incident = {arg(incident)}")
-    priorities = _list(request, "priority")
-    if priorities:
-        if any(p not in ("1", "2", "3") for p in priorities):
-            raise bad_request("priority is 1 (high), 2 (medium) or 3 (low)")
-        where.append(f"a.priority = any({arg([int(p) for p in priorities])}::smallint[])")
-    before = _id_param(request, "before", "an alarm id (the last one of the previous page)")
-    if before is not None:
-        where.append(f"a.id < {arg(before)}")
-    limit = int_param(request.query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    if q.shelved is not None:
+        where.append(("" if q.shelved else "not ") + "coalesce(a.shelved_until > now(), false)")
+    if q.incident is not None:
+        where.append(f"a.incident = {arg(q.incident)}")
+    if q.priority:
+        if any(p not in (1, 2, 3) for p in q.priority):
+            raise Invalid("priority is 1 (high), 2 (medium) or 3 (low)", field="priority")
+        where.append(f"a.priority = any({arg(q.priority)}::smallint[])")
+    if q.before is not None:
+        where.append(f"a.id < {arg(q.before)}")
+    limit = q.limit
     sql = ALARM_SELECT + (" where " + " and ".join(where) if where else "")
     sql += f" order by a.id desc limit {arg(limit + 1)}"
     async with request.app[keys.DB].acquire() as conn:
@@ -156,26 +135,17 @@ def _alarm_id(request: web.Request) -> int:
     raw = request.match_info["id"]
     alarm_id = int(raw)
     if alarm_id > MAX_ID:
-        raise Problem(404, f"no alarm with id {raw}")
+        raise NotFound(f"no alarm with id {raw}")
     return alarm_id
-
-
-def _id_param(request: web.Request, name: str, what: str) -> int | None:
-    raw = request.query.get(name)
-    if not raw:
-        return None
-    if not raw.isdigit() or int(raw) > MAX_ID:
-        raise bad_request(f"{name} must be {what}")
-    return int(raw)
 
 
 async def _visible(request: web.Request, conn, alarm_id: int) -> dict[str, Any]:
     row = await conn.fetchrow(ALARM_SELECT + " where a.id = $1", alarm_id)
     if row is None:
-        raise Problem(404, f"no alarm with id {alarm_id}")
+        raise NotFound(f"no alarm with id {alarm_id}")
     who = principal(request)
     if who.role == "crew" and row["assigned_crew"] != who.crew:
-        raise Problem(403, f"alarm {alarm_id} is not assigned to your crew ({who.crew or 'none'})")
+        raise Forbidden(f"alarm {alarm_id} is not assigned to your crew ({who.crew or 'none'})")
     return alarm_json(row)
 
 
@@ -201,15 +171,10 @@ async def act(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     roles = ACTIONS.get(action)
     if roles is None:
-        raise Problem(404, f"no alarm action {action!r}; actions: {', '.join(ACTIONS)}")
+        raise NotFound(f"no alarm action {action!r}; actions: {', '.join(ACTIONS)}")
     who = require(request, *roles)
-    body: Any = {}
-    if request.body_exists:
-        raw = await request.read()
-        if raw.strip():
-            body = await read_json(request)
-    if not isinstance(body, dict):
-        raise bad_request("send a JSON object")
+    model = ALARM_ACTIONS[action][0]
+    body = (await validate.body(request, model, optional=True)).model_dump(exclude_unset=True)
     engine = request.app[keys.ALARMS]
     alarm = await engine.act(_alarm_id(request), action, who, body)
     return json_response(alarm)
@@ -217,22 +182,18 @@ async def act(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/alarms/kpis")
 async def kpis(request: web.Request) -> web.Response:
+    q = validate.query(request, KpiQuery)
     now = datetime.now(UTC)
-    end = _time(request, "to", now)
+    end = _time(q.to, "to", now)
     try:
-        start = _time(request, "from", end - timedelta(days=1))
+        start = _time(q.from_, "from", end - timedelta(days=1))
     except OverflowError:
-        raise bad_request("to is too early; give from as well") from None
+        raise Invalid("to is too early; give from as well", field="from") from None
     if start >= end:
-        raise bad_request("from must be before to")
+        raise Invalid("from must be before to", field="from")
     if end - start > timedelta(days=KPI_MAX_DAYS):
-        raise bad_request(f"at most {KPI_MAX_DAYS} days at a time")
-    consoles = request.app[keys.SETTINGS].rules.operator_consoles
-    raw = request.query.get("consoles")
-    if raw:
-        if not raw.isdigit() or int(raw) < 1:
-            raise bad_request("consoles must be a positive integer")
-        consoles = int(raw)
+        raise Invalid(f"at most {KPI_MAX_DAYS} days at a time", field="from")
+    consoles = q.consoles or request.app[keys.SETTINGS].rules.operator_consoles
     async with request.app[keys.DB].acquire() as conn:
         raised = await conn.fetch(
             """select extract(epoch from e.at) as t, a.priority, a.rule || ':' || a.device as point,

@@ -10,22 +10,19 @@ shown); operators and admins write; a crew's own token may update its ``availabl
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 import orjson
 from aiohttp import web
-from yarl import URL
 
-from geo.geojson import GeometryError, parse_geometry
 from server import keys
+from server.api.models import CrewIn, CrewPatch, CrewQuery
+from server.errors import Conflict, Forbidden, Invalid, NotFound
+from server.http import validate
 from server.http.auth import require
 from server.http.jsonutil import json_response, read_json
-from server.http.problems import Problem, bad_request
-from server.notify import signing
-from server.registry.devices import ID_RE
 from server.settings import ROLES
 from server.store.audit import audit
 
@@ -35,9 +32,6 @@ READERS = tuple(r for r in ROLES if r != "admin")
 WRITERS = ("operator",)
 FIELDS = ("id", "name", "ward", "location", "available", "escalation_level", "contacts")
 CREW_SELF_FIELDS = frozenset({"available", "location"})
-CONTACT_KEYS = ("email", "webhook", "webhook_secret", "phone")
-EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
-MAX_LEVEL = 9
 
 SELECT = """
     select c.id, c.name, c.ward, ST_AsGeoJSON(c.location)::jsonb as location, c.available,
@@ -59,93 +53,17 @@ def view(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def _check_contacts(value: Any, errors: list[dict[str, str]], *, patch: bool) -> dict | None:
-    if not isinstance(value, Mapping):
-        errors.append({"field": "contacts", "reason": "must be an object such as "
-                       '{"email": "crew01@example.org", "webhook": "https://..."}'})
-        return None
-    for key, v in value.items():
-        where = f"contacts.{key}"
-        if key not in CONTACT_KEYS:
-            errors.append({"field": where, "reason": f"unknown contact; use {', '.join(CONTACT_KEYS)}"})
-        elif v is None:
-            if not patch:
-                errors.append({"field": where, "reason": "omit it rather than sending null"})
-        elif not isinstance(v, str) or not v.strip():
-            errors.append({"field": where, "reason": "must be a non-empty string"})
-        elif key == "email" and not EMAIL_RE.fullmatch(v):
-            errors.append({"field": where, "reason": f"{v!r} is not an e-mail address"})
-        elif key == "webhook":
-            url = URL(v)
-            if url.scheme not in ("http", "https") or not url.host:
-                errors.append({"field": where, "reason": f"{v!r} is not an http(s) URL"})
-        elif key == "webhook_secret":
-            try:
-                signing.check_secret(v)
-            except ValueError as err:
-                errors.append({"field": where, "reason": f"{err} (Standard Webhooks)"})
-    return dict(value)
-
-
 def parse(doc: Any, *, patch: bool) -> dict[str, Any]:
     """The columns a crew document sets, or a 400 naming every bad field."""
-    if not isinstance(doc, Mapping):
-        raise bad_request("send a JSON object with the crew's fields: " + ", ".join(FIELDS))
-    errors: list[dict[str, str]] = []
-    unknown = sorted(set(doc) - set(FIELDS) - {"webhook_signed", "open_alarms", "updated_at"})
-    for k in unknown:
-        errors.append({"field": k, "reason": f"unknown field; crews have {', '.join(FIELDS)}"})
-    out: dict[str, Any] = {}
-    if not patch:
-        cid = doc.get("id")
-        if not isinstance(cid, str) or not ID_RE.fullmatch(cid):
-            errors.append({"field": "id", "reason": "required: letters, digits and _.:- "
-                           "(up to 128), e.g. CREW-09"})
-        else:
-            out["id"] = cid
-        if "name" not in doc:
-            errors.append({"field": "name", "reason": "required"})
-    if "name" in doc:
-        if not isinstance(doc["name"], str) or not doc["name"].strip():
-            errors.append({"field": "name", "reason": "must be a non-empty string"})
-        else:
-            out["name"] = doc["name"].strip()
-    if "ward" in doc:
-        if doc["ward"] is not None and (not isinstance(doc["ward"], str) or not doc["ward"]):
-            errors.append({"field": "ward", "reason": "must be a ward code (e.g. W05) or null"})
-        else:
-            out["ward"] = doc["ward"]
-    if "location" in doc:
-        loc = doc["location"]
-        if loc is None:
-            out["location"] = None
-        else:
-            try:
-                geom = parse_geometry(loc, "location")
-                if geom.geom_type != "Point":
-                    raise GeometryError(f"location must be a GeoJSON Point, got {geom.geom_type}")
-                out["location"] = orjson.dumps(loc).decode()
-            except GeometryError as err:
-                errors.append({"field": "location", "reason": str(err)})
-    if "available" in doc:
-        if not isinstance(doc["available"], bool):
-            errors.append({"field": "available", "reason": "must be true or false"})
-        else:
-            out["available"] = doc["available"]
-    if "escalation_level" in doc:
-        lvl = doc["escalation_level"]
-        if isinstance(lvl, bool) or not isinstance(lvl, int) or not 1 <= lvl <= MAX_LEVEL:
-            errors.append({"field": "escalation_level",
-                           "reason": f"must be an integer 1 (first line) to {MAX_LEVEL}"})
-        else:
-            out["escalation_level"] = lvl
-    if "contacts" in doc:
-        contacts = _check_contacts(doc["contacts"], errors, patch=patch)
-        if contacts is not None:
-            out["contacts"] = contacts
-    if errors:
-        raise bad_request(f"{len(errors)} problem(s) in the crew; nothing was changed",
-                          errors=errors)
+    crew = validate.parse(CrewPatch if patch else CrewIn, doc, "the crew")
+    out = crew.model_dump(include=set(FIELDS), exclude_unset=True)
+    if not patch and None in out.get("contacts", {}).values():
+        raise Invalid("omit a contact rather than sending null",
+                      errors=[{"field": "contacts", "reason": "omit it rather than sending null"}])
+    if "name" in out:
+        out["name"] = out["name"].strip()
+    if out.get("location") is not None:
+        out["location"] = orjson.dumps(out["location"]).decode()
     return out
 
 
@@ -154,28 +72,26 @@ async def _check_ward(conn: asyncpg.Connection, ward: str | None) -> None:
         return
     known = [r["code"] for r in await conn.fetch("select code from wards order by code limit 50")]
     hint = f"; known wards: {', '.join(known)}" if known else "; no wards are loaded"
-    raise bad_request(f"unknown ward {ward!r}{hint}",
-                      errors=[{"field": "ward", "reason": "no such ward"}])
+    raise Invalid(f"unknown ward {ward!r}{hint}", errors=[{"field": "ward", "reason": "no such ward"}])
 
 
 async def _fetch(conn: asyncpg.Connection, crew_id: str) -> dict[str, Any]:
     row = await conn.fetchrow(SELECT + " where c.id = $1", crew_id)
     if row is None:
-        raise Problem(404, f"no crew with id {crew_id!r}")
+        raise NotFound(f"no crew with id {crew_id!r}")
     return view(row)
 
 
 @routes.get("/api/v1/crews")
 async def list_crews(request: web.Request) -> web.Response:
     require(request, *READERS)
+    q = validate.query(request, CrewQuery)
     where, args = [], []
-    if ward := request.query.get("ward"):
-        args.append(ward)
+    if q.ward:
+        args.append(q.ward)
         where.append(f"c.ward = ${len(args)}")
-    if (avail := request.query.get("available")) is not None:
-        if avail not in ("true", "false"):
-            raise bad_request(f"available must be true or false, got {avail!r}")
-        args.append(avail == "true")
+    if q.available is not None:
+        args.append(q.available)
         where.append(f"c.available = ${len(args)}")
     sql = SELECT + (" where " + " and ".join(where) if where else "") + " order by c.id"
     async with request.app[keys.DB].acquire() as conn:
@@ -208,7 +124,7 @@ async def create_crew(request: web.Request) -> web.Response:
                 await audit(conn, who.actor, "crew.create", target=cols["id"],
                             details={"fields": sorted(cols)})
         except asyncpg.UniqueViolationError:
-            raise Problem(409, f"crew {cols['id']!r} already exists; PATCH it to change it") from None
+            raise Conflict(f"crew {cols['id']!r} already exists; PATCH it to change it") from None
         body = await _fetch(conn, cols["id"])
     return json_response(body, status=201, headers={"Location": f"/api/v1/crews/{cols['id']}"})
 
@@ -220,16 +136,16 @@ async def patch_crew(request: web.Request) -> web.Response:
     who = require(request, *WRITERS, "crew")
     doc = await read_json(request)
     if isinstance(doc, Mapping) and doc.get("id") not in (None, crew_id):
-        raise bad_request("a crew id cannot be changed; create a new crew instead")
+        raise Invalid("a crew id cannot be changed; create a new crew instead", field="id")
     cols = parse({k: v for k, v in doc.items() if k != "id"} if isinstance(doc, Mapping) else doc,
                  patch=True)
     if who.role == "crew":
         if who.crew != crew_id:
-            raise Problem(403, f"a crew token may only update its own crew ({who.crew})")
+            raise Forbidden(f"a crew token may only update its own crew ({who.crew})")
         extra = sorted(set(cols) - CREW_SELF_FIELDS)
         if extra:
-            raise Problem(403, f"a crew token may update only available and location, not "
-                               f"{', '.join(extra)}")
+            raise Forbidden(f"a crew token may update only available and location, not "
+                            f"{', '.join(extra)}")
     async with request.app[keys.DB].acquire() as conn:
         if "ward" in cols:
             await _check_ward(conn, cols["ward"])
@@ -237,7 +153,7 @@ async def patch_crew(request: web.Request) -> web.Response:
             current = await conn.fetchval("select contacts from crews where id = $1 for update",
                                           crew_id)
             if current is None:
-                raise Problem(404, f"no crew with id {crew_id!r}")
+                raise NotFound(f"no crew with id {crew_id!r}")
             sets, args = [], [crew_id]
             for col, value in cols.items():
                 if col == "contacts":
@@ -268,11 +184,11 @@ async def delete_crew(request: web.Request) -> web.Response:
     async with request.app[keys.DB].acquire() as conn, conn.transaction():
         exists = await conn.fetchval("select 1 from crews where id = $1 for update", crew_id)
         if not exists:
-            raise Problem(404, f"no crew with id {crew_id!r}")
+            raise NotFound(f"no crew with id {crew_id!r}")
         open_alarms = await conn.fetchval(
             "select count(*) from alarms where assigned_crew = $1 and state <> 'closed'", crew_id)
         if open_alarms:
-            raise Problem(409, f"crew {crew_id!r} has {open_alarms} open alarm(s) assigned; "
+            raise Conflict(f"crew {crew_id!r} has {open_alarms} open alarm(s) assigned; "
                                "reassign them first, or set available to false instead")
         await conn.execute("delete from crews where id = $1", crew_id)
         await audit(conn, who.actor, "crew.delete", target=crew_id)

@@ -11,9 +11,11 @@ from aiohttp import web
 
 from geo.geojson import GeometryError, parse_bbox, parse_geometry
 from server import keys
+from server.api.models import DeviceQuery
+from server.errors import Conflict, Invalid, NotFound
+from server.http import validate
 from server.http.auth import require
 from server.http.jsonutil import json_response, read_json
-from server.http.problems import Problem, bad_request, int_param
 from server.registry.devices import (
     COMPUTED,
     ID_RE,
@@ -30,29 +32,25 @@ from server.store.audit import audit
 routes = web.RouteTableDef()
 
 GEOJSON = "application/geo+json"
-DEFAULT_LIMIT = 1000
-MAX_LIMIT = 50_000
 
 
 @routes.get("/api/v1/devices")
 async def list_devices(request: web.Request) -> web.Response:
+    q = validate.query(request, DeviceQuery)
     try:
-        bbox = parse_bbox(request.query.get("bbox"))
+        bbox = parse_bbox(q.bbox)
     except GeometryError as e:
-        raise bad_request(str(e)) from None
-    limit = int_param(request.query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    after = request.query.get("after")
-    kinds_param = [k for k in request.query.get("kind", "").split(",") if k]
-    ward = request.query.get("ward")
-    parent = request.query.get("parent")
+        raise Invalid(str(e), field="bbox") from None
+    limit, after, ward, parent = q.limit, q.after, q.ward, q.parent
+    kinds_param = q.kind or []
     async with request.app[keys.DB].acquire() as conn:
         if kinds_param:
             known = await known_kinds(conn)
             unknown = [k for k in kinds_param if k not in known]
             if unknown:
-                raise bad_request(
-                    f"unknown kind {', '.join(unknown)}; known kinds: {', '.join(sorted(known))}"
-                )
+                raise Invalid(
+                    f"unknown kind {', '.join(unknown)}; known kinds: {', '.join(sorted(known))}",
+                    field="kind")
         where, args = [], []
 
         def arg(v: Any) -> str:
@@ -96,7 +94,7 @@ async def get_device(request: web.Request) -> web.Response:
     async with request.app[keys.DB].acquire() as conn:
         feat = await fetch_one(conn, dev_id)
     if feat is None:
-        raise Problem(404, f"no device with id {dev_id!r}")
+        raise NotFound(f"no device with id {dev_id!r}")
     return json_response(feat, content_type=GEOJSON)
 
 
@@ -107,7 +105,7 @@ async def create_devices(request: web.Request) -> web.Response:
     try:
         feats = features_of(doc)
     except ValueError as e:
-        raise bad_request(str(e)) from None
+        raise Invalid(str(e)) from None
     single = isinstance(doc, Mapping) and doc.get("type") == "Feature"
     pool = request.app[keys.DB]
     async with pool.acquire() as conn:
@@ -121,16 +119,16 @@ async def create_devices(request: web.Request) -> web.Response:
         ids = [d.id for d in items]
         dupes = sorted({x for x in ids if ids.count(x) > 1})
         if dupes:
-            raise bad_request(f"the same id appears more than once: {', '.join(dupes[:20])}")
+            raise Invalid(f"the same id appears more than once: {', '.join(dupes[:20])}")
         if errors:
-            raise bad_request(
+            raise Invalid(
                 f"{len(errors)} problem(s) in the submitted features; nothing was stored",
                 errors=[e.as_dict() for e in errors[:1000]],
             )
         existing = await conn.fetch("select id from devices where id = any($1::text[])", ids)
         if existing:
             taken = ", ".join(r["id"] for r in existing[:20])
-            raise Problem(409, f"device id(s) already exist: {taken}; use PATCH to change them")
+            raise Conflict(f"device id(s) already exist: {taken}; use PATCH to change them")
         await _check_refs(conn, items, ids)
         async with conn.transaction():
             await insert_many(conn, items)
@@ -156,16 +154,16 @@ async def _check_refs(conn: asyncpg.Connection, items, ids: list[str]) -> None:
             "select id from devices where id = any($1::text[])", list(parents))}
         missing = sorted(parents - found)
         if missing:
-            raise bad_request(f"unknown parent device(s): {', '.join(missing[:20])}")
+            raise Invalid(f"unknown parent device(s): {', '.join(missing[:20])}")
     ext = [d.external_id for d in items if d.external_id]
     if len(ext) != len(set(ext)):
-        raise bad_request("the same external_id appears more than once in the request")
+        raise Invalid("the same external_id appears more than once in the request")
     if ext:
         clash = await conn.fetch(
             "select id, external_id from devices where external_id = any($1::text[])", ext)
         if clash:
             c = clash[0]
-            raise Problem(409, f"external_id {c['external_id']!r} already belongs to {c['id']}")
+            raise Conflict(f"external_id {c['external_id']!r} already belongs to {c['id']}")
 
 
 @routes.patch("/api/v1/devices/{id}")
@@ -175,15 +173,15 @@ async def patch_device(request: web.Request) -> web.Response:
     dev_id = request.match_info["id"]
     doc = await read_json(request)
     if not isinstance(doc, Mapping):
-        raise bad_request("send a JSON object with geometry and/or properties")
+        raise Invalid("send a JSON object with geometry and/or properties")
     unknown = set(doc) - {"type", "id", "geometry", "properties"}
     if unknown:
-        raise bad_request(f"unexpected member(s) {sorted(unknown)}; send geometry and/or properties")
+        raise Invalid(f"unexpected member(s) {sorted(unknown)}; send geometry and/or properties")
     if doc.get("id") not in (None, dev_id):
-        raise bad_request("a device id cannot be changed; create a new device instead")
+        raise Invalid("a device id cannot be changed; create a new device instead")
     props = doc.get("properties") or {}
     if not isinstance(props, Mapping):
-        raise bad_request("properties must be an object")
+        raise Invalid("properties must be an object")
     sets, args = [], [dev_id]
 
     def set_(col: str, expr: str, value: Any) -> None:
@@ -194,32 +192,32 @@ async def patch_device(request: web.Request) -> web.Response:
         try:
             geom = parse_geometry(doc["geometry"])
         except GeometryError as e:
-            raise bad_request(str(e)) from None
+            raise Invalid(str(e)) from None
         set_("geom", "ST_GeomFromWKB(?, 4326)", shapely.to_wkb(geom))
     async with request.app[keys.DB].acquire() as conn:
         current = await conn.fetchrow("select properties from devices where id = $1", dev_id)
         if current is None:
-            raise Problem(404, f"no device with id {dev_id!r}")
+            raise NotFound(f"no device with id {dev_id!r}")
         if "kind" in props:
             kinds = await known_kinds(conn)
             if props["kind"] not in kinds:
-                raise bad_request(f"unknown kind {props['kind']!r}; known: {', '.join(sorted(kinds))}")
+                raise Invalid(f"unknown kind {props['kind']!r}; known: {', '.join(sorted(kinds))}")
             set_("kind", "?", props["kind"])
         if "name" in props:
             if not isinstance(props["name"], str):
-                raise bad_request("properties.name must be a string")
+                raise Invalid("properties.name must be a string")
             set_("name", "?", props["name"])
         for col in ("parent", "external_id", "adapter"):
             if col in props:
                 v = props[col]
                 if v is not None and (not isinstance(v, str) or not v):
-                    raise bad_request(f"properties.{col} must be a non-empty string or null")
+                    raise Invalid(f"properties.{col} must be a non-empty string or null")
                 if col == "parent" and v is not None and (v == dev_id or not ID_RE.fullmatch(v)):
-                    raise bad_request("properties.parent must be another device's id")
+                    raise Invalid("properties.parent must be another device's id")
                 set_(col, "?", v)
         if "adapter_config" in props:
             if props["adapter_config"] is not None and not isinstance(props["adapter_config"], Mapping):
-                raise bad_request("properties.adapter_config must be an object or null")
+                raise Invalid("properties.adapter_config must be an object or null")
             set_("adapter_config", "?", props["adapter_config"])
         free = dict(current["properties"])
         changed_free = False
@@ -245,10 +243,10 @@ async def patch_device(request: web.Request) -> web.Response:
                     await audit(conn, who.actor, "device.update", device=dev_id,
                                 details={"changed": changed})
             except asyncpg.ForeignKeyViolationError:
-                raise bad_request(f"unknown parent device {props.get('parent')!r}") from None
+                raise Invalid(f"unknown parent device {props.get('parent')!r}") from None
             except asyncpg.UniqueViolationError:
                 ext = props.get("external_id")
-                raise Problem(409, f"external_id {ext!r} already belongs to another device") from None
+                raise Conflict(f"external_id {ext!r} already belongs to another device") from None
         await request.app[keys.DIRECTORY].sync(conn, [dev_id])
         feat = await fetch_one(conn, dev_id)
     return json_response(feat, content_type=GEOJSON)
@@ -261,7 +259,7 @@ async def delete_device(request: web.Request) -> web.Response:
     async with request.app[keys.DB].acquire() as conn, conn.transaction():
         gone = await conn.fetchval("delete from devices where id = $1 returning id", dev_id)
         if gone is None:
-            raise Problem(404, f"no device with id {dev_id!r}")
+            raise NotFound(f"no device with id {dev_id!r}")
         await audit(conn, who.actor, "device.delete", device=dev_id)
     request.app[keys.DIRECTORY].remove(dev_id)
     return web.Response(status=204)

@@ -15,29 +15,20 @@ from functools import partial
 from aiohttp import web
 
 from server import keys
+from server.api.models import ExportQuery, ImportQuery
+from server.errors import Invalid
+from server.http import validate
 from server.http.auth import require
 from server.http.jsonutil import json_response
-from server.http.problems import Problem, bad_request
+from server.http.problems import Problem
 from server.http.ratelimit import large_body, read_bounded
 from server.registry import exporter, importer
 
 routes = web.RouteTableDef()
 
 
-def _bool_param(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "false").lower()
-    if raw in ("true", "1", "yes"):
-        return True
-    if raw in ("false", "0", "no", ""):
-        return False
-    raise bad_request(f"{name} must be true or false, got {raw!r}")
-
-
-def _format(request: web.Request, data: bytes) -> importer.Format:
-    fmt = request.query.get("format")
+def _format(request: web.Request, fmt: str | None, data: bytes) -> importer.Format:
     if fmt is not None:
-        if fmt not in importer.FORMATS:
-            raise bad_request(f"format must be geojson or csv, got {fmt!r}")
         return fmt  # type: ignore[return-value]
     return importer.detect_format(content_type=request.content_type, data=data)
 
@@ -46,11 +37,11 @@ def _format(request: web.Request, data: bytes) -> importer.Format:
 @large_body
 async def import_devices(request: web.Request) -> web.Response:
     who = require(request, "integrator")
-    dry_run = _bool_param(request, "dry_run")
+    q = validate.query(request, ImportQuery)
     data = await read_bounded(request, request.app[keys.SETTINGS].api.max_import_bytes)
     if not data.strip():
-        raise bad_request("the body is empty; send a GeoJSON FeatureCollection or a CSV file")
-    fmt = _format(request, data)
+        raise Invalid("the body is empty; send a GeoJSON FeatureCollection or a CSV file")
+    fmt = _format(request, q.format, data)
     loop = asyncio.get_running_loop()
 
     async def in_thread(fn, *args):
@@ -61,7 +52,7 @@ async def import_devices(request: web.Request) -> web.Response:
         try:
             plan = await importer.prepare(conn, data, fmt, run=in_thread)
         except importer.ImportFileError as err:
-            raise bad_request(f"cannot read the {fmt} file: {err}; nothing was imported") from None
+            raise Invalid(f"cannot read the {fmt} file: {err}; nothing was imported") from None
         if not plan.ok:
             n = len(plan.issues)
             first = plan.issues[0]
@@ -69,7 +60,7 @@ async def import_devices(request: web.Request) -> web.Response:
                 422, f"{n} problem(s) in the file, the first at {first.where}: {first.field}: "
                      f"{first.reason}; nothing was imported",
                 **importer.issues_problem(plan))
-        if dry_run:
+        if q.dry_run:
             return json_response(plan.report(dry_run=True))
         applied = await importer.apply(conn, plan, who.actor, source=f"api ({fmt})")
         directory = request.app.get(keys.DIRECTORY)
@@ -80,15 +71,13 @@ async def import_devices(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/export")
 async def export_devices(request: web.Request) -> web.StreamResponse:
-    fmt = request.query.get("format", "geojson")
-    if fmt not in exporter.CONTENT_TYPES:
-        raise bad_request(f"format must be geojson or csv, got {fmt!r}")
+    q = validate.query(request, ExportQuery)
+    fmt = q.format
     async with request.app[keys.DB].acquire() as conn:
         try:
-            bbox, kinds = await exporter.parse_filters(conn, request.query.get("bbox"),
-                                                       request.query.get("kind"))
+            bbox, kinds = await exporter.parse_filters(conn, q.bbox, ",".join(q.kind or ()))
         except exporter.ExportFilterError as err:
-            raise bad_request(str(err)) from None
+            raise Invalid(str(err)) from None
         resp = web.StreamResponse(headers={
             "Content-Type": exporter.CONTENT_TYPES[fmt] + ("; charset=utf-8" if fmt == "csv" else ""),
             "Content-Disposition": f'attachment; filename="devices.{fmt}"',

@@ -16,12 +16,18 @@ from aiohttp import web
 from rules.backtest import Backtest
 from rules.models import Rule, RuleError, parse_rule, rule_document
 from server import keys
+from server.api.models import BacktestIn
+from server.errors import Conflict, Invalid, NotFound
+from server.http import validate
 from server.http.auth import require
 from server.http.jsonutil import json_response, read_json
-from server.http.problems import Problem, bad_request
 from server.store.audit import audit
 
 routes = web.RouteTableDef()
+
+# A rule id, but not "backtest": that path is the backtest's alone, so GET on it is a 405
+# that allows POST, not a rule named "backtest".
+RULE = "/api/v1/rules/{id:(?!backtest$)[^/]+}"
 
 BACKTEST_MAX_DAYS = 31
 BACKTEST_MAX_ROWS = 5_000_000
@@ -38,7 +44,7 @@ def _parse(doc: Any) -> Rule:
     try:
         return parse_rule(doc, source="request")
     except RuleError as err:
-        raise Problem(400, f"the rule is not valid: {err.errors[0]}", errors=err.errors) from None
+        raise Invalid(f"the rule is not valid: {err.errors[0]}", errors=err.errors) from None
 
 
 def _check_with(engine, rule: Rule, replacing: str | None = None) -> None:
@@ -46,7 +52,7 @@ def _check_with(engine, rule: Rule, replacing: str | None = None) -> None:
     others = [r for rid, r in engine.core.rules.items() if rid not in (rule.id, replacing)]
     errors = [e for e in engine.core.validate([*others, rule]) if f"rule {rule.id!r}" in e]
     if errors:
-        raise Problem(400, f"the rule is not valid: {errors[0]}", errors=errors)
+        raise Invalid(f"the rule is not valid: {errors[0]}", errors=errors)
 
 
 @routes.get("/api/v1/rules")
@@ -58,13 +64,13 @@ async def list_rules(request: web.Request) -> web.Response:
                           "errors": engine.rule_errors})
 
 
-@routes.get("/api/v1/rules/{id}")
+@routes.get(RULE)
 async def get_rule(request: web.Request) -> web.Response:
     rule_id = request.match_info["id"]
     async with request.app[keys.DB].acquire() as conn:
         row = await conn.fetchrow("select * from rules where id = $1", rule_id)
     if row is None:
-        raise Problem(404, f"no rule {rule_id!r}")
+        raise NotFound(f"no rule {rule_id!r}")
     return json_response(_row_json(row, request.app[keys.ALARMS]))
 
 
@@ -76,9 +82,9 @@ async def _store(request: web.Request, rule: Rule, *, create: bool) -> web.Respo
     async with request.app[keys.DB].acquire() as conn, conn.transaction():
         cur = await conn.fetchrow("select source from rules where id = $1 for update", rule.id)
         if cur is not None and cur["source"] != "api":
-            raise Problem(409, f"rule {rule.id!r} comes from {cur['source'][5:]}; edit that file")
+            raise Conflict(f"rule {rule.id!r} comes from {cur['source'][5:]}; edit that file")
         if cur is not None and create:
-            raise Problem(409, f"rule {rule.id!r} exists; PUT /api/v1/rules/{rule.id} replaces it")
+            raise Conflict(f"rule {rule.id!r} exists; PUT /api/v1/rules/{rule.id} replaces it")
         await conn.execute(
             """insert into rules (id, kind, document, source, enabled) values ($1, $2, $3, 'api', $4)
                on conflict (id) do update set kind = excluded.kind, document = excluded.document,
@@ -98,33 +104,33 @@ async def create_rule(request: web.Request) -> web.Response:
     return await _store(request, _parse(await read_json(request)), create=True)
 
 
-@routes.put("/api/v1/rules/{id}")
+@routes.put(RULE)
 async def put_rule(request: web.Request) -> web.Response:
     require(request, "integrator")
     rule_id = request.match_info["id"]
     doc = await read_json(request)
     if not isinstance(doc, dict):
-        raise bad_request("send the rule as a JSON object")
+        raise Invalid("send the rule as a JSON object")
     if doc.get("id", rule_id) != rule_id:
-        raise bad_request(f"the body's id {doc.get('id')!r} is not {rule_id!r}; a rule cannot be "
+        raise Invalid(f"the body's id {doc.get('id')!r} is not {rule_id!r}; a rule cannot be "
                           "renamed (create the new one, delete the old)")
     return await _store(request, _parse({**doc, "id": rule_id}), create=False)
 
 
-@routes.delete("/api/v1/rules/{id}")
+@routes.delete(RULE)
 async def delete_rule(request: web.Request) -> web.Response:
     who = require(request, "integrator")
     rule_id = request.match_info["id"]
     engine = request.app[keys.ALARMS]
     users = [r.id for r in engine.core.rules.values() if rule_id in r.members]
     if users:
-        raise Problem(409, f"rule {rule_id!r} is the member of {', '.join(users)}; change those first")
+        raise Conflict(f"rule {rule_id!r} is the member of {', '.join(users)}; change those first")
     async with request.app[keys.DB].acquire() as conn, conn.transaction():
         cur = await conn.fetchrow("select source from rules where id = $1 for update", rule_id)
         if cur is None:
-            raise Problem(404, f"no rule {rule_id!r}")
+            raise NotFound(f"no rule {rule_id!r}")
         if cur["source"] != "api":
-            raise Problem(409, f"rule {rule_id!r} comes from {cur['source'][5:]}; edit that file")
+            raise Conflict(f"rule {rule_id!r} comes from {cur['source'][5:]}; edit that file")
         await conn.execute("delete from rules where id = $1", rule_id)
         await audit(conn, who.actor, "rule.delete", target=rule_id)
     await engine.reload_rules()
@@ -140,7 +146,8 @@ def _when(doc: dict, name: str, default: datetime) -> datetime:
             return datetime.fromtimestamp(raw / 1000, UTC)
         t = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
     except (ValueError, OverflowError, OSError):
-        raise bad_request(f"{name} must be an RFC 3339 time or epoch milliseconds, got {raw!r}") from None
+        raise Invalid(f"{name} must be an RFC 3339 time or epoch milliseconds, got {raw!r}",
+                      field=name) from None
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
@@ -148,20 +155,18 @@ def _when(doc: dict, name: str, default: datetime) -> datetime:
 async def backtest(request: web.Request) -> web.Response:
     """{"rule": {...}, "from": t, "to": t} → what the rule would have raised then."""
     require(request, "integrator", "operator")
-    doc = await read_json(request)
-    if not isinstance(doc, dict) or not isinstance(doc.get("rule"), dict):
-        raise bad_request('send {"rule": {...}, "from": "<RFC 3339>", "to": "<RFC 3339>"}')
+    doc = (await validate.body(request, BacktestIn)).model_dump(by_alias=True)
     rule = _parse(doc["rule"])
     now = datetime.now(UTC)
     end = _when(doc, "to", now)
     try:
         start = _when(doc, "from", end - timedelta(days=1))
     except OverflowError:
-        raise bad_request("to is too early; give from as well") from None
+        raise Invalid("to is too early; give from as well", field="from") from None
     if start >= end:
-        raise bad_request("from must be before to")
+        raise Invalid("from must be before to", field="from")
     if end - start > timedelta(days=BACKTEST_MAX_DAYS):
-        raise bad_request(f"a backtest covers at most {BACKTEST_MAX_DAYS} days; narrow from/to")
+        raise Invalid(f"a backtest covers at most {BACKTEST_MAX_DAYS} days; narrow from/to")
     engine = request.app[keys.ALARMS]
     members = []
     for m in rule.members:
@@ -170,13 +175,13 @@ async def backtest(request: web.Request) -> web.Response:
             async with request.app[keys.DB].acquire() as conn:
                 stored = await conn.fetchval("select document from rules where id = $1", m)
             if stored is None:
-                raise Problem(400, f"rule {rule.id!r}: member: no rule {m!r} to correlate")
+                raise Invalid(f"rule {rule.id!r}: member: no rule {m!r} to correlate")
             member = _parse(stored)
         members.append(member)
     try:
         bt = Backtest(rule, members, engine.core.table, engine.core.metrics)
     except RuleError as err:
-        raise Problem(400, f"the rule is not valid: {err.errors[0]}", errors=err.errors) from None
+        raise Invalid(f"the rule is not valid: {err.errors[0]}", errors=err.errors) from None
     device_keys = bt.device_keys()
     metric_ids = bt.metric_ids()
     where = "device_key = any($3::int[]) and ts >= $1 and ts < $2"
@@ -187,7 +192,7 @@ async def backtest(request: web.Request) -> web.Response:
     async with request.app[keys.DB].acquire() as conn:
         total = await conn.fetchval(f"select count(*) from telemetry where {where}", *args)
         if total > BACKTEST_MAX_ROWS:
-            raise Problem(400, f"{total:,} readings in that range; a backtest reads at most "
+            raise Invalid(f"{total:,} readings in that range; a backtest reads at most "
                                f"{BACKTEST_MAX_ROWS:,}: narrow from/to or the rule's select")
         async with conn.transaction():
             cur = await conn.cursor(

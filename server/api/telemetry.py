@@ -10,9 +10,11 @@ from aiohttp import web
 
 from adapters.mqtt import protocol as native
 from server import keys
+from server.api.models import HistoryQuery
+from server.errors import Invalid, NotFound
+from server.http import validate
 from server.http.auth import require
 from server.http.jsonutil import json_response
-from server.http.problems import Problem, bad_request
 from server.store.history import history_query
 
 routes = web.RouteTableDef()
@@ -30,19 +32,19 @@ async def push(request: web.Request) -> web.Response:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as err:
-        raise bad_request(f"the body is not valid JSON: {err}") from None
+        raise Invalid(f"the body is not valid JSON: {err}") from None
     entries = doc if isinstance(doc, list) else [doc]
     if not entries:
-        raise bad_request("the array is empty; send at least one reading object")
+        raise Invalid("the array is empty; send at least one reading object")
     now = datetime.now(UTC)
     readings, errors = [], []
     for i, entry in enumerate(entries):
         where = f"entry {i}: " if isinstance(doc, list) else ""
         if not isinstance(entry, Mapping):
-            raise bad_request(f"{where}expected an object with device_id, ts and values")
+            raise Invalid(f"{where}expected an object with device_id, ts and values")
         device_id = entry.get("device_id")
         if not isinstance(device_id, str) or not device_id:
-            raise bad_request(f"{where}device_id is missing; each object names its device")
+            raise Invalid(f"{where}device_id is missing; each object names its device")
         body = {k: v for k, v in entry.items() if k != "device_id"}
         got, errs = native.decode_telemetry(device_id, orjson.dumps(body), now)
         readings.extend(got)
@@ -57,9 +59,11 @@ async def push(request: web.Request) -> web.Response:
 @routes.get("/api/v1/devices/{id}/telemetry")
 async def history(request: web.Request) -> web.Response:
     dev_id = request.match_info["id"]
+    q = validate.query(request, HistoryQuery)
     async with request.app[keys.DB].acquire() as conn:
         key = await conn.fetchval("select key from devices where id = $1", dev_id)
         if key is None:
-            raise Problem(404, f"no device with id {dev_id!r}")
-        body = await history_query(conn, key, dev_id, request.query)
+            raise NotFound(f"no device with id {dev_id!r}")
+        body = await history_query(conn, key, dev_id,
+                                   q.model_dump(by_alias=True, exclude_none=True, mode="json"))
     return json_response(body)

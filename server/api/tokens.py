@@ -15,10 +15,11 @@ import asyncpg
 from aiohttp import web
 
 from server import keys
+from server.api.models import TokenIn, TokenQuery
+from server.errors import Conflict, Invalid, NotFound
+from server.http import validate
 from server.http.auth import new_token, require
-from server.http.jsonutil import json_response, read_json
-from server.http.problems import Problem, bad_request
-from server.settings import ROLES
+from server.http.jsonutil import json_response
 from server.store.audit import audit
 
 routes = web.RouteTableDef()
@@ -38,11 +39,9 @@ def _token(row: Mapping[str, Any]) -> dict[str, Any]:
 @routes.get("/api/v1/tokens")
 async def list_tokens(request: web.Request) -> web.Response:
     require(request)
-    include_revoked = request.query.get("include_revoked", "true").lower()
-    if include_revoked not in ("true", "false"):
-        raise bad_request(f"include_revoked must be true or false, got {include_revoked!r}")
+    q = validate.query(request, TokenQuery)
     sql = f"select {_COLUMNS} from api_tokens"
-    if include_revoked == "false":
+    if not q.include_revoked:
         sql += " where revoked_at is null"
     async with request.app[keys.DB].acquire() as conn:
         rows = await conn.fetch(sql + " order by id")
@@ -52,23 +51,11 @@ async def list_tokens(request: web.Request) -> web.Response:
 @routes.post("/api/v1/tokens")
 async def create_token(request: web.Request) -> web.Response:
     who = require(request)
-    doc = await read_json(request)
-    if not isinstance(doc, Mapping):
-        raise bad_request('send a JSON object such as {"role": "viewer", "name": "wall screen"}')
-    unknown = sorted(set(doc) - {"role", "name", "crew"})
-    if unknown:
-        raise bad_request(f"unexpected member(s) {unknown}; a token has role, name and crew")
-    role = doc.get("role")
-    if role not in ROLES:
-        raise bad_request(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-    name = doc.get("name", role)
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise bad_request("name must be a non-empty string of at most 200 characters")
-    crew = doc.get("crew")
-    if crew is not None and (not isinstance(crew, str) or not crew):
-        raise bad_request("crew must be a crew id (a non-empty string) or absent")
+    doc = await validate.body(request, TokenIn)
+    role, crew = doc.role, doc.crew
+    name = (doc.name or role).strip()
     if role == "crew" and crew is None:
-        raise bad_request("a crew token acts for one crew: give its id in crew")
+        raise Invalid("a crew token acts for one crew: give its id in crew", field="crew")
     token, digest, prefix = new_token()
     async with request.app[keys.DB].acquire() as conn:
         try:
@@ -76,11 +63,11 @@ async def create_token(request: web.Request) -> web.Response:
                 row = await conn.fetchrow(
                     f"""insert into api_tokens (name, role, token_hash, prefix, crew)
                         values ($1, $2, $3, $4, $5) returning {_COLUMNS}""",
-                    name.strip(), role, digest, prefix, crew)
+                    name, role, digest, prefix, crew)
                 await audit(conn, who.actor, "token.create", target=f"token {row['id']}",
                             details={"role": role, "name": row["name"], "crew": crew})
         except asyncpg.ForeignKeyViolationError:
-            raise bad_request(f"no crew with id {crew!r}") from None
+            raise Invalid(f"no crew with id {crew!r}", field="crew") from None
     body = _token(row)
     body["token"] = token
     return json_response(body, status=201, headers={"Location": f"/api/v1/tokens/{row['id']}",
@@ -94,16 +81,16 @@ async def revoke_token(request: web.Request) -> web.Response:
     try:
         token_id = int(raw)
     except ValueError:
-        raise Problem(404, f"no token with id {raw!r}; token ids are integers") from None
+        raise NotFound(f"no token with id {raw!r}; token ids are integers") from None
     if token_id == who.token_id:
-        raise Problem(409, "this is the token you are using; revoke it with another admin token "
+        raise Conflict( "this is the token you are using; revoke it with another admin token "
                            "(or 'ioc token revoke') so you do not lock yourself out")
     async with request.app[keys.DB].acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "update api_tokens set revoked_at = now() where id = $1 and revoked_at is null "
             "returning id, name, role", token_id) if -2**31 <= token_id < 2**31 else None
         if row is None:
-            raise Problem(404, f"no active token with id {token_id}")
+            raise NotFound(f"no active token with id {token_id}")
         await audit(conn, who.actor, "token.revoke", target=f"token {token_id}",
                     details={"role": row["role"], "name": row["name"]})
     request.app[keys.TOKENS].forget()

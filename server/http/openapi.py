@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
+from server.api import models
 from server.http.jsonutil import json_response
 from server.vocab import AlarmState, CommandState, DeviceStatus, Role, Severity, values
 
@@ -25,15 +27,6 @@ SEVERITIES = list(values(Severity))
 COMMAND_STATES = list(values(CommandState))
 ALARM_STATES = list(values(AlarmState))
 DEVICE_STATUSES = list(values(DeviceStatus))
-ALARM_ACTIONS = {
-    "ack": "Acknowledge (operator).",
-    "shelve": 'Shelve for a while (operator): `{"minutes": n}`.',
-    "unshelve": "Unshelve (operator).",
-    "assign": 'Assign to a crew (operator): `{"crew": id}`.',
-    "out_of_service": "Take the alarm out of service, or back in (operator).",
-    "comment": 'Comment (operator, or the crew it is assigned to): `{"text": "..."}`.',
-    "work": "Set the work state (operator, or the crew it is assigned to).",
-}
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -68,6 +61,56 @@ def obj(props: dict[str, Any], required: list[str] | None = None, **extra: Any) 
 
 def arr(items: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"type": "array", "items": items, **extra}
+
+
+# ---------------------------------------------------------------- models
+
+REF = "#/components/schemas/{model}"
+# The request models (server/api/models.py): bodies become components, queries parameters.
+BODY_MODELS: list[type[BaseModel]] = [
+    *(model for model, _ in models.ALARM_ACTIONS.values()), models.CommandIn,
+    models.GroupCommandIn, models.BacktestIn, models.CrewIn, models.CrewPatch, models.TokenIn,
+]
+
+
+def _non_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A member's schema without pydantic's titles and ``null`` defaults; for a query
+    parameter also without the ``null`` branch (a parameter is absent, never null)."""
+    out = {k: v for k, v in prop.items() if k != "title" and not (k == "default" and v is None)}
+    branches = out.get("anyOf")
+    if branches and {"type": "null"} in branches:
+        rest = [b for b in branches if b != {"type": "null"}]
+        del out["anyOf"]
+        out = {**(rest[0] if len(rest) == 1 else {"anyOf": rest}), **out}
+    return out
+
+
+def model_components() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for model in BODY_MODELS:
+        schema = model.model_json_schema(ref_template=REF, by_alias=True)
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
+
+
+def query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """The query parameters a :class:`~server.http.validate.Query` model reads."""
+    schema = model.model_json_schema(ref_template=REF, by_alias=True)
+    defs, required = schema.get("$defs", {}), set(schema.get("required", ()))
+    out = []
+    for name, prop in schema["properties"].items():
+        s = _non_null(prop)
+        if "$ref" in s:  # an enum: inline, a parameter's schema reads best whole
+            s = {**defs[s.pop("$ref").rsplit("/", 1)[1]], **s}
+            s.pop("title", None)
+        param: dict[str, Any] = {"name": name, "in": "query", "schema": s}
+        if description := s.pop("description", None):
+            param["description"] = description
+        if name in required:
+            param["required"] = True
+        out.append(param)
+    return out
 
 
 # ---------------------------------------------------------------- schemas
@@ -172,9 +215,6 @@ SCHEMAS: dict[str, Any] = {
     "AlarmKpis": obj({"from": TIME, "to": TIME, "operator_consoles": INT, "activations": INT},
                      ["from", "to"], additionalProperties=True,
                      description="ISA-18.2 / EEMUA 191 performance figures for the period"),
-    "AlarmAction": obj({"minutes": {**NUM, "exclusiveMinimum": 0}, "crew": STR, "text": STR,
-                        "reason": STR, "state": STR, "out_of_service": BOOL},
-                       additionalProperties=True),
     "RuleDocument": obj({"id": STR, "kind": {"enum": [
         "threshold", "rate_of_change", "stale", "fault", "state", "lighting_schedule",
         "topology", "neighbourhood"]}, "severity": {"enum": SEVERITIES},
@@ -186,10 +226,6 @@ SCHEMAS: dict[str, Any] = {
     "RuleList": obj({"rules": arr(ref("Rule")), "errors": arr(ANY)}, ["rules"]),
     "Backtest": obj({"from": TIME, "to": TIME, "alarms": arr(OBJ)}, ["from", "to"],
                     additionalProperties=True),
-    "CommandIn": obj({"name": {**STR, "examples": ["set_dim"]},
-                      "args": {**OBJ, "examples": [{"level": 50}]},
-                      "ttl_s": {**NUM, "description": "how long an offline device's command "
-                                                     "waits in the queue"}}, ["name"]),
     "Command": obj({
         "id": {**STR, "format": "uuid"}, "device": STR, "name": STR, "args": OBJ,
         "status": {"enum": COMMAND_STATES}, "group": nullable(STR),
@@ -199,14 +235,6 @@ SCHEMAS: dict[str, Any] = {
     }, ["id", "status"]),
     "CommandList": obj({"device": STR, "commands": arr(ref("Command")), "numberReturned": INT,
                         "links": arr(ref("Link"))}, ["device", "commands"]),
-    "GroupTarget": obj({
-        "ward": {"oneOf": [STR, arr(STR)]}, "parent": {"oneOf": [STR, arr(STR)]},
-        "kind": {"oneOf": [STR, arr(STR)]}, "devices": arr(STR),
-        "bbox": arr(NUM, minItems=4, maxItems=4),
-    }, minProperties=1, description="which devices: by ward, cabinet (parent), kind, ids or "
-                                    "bbox; several keys narrow the selection"),
-    "GroupCommandIn": obj({"target": ref("GroupTarget"), "name": STR, "args": OBJ,
-                           "ttl_s": NUM}, ["target", "name"]),
     "GroupPreview": obj({"name": STR, "args": ANY, "target": OBJ, "count": INT, "queued": INT,
                          "by_kind": OBJ, "by_status": OBJ, "by_route": OBJ,
                          "devices": arr(OBJ), "skipped": arr(ANY)}, ["count", "devices"]),
@@ -219,12 +247,6 @@ SCHEMAS: dict[str, Any] = {
                             "finished_at": nullable(TIME)}, ["device", "status"])),
         "skipped": ANY, "links": arr(ref("Link")),
     }, ["id"]),
-    "CrewIn": obj({
-        "id": {**STR, "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"}, "name": STR,
-        "ward": nullable(STR), "location": nullable(ref("Point")), "available": BOOL,
-        "escalation_level": {**INT, "minimum": 1, "maximum": 9},
-        "contacts": obj({"email": STR, "webhook": STR, "webhook_secret": STR, "phone": STR}),
-    }),
     "Crew": obj({
         "id": STR, "name": STR, "ward": nullable(STR), "location": nullable(ref("Point")),
         "available": BOOL, "escalation_level": INT, "contacts": OBJ, "webhook_signed": BOOL,
@@ -244,10 +266,6 @@ SCHEMAS: dict[str, Any] = {
     }, ["id", "name", "role", "crew", "prefix", "created_at", "last_used_at", "revoked_at",
         "active"]),
     "TokenList": obj({"tokens": arr(ref("Token"))}, ["tokens"]),
-    "TokenIn": obj({"role": {"enum": ROLES},
-                    "name": {**STR, "minLength": 1, "maxLength": 200},
-                    "crew": {**STR, "description": "required for the crew role"}},
-                   ["role"], additionalProperties=False),
     "TokenCreated": {"allOf": [ref("Token"), obj({"token": {
         **STR, "description": "the bearer token itself: shown this once, stored only hashed"}},
         ["token"])]},
@@ -309,15 +327,6 @@ def path_id(name: str = "id", schema: dict[str, Any] | None = None,
     return param(name, "path", schema or STR, description)
 
 
-BBOX = param("bbox", schema={**STR, "pattern": r"^-?[0-9.]+,-?[0-9.]+,-?[0-9.]+,-?[0-9.]+$"},
-             description="minLon,minLat,maxLon,maxLat (WGS 84)")
-KIND = param("kind", description="one kind or several, comma-separated")
-
-
-def limit(default: int, maximum: int) -> dict[str, Any]:
-    return param("limit", schema={**INT, "minimum": 1, "maximum": maximum, "default": default})
-
-
 def body(schema: dict[str, Any], *types: str, required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": {t: {"schema": schema} for t in (types or (JSON,))}}
 
@@ -367,8 +376,7 @@ def _paths() -> dict[str, Any]:
     p["/api/v1/devices"] = {
         "get": op("Devices as GeoJSON, filtered by bbox, kind, ward and parent",
                   {200: ok(ref("DeviceCollection"), ctype=GEOJSON)}, tags=dev, errors=(400,),
-                  params=[BBOX, KIND, param("ward"), param("parent"), limit(1000, 50_000),
-                          param("after", description="the last id of the previous page")]),
+                  params=query_params(models.DeviceQuery)),
         "post": op("Create devices: one Feature or a FeatureCollection (all or nothing)",
                    {201: ok({"oneOf": [ref("Device"), ref("DeviceCollection")]}, "Created",
                             GEOJSON)},
@@ -400,31 +408,14 @@ def _paths() -> dict[str, Any]:
         "parameters": [path_id()],
         "get": op("A device's history of one metric, raw or in time buckets",
                   {200: ok(ref("History"))}, tags=tel, errors=(400, 404),
-                  params=[param("metric", required=True, description="e.g. power_w"),
-                          param("from", description="RFC 3339 or epoch ms (default: to - 1 day)"),
-                          param("to", description="RFC 3339 or epoch ms (default: now)"),
-                          param("bucket", description="5m, 1h, 1d ... (omit for raw points)"),
-                          param("agg", schema={"enum": ["avg", "min", "max", "sum", "count",
-                                                        "last"]}),
-                          limit(10_000, 100_000)]),
+                  params=query_params(models.HistoryQuery)),
     }
 
     al = ["alarms"]
     p["/api/v1/alarms"] = {
         "get": op("Alarms, newest first (open ones unless state says otherwise)",
                   {200: ok(ref("AlarmList"))}, tags=al, errors=(400, 403),
-                  params=[param("state", description="comma-separated states, open (default) "
-                                                     "or all"),
-                          param("severity", description="comma-separated severities"), BBOX,
-                          param("rule"), param("device"), param("crew"),
-                          param("assigned", schema={"enum": ["me"]}),
-                          *(param(f, schema={"enum": ["true", "false"]})
-                            for f in ("suppressed", "out_of_service", "chattering", "active",
-                                      "shelved")),
-                          param("incident", schema={**STR, "pattern": "^[0-9]+$"}),
-                          param("priority", description="1, 2 or 3, comma-separated"),
-                          param("before", schema={**STR, "pattern": "^[0-9]+$"}),
-                          limit(500, 5000)]),
+                  params=query_params(models.AlarmQuery)),
     }
     alarm_id = path_id(schema={**INT, "minimum": 0, "maximum": 2**63 - 1})
     p["/api/v1/alarms/{id}"] = {
@@ -436,18 +427,17 @@ def _paths() -> dict[str, Any]:
         "get": op("An alarm's history (raised, acked, shelved, ...)", {200: ok(ref("AlarmEvents"))},
                   tags=al, errors=(403, 404)),
     }
-    for action, text in ALARM_ACTIONS.items():
+    for action, (model, text) in models.ALARM_ACTIONS.items():
         p[f"/api/v1/alarms/{{id}}/{action}"] = {
             "parameters": [alarm_id],
             "post": op(text, {200: ok(ref("Alarm"))}, tags=al,
                        errors=(400, 403, 404, 409, 415),
-                       request=body(ref("AlarmAction"), required=False)),
+                       request=body(ref(model.__name__), required=model is not models.ShelveIn)),
         }
     p["/api/v1/alarms/kpis"] = {
         "get": op("Alarm system performance over a period", {200: ok(ref("AlarmKpis"))},
                   tags=al, errors=(400,),
-                  params=[param("from", description="RFC 3339"), param("to", description="RFC 3339"),
-                          param("consoles", schema={**STR, "pattern": "^[0-9]+$"})]),
+                  params=query_params(models.KpiQuery)),
     }
 
     ru = ["rules"]
@@ -471,8 +461,7 @@ def _paths() -> dict[str, Any]:
     p["/api/v1/rules/backtest"] = {
         "post": op("What a rule would have raised over stored history",
                    {200: ok(ref("Backtest"))}, tags=ru, errors=(400, 403, 415),
-                   request=body(obj({"rule": ref("RuleDocument"), "from": ANY, "to": ANY},
-                                    ["rule"]))),
+                   request=body(ref("BacktestIn"))),
     }
 
     cm = ["commands"]
@@ -482,7 +471,7 @@ def _paths() -> dict[str, Any]:
                    {202: ok(ref("Command"), "Accepted: pending", headers=LOCATION)}, tags=cm,
                    errors=(400, 403, 404, 409, 415, 503), request=body(ref("CommandIn"))),
         "get": op("A device's commands, newest first", {200: ok(ref("CommandList"))}, tags=cm,
-                  errors=(400, 404), params=[limit(50, 1000), param("after")]),
+                  errors=(400, 404), params=query_params(models.CommandListQuery)),
     }
     p["/api/v1/commands/{id}"] = {
         "parameters": [path_id(schema={**STR, "format": "uuid"})],
@@ -503,13 +492,13 @@ def _paths() -> dict[str, Any]:
         "parameters": [path_id(schema={**STR, "format": "uuid"})],
         "get": op("A group command: counts by status and a result per device",
                   {200: ok(ref("CommandGroup"))}, tags=cm, errors=(400, 404),
-                  params=[param("status", schema={"enum": COMMAND_STATES})]),
+                  params=query_params(models.GroupQuery)),
     }
 
     cr = ["crews"]
     p["/api/v1/crews"] = {
         "get": op("Maintenance crews", {200: ok(ref("CrewList"))}, tags=cr, errors=(400, 403),
-                  params=[param("ward"), param("available", schema={"enum": ["true", "false"]})]),
+                  params=query_params(models.CrewQuery)),
         "post": op("Create a crew (operator)", {201: ok(ref("Crew"), "Created", headers=LOCATION)},
                    tags=cr, errors=(400, 403, 409, 415), request=body(ref("CrewIn"))),
     }
@@ -518,7 +507,7 @@ def _paths() -> dict[str, Any]:
         "get": op("One crew", {200: ok(ref("Crew"))}, tags=cr, errors=(403, 404)),
         "patch": op("Change a crew (operator; a crew's own token: available, location)",
                     {200: ok(ref("Crew"))}, tags=cr, errors=(400, 403, 404, 409, 415),
-                    request=body(ref("CrewIn"))),
+                    request=body(ref("CrewPatch"))),
         "delete": op("Delete a crew (operator)", {204: ok(None, "Deleted")}, tags=cr,
                      errors=(403, 404, 409)),
     }
@@ -526,17 +515,14 @@ def _paths() -> dict[str, Any]:
     p["/api/v1/audit"] = {
         "get": op("The audit log (admin): who did what, when, newest first",
                   {200: ok(ref("AuditList"))}, tags=["audit"], errors=(400, 403),
-                  params=[param("actor"), param("device"),
-                          param("action", description="an action or its prefix, e.g. command"),
-                          param("from", description="RFC 3339"), param("to", description="RFC 3339"),
-                          limit(100, 1000), param("after", schema={**INT, "minimum": 1})]),
+                  params=query_params(models.AuditQuery)),
     }
 
     tk = ["tokens"]
     p["/api/v1/tokens"] = {
         "get": op("API tokens (admin); never their secrets", {200: ok(ref("TokenList"))},
                   tags=tk, errors=(400, 403),
-                  params=[param("include_revoked", schema={"enum": ["true", "false"]})]),
+                  params=query_params(models.TokenQuery)),
         "post": op("Create a token (admin); the secret is in this answer only",
                    {201: ok(ref("TokenCreated"), "Created",
                             headers={**LOCATION, "Cache-Control": {"schema": STR}})},
@@ -557,10 +543,7 @@ def _paths() -> dict[str, Any]:
                                   "was written",
                    "content": {PROBLEM: {"schema": ref("ImportProblem")}}}},
             tags=io, errors=(400, 403),
-            params=[param("format", schema={"enum": ["geojson", "csv"]},
-                          description="default: from the Content-Type, else the content"),
-                    param("dry_run", schema={"enum": ["true", "false"]},
-                          description="check and report, write nothing")],
+            params=query_params(models.ImportQuery),
             request=body({"type": "string"}, GEOJSON, JSON, "text/csv"),
             description=(
                 "Integrators and admins. The whole file is checked first with the rules of "
@@ -579,7 +562,7 @@ def _paths() -> dict[str, Any]:
                          "content": {GEOJSON: {"schema": ref("ExportCollection")},
                                      "text/csv": {"schema": STR}}}},
                   tags=io, errors=(400,),
-                  params=[param("format", schema={"enum": ["geojson", "csv"]}), BBOX, KIND]),
+                  params=query_params(models.ExportQuery)),
     }
 
     p["/api/v1/wards/summary"] = {
@@ -657,7 +640,7 @@ def document() -> dict[str, Any]:
             "import and export", "map", "tiles", "meta")],
         "paths": _paths(),
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **model_components()},
             "responses": RESPONSES,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},

@@ -1,0 +1,332 @@
+"""The REST API's request models: every JSON body and query string a handler reads.
+
+Handlers validate with these (server/http/validate.py) and the OpenAPI document derives
+its request schemas and query parameters from them (server/http/openapi.py), so what is
+documented is what is checked. Rules that need the database (a kind in the catalogue, a
+crew that exists) stay in the handlers and services.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+from yarl import URL
+
+from geo.geojson import GeometryError, parse_geometry
+from rules.lifecycle import WORK_STATES
+from server.http.validate import Body, Flag, Name, Query, Text, csv_of, csv_pattern
+from server.notify import signing
+from server.store.catalog import KIND_NAMES
+from server.vocab import AlarmState, CommandState, Role, Severity, values
+
+ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+NUMBER = r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)"
+BBOX = f"^{NUMBER},{NUMBER},{NUMBER},{NUMBER}$"
+DIGITS = r"^[0-9]{1,18}$"
+MAX_BIGINT = 2**63 - 1
+
+Word = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\x00]+$")]
+Id = Annotated[str, StringConstraints(pattern=ID)]
+Bbox = Annotated[str, StringConstraints(pattern=BBOX),
+                 Field(description="minLon,minLat,maxLon,maxLat (WGS 84)")]
+Number = StrictInt | StrictFloat
+# RFC 3339 (documented) or epoch milliseconds (accepted too); the handler parses it.
+Time = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+KINDS = sorted(KIND_NAMES)
+Kinds = csv_of(str, csv_pattern(KINDS), "one kind or several, comma-separated")
+
+
+def limit(default: int, maximum: int) -> Any:
+    return Field(default, ge=1, le=maximum)
+
+
+# ---------------------------------------------------------------- devices
+
+
+class DeviceQuery(Query):
+    bbox: Bbox | None = None
+    kind: Kinds | None = None
+    ward: Text | None = None
+    parent: Text | None = None
+    limit: int = limit(1000, 50_000)
+    after: Text | None = Field(None, description="the last id of the previous page")
+
+
+# ---------------------------------------------------------------- telemetry
+
+
+class HistoryQuery(Query):
+    metric: Word = Field(description="e.g. power_w")
+    from_: Time | None = Field(None, alias="from", description="RFC 3339 or epoch ms (default: to - 1 day)")
+    to: Time | None = Field(None, description="RFC 3339 or epoch ms (default: now)")
+    bucket: Annotated[str, StringConstraints(pattern=r"^0*[1-9][0-9]{0,5}(s|m|h|d)$")] | None = Field(
+        None, description="5m, 1h, 1d ... (omit for raw points)")
+    agg: Literal["avg", "min", "max", "sum", "count", "last"] = "avg"
+    limit: int = limit(10_000, 100_000)
+
+
+# ---------------------------------------------------------------- alarms
+
+STATE_CHOICES = [*values(AlarmState), "open", "all"]
+PRIORITIES = csv_of(int, csv_pattern(["1", "2", "3"]), "1 (high), 2 (medium) or 3 (low), comma-separated")
+
+
+class AlarmQuery(Query):
+    state: csv_of(str, csv_pattern(STATE_CHOICES),
+                  "comma-separated states, open (default) or all") | None = None  # type: ignore[valid-type]
+    severity: csv_of(Severity, csv_pattern(values(Severity)),
+                     "comma-separated severities") | None = None  # type: ignore[valid-type]
+    bbox: Bbox | None = None
+    rule: csv_of(str, r"^[^\x00,]+(,[^\x00,]+)*$", "comma-separated rule ids") | None = None  # type: ignore[valid-type]
+    device: csv_of(str, r"^[^\x00,]+(,[^\x00,]+)*$", "comma-separated device ids") | None = None  # type: ignore[valid-type]
+    crew: Text | None = None
+    assigned: Literal["me"] | None = None
+    suppressed: Flag | None = None
+    out_of_service: Flag | None = None
+    chattering: Flag | None = None
+    active: Flag | None = None
+    shelved: Flag | None = None
+    incident: Annotated[int, Field(ge=0, le=MAX_BIGINT)] | None = None
+    priority: PRIORITIES | None = None  # type: ignore[valid-type]
+    before: Annotated[int, Field(ge=0, le=MAX_BIGINT)] | None = Field(
+        None, description="an alarm id: the last one of the previous page")
+    limit: int = limit(500, 5000)
+
+    @model_validator(mode="after")
+    def _states_known(self) -> AlarmQuery:
+        if self.state and len(self.state) > 1 and ({"open", "all"} & set(self.state)):
+            raise ValueError("state: open and all stand alone; list alarm states otherwise")
+        return self
+
+
+class KpiQuery(Query):
+    from_: Time | None = Field(None, alias="from", description="RFC 3339 (default: to - 1 day)")
+    to: Time | None = Field(None, description="RFC 3339 (default: now)")
+    consoles: int | None = Field(None, ge=1, le=1000,
+                                 description="operator consoles (default: the configured number)")
+
+
+class _Action(Body):
+    reason: Text | None = Field(None, description="why, for the alarm's history")
+
+
+class AckIn(_Action):
+    pass
+
+
+class ShelveIn(_Action):
+    minutes: Number = Field(gt=0, le=10_080,
+                            description="how long; the server's shelve_max_minutes caps it")
+
+
+class UnshelveIn(_Action):
+    pass
+
+
+class AssignIn(_Action):
+    crew: Word = Field(description="a crew id (GET /api/v1/crews)")
+
+
+class OutOfServiceIn(_Action):
+    enabled: StrictBool = Field(True, description="true takes it out of service, false returns it")
+
+
+class CommentIn(_Action):
+    text: Annotated[Name, StringConstraints(max_length=4000)]
+
+
+class WorkIn(_Action):
+    state: Literal[WORK_STATES]  # type: ignore[valid-type]
+
+
+ALARM_ACTIONS: dict[str, tuple[type[_Action], str]] = {
+    "ack": (AckIn, "Acknowledge (operator)."),
+    "shelve": (ShelveIn, 'Shelve for a while (operator): `{"minutes": n}`.'),
+    "unshelve": (UnshelveIn, "Unshelve (operator)."),
+    "assign": (AssignIn, 'Assign to a crew (operator): `{"crew": id}`.'),
+    "out_of_service": (OutOfServiceIn, "Take the alarm out of service, or back in (operator)."),
+    "comment": (CommentIn, 'Comment (operator, or the crew it is assigned to): `{"text": "..."}`.'),
+    "work": (WorkIn, "Set the work state (operator, or the crew it is assigned to)."),
+}
+
+
+# ---------------------------------------------------------------- commands
+
+
+class CommandIn(Body):
+    name: Word = Field(examples=["set_dim"])
+    args: dict[str, Any] | None = Field(None, examples=[{"level": 50}])
+    ttl_s: Number | None = Field(None, gt=0, le=7 * 86_400,
+                                 description="how long an offline device's command waits in the "
+                                             "queue (the server's max_ttl_s caps it)")
+
+
+OneOrMany = Word | list[Word]
+
+
+class GroupTarget(Body):
+    """Which devices: by ward, cabinet (parent), kind, ids or bbox; several keys narrow it."""
+
+    ward: OneOrMany | None = None
+    parent: OneOrMany | None = None
+    kind: OneOrMany | None = None
+    devices: list[Word] | None = None
+    bbox: list[Number] | None = Field(None, min_length=4, max_length=4)
+
+    # Unknown keys pass to the command service, which names them and the known ones.
+    model_config = Body.model_config | {"extra": "allow", "json_schema_extra": {
+        "minProperties": 1, "additionalProperties": False}}
+
+
+class GroupCommandIn(CommandIn):
+    target: GroupTarget
+
+
+class CommandListQuery(Query):
+    limit: int = limit(50, 1000)
+    after: Text | None = Field(None, description="the last command id of the previous page")
+
+
+class GroupQuery(Query):
+    status: CommandState | None = None
+
+
+# ---------------------------------------------------------------- rules
+
+
+class BacktestIn(Body):
+    rule: dict[str, Any] = Field(description="a rule document (RuleDocument)")
+    from_: Time | Number | None = Field(None, alias="from", description="RFC 3339 or epoch ms")
+    to: Time | Number | None = Field(None, description="RFC 3339 or epoch ms")
+
+
+# ---------------------------------------------------------------- crews
+
+EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+
+
+def _point(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        geom = parse_geometry(value, "location")
+    except GeometryError as err:
+        raise ValueError(str(err)) from None
+    if geom.geom_type != "Point":
+        raise ValueError(f"location must be a GeoJSON Point, got {geom.geom_type}")
+    return value
+
+
+def _webhook(value: str) -> str:
+    url = URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+def _secret(value: str) -> str:
+    signing.check_secret(value)  # ValueError says why (Standard Webhooks)
+    return value
+
+
+Point = Annotated[dict[str, Any], AfterValidator(_point), WithJsonSchema({
+    "type": "object", "description": "a GeoJSON Point (longitude, latitude)",
+    "properties": {"type": {"const": "Point"}, "coordinates": {
+        "type": "array", "minItems": 2, "maxItems": 2,
+        "prefixItems": [{"type": "number", "minimum": -180, "maximum": 180},
+                        {"type": "number", "minimum": -90, "maximum": 90}]}},
+    "required": ["type", "coordinates"], "additionalProperties": False})]
+Email = Annotated[str, StringConstraints(pattern=EMAIL_RE.pattern)]
+Webhook = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s\x00]+[^\s\x00]*$"),
+                    AfterValidator(_webhook)]
+Secret = Annotated[str, StringConstraints(pattern=r"^whsec_([A-Za-z0-9+/]{4}){7,20}([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"),
+                   AfterValidator(_secret)]
+
+
+class Contacts(Body):
+    email: Email | None = None
+    webhook: Webhook | None = None
+    webhook_secret: Secret | None = None
+    phone: Name | None = None
+
+
+class CrewPatch(Body):
+    """JSON merge patch (RFC 7396) of a crew; in ``contacts`` null removes one."""
+
+    # Absent is not null: "= None" marks a member optional without allowing null.
+    id: Id = None  # type: ignore[assignment]
+    name: Name = None  # type: ignore[assignment]
+    ward: Word | None = Field(None, description="a ward code (e.g. W05) or null")
+    location: Point | None = None
+    available: StrictBool = None  # type: ignore[assignment]
+    escalation_level: StrictInt = Field(None, ge=1, le=9,  # type: ignore[assignment]
+                                        description="1 first line, 2 supervisors, ...")
+    contacts: Contacts = None  # type: ignore[assignment]
+    # What GET answers, so a crew read, edited and sent back is accepted; they are ignored.
+    webhook_signed: Any = Field(None, json_schema_extra={"readOnly": True})
+    open_alarms: Any = Field(None, json_schema_extra={"readOnly": True})
+    updated_at: Any = Field(None, json_schema_extra={"readOnly": True})
+
+
+class CrewIn(CrewPatch):
+    id: Id
+    name: Name
+
+
+class CrewQuery(Query):
+    ward: Text | None = None
+    available: Flag | None = None
+
+
+# ---------------------------------------------------------------- tokens and audit
+
+
+class TokenIn(Body):
+    role: Role
+    name: Annotated[Name, StringConstraints(max_length=200)] | None = Field(
+        None, description="default: the role")
+    crew: Word | None = Field(None, description="required for the crew role")
+
+    model_config = Body.model_config | {"json_schema_extra": {
+        "if": {"properties": {"role": {"const": "crew"}}, "required": ["role"]},
+        "then": {"required": ["crew"]}}}
+
+
+class TokenQuery(Query):
+    include_revoked: Flag = True
+
+
+class AuditQuery(Query):
+    model_config = Query.model_config | {"extra": "forbid"}
+
+    actor: Text | None = None
+    device: Text | None = None
+    action: Text | None = Field(None, description="an action or its prefix, e.g. command")
+    from_: Time | None = Field(None, alias="from", description="RFC 3339 or epoch ms")
+    to: Time | None = Field(None, description="RFC 3339 or epoch ms")
+    limit: int = limit(100, 1000)
+    after: int | None = Field(None, ge=1, le=MAX_BIGINT)
+
+
+# ---------------------------------------------------------------- import and export
+
+
+class ImportQuery(Query):
+    format: Literal["geojson", "csv"] | None = Field(
+        None, description="default: from the Content-Type, else the content")
+    dry_run: Flag = Field(False, description="check and report, write nothing")
+
+
+class ExportQuery(Query):
+    format: Literal["geojson", "csv"] = "geojson"
+    bbox: Bbox | None = None
+    kind: Kinds | None = None  # type: ignore[valid-type]

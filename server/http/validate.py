@@ -1,0 +1,156 @@
+"""Request bodies and query strings checked by pydantic models, the ones the OpenAPI
+document is derived from (server/http/openapi.py), so the two cannot drift.
+
+``await body(request, Model)`` and ``query(request, Model)`` answer one 400 problem that
+names every field and what is wrong with it (``errors``: ``[{"field", "reason"}]``) and
+says the first in ``detail``. Strings refuse NUL characters, which PostgreSQL cannot store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+
+from aiohttp import web
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+)
+from pydantic_core import ErrorDetails
+
+from server.http.jsonutil import read_json
+from server.http.problems import Problem
+
+M = TypeVar("M", bound=BaseModel)
+
+NO_NUL = r"^[^\x00]*$"
+# Text of any length, one line or many, but no NUL (PostgreSQL refuses it).
+Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
+# Text with something in it besides blanks.
+Name = Annotated[str, StringConstraints(pattern=r"^[^\x00]*[^\x00\s][^\x00]*$")]
+
+
+class Body(BaseModel):
+    """A JSON request body: unknown members are an error (a typo must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+
+
+class Query(BaseModel):
+    """A query string: every value arrives as text; unknown parameters are ignored."""
+
+    model_config = ConfigDict(extra="ignore", use_enum_values=True)
+
+
+def one_of(*choices: str) -> str:
+    return "^(" + "|".join(choices) + ")$"
+
+
+def csv_pattern(choices: Iterable[str]) -> str:
+    alt = "(" + "|".join(choices) + ")"
+    return f"^{alt}(,{alt})*$"
+
+
+def _split(value: Any) -> Any:
+    return value.split(",") if isinstance(value, str) else value
+
+
+def csv_of(item: Any, pattern: str, description: str) -> Any:
+    """A comma-separated list in one query parameter (``?state=shelved,closed``)."""
+    return Annotated[list[item], BeforeValidator(_split),
+                     WithJsonSchema({"type": "string", "pattern": pattern,
+                                     "description": description})]
+
+
+Flag = Annotated[bool, BeforeValidator(lambda v: {"true": True, "false": False}.get(v, v)),
+                 WithJsonSchema({"type": "string", "enum": ["true", "false"]})]
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.isidentifier():  # not the branch tags of a union ("list[str]", "function-after")
+            out += f".{part}" if out else part
+    return out
+
+
+def _reason(err: ErrorDetails) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a member this request takes (unexpected member)"
+    if kind in ("enum", "literal_error"):
+        return f"must be one of {ctx.get('expected', '').replace(' or ', ', ')}, got {err['input']!r}"
+    if kind == "string_pattern_mismatch":
+        if ctx.get("pattern") == NO_NUL:
+            return "must not contain NUL characters"
+        if "\\s" in str(ctx.get("pattern")):
+            return "must be a non-empty string"
+        return f"must match {ctx.get('pattern')}, got {err['input']!r}"
+    if kind == "string_too_short":
+        return "must be a non-empty string"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"must be an integer, got {err['input']!r}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"must be true or false, got {err['input']!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return err["msg"].replace("Input should be", "must be") + f", got {err['input']!r}"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return err["msg"].replace("Input should be", "must be")
+
+
+def problem(err: ValidationError, what: str = "the request") -> Problem:
+    errors: list[dict[str, str]] = []
+    for e in err.errors(include_url=False):
+        field = _field(e["loc"])
+        if any(x["field"] == (field or "(body)") for x in errors):
+            continue  # one reason per field: the first branch of a union says enough
+        if not field and e["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            return Problem(400, f"send a JSON object as {what}")
+        errors.append({"field": field or "(body)", "reason": _reason(e)})
+    first = errors[0]
+    detail = f"{first['field']} {first['reason']}"
+    if first["reason"].startswith("is not a member"):
+        detail = (f"unknown parameter {first['field']}" if what == "the query"
+                  else f"unexpected member {first['field']} in {what}")
+    if len(errors) > 1:
+        detail = f"{len(errors)} problem(s) in {what}, the first: {detail}"
+    return Problem(400, detail, errors=errors)
+
+
+def parse(model: type[M], data: Any, what: str = "the request") -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise problem(err, what) from None
+
+
+async def body(request: web.Request, model: type[M], *, optional: bool = False) -> M:
+    """The JSON body as ``model``; an absent body is ``{}`` when ``optional``."""
+    if optional and not (await request.read()).strip():
+        return parse(model, {}, "the body")
+    return parse(model, await read_json(request), "the body")
+
+
+def query(request: web.Request, model: type[M]) -> M:
+    """The query string as ``model`` (the first of repeated parameters; not ``token``)."""
+    q = request.query
+    data = {k: q.get(k) for k in q if k != "token"}
+    return parse(model, data, "the query")
+
+
+def enum_values(enum: type[StrEnum]) -> list[str]:
+    return [m.value for m in enum]
+
+
+__all__ = ["Body", "Flag", "Name", "Query", "Text", "body", "csv_of", "csv_pattern", "one_of",
+           "parse", "problem", "query"]
