@@ -166,7 +166,7 @@ async def alarm_events(request: web.Request) -> web.Response:
     return json_response({"alarm": alarm_id, "events": [dict(r) for r in rows]})
 
 
-@routes.post(r"/api/v1/alarms/{id:\d+}/{action}")
+@routes.post(r"/api/v1/alarms/{id:\d+}/{action:" + "|".join(ACTIONS) + "}")
 async def act(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     roles = ACTIONS.get(action)

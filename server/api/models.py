@@ -248,7 +248,9 @@ Point = Annotated[dict[str, Any], AfterValidator(_point), WithJsonSchema({
 Email = Annotated[str, StringConstraints(pattern=EMAIL_RE.pattern)]
 Webhook = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s\x00]+[^\s\x00]*$"),
                     AfterValidator(_webhook)]
-Secret = Annotated[str, StringConstraints(pattern=r"^whsec_([A-Za-z0-9+/]{4}){7,20}([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"),
+B64 = "[A-Za-z0-9+/]"
+Secret = Annotated[str, StringConstraints(  # base64 of 24 to about 64 bytes (Standard Webhooks)
+    pattern=f"^whsec_({B64}{{4}}){{7,20}}({B64}{{2}}==|{B64}{{3}}=|{B64}{{4}})$"),
                    AfterValidator(_secret)]
 
 
