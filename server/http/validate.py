@@ -93,7 +93,7 @@ def _reason(err: ErrorDetails) -> str:
         if ctx.get("pattern") == NO_NUL:
             return "must not contain NUL characters"
         if "\\s" in str(ctx.get("pattern")):
-            return "must be a non-empty string"
+            return "must be a non-empty string without NUL characters"
         return f"must match {ctx.get('pattern')}, got {err['input']!r}"
     if kind == "string_too_short":
         return "must be a non-empty string"

@@ -202,3 +202,27 @@ def test_live_api_answers_as_documented(live_schema):
                 failures.append(f"{operation.label} ({mode.value}): {_describe(err)}")
     assert operations > 40
     assert not failures, "\n\n".join(failures)
+
+
+async def test_routes_are_unambiguous_and_bad_queries_name_the_field(aiohttp_client, db_url,
+                                                                      make_settings, token_for):
+    client = await aiohttp_client(create_app(make_settings(db_url, mqtt_url=None)))
+    admin = {"Authorization": f"Bearer {token_for(db_url, 'admin')}"}
+    for method, path, allow in [("GET", "/api/v1/rules/backtest", "POST"),
+                                ("OPTIONS", "/api/v1/rules/backtest", "POST"),
+                                ("GET", "/api/v1/commands/preview", "POST"),
+                                ("POST", "/api/v1/alarms/1/events", "GET,HEAD")]:
+        resp = await client.request(method, path, headers=admin)
+        assert resp.status == 405 and resp.headers["Allow"] == allow, (method, path)
+    for path, field in [("/api/v1/alarms/kpis?consoles=0", "consoles"),
+                        ("/api/v1/devices?bbox=", "bbox"),
+                        ("/api/v1/devices?limit=0", "limit"),
+                        ("/api/v1/crews?ward=W%0001", "ward"),
+                        ("/api/v1/command-groups/00000000-0000-0000-0000-000000000000?status=x",
+                         "status")]:
+        resp = await client.get(path, headers=admin)
+        assert resp.status == 400 and resp.content_type == "application/problem+json", path
+        problem = await resp.json()
+        assert [e["field"] for e in problem["errors"]] == [field] and field in problem["detail"]
+    resp = await client.post("/api/v1/tokens", headers=admin, json={"role": "viewer", "name": "a\0b"})
+    assert resp.status == 400 and "NUL" in (await resp.json())["detail"]
