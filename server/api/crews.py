@@ -10,7 +10,6 @@ shown); operators and admins write; a crew's own token may update its ``availabl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -57,9 +56,6 @@ def parse(doc: Any, *, patch: bool) -> dict[str, Any]:
     """The columns a crew document sets, or a 400 naming every bad field."""
     crew = validate.parse(CrewPatch if patch else CrewIn, doc, "the crew")
     out = crew.model_dump(include=set(FIELDS), exclude_unset=True)
-    if not patch and None in out.get("contacts", {}).values():
-        raise Invalid("omit a contact rather than sending null",
-                      errors=[{"field": "contacts", "reason": "omit it rather than sending null"}])
     if "name" in out:
         out["name"] = out["name"].strip()
     if out.get("location") is not None:
@@ -134,11 +130,9 @@ async def patch_crew(request: web.Request) -> web.Response:
     """JSON merge patch (RFC 7396); ``contacts`` merge key by key, null removes one."""
     crew_id = request.match_info["id"]
     who = require(request, *WRITERS, "crew")
-    doc = await read_json(request)
-    if isinstance(doc, Mapping) and doc.get("id") not in (None, crew_id):
+    cols = parse(await read_json(request), patch=True)
+    if cols.pop("id", crew_id) != crew_id:
         raise Invalid("a crew id cannot be changed; create a new crew instead", field="id")
-    cols = parse({k: v for k, v in doc.items() if k != "id"} if isinstance(doc, Mapping) else doc,
-                 patch=True)
     if who.role == "crew":
         if who.crew != crew_id:
             raise Forbidden(f"a crew token may only update its own crew ({who.crew})")

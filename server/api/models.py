@@ -25,9 +25,9 @@ from yarl import URL
 
 from geo.geojson import GeometryError, parse_geometry
 from rules.lifecycle import WORK_STATES
-from server.http.validate import Body, Flag, Name, Query, Text, csv_of, csv_pattern
+from server.http.validate import Body, Flag, Name, Query, Text, csv_of, csv_pattern, number
 from server.notify import signing
-from server.store.catalog import KIND_NAMES
+from server.store.catalog import KIND_NAMES, METRIC_NAMES
 from server.vocab import AlarmState, CommandState, Role, Severity, values
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -67,7 +67,8 @@ class DeviceQuery(Query):
 
 
 class HistoryQuery(Query):
-    metric: Word = Field(description="e.g. power_w")
+    metric: Annotated[Word, WithJsonSchema({"type": "string", "enum": sorted(METRIC_NAMES)})] = Field(
+        description="a metric of the catalogue, e.g. power_w")
     from_: Time | None = Field(None, alias="from", description="RFC 3339 or epoch ms (default: to - 1 day)")
     to: Time | None = Field(None, description="RFC 3339 or epoch ms (default: now)")
     bucket: Annotated[str, StringConstraints(pattern=r"^0*[1-9][0-9]{0,5}(s|m|h|d)$")] | None = Field(
@@ -126,7 +127,7 @@ class AckIn(_Action):
 
 
 class ShelveIn(_Action):
-    minutes: Number = Field(gt=0, le=10_080,
+    minutes: number(gt=0, le=10_080) = Field(  # type: ignore[valid-type]
                             description="how long; the server's shelve_max_minutes caps it")
 
 
@@ -167,8 +168,8 @@ ALARM_ACTIONS: dict[str, tuple[type[_Action], str]] = {
 class CommandIn(Body):
     name: Word = Field(examples=["set_dim"])
     args: dict[str, Any] | None = Field(None, examples=[{"level": 50}])
-    ttl_s: Number | None = Field(None, gt=0, le=7 * 86_400,
-                                 description="how long an offline device's command waits in the "
+    ttl_s: number(gt=0, le=7 * 86_400) | None = Field(  # type: ignore[valid-type]
+                                 None, description="how long an offline device's command waits in the "
                                              "queue (the server's max_ttl_s caps it)")
 
 
@@ -182,7 +183,8 @@ class GroupTarget(Body):
     parent: OneOrMany | None = None
     kind: OneOrMany | None = None
     devices: list[Word] | None = None
-    bbox: list[Number] | None = Field(None, min_length=4, max_length=4)
+    bbox: list[number(ge=-180, le=180)] | None = Field(  # type: ignore[valid-type]
+        None, min_length=4, max_length=4, description="minLon, minLat, maxLon, maxLat")
 
     # Unknown keys pass to the command service, which names them and the known ones.
     model_config = Body.model_config | {"extra": "allow", "json_schema_extra": {
@@ -255,10 +257,19 @@ Secret = Annotated[str, StringConstraints(  # base64 of 24 to about 64 bytes (St
 
 
 class Contacts(Body):
+    """In a patch: null removes a contact."""
+
     email: Email | None = None
     webhook: Webhook | None = None
     webhook_secret: Secret | None = None
     phone: Name | None = None
+
+
+class ContactsIn(Body):
+    email: Email = None  # type: ignore[assignment]
+    webhook: Webhook = None  # type: ignore[assignment]
+    webhook_secret: Secret = None  # type: ignore[assignment]
+    phone: Name = None  # type: ignore[assignment]
 
 
 class CrewPatch(Body):
@@ -282,6 +293,7 @@ class CrewPatch(Body):
 class CrewIn(CrewPatch):
     id: Id
     name: Name
+    contacts: ContactsIn = None  # type: ignore[assignment]
 
 
 class CrewQuery(Query):

@@ -12,10 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
+from rules.models import Rule as RuleModel
 from server.api import models
 from server.http.jsonutil import json_response
+from server.store.catalog import METRIC_NAMES
 from server.vocab import AlarmState, CommandState, DeviceStatus, Role, Severity, values
 
 JSON = "application/json"
@@ -91,7 +93,34 @@ def model_components() -> dict[str, Any]:
         schema = model.model_json_schema(ref_template=REF, by_alias=True)
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema
-    return out
+    return _json_schema_words(out)
+
+
+_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def _json_schema_words(node: Any) -> Any:
+    """Pydantic leaves the bounds of a type it cannot describe (a union, a custom type) in
+    its own words (``ge``, ``le``); JSON Schema's are ``minimum``, ``maximum``."""
+    if isinstance(node, dict):
+        return {(_BOUNDS.get(k, k) if not isinstance(v, (dict, list)) and "type" in node else k):
+                _json_schema_words(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_json_schema_words(v) for v in node]
+    return node
+
+
+def rule_components() -> dict[str, Any]:
+    """The rule documents, from the models that parse them (rules/models.py); a metric is
+    one of the catalogue's (server/store/catalog.py), which the rule engine checks."""
+    schema = TypeAdapter(RuleModel).json_schema(ref_template=REF)
+    out = schema.pop("$defs", {})
+    out["RuleDocument"] = {**schema, "description": "a rule as in the YAML rule files (CONTRACT.md)"}
+    for definition in out.values():
+        props = definition.get("properties", {})
+        if "metric" in props:
+            props["metric"] = {**_non_null(props["metric"]), "enum": sorted(METRIC_NAMES)}
+    return _json_schema_words(out)
 
 
 def query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -215,11 +244,6 @@ SCHEMAS: dict[str, Any] = {
     "AlarmKpis": obj({"from": TIME, "to": TIME, "operator_consoles": INT, "activations": INT},
                      ["from", "to"], additionalProperties=True,
                      description="ISA-18.2 / EEMUA 191 performance figures for the period"),
-    "RuleDocument": obj({"id": STR, "kind": {"enum": [
-        "threshold", "rate_of_change", "stale", "fault", "state", "lighting_schedule",
-        "topology", "neighbourhood"]}, "severity": {"enum": SEVERITIES},
-        "select": OBJ, "enabled": BOOL}, ["id", "kind"], additionalProperties=True,
-        description="a rule as in the YAML rule files (CONTRACT.md)"),
     "Rule": obj({"id": STR, "kind": STR, "source": STR, "enabled": BOOL, "evaluated": BOOL,
                  "document": ref("RuleDocument"), "created_at": TIME, "updated_at": TIME},
                 ["id", "kind", "document"]),
@@ -640,7 +664,7 @@ def document() -> dict[str, Any]:
             "import and export", "map", "tiles", "meta")],
         "paths": _paths(),
         "components": {
-            "schemas": {**SCHEMAS, **model_components()},
+            "schemas": {**SCHEMAS, **model_components(), **rule_components()},
             "responses": RESPONSES,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},

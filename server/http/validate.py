@@ -17,6 +17,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
     StringConstraints,
     ValidationError,
     WithJsonSchema,
@@ -57,7 +61,12 @@ def csv_pattern(choices: Iterable[str]) -> str:
 
 
 def _split(value: Any) -> Any:
-    return value.split(",") if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    items = value.split(",")
+    if "" in items:
+        raise ValueError("an empty item; separate values by single commas, e.g. a,b")
+    return items
 
 
 def csv_of(item: Any, pattern: str, description: str) -> Any:
@@ -67,8 +76,22 @@ def csv_of(item: Any, pattern: str, description: str) -> Any:
                                      "description": description})]
 
 
-Flag = Annotated[bool, BeforeValidator(lambda v: {"true": True, "false": False}.get(v, v)),
-                 WithJsonSchema({"type": "string", "enum": ["true", "false"]})]
+_FLAGS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+# A yes/no query parameter: exactly these words (anything else is a 400, not a guess).
+Flag = Annotated[StrictBool, BeforeValidator(lambda v: _FLAGS.get(v, v)),
+                 WithJsonSchema({"type": "string", "enum": list(_FLAGS)})]
+
+
+def number(*, gt: float | None = None, ge: float | None = None, le: float | None = None) -> Any:
+    """A JSON number (integer or not, never a string or a boolean) within bounds.
+
+    Pydantic cannot push bounds into the ``int | float`` union's schema, so it is written
+    out here (JSON Schema's own words) beside the same bounds it validates."""
+    schema: dict[str, Any] = {"type": "number"}
+    for key, value in (("exclusiveMinimum", gt), ("minimum", ge), ("maximum", le)):
+        if value is not None:
+            schema[key] = value
+    return Annotated[StrictInt | StrictFloat, Field(gt=gt, ge=ge, le=le), WithJsonSchema(schema)]
 
 
 def _field(loc: tuple[int | str, ...]) -> str:
@@ -152,5 +175,18 @@ def enum_values(enum: type[StrEnum]) -> list[str]:
     return [m.value for m in enum]
 
 
-__all__ = ["Body", "Flag", "Name", "Query", "Text", "body", "csv_of", "csv_pattern", "one_of",
-           "parse", "problem", "query"]
+__all__ = [
+    "Body",
+    "Flag",
+    "Name",
+    "Query",
+    "Text",
+    "body",
+    "csv_of",
+    "csv_pattern",
+    "number",
+    "one_of",
+    "parse",
+    "problem",
+    "query",
+]
