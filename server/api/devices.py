@@ -102,6 +102,7 @@ async def get_device(request: web.Request) -> web.Response:
 async def create_devices(request: web.Request) -> web.Response:
     who = require(request, "integrator")
     doc = await read_json(request)
+    validate.refuse_nul(doc, "the features")
     try:
         feats = features_of(doc)
     except ValueError as e:
@@ -172,6 +173,7 @@ async def patch_device(request: web.Request) -> web.Response:
     who = require(request, "integrator")
     dev_id = request.match_info["id"]
     doc = await read_json(request)
+    validate.refuse_nul(doc, "the patch")
     if not isinstance(doc, Mapping):
         raise Invalid("send a JSON object with geometry and/or properties")
     unknown = set(doc) - {"type", "id", "geometry", "properties"}

@@ -167,7 +167,7 @@ ALARM_ACTIONS: dict[str, tuple[type[_Action], str]] = {
 
 class CommandIn(Body):
     name: Word = Field(examples=["set_dim"])
-    args: dict[str, Any] | None = Field(None, examples=[{"level": 50}])
+    args: dict[str, Any] = Field(None, examples=[{"level": 50}])  # type: ignore[assignment]
     ttl_s: number(gt=0, le=7 * 86_400) | None = Field(  # type: ignore[valid-type]
                                  None, description="how long an offline device's command waits in the "
                                              "queue (the server's max_ttl_s caps it)")
@@ -252,7 +252,7 @@ Webhook = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s\x00]+[^\s\x
                     AfterValidator(_webhook)]
 B64 = "[A-Za-z0-9+/]"
 Secret = Annotated[str, StringConstraints(  # base64 of 24 to about 64 bytes (Standard Webhooks)
-    pattern=f"^whsec_({B64}{{4}}){{7,20}}({B64}{{2}}==|{B64}{{3}}=|{B64}{{4}})$"),
+    pattern=f"^whsec_({B64}{{4}}){{8,20}}({B64}{{2}}==|{B64}{{3}}=|{B64}{{4}})$"),
                    AfterValidator(_secret)]
 
 

@@ -41,6 +41,7 @@ def _row_json(r, engine) -> dict[str, Any]:
 
 
 def _parse(doc: Any) -> Rule:
+    validate.refuse_nul(doc, "the rule")  # the rule models take any text
     try:
         return parse_rule(doc, source="request")
     except RuleError as err:

@@ -15,8 +15,11 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
 from rules.models import Rule as RuleModel
+from server import keys
 from server.api import models
+from server.commands.catalog import CATALOGUE
 from server.http.jsonutil import json_response
+from server.settings import Settings
 from server.store.catalog import METRIC_NAMES
 from server.vocab import AlarmState, CommandState, DeviceStatus, Role, Severity, values
 
@@ -87,12 +90,31 @@ def _non_null(prop: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def command_variants() -> list[dict[str, Any]]:
+    """One shape per command of the catalogue (server/commands/catalog.py): its name and the
+    arguments it takes, which the command service checks against the same catalogue."""
+    out = []
+    for spec in sorted(CATALOGUE.values(), key=lambda c: c.name):
+        args = {key: {"type": a.type, **({"minimum": a.minimum} if a.minimum is not None else {}),
+                      **({"maximum": a.maximum} if a.maximum is not None else {})}
+                for key, a in spec.args.items()}
+        needed = [key for key, a in spec.args.items() if a.required]
+        args_schema = {"type": "object", "properties": args, "additionalProperties": False,
+                       **({"required": needed} if needed else {})}
+        out.append({"title": spec.name, "description": spec.description,
+                    "properties": {"name": {"const": spec.name}, "args": args_schema},
+                    "required": ["name", "args"] if needed else ["name"]})
+    return out
+
+
 def model_components() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for model in BODY_MODELS:
         schema = model.model_json_schema(ref_template=REF, by_alias=True)
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema
+    for name in ("CommandIn", "GroupCommandIn"):
+        out[name]["oneOf"] = command_variants()
     return _json_schema_words(out)
 
 
@@ -119,7 +141,9 @@ def rule_components() -> dict[str, Any]:
     for definition in out.values():
         props = definition.get("properties", {})
         if "metric" in props:
-            props["metric"] = {**_non_null(props["metric"]), "enum": sorted(METRIC_NAMES)}
+            known = {"type": "string", "enum": sorted(METRIC_NAMES)}
+            nullable = {"type": "null"} in props["metric"].get("anyOf", ())
+            props["metric"] = {"anyOf": [known, {"type": "null"}]} if nullable else known
     return _json_schema_words(out)
 
 
@@ -212,7 +236,7 @@ SCHEMAS: dict[str, Any] = {
                        description="JSON merge patch (RFC 7396); null removes a property"),
     "Link": obj({"rel": STR, "href": STR, "type": STR}, ["rel", "href"]),
     "Reading": obj({
-        "device_id": STR,
+        "device_id": {**STR, "minLength": 1},
         "ts": {"oneOf": [TIME, INT], "description": "RFC 3339 or epoch milliseconds"},
         "values": obj({}, additionalProperties={"type": ["number", "boolean"]}),
     }, ["device_id", "values"]),
@@ -642,7 +666,20 @@ def _paths() -> dict[str, Any]:
     return p
 
 
-def document() -> dict[str, Any]:
+def _configured(schemas: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The bounds this server is configured with, where the models carry the widest."""
+    schemas["ShelveIn"]["properties"]["minutes"]["maximum"] = settings.rules.shelve_max_minutes
+    for name in ("CommandIn", "GroupCommandIn"):
+        ttl = schemas[name]["properties"]["ttl_s"]
+        next(b for b in ttl["anyOf"] if b.get("type") == "number")["maximum"] = \
+            settings.commands.max_ttl_s
+    return schemas
+
+
+def document(settings: Settings | None = None) -> dict[str, Any]:
+    schemas = {**SCHEMAS, **model_components(), **rule_components()}
+    if settings is not None:
+        schemas = _configured(schemas, settings)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -664,7 +701,7 @@ def document() -> dict[str, Any]:
             "import and export", "map", "tiles", "meta")],
         "paths": _paths(),
         "components": {
-            "schemas": {**SCHEMAS, **model_components(), **rule_components()},
+            "schemas": schemas,
             "responses": RESPONSES,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
@@ -679,4 +716,4 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/v1/openapi.json")
 async def openapi_json(request: web.Request) -> web.Response:
-    return json_response(document(), headers={"Cache-Control": "no-cache"})
+    return json_response(document(request.app[keys.SETTINGS]), headers={"Cache-Control": "no-cache"})

@@ -150,6 +150,21 @@ def problem(err: ValidationError, what: str = "the request") -> Problem:
     return Problem(400, detail, errors=errors)
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return isinstance(value, list) and any(_has_nul(v) for v in value)
+
+
+def refuse_nul(doc: Any, what: str = "the body") -> None:
+    """A 400 if any text in a free-form document (stored as jsonb) holds a NUL character."""
+    if _has_nul(doc):
+        raise Problem(400, f"text in {what} must not contain NUL characters (PostgreSQL "
+                           "cannot store them)")
+
+
 def parse(model: type[M], data: Any, what: str = "the request") -> M:
     try:
         return model.model_validate(data)
