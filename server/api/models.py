@@ -28,6 +28,7 @@ from rules.lifecycle import WORK_STATES
 from server.http.validate import Body, Flag, Name, Query, Text, csv_of, csv_pattern, number
 from server.notify import signing
 from server.store.catalog import KIND_NAMES, METRIC_NAMES
+from server.store.history import AGGS, MAX_RAW
 from server.vocab import AlarmState, CommandState, Role, Severity, values
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -73,8 +74,8 @@ class HistoryQuery(Query):
     to: Time | None = Field(None, description="RFC 3339 or epoch ms (default: now)")
     bucket: Annotated[str, StringConstraints(pattern=r"^0*[1-9][0-9]{0,5}(s|m|h|d)$")] | None = Field(
         None, description="5m, 1h, 1d ... (omit for raw points)")
-    agg: Literal["avg", "min", "max", "sum", "count", "last"] = "avg"
-    limit: int = limit(10_000, 100_000)
+    agg: Literal[AGGS] = "avg"  # type: ignore[valid-type]
+    limit: int = limit(10_000, MAX_RAW)
 
 
 # ---------------------------------------------------------------- alarms

@@ -10,7 +10,6 @@ exceptions are logged with their traceback and answered with a 500 that leaks no
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -93,29 +92,6 @@ def from_domain(err: errors.DomainError) -> Problem:
     if isinstance(err, errors.Unavailable) and err.retry_after_s is not None:
         headers["Retry-After"] = str(err.retry_after_s)
     return Problem(status, err.detail, headers=headers, **err.extra)
-
-
-def bad_request(detail: str, **extra: Any) -> Problem:
-    return Problem(400, detail, **extra)
-
-
-def int_param(query: Mapping[str, str], name: str, default: int | None, lo: int,
-              hi: int) -> int | None:
-    """An integer query parameter in ``lo..hi``, ``default`` when absent, else a 400 naming it."""
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(f"{name} must be an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise bad_request(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
-
-
-def not_found(detail: str) -> Problem:
-    return Problem(404, detail)
 
 
 @web.middleware

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from server.http.problems import bad_request, int_param
+from server.errors import Invalid
 
 AGGS = ("avg", "min", "max", "sum", "count", "last")
 DURATION_RE = re.compile(r"^(\d+)(s|m|h|d)$")
@@ -53,7 +53,7 @@ def parse_time(raw: str | None, name: str) -> datetime | None:
             return datetime.fromtimestamp(float(text) / 1000, UTC)
         ts = datetime.fromisoformat(text)
     except (ValueError, OverflowError, OSError):
-        raise bad_request(f"{name} must be an RFC 3339 time (2026-11-22T10:00:00Z) or epoch "
+        raise Invalid(f"{name} must be an RFC 3339 time (2026-11-22T10:00:00Z) or epoch "
                           f"milliseconds, got {raw!r}") from None
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
@@ -61,7 +61,7 @@ def parse_time(raw: str | None, name: str) -> datetime | None:
 def parse_duration(raw: str, name: str = "bucket") -> timedelta:
     m = DURATION_RE.match(raw or "")
     if not m or int(m.group(1)) == 0:
-        raise bad_request(f"{name} must be a duration like 1m, 5m, 1h or 1d, got {raw!r}")
+        raise Invalid(f"{name} must be a duration like 1m, 5m, 1h or 1d, got {raw!r}")
     return timedelta(seconds=int(m.group(1)) * UNITS[m.group(2)])
 
 
@@ -74,21 +74,21 @@ async def history_query(conn: asyncpg.Connection, key: int, dev_id: str,
                         query: Mapping[str, str]) -> dict:
     metric = query.get("metric")
     if not metric:
-        raise bad_request("metric is required, e.g. ?metric=power_w")
+        raise Invalid("metric is required, e.g. ?metric=power_w")
     metric_id = await conn.fetchval("select id from metrics where name = $1", metric)
     if metric_id is None:
-        raise bad_request(f"unknown metric {metric!r}")
+        raise Invalid(f"unknown metric {metric!r}")
     now = datetime.now(UTC)
     to = parse_time(query.get("to"), "to") or now
     frm = parse_time(query.get("from"), "from") or to - timedelta(days=1)
     if frm >= to:
-        raise bad_request("from must be before to")
+        raise Invalid("from must be before to")
     bucket_raw, agg = query.get("bucket"), query.get("agg", "avg")
     if agg not in AGGS:
-        raise bad_request(f"agg must be one of {', '.join(AGGS)}, got {agg!r}")
+        raise Invalid(f"agg must be one of {', '.join(AGGS)}, got {agg!r}")
     body = {"device": dev_id, "metric": metric, "from": frm, "to": to}
     if not bucket_raw:
-        limit = int_param(query, "limit", 10_000, 1, MAX_RAW)
+        limit = int(query.get("limit", 10_000))  # 1..MAX_RAW: HistoryQuery checks it
         rows = await conn.fetch(
             "select ts, value, quality from telemetry where device_key = $1 and metric_id = $2 "
             "and ts >= $3 and ts < $4 order by ts limit $5", key, metric_id, frm, to, limit)
@@ -97,7 +97,7 @@ async def history_query(conn: asyncpg.Connection, key: int, dev_id: str,
         return body
     bucket = parse_duration(bucket_raw)
     if (to - frm) / bucket > MAX_BUCKETS:
-        raise bad_request(f"that range holds more than {MAX_BUCKETS} buckets; use a larger bucket")
+        raise Invalid(f"that range holds more than {MAX_BUCKETS} buckets; use a larger bucket")
     partials: list = []
     boundary = frm
     if bucket % timedelta(hours=1) == timedelta(0):
