@@ -32,8 +32,10 @@ from server.store.history import AGGS, MAX_RAW
 from server.vocab import AlarmState, CommandState, Role, Severity, values
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-NUMBER = r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)"
-BBOX = f"^{NUMBER},{NUMBER},{NUMBER},{NUMBER}$"
+# Decimal degrees within range (the order of min and max a pattern cannot say; the handler does).
+LON = r"-?(180(\.0+)?|(1[0-7][0-9]|[1-9]?[0-9])(\.[0-9]+)?)"
+LAT = r"-?(90(\.0+)?|[1-8]?[0-9](\.[0-9]+)?)"
+BBOX = f"^{LON},{LAT},{LON},{LAT}$"
 DIGITS = r"^[0-9]{1,18}$"
 MAX_BIGINT = 2**63 - 1
 

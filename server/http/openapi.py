@@ -236,10 +236,10 @@ SCHEMAS: dict[str, Any] = {
                        description="JSON merge patch (RFC 7396); null removes a property"),
     "Link": obj({"rel": STR, "href": STR, "type": STR}, ["rel", "href"]),
     "Reading": obj({
-        "device_id": {**STR, "minLength": 1},
+        "device_id": {**STR, "minLength": 1},  # without values, an entry is a dead letter
         "ts": {"oneOf": [TIME, INT], "description": "RFC 3339 or epoch milliseconds"},
         "values": obj({}, additionalProperties={"type": ["number", "boolean"]}),
-    }, ["device_id", "values"]),
+    }, ["device_id"]),
     "PushResult": obj({"accepted": INT, "rejected": {"type": ["integer", "array"]}},
                       ["accepted", "rejected"]),
     "History": obj({
@@ -480,7 +480,9 @@ def _paths() -> dict[str, Any]:
             "parameters": [alarm_id],
             "post": op(text, {200: ok(ref("Alarm"))}, tags=al,
                        errors=(400, 403, 404, 409, 415),
-                       request=body(ref(model.__name__), required=model is not models.ShelveIn)),
+                       # the body may be left out when every member may
+                       request=body(ref(model.__name__), required=any(
+                           f.is_required() for f in model.model_fields.values()))),
         }
     p["/api/v1/alarms/kpis"] = {
         "get": op("Alarm system performance over a period", {200: ok(ref("AlarmKpis"))},
