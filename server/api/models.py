@@ -13,18 +13,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Field,
     StrictBool,
     StrictFloat,
     StrictInt,
     StringConstraints,
     WithJsonSchema,
-    model_validator,
 )
 from yarl import URL
 
 from geo.geojson import GeometryError, parse_geometry
 from rules.lifecycle import WORK_STATES
+from server.http import validate
 from server.http.validate import Body, Flag, Name, Query, Text, csv_of, csv_pattern, number
 from server.notify import signing
 from server.store.catalog import KIND_NAMES, METRIC_NAMES
@@ -45,7 +46,24 @@ Bbox = Annotated[str, StringConstraints(pattern=BBOX),
                  Field(description="minLon,minLat,maxLon,maxLat (WGS 84)")]
 Number = StrictInt | StrictFloat
 # RFC 3339 (documented) or epoch milliseconds (accepted too); the handler parses it.
-Time = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+# RFC 3339 is what the document promises (and, where it says so, epoch milliseconds); a time
+# without its offset is accepted too, read as UTC, for the people who type one.
+_DATE_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+_OFFSET = r"([Zz]|[+ -][0-9]{2}:[0-9]{2})?"  # ' ': a '+' the query string turned into a space
+_EPOCH_MS = r"-?[0-9]{1,15}"
+Time = Annotated[str, StringConstraints(pattern=f"^{_DATE_TIME}{_OFFSET}$"),
+                 WithJsonSchema({"type": "string", "format": "date-time"})]
+TimeOrEpoch = Annotated[str, StringConstraints(pattern=f"^({_DATE_TIME}{_OFFSET}|{_EPOCH_MS})$"),
+                        WithJsonSchema({"type": "string", "anyOf": [
+                            {"format": "date-time"},
+                            {"pattern": f"^{_EPOCH_MS}$", "description": "epoch milliseconds"}]})]
+validate.explain(f"^{_DATE_TIME}{_OFFSET}$", "must be an RFC 3339 time like 2026-11-22T10:00:00Z")
+validate.explain(f"^({_DATE_TIME}{_OFFSET}|{_EPOCH_MS})$",
+                 "must be an RFC 3339 time like 2026-11-22T10:00:00Z or epoch milliseconds")
+validate.explain(BBOX, "must be minLon,minLat,maxLon,maxLat in WGS 84 degrees, e.g. 105.8,21.5,105.9,21.6")
+# A whole number; 3.0 is one too, in JSON as in JSON Schema.
+Whole = Annotated[StrictInt, BeforeValidator(
+    lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
 KINDS = sorted(KIND_NAMES)
 Kinds = csv_of(str, csv_pattern(KINDS), "one kind or several, comma-separated")
 
@@ -72,8 +90,9 @@ class DeviceQuery(Query):
 class HistoryQuery(Query):
     metric: Annotated[Word, WithJsonSchema({"type": "string", "enum": sorted(METRIC_NAMES)})] = Field(
         description="a metric of the catalogue, e.g. power_w")
-    from_: Time | None = Field(None, alias="from", description="RFC 3339 or epoch ms (default: to - 1 day)")
-    to: Time | None = Field(None, description="RFC 3339 or epoch ms (default: now)")
+    from_: TimeOrEpoch | None = Field(None, alias="from",
+                                      description="RFC 3339 or epoch ms (default: to - 1 day)")
+    to: TimeOrEpoch | None = Field(None, description="RFC 3339 or epoch ms (default: now)")
     bucket: Annotated[str, StringConstraints(pattern=r"^0*[1-9][0-9]{0,5}(s|m|h|d)$")] | None = Field(
         None, description="5m, 1h, 1d ... (omit for raw points)")
     agg: Literal[AGGS] = "avg"  # type: ignore[valid-type]
@@ -82,13 +101,12 @@ class HistoryQuery(Query):
 
 # ---------------------------------------------------------------- alarms
 
-STATE_CHOICES = [*values(AlarmState), "open", "all"]
 PRIORITIES = csv_of(int, csv_pattern(["1", "2", "3"]), "1 (high), 2 (medium) or 3 (low), comma-separated")
 
 
 class AlarmQuery(Query):
-    state: csv_of(str, csv_pattern(STATE_CHOICES),
-                  "comma-separated states, open (default) or all") | None = None  # type: ignore[valid-type]
+    state: csv_of(str, f"^(open|all|{csv_pattern(values(AlarmState))[1:-1]})$",
+                  "comma-separated states, or open (default) or all alone") | None = None  # type: ignore[valid-type]
     severity: csv_of(Severity, csv_pattern(values(Severity)),
                      "comma-separated severities") | None = None  # type: ignore[valid-type]
     bbox: Bbox | None = None
@@ -106,12 +124,6 @@ class AlarmQuery(Query):
     before: Annotated[int, Field(ge=0, le=MAX_BIGINT)] | None = Field(
         None, description="an alarm id: the last one of the previous page")
     limit: int = limit(500, 5000)
-
-    @model_validator(mode="after")
-    def _states_known(self) -> AlarmQuery:
-        if self.state and len(self.state) > 1 and ({"open", "all"} & set(self.state)):
-            raise ValueError("state: open and all stand alone; list alarm states otherwise")
-        return self
 
 
 class KpiQuery(Query):
@@ -182,11 +194,11 @@ OneOrMany = Word | list[Word]
 class GroupTarget(Body):
     """Which devices: by ward, cabinet (parent), kind, ids or bbox; several keys narrow it."""
 
-    ward: OneOrMany | None = None
-    parent: OneOrMany | None = None
-    kind: OneOrMany | None = None
-    devices: list[Word] | None = None
-    bbox: list[number(ge=-180, le=180)] | None = Field(  # type: ignore[valid-type]
+    ward: OneOrMany = None  # type: ignore[assignment]
+    parent: OneOrMany = None  # type: ignore[assignment]
+    kind: OneOrMany = None  # type: ignore[assignment]
+    devices: list[Word] = None  # type: ignore[assignment]
+    bbox: list[number(ge=-180, le=180)] = Field(  # type: ignore[valid-type]
         None, min_length=4, max_length=4, description="minLon, minLat, maxLon, maxLat")
 
     # Unknown keys pass to the command service, which names them and the known ones.
@@ -251,7 +263,7 @@ Point = Annotated[dict[str, Any], AfterValidator(_point), WithJsonSchema({
                         {"type": "number", "minimum": -90, "maximum": 90}]}},
     "required": ["type", "coordinates"], "additionalProperties": False})]
 Email = Annotated[str, StringConstraints(pattern=EMAIL_RE.pattern)]
-Webhook = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s\x00]+[^\s\x00]*$"),
+Webhook = Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s\x00]*)?$"),
                     AfterValidator(_webhook)]
 B64 = "[A-Za-z0-9+/]"
 Secret = Annotated[str, StringConstraints(  # base64 of 24 to about 64 bytes (Standard Webhooks)
@@ -279,12 +291,13 @@ class CrewPatch(Body):
     """JSON merge patch (RFC 7396) of a crew; in ``contacts`` null removes one."""
 
     # Absent is not null: "= None" marks a member optional without allowing null.
-    id: Id = None  # type: ignore[assignment]
+    id: Id = Field(None, description="the crew's own id, if sent (it cannot change)",  # type: ignore[assignment]
+                   json_schema_extra={"readOnly": True})
     name: Name = None  # type: ignore[assignment]
     ward: Word | None = Field(None, description="a ward code (e.g. W05) or null")
     location: Point | None = None
     available: StrictBool = None  # type: ignore[assignment]
-    escalation_level: StrictInt = Field(None, ge=1, le=9,  # type: ignore[assignment]
+    escalation_level: Whole = Field(None, ge=1, le=9,  # type: ignore[assignment]
                                         description="1 first line, 2 supervisors, ...")
     contacts: Contacts = None  # type: ignore[assignment]
     # What GET answers, so a crew read, edited and sent back is accepted; they are ignored.
@@ -294,7 +307,7 @@ class CrewPatch(Body):
 
 
 class CrewIn(CrewPatch):
-    id: Id
+    id: Id = Field(description="letters, digits and _.:- (up to 128), e.g. CREW-09")
     name: Name
     contacts: ContactsIn = None  # type: ignore[assignment]
 
@@ -328,8 +341,8 @@ class AuditQuery(Query):
     actor: Text | None = None
     device: Text | None = None
     action: Text | None = Field(None, description="an action or its prefix, e.g. command")
-    from_: Time | None = Field(None, alias="from", description="RFC 3339 or epoch ms")
-    to: Time | None = Field(None, description="RFC 3339 or epoch ms")
+    from_: TimeOrEpoch | None = Field(None, alias="from", description="RFC 3339 or epoch ms")
+    to: TimeOrEpoch | None = Field(None, description="RFC 3339 or epoch ms")
     limit: int = limit(100, 1000)
     after: int | None = Field(None, ge=1, le=MAX_BIGINT)
 

@@ -94,6 +94,14 @@ def number(*, gt: float | None = None, ge: float | None = None, le: float | None
     return Annotated[StrictInt | StrictFloat, Field(gt=gt, ge=ge, le=le), WithJsonSchema(schema)]
 
 
+_EXPLAINED: dict[str, str] = {}
+
+
+def explain(pattern: str, reason: str) -> None:
+    """Say what a pattern wants in words, for the problems that name a field."""
+    _EXPLAINED[pattern] = reason
+
+
 def _field(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -115,6 +123,8 @@ def _reason(err: ErrorDetails) -> str:
     if kind == "string_pattern_mismatch":
         if ctx.get("pattern") == NO_NUL:
             return "must not contain NUL characters"
+        if ctx.get("pattern") in _EXPLAINED:
+            return f"{_EXPLAINED[ctx['pattern']]}, got {err['input']!r}"
         if "\\s" in str(ctx.get("pattern")):
             return "must be a non-empty string without NUL characters"
         return f"must match {ctx.get('pattern')}, got {err['input']!r}"
