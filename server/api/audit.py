@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from server import keys
-from server.api.models import AuditQuery as AuditFilters
+from server.api.models import AuditFilter
 from server.errors import Invalid
 from server.http import validate
 from server.http.auth import require
@@ -21,7 +21,7 @@ routes = web.RouteTableDef()
 async def list_audit(request: web.Request) -> web.Response:
     require(request, "admin")
     params = request.query
-    f = validate.query(request, AuditFilters)
+    f = validate.query(request, AuditFilter)
     since, until = parse_time(f.from_, "from"), parse_time(f.to, "to")
     if since and until and since >= until:
         raise Invalid("from must be earlier than to", field="from")

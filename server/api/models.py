@@ -37,7 +37,6 @@ ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 LON = r"-?(180(\.0+)?|(1[0-7][0-9]|[1-9]?[0-9])(\.[0-9]+)?)"
 LAT = r"-?(90(\.0+)?|[1-8]?[0-9](\.[0-9]+)?)"
 BBOX = f"^{LON},{LAT},{LON},{LAT}$"
-DIGITS = r"^[0-9]{1,18}$"
 MAX_BIGINT = 2**63 - 1
 
 Word = Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\x00]+$")]
@@ -45,12 +44,11 @@ Id = Annotated[str, StringConstraints(pattern=ID)]
 Bbox = Annotated[str, StringConstraints(pattern=BBOX),
                  Field(description="minLon,minLat,maxLon,maxLat (WGS 84)")]
 Number = StrictInt | StrictFloat
-# RFC 3339 (documented) or epoch milliseconds (accepted too); the handler parses it.
 # RFC 3339 is what the document promises (and, where it says so, epoch milliseconds); a time
 # without its offset is accepted too, read as UTC, for the people who type one.
 _DATE_TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
 _OFFSET = r"([Zz]|[+ -][0-9]{2}:[0-9]{2})?"  # ' ': a '+' the query string turned into a space
-_EPOCH_MS = r"-?[0-9]{1,15}"
+_EPOCH_MS = r"-?[0-9]{1,15}(\.[0-9]+)?"
 Time = Annotated[str, StringConstraints(pattern=f"^{_DATE_TIME}{_OFFSET}$"),
                  WithJsonSchema({"type": "string", "format": "date-time"})]
 TimeOrEpoch = Annotated[str, StringConstraints(pattern=f"^({_DATE_TIME}{_OFFSET}|{_EPOCH_MS})$"),
@@ -143,7 +141,7 @@ class AckIn(_Action):
 
 class ShelveIn(_Action):
     minutes: number(gt=0, le=10_080) = Field(  # type: ignore[valid-type]
-                            description="how long; the server's shelve_max_minutes caps it")
+        description="how long; the server's shelve_max_minutes caps it")
 
 
 class UnshelveIn(_Action):
@@ -184,8 +182,8 @@ class CommandIn(Body):
     name: Word = Field(examples=["set_dim"])
     args: dict[str, Any] = Field(None, examples=[{"level": 50}])  # type: ignore[assignment]
     ttl_s: number(gt=0, le=7 * 86_400) | None = Field(  # type: ignore[valid-type]
-                                 None, description="how long an offline device's command waits in the "
-                                             "queue (the server's max_ttl_s caps it)")
+        None, description="how long an offline device's command waits in the queue (the "
+                          "server's max_ttl_s caps it)")
 
 
 OneOrMany = Word | list[Word]
@@ -298,7 +296,7 @@ class CrewPatch(Body):
     location: Point | None = None
     available: StrictBool = None  # type: ignore[assignment]
     escalation_level: Whole = Field(None, ge=1, le=9,  # type: ignore[assignment]
-                                        description="1 first line, 2 supervisors, ...")
+                                    description="1 first line, 2 supervisors, ...")
     contacts: Contacts = None  # type: ignore[assignment]
     # What GET answers, so a crew read, edited and sent back is accepted; they are ignored.
     webhook_signed: Any = Field(None, json_schema_extra={"readOnly": True})
@@ -335,7 +333,7 @@ class TokenQuery(Query):
     include_revoked: Flag = True
 
 
-class AuditQuery(Query):
+class AuditFilter(Query):
     model_config = Query.model_config | {"extra": "forbid"}
 
     actor: Text | None = None

@@ -1,10 +1,12 @@
 """The OpenAPI 3.1 document of the HTTP API, served at ``GET /api/v1/openapi.json``.
 
-Written by hand, next to the handlers it describes, rather than generated from them: the
-handlers validate with plain code (so they can say exactly what is wrong), and a hand-made
-document says what integrators may rely on. Two tests keep it honest: every route the app
-registers under /api/v1 must appear here (tests/server/test_openapi.py), and schemathesis
-sends generated requests to the live app and checks every answer against this document.
+What a request may carry comes from the code that checks it, so the two cannot drift: the
+pydantic models of server/api/models.py (bodies become components, query models become
+parameters), the rule models of rules/models.py and the command catalogue. Responses and
+the GeoJSON and CSV bodies the registry checks itself are still described here by hand.
+Two tests keep it honest: every route the app registers under /api/v1 must appear here
+(tests/server/test_openapi.py), and schemathesis sends generated requests to the live app
+and checks every answer against this document.
 """
 
 from __future__ import annotations
@@ -565,7 +567,7 @@ def _paths() -> dict[str, Any]:
     p["/api/v1/audit"] = {
         "get": op("The audit log (admin): who did what, when, newest first",
                   {200: ok(ref("AuditList"))}, tags=["audit"], errors=(400, 403),
-                  params=query_params(models.AuditQuery)),
+                  params=query_params(models.AuditFilter)),
     }
 
     tk = ["tokens"]

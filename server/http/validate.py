@@ -9,7 +9,6 @@ says the first in ``detail``. Strings refuse NUL characters, which PostgreSQL ca
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
@@ -49,10 +48,6 @@ class Query(BaseModel):
     """A query string: every value arrives as text; unknown parameters are ignored."""
 
     model_config = ConfigDict(extra="ignore", use_enum_values=True)
-
-
-def one_of(*choices: str) -> str:
-    return "^(" + "|".join(choices) + ")$"
 
 
 def csv_pattern(choices: Iterable[str]) -> str:
@@ -196,10 +191,6 @@ def query(request: web.Request, model: type[M]) -> M:
     return parse(model, data, "the query")
 
 
-def enum_values(enum: type[StrEnum]) -> list[str]:
-    return [m.value for m in enum]
-
-
 __all__ = [
     "Body",
     "Flag",
@@ -210,7 +201,6 @@ __all__ = [
     "csv_of",
     "csv_pattern",
     "number",
-    "one_of",
     "parse",
     "problem",
     "query",
