@@ -234,9 +234,9 @@ EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 def _point(value: dict[str, Any]) -> dict[str, Any]:
     coords = value.get("coordinates")
     if value.get("type") == "Point" and not (
-            isinstance(coords, list) and 2 <= len(coords) <= 3
+            isinstance(coords, list) and len(coords) == 2  # the column is 2D: no altitude
             and all(isinstance(c, int | float) and not isinstance(c, bool) for c in coords)):
-        raise ValueError("must be a Point whose coordinates are [longitude, latitude] numbers")
+        raise ValueError("must be a Point whose coordinates are [longitude, latitude], two numbers")
     try:
         geom = parse_geometry(value, "location")
     except GeometryError as err:
@@ -261,10 +261,10 @@ def _secret(value: str) -> str:
 Point = Annotated[dict[str, Any], AfterValidator(_point), WithJsonSchema({
     "type": "object", "description": "a GeoJSON Point (longitude, latitude)",
     "properties": {"type": {"const": "Point"}, "coordinates": {
-        "type": "array", "minItems": 2, "maxItems": 3, "items": {"type": "number"},
+        "type": "array", "minItems": 2, "maxItems": 2,
         "prefixItems": [{"type": "number", "minimum": -180, "maximum": 180},
                         {"type": "number", "minimum": -90, "maximum": 90}]}},
-    "required": ["type", "coordinates"], "additionalProperties": False})]
+    "required": ["type", "coordinates"]})]
 Email = Annotated[str, StringConstraints(pattern=EMAIL_RE.pattern)]
 Webhook = Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s\x00]*)?$"),
                     AfterValidator(_webhook)]
