@@ -228,7 +228,7 @@ class BacktestIn(Body):
 
 # ---------------------------------------------------------------- crews
 
-EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+EMAIL_RE = re.compile(r"^[^@\s<>\x00]+@[^@\s<>\x00]+\.[^@\s<>\x00]+$")
 
 
 def _point(value: dict[str, Any]) -> dict[str, Any]:
@@ -266,6 +266,7 @@ Point = Annotated[dict[str, Any], AfterValidator(_point), WithJsonSchema({
                         {"type": "number", "minimum": -90, "maximum": 90}]}},
     "required": ["type", "coordinates"]})]
 Email = Annotated[str, StringConstraints(pattern=EMAIL_RE.pattern)]
+validate.explain(EMAIL_RE.pattern, "must be an e-mail address such as crew01@example.org")
 Webhook = Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s\x00]*)?$"),
                     AfterValidator(_webhook)]
 B64 = "[A-Za-z0-9+/]"

@@ -34,8 +34,11 @@ M = TypeVar("M", bound=BaseModel)
 NO_NUL = r"^[^\x00]*$"
 # Text of any length, one line or many, but no NUL (PostgreSQL refuses it).
 Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
-# Text with something in it besides blanks.
-Name = Annotated[str, StringConstraints(pattern=r"^[^\x00]*[^\x00\s][^\x00]*$")]
+# Text with something in it besides blanks: blanks as str.strip() sees them, spelled out,
+# because the regex engines (Rust's in pydantic, Python's, ECMA's) each read \s their own way.
+_BLANKS = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x3001)) if c.isspace())
+NAME = f"^[^\\x00]*[^\\x00{_BLANKS}][^\\x00]*$"
+Name = Annotated[str, StringConstraints(pattern=NAME)]
 
 
 class Body(BaseModel):
@@ -120,7 +123,7 @@ def _reason(err: ErrorDetails) -> str:
             return "must not contain NUL characters"
         if ctx.get("pattern") in _EXPLAINED:
             return f"{_EXPLAINED[ctx['pattern']]}, got {err['input']!r}"
-        if "\\s" in str(ctx.get("pattern")):
+        if ctx.get("pattern") == NAME:
             return "must be a non-empty string without NUL characters"
         return f"must match {ctx.get('pattern')}, got {err['input']!r}"
     if kind == "string_too_short":
