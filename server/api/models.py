@@ -1,7 +1,7 @@
 """The REST API's request models: every JSON body and query string a handler reads.
 
 Handlers validate with these (server/http/validate.py) and the OpenAPI document derives
-its request schemas and query parameters from them (server/http/openapi.py), so what is
+its request schemas and query parameters from them (server/http/openapi/), so what is
 documented is what is checked. Rules that need the database (a kind in the catalogue, a
 crew that exists) stay in the handlers and services.
 """

@@ -1,5 +1,5 @@
 """Request bodies and query strings checked by pydantic models, the ones the OpenAPI
-document is derived from (server/http/openapi.py), so the two cannot drift.
+document is derived from (server/http/openapi/), so the two cannot drift.
 
 ``await body(request, Model)`` and ``query(request, Model)`` answer one 400 problem that
 names every field and what is wrong with it (``errors``: ``[{"field", "reason"}]``) and

@@ -66,7 +66,7 @@ def test_every_route_is_documented():
                       and (p == path or _template_regex(path).match(p))]
         if not documented:
             missing.append(f"{method} {path}")
-    assert not missing, "routes missing from server/http/openapi.py: " + ", ".join(missing)
+    assert not missing, "routes missing from server/http/openapi/paths.py: " + ", ".join(missing)
 
 
 def test_every_documented_operation_exists():
@@ -97,7 +97,7 @@ async def test_served_with_a_token(aiohttp_client, db_url, make_settings, token_
     client = await aiohttp_client(create_app(make_settings(db_url, mqtt_url=None)))
     assert (await client.get("/api/v1/openapi.json")).status == 401
     resp = await client.get("/api/v1/openapi.json",
-                            headers={"Authorization": f"Bearer {token_for(db_url, 'viewer')}"})
+                            headers={"Authorization": f"Bearer {await token_for(db_url, 'viewer')}"})
     assert resp.status == 200
     doc = await resp.json()
     assert doc["openapi"] == "3.1.0" and "/api/v1/tokens/{id}" in doc["paths"]
@@ -243,7 +243,7 @@ def test_live_api_answers_as_documented(live_schema):
 async def test_routes_are_unambiguous_and_bad_queries_name_the_field(aiohttp_client, db_url,
                                                                       make_settings, token_for):
     client = await aiohttp_client(create_app(make_settings(db_url, mqtt_url=None)))
-    admin = {"Authorization": f"Bearer {token_for(db_url, 'admin')}"}
+    admin = {"Authorization": f"Bearer {await token_for(db_url, 'admin')}"}
     for method, path, allow in [("GET", "/api/v1/rules/backtest", "POST"),
                                 ("OPTIONS", "/api/v1/rules/backtest", "POST"),
                                 ("GET", "/api/v1/commands/preview", "POST"),

@@ -1,0 +1,278 @@
+"""Every operation under /api/v1 (and the map's and the tiles' paths), one entry each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.api import models
+from server.http.openapi.build import (
+    GEOJSON,
+    INT,
+    JSON,
+    LOCATION,
+    OBJ,
+    PROBLEM,
+    STR,
+    arr,
+    body,
+    ok,
+    op,
+    param,
+    path_id,
+    ref,
+)
+from server.http.openapi.schemas import query_params
+
+# ---------------------------------------------------------------- paths
+
+
+def paths() -> dict[str, Any]:
+    p: dict[str, Any] = {}
+    dev = ["devices"]
+    p["/api/v1/devices"] = {
+        "get": op("Devices as GeoJSON, filtered by bbox, kind, ward and parent",
+                  {200: ok(ref("DeviceCollection"), ctype=GEOJSON)}, tags=dev, errors=(400,),
+                  params=query_params(models.DeviceQuery)),
+        "post": op("Create devices: one Feature or a FeatureCollection (all or nothing)",
+                   {201: ok({"oneOf": [ref("Device"), ref("DeviceCollection")]}, "Created",
+                            GEOJSON)},
+                   tags=dev, errors=(400, 403, 409, 415),
+                   request=body({"oneOf": [ref("DeviceIn"), ref("DeviceCollectionIn")]}, JSON,
+                                GEOJSON),
+                   description="Integrators and admins. Existing ids are a 409: use PATCH, or "
+                               "POST /api/v1/import to create or update in bulk."),
+    }
+    p["/api/v1/devices/{id}"] = {
+        "parameters": [path_id()],
+        "get": op("One device as a GeoJSON Feature", {200: ok(ref("Device"), ctype=GEOJSON)},
+                  tags=dev, errors=(404,)),
+        "patch": op("Change a device (JSON merge patch of geometry and properties)",
+                    {200: ok(ref("Device"), ctype=GEOJSON)}, tags=dev,
+                    errors=(400, 403, 404, 409, 415),
+                    request=body(ref("DevicePatch"), JSON, "application/merge-patch+json")),
+        "delete": op("Delete a device", {204: ok(None, "Deleted")}, tags=dev,
+                     errors=(403, 404)),
+    }
+    tel = ["telemetry"]
+    p["/api/v1/telemetry"] = {
+        "post": op("Push readings over HTTP (the MQTT payload plus device_id, or an array)",
+                   {202: ok(ref("PushResult"), "Accepted; rejected entries are dead letters")},
+                   tags=tel, errors=(400, 403, 415),
+                   request=body({"oneOf": [ref("Reading"), arr(ref("Reading"), minItems=1)]})),
+    }
+    p["/api/v1/devices/{id}/telemetry"] = {
+        "parameters": [path_id()],
+        "get": op("A device's history of one metric, raw or in time buckets",
+                  {200: ok(ref("History"))}, tags=tel, errors=(400, 404),
+                  params=query_params(models.HistoryQuery)),
+    }
+
+    al = ["alarms"]
+    p["/api/v1/alarms"] = {
+        "get": op("Alarms, newest first (open ones unless state says otherwise)",
+                  {200: ok(ref("AlarmList"))}, tags=al, errors=(400, 403),
+                  params=query_params(models.AlarmQuery)),
+    }
+    alarm_id = path_id(schema={**INT, "minimum": 0, "maximum": 2**63 - 1})
+    p["/api/v1/alarms/{id}"] = {
+        "parameters": [alarm_id],
+        "get": op("One alarm", {200: ok(ref("Alarm"))}, tags=al, errors=(403, 404)),
+    }
+    p["/api/v1/alarms/{id}/events"] = {
+        "parameters": [alarm_id],
+        "get": op("An alarm's history (raised, acked, shelved, ...)", {200: ok(ref("AlarmEvents"))},
+                  tags=al, errors=(403, 404)),
+    }
+    for action, (model, text) in models.ALARM_ACTIONS.items():
+        p[f"/api/v1/alarms/{{id}}/{action}"] = {
+            "parameters": [alarm_id],
+            "post": op(text, {200: ok(ref("Alarm"))}, tags=al,
+                       errors=(400, 403, 404, 409, 415),
+                       # the body may be left out when every member may
+                       request=body(ref(model.__name__), required=any(
+                           f.is_required() for f in model.model_fields.values()))),
+        }
+    p["/api/v1/alarms/kpis"] = {
+        "get": op("Alarm system performance over a period", {200: ok(ref("AlarmKpis"))},
+                  tags=al, errors=(400,),
+                  params=query_params(models.KpiQuery)),
+    }
+
+    ru = ["rules"]
+    p["/api/v1/rules"] = {
+        "get": op("Rules, with the errors of rule files that did not load",
+                  {200: ok(ref("RuleList"))}, tags=ru),
+        "post": op("Create a rule (integrator)",
+                   {201: ok(ref("Rule"), "Created", headers=LOCATION)}, tags=ru,
+                   errors=(400, 403, 409, 415), request=body(ref("RuleDocument"))),
+    }
+    p["/api/v1/rules/{id}"] = {
+        "parameters": [path_id()],
+        "get": op("One rule", {200: ok(ref("Rule"))}, tags=ru, errors=(404,)),
+        "put": op("Create or replace a rule (integrator)",
+                  {200: ok(ref("Rule"), headers=LOCATION),
+                   201: ok(ref("Rule"), "Created", headers=LOCATION)},
+                  tags=ru, errors=(400, 403, 409, 415), request=body(ref("RuleDocument"))),
+        "delete": op("Delete a rule (integrator)", {204: ok(None, "Deleted")}, tags=ru,
+                     errors=(403, 404, 409)),
+    }
+    p["/api/v1/rules/backtest"] = {
+        "post": op("What a rule would have raised over stored history",
+                   {200: ok(ref("Backtest"))}, tags=ru, errors=(400, 403, 415),
+                   request=body(ref("BacktestIn"))),
+    }
+
+    cm = ["commands"]
+    p["/api/v1/devices/{id}/commands"] = {
+        "parameters": [path_id()],
+        "post": op("Command a device (operator)",
+                   {202: ok(ref("Command"), "Accepted: pending", headers=LOCATION)}, tags=cm,
+                   errors=(400, 403, 404, 409, 415, 503), request=body(ref("CommandIn"))),
+        "get": op("A device's commands, newest first", {200: ok(ref("CommandList"))}, tags=cm,
+                  errors=(400, 404), params=query_params(models.CommandListQuery)),
+    }
+    p["/api/v1/commands/{id}"] = {
+        "parameters": [path_id(schema={**STR, "format": "uuid"})],
+        "get": op("One command's status and result", {200: ok(ref("Command"))}, tags=cm,
+                  errors=(404,)),
+    }
+    p["/api/v1/commands/preview"] = {
+        "post": op("Which devices a group command would reach, before sending it (operator)",
+                   {200: ok(ref("GroupPreview"))}, tags=cm, errors=(400, 403, 409, 415, 503),
+                   request=body(ref("GroupCommandIn"))),
+    }
+    p["/api/v1/commands"] = {
+        "post": op("Command a group of devices (operator)",
+                   {202: ok(ref("CommandGroup"), "Accepted", headers=LOCATION)}, tags=cm,
+                   errors=(400, 403, 409, 415, 503), request=body(ref("GroupCommandIn"))),
+    }
+    p["/api/v1/command-groups/{id}"] = {
+        "parameters": [path_id(schema={**STR, "format": "uuid"})],
+        "get": op("A group command: counts by status and a result per device",
+                  {200: ok(ref("CommandGroup"))}, tags=cm, errors=(400, 404),
+                  params=query_params(models.GroupQuery)),
+    }
+
+    cr = ["crews"]
+    p["/api/v1/crews"] = {
+        "get": op("Maintenance crews", {200: ok(ref("CrewList"))}, tags=cr, errors=(400, 403),
+                  params=query_params(models.CrewQuery)),
+        "post": op("Create a crew (operator)", {201: ok(ref("Crew"), "Created", headers=LOCATION)},
+                   tags=cr, errors=(400, 403, 409, 415), request=body(ref("CrewIn"))),
+    }
+    p["/api/v1/crews/{id}"] = {
+        "parameters": [path_id()],
+        "get": op("One crew", {200: ok(ref("Crew"))}, tags=cr, errors=(403, 404)),
+        "patch": op("Change a crew (operator; a crew's own token: available, location)",
+                    {200: ok(ref("Crew"))}, tags=cr, errors=(400, 403, 404, 409, 415),
+                    request=body(ref("CrewPatch"))),
+        "delete": op("Delete a crew (operator)", {204: ok(None, "Deleted")}, tags=cr,
+                     errors=(403, 404, 409)),
+    }
+
+    p["/api/v1/audit"] = {
+        "get": op("The audit log (admin): who did what, when, newest first",
+                  {200: ok(ref("AuditList"))}, tags=["audit"], errors=(400, 403),
+                  params=query_params(models.AuditFilter)),
+    }
+
+    tk = ["tokens"]
+    p["/api/v1/tokens"] = {
+        "get": op("API tokens (admin); never their secrets", {200: ok(ref("TokenList"))},
+                  tags=tk, errors=(400, 403),
+                  params=query_params(models.TokenQuery)),
+        "post": op("Create a token (admin); the secret is in this answer only",
+                   {201: ok(ref("TokenCreated"), "Created",
+                            headers={**LOCATION, "Cache-Control": {"schema": STR}})},
+                   tags=tk, errors=(400, 403, 415), request=body(ref("TokenIn"))),
+    }
+    p["/api/v1/tokens/{id}"] = {
+        "parameters": [path_id(schema=INT)],
+        "delete": op("Revoke a token (admin); effective at once", {204: ok(None, "Revoked")},
+                     tags=tk, errors=(403, 404, 409)),
+    }
+
+    io = ["import and export"]
+    p["/api/v1/import"] = {
+        "post": op(
+            "Create or update devices in bulk from GeoJSON or CSV (all or nothing)",
+            {200: ok(ref("ImportReport")),
+             422: {"description": "The file has problems; every one is listed and nothing "
+                                  "was written",
+                   "content": {PROBLEM: {"schema": ref("ImportProblem")}}}},
+            tags=io, errors=(400, 403),
+            params=query_params(models.ImportQuery),
+            request=body({"type": "string"}, GEOJSON, JSON, "text/csv"),
+            description=(
+                "Integrators and admins. The whole file is checked first with the rules of "
+                "the devices API; any problem gives 422 with every problem (CSV row or "
+                "feature index, field, reason) and nothing is written. Otherwise it is "
+                "written in one transaction, creating or updating by device id. A GeoJSON "
+                "Feature replaces the device it names; a CSV row updates only the columns the "
+                "file has. CSV columns: id, kind, name, parent, external_id, adapter, "
+                "adapter_config (JSON), properties (JSON object), lon + lat or wkt; other "
+                "columns become text properties. Bodies up to the import limit (256 MiB by "
+                "default), not the ordinary one.")),
+    }
+    p["/api/v1/export"] = {
+        "get": op("The device registry as GeoJSON or CSV (streamed), filtered by bbox and kind",
+                  {200: {"description": "the devices, in a form POST /api/v1/import takes back",
+                         "content": {GEOJSON: {"schema": ref("ExportCollection")},
+                                     "text/csv": {"schema": STR}}}},
+                  tags=io, errors=(400,),
+                  params=query_params(models.ExportQuery)),
+    }
+
+    p["/api/v1/wards/summary"] = {
+        "get": op("Per ward: devices by status, lamps out, open alarms",
+                  {200: ok(ref("WardSummary"))}, tags=["map"], errors=(403,)),
+    }
+    p["/api/v1/me"] = {
+        "get": op("Who this token is", {200: ok(ref("Me"))}, tags=["map"]),
+    }
+    p["/api/v1/ws"] = {
+        "get": op(
+            "The live websocket (state and alarms for a viewport)",
+            {101: ok(None, "Switching protocols")}, tags=["map"], errors=(400,),
+            params=[param("token", description="the bearer token, for browsers")],
+            description='Send {"op": "subscribe", "bbox": [...], "layers": [...], '
+                        '"alarms": true}; receive a snapshot, then state and alarm messages '
+                        "(CONTRACT.md). A plain HTTP GET is answered 400."),
+    }
+    p["/api/v1/openapi.json"] = {
+        "get": op("This document", {200: ok(OBJ)}, tags=["meta"]),
+    }
+
+    tl = ["tiles"]
+    layer = path_id("layer", description="a layer id, or several joined with ','")
+    p["/tiles"] = {"get": op("The tile layers", {200: ok(ref("LayerList"))}, tags=tl)}
+    p["/tiles/{layer}.json"] = {
+        "parameters": [layer],
+        "get": op("TileJSON 3.0 of a layer", {200: ok(ref("TileJSON"))}, tags=tl,
+                  errors=(400, 404)),
+    }
+    p["/tiles/{layer}/{z}/{x}/{y}.mvt"] = {
+        "parameters": [layer, path_id("z", schema={**INT, "minimum": 0, "maximum": 24}),
+                       path_id("x", schema={**INT, "minimum": 0}),
+                       path_id("y", schema={**INT, "minimum": 0})],
+        "get": op("A Mapbox vector tile (WebMercatorQuad, XYZ)",
+                  {200: {"description": "the tile", "content": {
+                      "application/vnd.mapbox-vector-tile": {"schema": STR}}},
+                   204: ok(None, "An empty tile"), 304: ok(None, "Not modified (ETag)")},
+                  tags=tl, errors=(400, 404)),
+    }
+    p["/metrics"] = {
+        "get": op("Prometheus metrics", {200: {"description": "text exposition format",
+                                               "content": {"text/plain": {"schema": STR}}}},
+                  tags=["meta"]),
+    }
+    p["/healthz"] = {"get": op("The process answers", {200: ok(ref("Health"))}, tags=["meta"],
+                               public=True)}
+    p["/readyz"] = {"get": op("The process can do its job (database, MQTT, ingest)",
+                              {200: ok(ref("Ready")),
+                               503: {"description": "not ready; the checks say why",
+                                     "content": {PROBLEM: {"schema": ref("Ready")}}}},
+                              tags=["meta"], public=True)}
+    return p
+
+

@@ -1,0 +1,297 @@
+"""The document's components: derived from the pydantic models, the rule models and the
+command catalogue, and (responses, GeoJSON) written here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+
+from rules.models import Rule as RuleModel
+from server.api import models
+from server.commands.catalog import CATALOGUE
+from server.http.openapi.build import (
+    ALARM_STATES,
+    ANY,
+    BOOL,
+    COMMAND_STATES,
+    DEVICE_STATUSES,
+    INT,
+    NUM,
+    OBJ,
+    ROLES,
+    SEVERITIES,
+    STR,
+    TIME,
+    arr,
+    nullable,
+    obj,
+    ref,
+)
+from server.store.catalog import METRIC_NAMES
+
+# ---------------------------------------------------------------- models
+
+REF = "#/components/schemas/{model}"
+# The request models (server/api/models.py): bodies become components, queries parameters.
+BODY_MODELS: list[type[BaseModel]] = [
+    *(model for model, _ in models.ALARM_ACTIONS.values()), models.CommandIn,
+    models.GroupCommandIn, models.BacktestIn, models.CrewIn, models.CrewPatch, models.TokenIn,
+]
+
+
+def _non_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A member's schema without pydantic's titles and ``null`` defaults; for a query
+    parameter also without the ``null`` branch (a parameter is absent, never null)."""
+    out = {k: v for k, v in prop.items() if k != "title" and not (k == "default" and v is None)}
+    branches = out.get("anyOf")
+    if branches and {"type": "null"} in branches:
+        rest = [b for b in branches if b != {"type": "null"}]
+        del out["anyOf"]
+        out = {**(rest[0] if len(rest) == 1 else {"anyOf": rest}), **out}
+    return out
+
+
+def command_variants() -> list[dict[str, Any]]:
+    """One shape per command of the catalogue (server/commands/catalog.py): its name and the
+    arguments it takes, which the command service checks against the same catalogue."""
+    out = []
+    for spec in sorted(CATALOGUE.values(), key=lambda c: c.name):
+        args = {key: {"type": a.type, **({"minimum": a.minimum} if a.minimum is not None else {}),
+                      **({"maximum": a.maximum} if a.maximum is not None else {})}
+                for key, a in spec.args.items()}
+        needed = [key for key, a in spec.args.items() if a.required]
+        args_schema = {"type": "object", "properties": args, "additionalProperties": False,
+                       **({"required": needed} if needed else {})}
+        out.append({"title": spec.name, "description": spec.description,
+                    "properties": {"name": {"const": spec.name}, "args": args_schema},
+                    "required": ["name", "args"] if needed else ["name"]})
+    return out
+
+
+def model_components() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for model in BODY_MODELS:
+        schema = model.model_json_schema(ref_template=REF, by_alias=True)
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    for name in ("CommandIn", "GroupCommandIn"):
+        out[name]["oneOf"] = command_variants()
+    return _json_schema_words(out)
+
+
+_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def _json_schema_words(node: Any) -> Any:
+    """Pydantic leaves the bounds of a type it cannot describe (a union, a custom type) in
+    its own words (``ge``, ``le``); JSON Schema's are ``minimum``, ``maximum``."""
+    if isinstance(node, dict):
+        return {(_BOUNDS.get(k, k) if not isinstance(v, (dict, list)) and "type" in node else k):
+                _json_schema_words(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_json_schema_words(v) for v in node]
+    return node
+
+
+def rule_components() -> dict[str, Any]:
+    """The rule documents, from the models that parse them (rules/models.py); a metric is
+    one of the catalogue's (server/store/catalog.py), which the rule engine checks."""
+    schema = TypeAdapter(RuleModel).json_schema(ref_template=REF)
+    out = schema.pop("$defs", {})
+    out["RuleDocument"] = {**schema, "description": "a rule as in the YAML rule files (CONTRACT.md)"}
+    for definition in out.values():
+        props = definition.get("properties", {})
+        if "metric" in props:
+            known = {"type": "string", "enum": sorted(METRIC_NAMES)}
+            nullable = {"type": "null"} in props["metric"].get("anyOf", ())
+            props["metric"] = {"anyOf": [known, {"type": "null"}]} if nullable else known
+    return _json_schema_words(out)
+
+
+def query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """The query parameters a :class:`~server.http.validate.Query` model reads."""
+    schema = model.model_json_schema(ref_template=REF, by_alias=True)
+    defs, required = schema.get("$defs", {}), set(schema.get("required", ()))
+    out = []
+    for name, prop in schema["properties"].items():
+        s = _non_null(prop)
+        if "$ref" in s:  # an enum: inline, a parameter's schema reads best whole
+            s = {**defs[s.pop("$ref").rsplit("/", 1)[1]], **s}
+            s.pop("title", None)
+        param: dict[str, Any] = {"name": name, "in": "query", "schema": s}
+        if description := s.pop("description", None):
+            param["description"] = description
+        if name in required:
+            param["required"] = True
+        out.append(param)
+    return out
+
+
+# ---------------------------------------------------------------- schemas
+
+_GEOMETRY_TYPES = ["Point", "MultiPoint", "LineString", "MultiLineString", "Polygon",
+                   "MultiPolygon", "GeometryCollection"]
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": obj({
+        "type": STR, "title": STR, "status": INT, "detail": STR, "instance": STR,
+        "errors": arr(ANY, description="every problem found, for requests with many fields"),
+    }, ["title", "status", "detail"], description="RFC 9457 problem details"),
+    "ImportProblem": {"allOf": [ref("Problem"), obj({
+        "error_count": INT,
+        "errors": arr(obj({
+            "row": {**INT, "description": "CSV: the row as a spreadsheet numbers it (header = 1)"},
+            "index": {**INT, "description": "GeoJSON: the feature's index, from 0"},
+            "id": nullable(STR), "field": STR, "reason": STR,
+        }, ["id", "field", "reason"]), description="at most 1,000; error_count has the total"),
+    })]},
+    "Geometry": obj({"type": {"enum": _GEOMETRY_TYPES}, "coordinates": {"type": "array"},
+                     "geometries": {"type": "array"}}, ["type"],
+                    description="a GeoJSON geometry in WGS 84 (longitude first)"),
+    "Point": obj({"type": {"const": "Point"},
+                  "coordinates": arr(NUM, minItems=2, maxItems=3)}, ["type", "coordinates"]),
+    "Device": obj({
+        "type": {"const": "Feature"},
+        "id": STR,
+        "geometry": ref("Geometry"),
+        "properties": obj({
+            "kind": STR, "name": STR, "parent": nullable(STR), "external_id": nullable(STR),
+            "ward": nullable(STR),
+            "status": {"enum": DEVICE_STATUSES},
+            "last_seen": nullable(TIME),
+            "values": {**OBJ, "description": "latest value per metric"},
+            "alarm_severity": nullable({"enum": SEVERITIES}),
+            "adapter": nullable(STR), "adapter_config": nullable(OBJ),
+        }, ["kind", "name", "status", "values"], additionalProperties=True,
+            description="kind, name, parent, external_id and the computed state beside the "
+                        "device's free properties"),
+    }, ["type", "id", "geometry", "properties"], description="a device as a GeoJSON Feature"),
+    "DeviceIn": obj({
+        "type": {"const": "Feature"},
+        "id": {**STR, "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", "examples": ["SL-000123"]},
+        "geometry": ref("Geometry"),
+        "properties": obj({"kind": {**STR, "examples": ["streetlight"]}, "name": STR,
+                           "parent": nullable(STR), "external_id": nullable(STR),
+                           "adapter": nullable(STR), "adapter_config": nullable(OBJ)},
+                          ["kind"], additionalProperties=True),
+    }, ["type", "id", "geometry", "properties"]),
+    "DeviceCollection": obj({
+        "type": {"const": "FeatureCollection"}, "features": arr(ref("Device")),
+        "numberReturned": INT, "links": arr(ref("Link")),
+    }, ["type", "features"]),
+    "ExportCollection": obj({
+        "type": {"const": "FeatureCollection"},
+        "features": arr(obj({
+            "type": {"const": "Feature"}, "id": STR, "geometry": ref("Geometry"),
+            "properties": obj({"kind": STR, "name": STR, "parent": nullable(STR),
+                               "external_id": nullable(STR), "ward": nullable(STR)},
+                              ["kind", "name", "parent", "external_id", "ward"],
+                              additionalProperties=True),
+        }, ["type", "id", "geometry", "properties"])),
+    }, ["type", "features"], description="the inventory: no live state"),
+    "DeviceCollectionIn": obj({"type": {"const": "FeatureCollection"},
+                               "features": arr(ref("DeviceIn"), minItems=1)},
+                              ["type", "features"]),
+    "DevicePatch": obj({"type": STR, "id": STR, "geometry": ref("Geometry"),
+                        "properties": obj({}, additionalProperties=True)},
+                       description="JSON merge patch (RFC 7396); null removes a property"),
+    "Link": obj({"rel": STR, "href": STR, "type": STR}, ["rel", "href"]),
+    "Reading": obj({
+        "device_id": {**STR, "minLength": 1},  # without values, an entry is a dead letter
+        "ts": {"oneOf": [TIME, INT], "description": "RFC 3339 or epoch milliseconds"},
+        "values": obj({}, additionalProperties={"type": ["number", "boolean"]}),
+    }, ["device_id"]),
+    "PushResult": obj({"accepted": INT, "rejected": {"type": ["integer", "array"]}},
+                      ["accepted", "rejected"]),
+    "History": obj({
+        "device": STR, "metric": STR, "from": TIME, "to": TIME, "bucket": STR, "agg": STR,
+        "points": arr(arr(ANY, minItems=2, maxItems=2),
+                      description="[time, value] pairs; value null for a bad-quality reading"),
+        "truncated": BOOL,
+    }, ["device", "metric", "points"]),
+    "Alarm": obj({
+        "id": INT, "rule": STR, "device": STR, "severity": {"enum": SEVERITIES},
+        "priority": INT, "state": {"enum": ALARM_STATES}, "active": BOOL,
+        "shelved_until": nullable(TIME), "suppressed": BOOL, "out_of_service": BOOL,
+        "chattering": BOOL, "raised_at": TIME, "acked_at": nullable(TIME),
+        "acked_by": nullable(STR), "cleared_at": nullable(TIME), "closed_at": nullable(TIME),
+        "value": nullable(NUM), "message": STR, "geometry": nullable(ref("Geometry")),
+        "children": arr(ANY), "incident": nullable(INT), "assigned_crew": nullable(STR),
+        "work_state": nullable(STR),
+    }, ["id", "rule", "device", "severity", "state", "shelved_until", "suppressed",
+        "out_of_service", "raised_at", "acked_at", "acked_by", "cleared_at", "value", "message",
+        "geometry", "children"]),
+    "AlarmList": obj({"alarms": arr(ref("Alarm")), "count": INT, "links": arr(ref("Link"))},
+                     ["alarms"]),
+    "AlarmEvents": obj({"alarm": INT, "events": arr(obj({
+        "id": INT, "at": TIME, "event": STR, "actor": nullable(STR), "reason": nullable(STR),
+        "details": OBJ}, ["id", "at", "event"]))}, ["alarm", "events"]),
+    "AlarmKpis": obj({"from": TIME, "to": TIME, "operator_consoles": INT, "activations": INT},
+                     ["from", "to"], additionalProperties=True,
+                     description="ISA-18.2 / EEMUA 191 performance figures for the period"),
+    "Rule": obj({"id": STR, "kind": STR, "source": STR, "enabled": BOOL, "evaluated": BOOL,
+                 "document": ref("RuleDocument"), "created_at": TIME, "updated_at": TIME},
+                ["id", "kind", "document"]),
+    "RuleList": obj({"rules": arr(ref("Rule")), "errors": arr(ANY)}, ["rules"]),
+    "Backtest": obj({"from": TIME, "to": TIME, "alarms": arr(OBJ)}, ["from", "to"],
+                    additionalProperties=True),
+    "Command": obj({
+        "id": {**STR, "format": "uuid"}, "device": STR, "name": STR, "args": OBJ,
+        "status": {"enum": COMMAND_STATES}, "group": nullable(STR),
+        "requested_by": nullable(STR), "created_at": TIME, "sent_at": nullable(TIME),
+        "finished_at": nullable(TIME), "expires_at": TIME, "result": ANY,
+        "error": nullable(STR), "links": arr(ref("Link")),
+    }, ["id", "status"]),
+    "CommandList": obj({"device": STR, "commands": arr(ref("Command")), "numberReturned": INT,
+                        "links": arr(ref("Link"))}, ["device", "commands"]),
+    "GroupPreview": obj({"name": STR, "args": ANY, "target": OBJ, "count": INT, "queued": INT,
+                         "by_kind": OBJ, "by_status": OBJ, "by_route": OBJ,
+                         "devices": arr(OBJ), "skipped": arr(ANY)}, ["count", "devices"]),
+    "CommandGroup": obj({
+        "id": STR, "name": STR, "args": ANY, "target": ANY, "requested_by": nullable(STR),
+        "created_at": TIME, "total": INT,
+        "counts": obj({s: INT for s in COMMAND_STATES}), "done": BOOL,
+        "results": arr(obj({"device": STR, "command": STR, "status": {"enum": COMMAND_STATES},
+                            "result": ANY, "error": nullable(STR), "sent_at": nullable(TIME),
+                            "finished_at": nullable(TIME)}, ["device", "status"])),
+        "skipped": ANY, "links": arr(ref("Link")),
+    }, ["id"]),
+    "Crew": obj({
+        "id": STR, "name": STR, "ward": nullable(STR), "location": nullable(ref("Point")),
+        "available": BOOL, "escalation_level": INT, "contacts": OBJ, "webhook_signed": BOOL,
+        "open_alarms": INT, "updated_at": TIME,
+    }, ["id", "name"]),
+    "CrewList": obj({"crews": arr(ref("Crew")), "numberReturned": INT}, ["crews"]),
+    "AuditEntry": obj({"id": INT, "at": TIME, "actor": STR, "action": STR,
+                       "device": nullable(STR), "target": nullable(STR), "details": ANY},
+                      ["id", "at", "actor", "action"]),
+    "AuditList": obj({"entries": arr(ref("AuditEntry")), "numberReturned": INT,
+                      "links": arr(ref("Link"))}, ["entries"]),
+    "Token": obj({
+        "id": INT, "name": STR, "role": {"enum": ROLES}, "crew": nullable(STR),
+        "prefix": {**STR, "description": "the token's first characters, to recognise it"},
+        "created_at": TIME, "last_used_at": nullable(TIME), "revoked_at": nullable(TIME),
+        "active": BOOL,
+    }, ["id", "name", "role", "crew", "prefix", "created_at", "last_used_at", "revoked_at",
+        "active"]),
+    "TokenList": obj({"tokens": arr(ref("Token"))}, ["tokens"]),
+    "TokenCreated": {"allOf": [ref("Token"), obj({"token": {
+        **STR, "description": "the bearer token itself: shown this once, stored only hashed"}},
+        ["token"])]},
+    "ImportReport": obj({"dry_run": BOOL, "format": {"enum": ["geojson", "csv"]},
+                         "devices": INT, "created": INT, "updated": INT},
+                        ["dry_run", "format", "devices", "created", "updated"]),
+    "WardSummary": obj({"bbox": nullable(arr(NUM)), "totals": OBJ, "wards": arr(OBJ)},
+                       ["totals", "wards"]),
+    "Me": obj({"name": STR, "role": {"enum": ROLES}, "crew": nullable(STR)},
+              ["name", "role", "crew"]),
+    "TileJSON": obj({"tilejson": STR, "tiles": arr(STR), "minzoom": INT, "maxzoom": INT,
+                     "bounds": arr(NUM), "vector_layers": arr(OBJ)}, ["tilejson", "tiles"]),
+    "LayerList": {"type": ["object", "array"]},
+    "Health": obj({"status": STR}, ["status"]),
+    "Ready": obj({"status": STR, "checks": obj({}, additionalProperties=STR)},
+                 ["status", "checks"]),
+}
+
+
