@@ -7,6 +7,7 @@ so tests never see each other's rows and the cluster starts only once per sessio
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 
@@ -87,10 +88,11 @@ def make_settings(mosquitto: EmbeddedMosquitto):
 
 @pytest.fixture
 def token_for():
-    """token_for(url, role) → a bearer token stored in that database."""
+    """``await token_for(url, role)`` → a bearer token stored in that database, written from
+    a worker thread so the test's event loop (and the server running in it) never blocks."""
 
-    def make(url: str, role: str, crew: str | None = None) -> str:
-        return create_token_sync(url, role, f"test-{role}", crew)
+    async def make(url: str, role: str, crew: str | None = None) -> str:
+        return await asyncio.to_thread(create_token_sync, url, role, f"test-{role}", crew)
 
     return make
 

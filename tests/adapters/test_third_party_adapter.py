@@ -91,7 +91,7 @@ async def test_installed_polling_adapter_is_supervised(tmp_path, monkeypatch, ci
 
     meters = bind_meters(city_db_url, "M")
     cloud, settings = await start_cloud(make_settings, city_db_url)
-    viewer = {"Authorization": f"Bearer {token_for(city_db_url, 'viewer')}"}
+    viewer = {"Authorization": f"Bearer {await token_for(city_db_url, 'viewer')}"}
 
     def rows(dev):
         with psycopg.connect(city_db_url) as conn:
@@ -175,7 +175,7 @@ async def test_commands_to_a_polling_adapters_devices_go_through_its_write(
     meters = bind_meters(city_db_url, "V")
     cloud, settings = await start_cloud(make_settings, city_db_url)
     cloud.no_valve.add("V-1")
-    token = token_for(city_db_url, "operator")
+    token = await token_for(city_db_url, "operator")
 
     async def command(client, dev, args):
         resp = await client.post(f"/api/v1/devices/{dev}/commands", headers=auth(token),

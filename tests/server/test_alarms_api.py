@@ -21,7 +21,7 @@ async def test_lifecycle_actions_and_role_checks(city_db_url, make_settings, mos
     path = write_rules(tmp_path / "r.yaml", {
         "id": "p-low", "kind": "threshold", "select": {"kind": "pressure_sensor"},
         "metric": "pressure_bar", "below": 1.5, "severity": "major"})
-    viewer, operator = auth(token_for(url, "viewer")), auth(token_for(url, "operator"))
+    viewer, operator = auth(await token_for(url, "viewer")), auth(await token_for(url, "operator"))
     settings = make_settings(url, rules={"paths": [path], "shelve_max_minutes": 60})
     async with running(settings) as client, publisher(mosquitto.url) as pub:
         await wait_connected(client)
@@ -37,7 +37,7 @@ async def test_lifecycle_actions_and_role_checks(city_db_url, make_settings, mos
         crew = alarm["assigned_crew"]
         assert crew, "the notifier routes a new alarm to a crew"
         other = (await aq(url, "select id from crews where id <> %s order by id limit 1", crew))[0][0]
-        mine, theirs = auth(token_for(url, "crew", crew)), auth(token_for(url, "crew", other))
+        mine, theirs = auth(await token_for(url, "crew", crew)), auth(await token_for(url, "crew", other))
 
         r = await client.post(f"/api/v1/alarms/{aid}/ack", headers=viewer)
         assert r.status == 403
@@ -111,7 +111,7 @@ async def test_shelving_ends_by_itself_and_chattering_is_held(city_db_url, make_
     path = write_rules(tmp_path / "r.yaml", {
         "id": "p-low", "kind": "threshold", "select": {"kind": "pressure_sensor"},
         "metric": "pressure_bar", "below": 1.5, "severity": "major"})
-    operator = auth(token_for(url, "operator"))
+    operator = auth(await token_for(url, "operator"))
     settings = make_settings(url, rules={"paths": [path], "chatter_window_s": 3})
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
     async with running(settings) as client, publisher(mosquitto.url) as pub:

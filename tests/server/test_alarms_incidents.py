@@ -24,7 +24,7 @@ async def test_cabinet_trip_is_one_incident(city_db_url, make_settings, mosquitt
     lamps = sorted(r[0] for r in await aq(url, "select id from devices where parent = %s", cabinet))
     path = write_rules(tmp_path / "r.yaml", LAMP_FAULT, FEEDER)
     settings = make_settings(url, rules={"paths": [path]})
-    token = token_for(url, "viewer")
+    token = await token_for(url, "viewer")
     sim = Simulator(url, mosquitto.url, modbus=False, faults=False,
                     intervals={"streetlight": 20}, client_id="sim-" + uuid.uuid4().hex[:6])
     async with running(settings) as client:

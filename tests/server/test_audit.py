@@ -20,7 +20,7 @@ def iso(ts: datetime) -> str:
 
 
 async def test_audit_records_and_filters(db_url, make_settings, token_for):
-    admin, integrator, operator, viewer = (token_for(db_url, r)
+    admin, integrator, operator, viewer = (await token_for(db_url, r)
                                            for r in ("admin", "integrator", "operator", "viewer"))
     started = datetime.now(UTC) - timedelta(seconds=1)
     async with running(make_settings(db_url, mqtt_url=None)) as client:

@@ -87,7 +87,7 @@ async def test_dim_reaches_a_dali_gateway_and_is_read_back(city_db_url, make_set
             ModbusUnit(device=lamp, unit=1, profile="dali_gateway", params={"short_address": 3},
                        interval_s=0.5)])
         settings = make_settings(city_db_url, mqtt_url=None, modbus={"gateways": [gateway]})
-        token = token_for(city_db_url, "operator")
+        token = await token_for(city_db_url, "operator")
         async with running(settings) as client:
             resp = await client.post(f"/api/v1/devices/{lamp}/commands", headers=auth(token),
                                      json={"name": "set_dim", "args": {"level": 35}})
@@ -129,7 +129,7 @@ async def test_cabinet_switch_goes_to_the_unit_whose_profile_has_it(city_db_url,
             ModbusUnit(device=cabinet, unit=1, profile="eastron_sdm630", interval_s=0.5),
             ModbusUnit(device=cabinet, unit=101, profile=CABINET_IO_PROFILE, interval_s=0.5)])
         settings = make_settings(city_db_url, mqtt_url=None, modbus={"gateways": [gateway]})
-        token = token_for(city_db_url, "operator")
+        token = await token_for(city_db_url, "operator")
         async with running(settings) as client:
             for on, level in ((True, 1), (False, 0)):
                 resp = await client.post(f"/api/v1/devices/{cabinet}/commands", headers=auth(token),
@@ -147,7 +147,7 @@ async def test_cabinet_switch_goes_to_the_unit_whose_profile_has_it(city_db_url,
 
 async def test_mqtt_command_answered_by_the_device(city_db_url, make_settings, mosquitto, token_for):
     lamp, other = await asyncio.to_thread(lamps, city_db_url, 2)
-    token = token_for(city_db_url, "operator")
+    token = await token_for(city_db_url, "operator")
     settings = make_settings(city_db_url)
 
     def answer(dev: str, cmd: dict) -> dict:
@@ -192,7 +192,7 @@ async def test_mqtt_command_answered_by_the_device(city_db_url, make_settings, m
 async def test_a_device_that_never_answers_fails_after_the_timeout(
         city_db_url, make_settings, mosquitto, token_for):
     lamp = (await asyncio.to_thread(lamps, city_db_url, 1))[0]
-    token = token_for(city_db_url, "operator")
+    token = await token_for(city_db_url, "operator")
     settings = make_settings(city_db_url, commands={"timeout_s": 1.0})
     async with running(settings) as client, \
             device_client(mosquitto.url, [lamp], lambda d, c: None) as got:
@@ -218,7 +218,7 @@ async def test_offline_device_queues_until_online_or_expiry(
     sleepy, lost = await asyncio.to_thread(lamps, city_db_url, 2)
     await asyncio.to_thread(set_status, city_db_url, sleepy, "offline")
     await asyncio.to_thread(set_status, city_db_url, lost, "offline")
-    token = token_for(city_db_url, "operator")
+    token = await token_for(city_db_url, "operator")
     settings = make_settings(city_db_url)
     async with running(settings) as client, device_client(mosquitto.url, [sleepy, lost]) as got:
         await wait_connected(client)
@@ -246,7 +246,7 @@ async def test_offline_device_queues_until_online_or_expiry(
 async def test_open_commands_survive_a_restart(city_db_url, make_settings, mosquitto, token_for):
     lamp, sleepy = await asyncio.to_thread(lamps, city_db_url, 2)
     await asyncio.to_thread(set_status, city_db_url, sleepy, "offline")
-    token = token_for(city_db_url, "operator")
+    token = await token_for(city_db_url, "operator")
     settings = make_settings(city_db_url, commands={"timeout_s": 60})  # one client id for both runs
     async with device_client(mosquitto.url, [lamp], lambda d, c: None) as got:
         async with running(settings) as client:
@@ -279,7 +279,7 @@ async def test_group_command_over_a_cabinet(city_db_url, make_settings, mosquitt
     assert len(children) == n >= 3
     faulty, offline = children[0], children[1]
     await asyncio.to_thread(set_status, city_db_url, offline, "offline")
-    token = token_for(city_db_url, "operator")
+    token = await token_for(city_db_url, "operator")
     body = {"target": {"parent": cabinet}, "name": "set_dim", "args": {"level": 40}, "ttl_s": 2}
 
     def answer(dev: str, cmd: dict) -> dict:
@@ -325,7 +325,7 @@ async def test_group_command_over_a_cabinet(city_db_url, make_settings, mosquitt
 
 
 async def test_group_targets_select_by_ward_kind_bbox_and_ids(city_db_url, make_settings, token_for):
-    token = token_for(city_db_url, "operator")
+    token = await token_for(city_db_url, "operator")
     ward = (await aq(city_db_url, "select ward from devices where kind = 'streetlight' and ward is not null "
                                   "group by ward order by count(*) desc limit 1"))[0][0]
     in_ward = (await aq(city_db_url, "select count(*) from devices where ward = %s and kind = 'streetlight'",
@@ -369,7 +369,7 @@ async def test_group_targets_select_by_ward_kind_bbox_and_ids(city_db_url, make_
 async def test_bad_commands_are_refused_and_change_nothing(city_db_url, make_settings, token_for):
     lamp = (await asyncio.to_thread(lamps, city_db_url, 1))[0]
     meter = (await aq(city_db_url, "select id from devices where kind = 'water_meter' limit 1"))[0][0]
-    token = token_for(city_db_url, "operator")
+    token = await token_for(city_db_url, "operator")
     cases = [
         (lamp, {"name": "explode"}, 400, "unknown command"),
         (lamp, {"name": "set_dim"}, 400, "args.level is required"),
@@ -398,7 +398,7 @@ async def test_bad_commands_are_refused_and_change_nothing(city_db_url, make_set
 
 async def test_only_operators_and_admins_command(city_db_url, make_settings, token_for, mosquitto):
     lamp = (await asyncio.to_thread(lamps, city_db_url, 1))[0]
-    tokens = {role: token_for(city_db_url, role) for role in ("viewer", "crew", "integrator",
+    tokens = {role: await token_for(city_db_url, role) for role in ("viewer", "crew", "integrator",
                                                               "operator", "admin")}
     body = {"name": "set_dim", "args": {"level": 50}}
     group = {"target": {"devices": [lamp]}, **body}
@@ -429,7 +429,7 @@ async def test_the_demo_simulator_answers_commands(city_db_url, make_settings, t
     """``ioc demo``'s simulated lamps (MQTT) carry out a group dim; its cabinets take a switch."""
     [(cabinet,)] = await aq(city_db_url, "select parent from devices where kind = 'streetlight' "
                                          "and parent is not null order by parent limit 1")
-    token = token_for(city_db_url, "operator")
+    token = await token_for(city_db_url, "operator")
     async with running(make_settings(city_db_url, simulate=True)) as client:
         await wait_connected(client)
         resp = await client.post("/api/v1/commands", headers=auth(token), json={

@@ -23,8 +23,8 @@ def _one(url: str, sql: str, *args):
 
 
 async def test_crews_are_listed_created_patched_and_deleted(city_db_url, make_settings, token_for):
-    viewer = _auth(token_for(city_db_url, "viewer"))
-    operator = _auth(token_for(city_db_url, "operator"))
+    viewer = _auth(await token_for(city_db_url, "viewer"))
+    operator = _auth(await token_for(city_db_url, "operator"))
     secret = new_secret()
     async with running(make_settings(city_db_url, mqtt_url=None)) as client:
         resp = await client.get("/api/v1/crews", headers=viewer)
@@ -74,7 +74,7 @@ async def test_crews_are_listed_created_patched_and_deleted(city_db_url, make_se
 
 
 async def test_bad_crews_are_refused_naming_each_field(city_db_url, make_settings, token_for):
-    operator = _auth(token_for(city_db_url, "operator"))
+    operator = _auth(await token_for(city_db_url, "operator"))
     async with running(make_settings(city_db_url, mqtt_url=None)) as client:
         bad = {"id": "no spaces", "name": "", "location": {"type": "LineString",
                                                           "coordinates": [[0, 0], [1, 1]]},
@@ -102,7 +102,7 @@ async def test_bad_crews_are_refused_naming_each_field(city_db_url, make_setting
 
 async def test_a_crew_token_updates_only_its_own_position_and_availability(
         city_db_url, make_settings, token_for):
-    crew = _auth(token_for(city_db_url, "crew", crew="CREW-02"))
+    crew = _auth(await token_for(city_db_url, "crew", crew="CREW-02"))
     async with running(make_settings(city_db_url, mqtt_url=None)) as client:
         resp = await client.patch("/api/v1/crews/CREW-02",
                                   json={"available": False, "location": DEPOT}, headers=crew)
@@ -120,7 +120,7 @@ async def test_a_crew_token_updates_only_its_own_position_and_availability(
 
 
 async def test_a_crew_with_open_alarms_cannot_be_deleted(city_db_url, make_settings, token_for):
-    operator = _auth(token_for(city_db_url, "operator"))
+    operator = _auth(await token_for(city_db_url, "operator"))
     await aexecute(city_db_url, "insert into alarms (rule, device, severity, dedup_key, assigned_crew) "
                                 "values ('r', 'PS-0001', 'major', 'r:PS-0001', 'CREW-04')")
     async with running(make_settings(city_db_url, mqtt_url=None)) as client:
@@ -134,7 +134,7 @@ async def test_a_crew_with_open_alarms_cannot_be_deleted(city_db_url, make_setti
 async def test_the_app_runs_the_outbox_and_exports_its_metrics(db_url, make_settings, token_for):
     receiver = Receiver(free_port())
     notify = fast_settings(webhooks=[WebhookChannel(name="ticketing", url=receiver.url)])
-    viewer = _auth(token_for(db_url, "viewer"))
+    viewer = _auth(await token_for(db_url, "viewer"))
     await receiver.start()
     try:
         async with running(make_settings(db_url, mqtt_url=None, notify=notify)) as client:

@@ -14,7 +14,7 @@ PROBLEM = "application/problem+json"
 async def api(aiohttp_client, city_db_url, make_settings, token_for):
     app = create_app(make_settings(city_db_url, mqtt_url=None))
     client = await aiohttp_client(app)
-    client.tokens = {r: token_for(city_db_url, r) for r in ("viewer", "operator", "integrator")}
+    client.tokens = {r: await token_for(city_db_url, r) for r in ("viewer", "operator", "integrator")}
     client.url = city_db_url
     return client
 

@@ -21,7 +21,7 @@ PROBLEM = "application/problem+json"
 @pytest.fixture
 async def api(aiohttp_client, city_db_url, make_settings, token_for):
     client = await aiohttp_client(create_app(make_settings(city_db_url, mqtt_url=None)))
-    client.viewer = {"Authorization": f"Bearer {token_for(city_db_url, 'viewer')}"}
+    client.viewer = {"Authorization": f"Bearer {await token_for(city_db_url, 'viewer')}"}
     client.url = city_db_url
     return client
 
@@ -73,7 +73,7 @@ async def test_export_then_import_into_an_empty_database_round_trips(
         assert header[:3] == ["id", "kind", "name"] and "wkt" in header and "lon" in header
 
     empty = await aiohttp_client(create_app(make_settings(db_url, mqtt_url=None)))
-    headers = {"Authorization": f"Bearer {token_for(db_url, 'integrator')}",
+    headers = {"Authorization": f"Bearer {await token_for(db_url, 'integrator')}",
                "Content-Type": "text/csv" if fmt == "csv" else "application/geo+json"}
     resp = await empty.post("/api/v1/import", data=data, headers=headers)
     assert resp.status == 200, (await resp.text())[:2000]

@@ -40,7 +40,7 @@ async def _get(client, token, dev, **params):
 
 async def test_raw_and_buckets(aiohttp_client, city_db_url, make_settings, token_for, filled):
     client = await aiohttp_client(create_app(make_settings(city_db_url, mqtt_url=None)))
-    token = token_for(city_db_url, "viewer")
+    token = await token_for(city_db_url, "viewer")
     frm, to = "2026-11-20T00:00:00Z", "2026-11-20T00:10:00Z"
     status, body = await _get(client, token, filled, metric="power_w", **{"from": frm, "to": to})
     assert status == 200 and body["device"] == filled and body["metric"] == "power_w"
@@ -60,7 +60,7 @@ async def test_hourly_rollups_match_raw(aiohttp_client, city_db_url, make_settin
                                         filled):
     app = create_app(make_settings(city_db_url, mqtt_url=None))
     client = await aiohttp_client(app)
-    token = token_for(city_db_url, "viewer")
+    token = await token_for(city_db_url, "viewer")
     q = {"metric": "power_w", "from": "2026-11-20T00:00:00Z", "to": "2026-11-22T00:00:00Z"}
     _, raw_hourly = await _get(client, token, filled, bucket="1h", agg="avg", **q)
     _, raw_daily = await _get(client, token, filled, bucket="1d", agg="max", **q)
@@ -88,7 +88,7 @@ async def test_hourly_rollups_match_raw(aiohttp_client, city_db_url, make_settin
 async def test_bad_history_queries_are_400(aiohttp_client, city_db_url, make_settings, token_for,
                                            filled, params):
     client = await aiohttp_client(create_app(make_settings(city_db_url, mqtt_url=None)))
-    status, body = await _get(client, token_for(city_db_url, "viewer"), filled, **params)
+    status, body = await _get(client, await token_for(city_db_url, "viewer"), filled, **params)
     assert status == 400 and body["detail"]
-    status, _ = await _get(client, token_for(city_db_url, "viewer"), "NOPE-9", metric="power_w")
+    status, _ = await _get(client, await token_for(city_db_url, "viewer"), "NOPE-9", metric="power_w")
     assert status == 404

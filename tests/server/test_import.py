@@ -18,7 +18,7 @@ PROBLEM = "application/problem+json"
 @pytest.fixture
 async def api(aiohttp_client, city_db_url, make_settings, token_for):
     client = await aiohttp_client(create_app(make_settings(city_db_url, mqtt_url=None)))
-    client.tokens = {r: token_for(city_db_url, r) for r in ("viewer", "operator", "integrator")}
+    client.tokens = {r: await token_for(city_db_url, r) for r in ("viewer", "operator", "integrator")}
     client.url = city_db_url
     return client
 
@@ -201,7 +201,7 @@ async def test_import_body_may_exceed_the_ordinary_limit(aiohttp_client, db_url,
     settings = make_settings(db_url, mqtt_url=None,
                              api={"max_body_bytes": 2048, "max_import_bytes": 1 << 20})
     client = await aiohttp_client(create_app(settings))
-    headers = {"Authorization": f"Bearer {token_for(db_url, 'integrator')}"}
+    headers = {"Authorization": f"Bearer {await token_for(db_url, 'integrator')}"}
     fc = {"type": "FeatureCollection",
           "features": [feature(f"SL-{i:04d}", lon=105 + i / 1e4) for i in range(100)]}
     assert len(json.dumps(fc)) > 2048

@@ -28,7 +28,7 @@ async def test_mqtt_readings_reach_telemetry_state_and_api(city_db_url, make_set
                                                   "dim_level_pct": 70}}
             await pub.publish(f"ioc/v1/{dev}/telemetry", orjson.dumps(payload), qos=1)
         await wait_for(lambda: count(city_db_url) == 15, blocking=True)
-        token = token_for(city_db_url, "viewer")
+        token = await token_for(city_db_url, "viewer")
         resp = await client.get(f"/api/v1/devices/{lamp_ids[2]}",
                                 headers={"Authorization": f"Bearer {token}"})
         props = (await resp.json())["properties"]
@@ -91,7 +91,7 @@ async def test_bad_input_goes_to_dead_letters_and_good_values_are_kept(
 
 
 async def test_http_push(city_db_url, make_settings, lamp_ids, token_for):
-    token = token_for(city_db_url, "integrator")
+    token = await token_for(city_db_url, "integrator")
     h = {"Authorization": f"Bearer {token}"}
     body = [{"device_id": lamp_ids[0], "ts": int(datetime.now(UTC).timestamp() * 1000),
              "values": {"power_w": 12.5}},
@@ -105,7 +105,7 @@ async def test_http_push(city_db_url, make_settings, lamp_ids, token_for):
         resp = await client.post("/api/v1/telemetry", data=b"[{", headers=h)
         assert resp.status == 400
         assert (await resp.json())["detail"].startswith("the body is not valid JSON")
-        viewer = {"Authorization": f"Bearer {token_for(city_db_url, 'viewer')}"}
+        viewer = {"Authorization": f"Bearer {await token_for(city_db_url, 'viewer')}"}
         assert (await client.post("/api/v1/telemetry", json=body, headers=viewer)).status == 403
 
 
@@ -113,7 +113,7 @@ async def test_nul_in_a_device_id_is_a_dead_letter_not_a_stuck_writer(city_db_ur
                                                                       lamp_ids, token_for):
     """PostgreSQL text cannot hold NUL; the dead letter keeps it escaped and the good reading
     of the same request, and every later one, is still stored."""
-    h = {"Authorization": f"Bearer {token_for(city_db_url, 'integrator')}"}
+    h = {"Authorization": f"Bearer {await token_for(city_db_url, 'integrator')}"}
     body = [{"device_id": "SL-\u0000", "values": {"power_w": 1}},
             {"device_id": lamp_ids[0], "values": {"power_w": 2}}]
     async with running(make_settings(city_db_url, mqtt_url=None)) as client:

@@ -29,7 +29,7 @@ async def test_cabinet_and_pressure_units_polled_into_telemetry(city_db_url, mak
             ModbusUnit(device=ps, unit=2, profile="keller_series30", interval_s=0.3),
         ])
         settings = make_settings(city_db_url, mqtt_url=None, modbus={"gateways": [gateway]})
-        viewer = {"Authorization": f"Bearer {token_for(city_db_url, 'viewer')}"}
+        viewer = {"Authorization": f"Bearer {await token_for(city_db_url, 'viewer')}"}
         state_sql = ("select s.status, s.values, s.quality from device_state s "
                      "join devices d on d.key = s.device_key where d.id = %s")
         async with running(settings) as client:

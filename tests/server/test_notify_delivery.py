@@ -283,7 +283,7 @@ async def test_crew_feed_delivered_when_the_crew_page_connects(db_url, make_sett
     from tests.helpers import running
 
     await aexecute(db_url, "insert into crews (id, name) values (%s, 'Test crew')", CREW)
-    token = token_for(db_url, "crew", crew=CREW)
+    token = await token_for(db_url, "crew", crew=CREW)
     notify = fast_settings(max_attempts=50, channel_order=["crew"])
     async with running(make_settings(db_url, mqtt_url=None, notify=notify)) as client:
         pool = client.app[keys.DB]

@@ -54,8 +54,8 @@ async def tight(aiohttp_client, db_url, make_settings, token_for):
         "max_body_bytes": 4096, "max_import_bytes": 64 * 1024,
     })
     client = await aiohttp_client(create_app(settings))
-    client.viewer = token_for(db_url, "viewer")
-    client.integrator = token_for(db_url, "integrator")
+    client.viewer = await token_for(db_url, "viewer")
+    client.integrator = await token_for(db_url, "integrator")
     client.url = db_url
     return client
 

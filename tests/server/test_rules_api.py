@@ -29,7 +29,7 @@ async def test_rule_files_reload_and_api(city_db_url, make_settings, mosquitto, 
     path = tmp_path / "site.yaml"
     write_rules(path, {"id": "p-low", "kind": "threshold", "select": {"kind": "pressure_sensor"},
                        "metric": "pressure_bar", "below": 1.5, "severity": "major"})
-    viewer, integrator = auth(token_for(url, "viewer")), auth(token_for(url, "integrator"))
+    viewer, integrator = auth(await token_for(url, "viewer")), auth(await token_for(url, "integrator"))
     settings = make_settings(url, rules={"paths": [str(tmp_path / "*.yaml")],
                                          "reload_interval_s": 0.2})
     async with running(settings) as client, publisher(mosquitto.url) as pub:
@@ -109,7 +109,7 @@ async def test_rule_files_reload_and_api(city_db_url, make_settings, mosquitto, 
 async def test_backtest_over_stored_telemetry(city_db_url, make_settings, token_for):
     url = city_db_url
     ps1, ps2 = await asyncio.to_thread(first, url, "pressure_sensor", 2)
-    integrator = auth(token_for(url, "integrator"))
+    integrator = auth(await token_for(url, "integrator"))
     t0 = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
     # One reading a minute for 100 min; ps1 dips below 1.5 twice (for 5 and 2 min), ps2 never.
     rows = []

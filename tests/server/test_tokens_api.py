@@ -15,8 +15,8 @@ PROBLEM = "application/problem+json"
 @pytest.fixture
 async def api(aiohttp_client, db_url, make_settings, token_for):
     client = await aiohttp_client(create_app(make_settings(db_url, mqtt_url=None)))
-    client.admin = token_for(db_url, "admin")
-    client.viewer = token_for(db_url, "viewer")
+    client.admin = await token_for(db_url, "admin")
+    client.viewer = await token_for(db_url, "viewer")
     client.url = db_url
     return client
 

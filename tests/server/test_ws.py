@@ -163,7 +163,7 @@ async def test_snapshot_holds_the_devices_of_the_bbox_and_layers(city_db_url, ma
     kinds = ["streetlight", "camera"]
     expected = in_bbox(url, bbox, kinds)
     assert len(expected) >= 3, "the test needs a few devices in its bbox"
-    token = token_for(url, "viewer")
+    token = await token_for(url, "viewer")
     async with running(make_settings(url, mqtt_url=None)) as client:
         peer = await connect(client, token)
         snap = await peer.snapshot(bbox=bbox, layers=kinds, alarms=True, id="s1")
@@ -204,7 +204,7 @@ async def test_snapshot_is_capped(city_db_url, make_settings, token_for):
     url = city_db_url
     settings = make_settings(url, mqtt_url=None, hub={"max_snapshot": 10})
     async with running(settings) as client:
-        peer = await connect(client, token_for(url, "viewer"))
+        peer = await connect(client, await token_for(url, "viewer"))
         snap = await peer.snapshot(bbox=city_bbox(url), layers=["streetlight"])
         assert len(snap["devices"]) == 10
         assert snap["truncated"] is True and snap["limit"] == 10
@@ -218,7 +218,7 @@ async def test_deltas_follow_the_viewport(city_db_url, make_settings, mosquitto,
     t = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
     async with running(make_settings(url)) as client, publisher(mosquitto.url) as pub:
         await wait_connected(client)
-        peer = await connect(client, token_for(url, "viewer"))
+        peer = await connect(client, await token_for(url, "viewer"))
         snap = await peer.snapshot(bbox=around(ax, ay), layers=["streetlight"])
         assert a in {d["id"] for d in snap["devices"]}
         assert b not in {d["id"] for d in snap["devices"]}
@@ -277,10 +277,10 @@ async def test_a_device_created_after_start_is_routed(city_db_url, make_settings
                "properties": {"kind": "env_sensor", "name": "new sensor"}}
     async with running(make_settings(url)) as client, publisher(mosquitto.url) as pub:
         await wait_connected(client)
-        peer = await connect(client, token_for(url, "viewer"))
+        peer = await connect(client, await token_for(url, "viewer"))
         await peer.snapshot(bbox=around(x, y), layers=["env_sensor"])
         resp = await client.post("/api/v1/devices", json=feature,
-                                 headers=headers(token_for(url, "integrator")))
+                                 headers=headers(await token_for(url, "integrator")))
         assert resp.status == 201, await resp.text()
         # At once, before the hub's next look at the directory.
         await publish(pub, "ENV-NEW-1", datetime.now(UTC), pm25_ugm3=35.0)
@@ -319,9 +319,9 @@ async def test_slow_reader_gets_merged_states_and_every_alarm(city_db_url, make_
     async with running(settings) as client, publisher(mosquitto.url) as pub:
         await wait_connected(client)
         hub = client.app[HUB]
-        fast = await connect(client, token_for(url, "operator"))
+        fast = await connect(client, await token_for(url, "operator"))
         await fast.snapshot(bbox=whole, layers=["streetlight"], alarms=True)
-        async with slow_peer(client, token_for(url, "viewer")) as slow:
+        async with slow_peer(client, await token_for(url, "viewer")) as slow:
             await slow.snapshot(bbox=whole, layers=["streetlight"], alarms=True)
             fast_reader = asyncio.create_task(fast.next(lambda m: m.get("alarm", {}).get("id")
                                                         == 300, within=120))
@@ -363,11 +363,11 @@ async def test_a_client_that_stays_behind_is_disconnected_and_others_go_on(
     settings = make_settings(url, hub={"send_buffer_bytes": 4096, "slow_after_s": 2.0})
     async with running(settings) as client, publisher(mosquitto.url) as pub:
         await wait_connected(client)
-        fast = await connect(client, token_for(url, "operator"))
+        fast = await connect(client, await token_for(url, "operator"))
         await fast.snapshot(bbox=whole, layers=["streetlight"])
         # The fast client reads all along; 77 W is a value only published after the kick.
         fast_sees_it = asyncio.create_task(fast.next(state_of(ids[1], power_w=77.0), within=180))
-        async with slow_peer(client, token_for(url, "viewer")) as slow:
+        async with slow_peer(client, await token_for(url, "viewer")) as slow:
             await slow.snapshot(bbox=whole, layers=["streetlight"])
             await fill_until(pub, ids, lambda: metric(client, "ws_disconnected_slow") >= 1)
 
@@ -388,7 +388,7 @@ async def test_a_client_that_stays_behind_is_disconnected_and_others_go_on(
         await wait_for(lambda: metric(client, "ws_clients") == 1)
         assert hub_client(client, "operator") is not None
         text = await (await client.get("/metrics", headers=headers(
-            token_for(url, "viewer")))).text()
+            await token_for(url, "viewer")))).text()
         assert "ioc_ws_disconnected_slow_total 1.0" in text
         await fast.ws.close()
 
@@ -399,9 +399,9 @@ async def test_crews_get_only_their_alarms_and_messages(city_db_url, make_settin
     crew_a, crew_b = (r[0] for r in await aq(url, "select id from crews order by id limit 2"))
     async with running(make_settings(url, mqtt_url=None)) as client:
         hub = client.app[HUB]
-        op = await connect(client, token_for(url, "operator"))
-        pa = await connect(client, token_for(url, "crew", crew=crew_a))
-        pb = await connect(client, token_for(url, "crew", crew=crew_b))
+        op = await connect(client, await token_for(url, "operator"))
+        pa = await connect(client, await token_for(url, "crew", crew=crew_a))
+        pb = await connect(client, await token_for(url, "crew", crew=crew_b))
         for p in (op, pa, pb):
             assert (await p.snapshot(alarms=True))["type"] == "snapshot"
 
@@ -452,7 +452,7 @@ async def test_crews_get_only_their_alarms_and_messages(city_db_url, make_settin
 # ---------------------------------------------------------------- auth and bad input
 async def test_auth(city_db_url, make_settings, token_for):
     url = city_db_url
-    token = token_for(url, "viewer")
+    token = await token_for(url, "viewer")
     async with running(make_settings(url, mqtt_url=None)) as client:
         for kw in ({}, {"headers": headers("ioc_not-a-token")}, {"params": {"token": "nope"}}):
             with pytest.raises(aiohttp.WSServerHandshakeError) as err:
@@ -481,7 +481,7 @@ async def test_bad_messages_get_errors_and_the_connection_stays(city_db_url, mak
                                                                 token_for):
     url = city_db_url
     async with running(make_settings(url, mqtt_url=None)) as client:
-        peer = await connect(client, token_for(url, "viewer"))
+        peer = await connect(client, await token_for(url, "viewer"))
         cases = [
             ("{not json", "not JSON"),
             ("[1, 2]", "JSON object"),
@@ -517,7 +517,7 @@ async def test_relay_envelopes_out_and_remote_updates_in(city_db_url, make_setti
         hub = client.app[HUB]
         out: list[bytes] = []
         hub.relays.append(out.append)
-        peer = await connect(client, token_for(url, "viewer"))
+        peer = await connect(client, await token_for(url, "viewer"))
         await peer.snapshot(bbox=around(ax, ay), layers=["streetlight"], alarms=True)
         ts = datetime.now(UTC).replace(microsecond=0)
         await publish(pub, a, ts, power_w=5.0)
@@ -560,7 +560,7 @@ async def test_two_server_processes_share_live_updates(city_db_url, make_setting
         await wait_connected(one)
         for c in (one, two):
             await asyncio.wait_for(c.app[HUB].broker.link.connected.wait(), 15)
-        peer = await connect(two, token_for(url, "viewer"))
+        peer = await connect(two, await token_for(url, "viewer"))
         await peer.snapshot(bbox=around(ax, ay), layers=["streetlight"], alarms=True)
         await publish(pub, a, datetime.now(UTC), power_w=33.0)
         await peer.next(state_of(a, power_w=33.0))

@@ -26,7 +26,7 @@ async def start(aiohttp_client, make_settings, token_for):
         tiles = {"version_check_s": 0.1, **tiles}
         settings = make_settings(url, mqtt_url=None, tiles=tiles, api={"rate_limit": False})
         client = await aiohttp_client(create_app(settings))
-        client.tokens = {r: token_for(url, r) for r in ("viewer", "integrator")}
+        client.tokens = {r: await token_for(url, r) for r in ("viewer", "integrator")}
         client.url = url
         return client
 

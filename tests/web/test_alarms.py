@@ -32,7 +32,7 @@ def open_alarm(url: str, device: str) -> int | None:
 
 async def test_alarm_appears_within_2s_and_ack_reaches_the_database(
         browser, city_db_url, make_settings, token_for, mosquitto, rules_file):
-    token = token_for(city_db_url, "operator")
+    token = await token_for(city_db_url, "operator")
     sensor, lon, lat = first_sensor(city_db_url)
     settings = make_settings(city_db_url, rules={"paths": [str(rules_file)]})
     async with running(settings) as client, publisher(mosquitto.url) as pub:
@@ -82,7 +82,7 @@ async def test_alarm_appears_within_2s_and_ack_reaches_the_database(
 
 async def test_a_viewer_cannot_acknowledge(browser, city_db_url, make_settings, token_for, mosquitto,
                                            rules_file):
-    token = token_for(city_db_url, "viewer")
+    token = await token_for(city_db_url, "viewer")
     sensor, lon, lat = first_sensor(city_db_url)
     settings = make_settings(city_db_url, rules={"paths": [str(rules_file)]})
     async with running(settings) as client, publisher(mosquitto.url) as pub:
@@ -101,10 +101,10 @@ async def test_a_viewer_cannot_acknowledge(browser, city_db_url, make_settings, 
 
 async def test_crew_page_shows_its_assigned_alarm_live(browser, city_db_url, make_settings, token_for,
                                                        mosquitto, rules_file):
-    operator = token_for(city_db_url, "operator")
+    operator = await token_for(city_db_url, "operator")
     sensor, _, _ = first_sensor(city_db_url)
     crew = (await aq(city_db_url, "select id from crews order by id limit 1"))[0][0]
-    crew_token = token_for(city_db_url, "crew", crew)
+    crew_token = await token_for(city_db_url, "crew", crew)
     settings = make_settings(city_db_url, rules={"paths": [str(rules_file)]})
     async with running(settings) as client, publisher(mosquitto.url) as pub:
         await wait_connected(client)

@@ -28,7 +28,7 @@ def operation(page, method: str, path: str):
 
 async def test_api_docs_render_the_servers_own_document(browser, swagger_ui, db_url, make_settings,
                                                         token_for):
-    token = token_for(db_url, "viewer")
+    token = await token_for(db_url, "viewer")
     async with running(make_settings(db_url)) as client:
         assert (await client.get("/api/docs")).status == 200, "the page itself is public"
         assert (await client.get("/api/v1/openapi.json")).status == 401, "the document is not"
@@ -49,7 +49,7 @@ async def test_api_docs_render_the_servers_own_document(browser, swagger_ui, db_
 
 async def test_api_docs_ask_for_a_token_and_say_why_one_is_refused(browser, swagger_ui, db_url,
                                                                   make_settings, token_for):
-    token = token_for(db_url, "operator")
+    token = await token_for(db_url, "operator")
     async with running(make_settings(db_url)) as client:
         page = await new_page(browser)
         await page.goto(f"{base_url(client)}/api/docs")

@@ -23,7 +23,7 @@ RENDERED = """() => {
 
 
 async def test_map_draws_the_city_from_our_tiles(browser, city_db_url, make_settings, token_for):
-    token = token_for(city_db_url, "viewer")
+    token = await token_for(city_db_url, "viewer")
     wards = (await aq(city_db_url, "select count(*) from wards"))[0][0]
     async with running(make_settings(city_db_url)) as client:
         page = await new_page(browser)
@@ -69,7 +69,7 @@ async def test_aggregate_counts_follow_the_view_while_unacknowledged_alarms_puls
     """The alarm halo's pulse repaints the map five times a second, so MapLibre's "idle" never
     fires while an alarm is unacknowledged: the counts on the aggregate bubbles must follow
     the view all the same."""
-    token = token_for(city_db_url, "viewer")
+    token = await token_for(city_db_url, "viewer")
     lamp, lon, lat = (await aq(city_db_url, "select id, ST_X(geom), ST_Y(geom) from devices"
                                             " where kind = 'streetlight' order by id limit 1"))[0]
     await aexecute(city_db_url, "insert into alarms (rule, device, severity, state, dedup_key)"
@@ -94,7 +94,7 @@ async def test_aggregate_counts_follow_the_view_while_unacknowledged_alarms_puls
 
 
 async def test_layer_switcher_hides_a_kind(browser, city_db_url, make_settings, token_for):
-    token = token_for(city_db_url, "viewer")
+    token = await token_for(city_db_url, "viewer")
     async with running(make_settings(city_db_url)) as client:
         page = await new_page(browser)
         await page.goto(f"{base_url(client)}/?token={token}")
@@ -108,7 +108,7 @@ async def test_layer_switcher_hides_a_kind(browser, city_db_url, make_settings, 
 
 async def test_device_panel_shows_latest_values_and_history(browser, city_db_url, make_settings,
                                                             token_for, mosquitto):
-    token = token_for(city_db_url, "viewer")
+    token = await token_for(city_db_url, "viewer")
     sensor, lon, lat = (await aq(city_db_url, "select id, ST_X(geom), ST_Y(geom) from devices "
                                               "where kind = 'pressure_sensor' order by id limit 1"))[0]
     async with running(make_settings(city_db_url)) as client, publisher(mosquitto.url) as pub:
@@ -137,7 +137,7 @@ async def test_device_panel_shows_latest_values_and_history(browser, city_db_url
 
 async def test_sign_in_form_and_vietnamese_from_the_browser(browser, city_db_url, make_settings,
                                                             token_for):
-    token = token_for(city_db_url, "operator")
+    token = await token_for(city_db_url, "operator")
     async with running(make_settings(city_db_url)) as client:
         page = await new_page(browser, locale="vi-VN")
         await page.goto(f"{base_url(client)}/")
@@ -162,7 +162,7 @@ async def test_sign_in_form_and_vietnamese_from_the_browser(browser, city_db_url
 
 async def test_the_live_subscription_follows_the_map(browser, city_db_url, make_settings, token_for,
                                                      mosquitto):
-    token = token_for(city_db_url, "viewer")
+    token = await token_for(city_db_url, "viewer")
     west, east = await aq(city_db_url, """
                (select id from devices where kind = 'camera' order by ST_X(geom) limit 1)
                union all
@@ -204,7 +204,7 @@ async def test_an_external_base_style_goes_under_our_layers(browser, city_db_url
     basemap.router.add_get("/style.json", serve_style)
     async with TestServer(basemap) as styles:
         settings = make_settings(city_db_url, web_style_url=str(styles.make_url("/style.json")))
-        token = token_for(city_db_url, "viewer")
+        token = await token_for(city_db_url, "viewer")
         async with running(settings) as client:
             page = await new_page(browser)
             await page.goto(f"{base_url(client)}/?token={token}")

@@ -44,7 +44,7 @@ async def test_pages_are_public_and_carry_their_configuration(db_url, make_setti
 
 async def test_me_names_the_token(db_url, make_settings, token_for):
     await aexecute(db_url, "insert into crews (id, name) values ('crew-7', 'Đội 7')")
-    token = token_for(db_url, "crew", "crew-7")
+    token = await token_for(db_url, "crew", "crew-7")
     async with running(make_settings(db_url)) as client:
         resp = await client.get("/api/v1/me", headers=auth(token))
         assert await resp.json() == {"name": "test-crew", "role": "crew", "crew": "crew-7"}
@@ -52,7 +52,7 @@ async def test_me_names_the_token(db_url, make_settings, token_for):
 
 
 async def test_ward_summary_counts_lamps_out_and_alarms_per_ward(city_db_url, make_settings, token_for):
-    token = token_for(city_db_url, "viewer")
+    token = await token_for(city_db_url, "viewer")
     ward = (await aq(city_db_url, "select ward from devices where kind = 'streetlight' group by ward "
                                   "order by count(*) desc limit 1"))[0][0]
     lamps = [r[0] for r in await aq(city_db_url, "select key from devices where kind = 'streetlight' "
