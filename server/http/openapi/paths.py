@@ -37,7 +37,7 @@ def paths() -> dict[str, Any]:
                    {201: ok({"oneOf": [ref("Device"), ref("DeviceCollection")]}, "Created",
                             GEOJSON)},
                    tags=dev, errors=(400, 403, 409, 415),
-                   request=body({"oneOf": [ref("DeviceIn"), ref("DeviceCollectionIn")]}, JSON,
+                   request=body({"oneOf": [ref("DeviceFeatureIn"), ref("DeviceCollectionIn")]}, JSON,
                                 GEOJSON),
                    description="Integrators and admins. Existing ids are a 409: use PATCH, or "
                                "POST /api/v1/import to create or update in bulk."),
@@ -49,7 +49,7 @@ def paths() -> dict[str, Any]:
         "patch": op("Change a device (JSON merge patch of geometry and properties)",
                     {200: ok(ref("Device"), ctype=GEOJSON)}, tags=dev,
                     errors=(400, 403, 404, 409, 415),
-                    request=body(ref("DevicePatch"), JSON, "application/merge-patch+json")),
+                    request=body(ref("DevicePatchIn"), JSON, "application/merge-patch+json")),
         "delete": op("Delete a device", {204: ok(None, "Deleted")}, tags=dev,
                      errors=(403, 404)),
     }
