@@ -203,6 +203,26 @@ class DevicePatchIn(Body):
 # ---------------------------------------------------------------- telemetry
 
 
+# Only the envelope is checked here (an object naming its device); the rest is the MQTT
+# decoder's (adapters/mqtt/protocol.py), which turns a bad time or value, or an unknown device,
+# into a dead letter without losing the good readings beside it: so ts and values (and the
+# device_id pattern) are described here, not validated.
+class ReadingIn(BaseModel):
+    """A reading as an MQTT telemetry payload plus its device_id; an entry the server cannot
+    use becomes a dead letter, listed in ``rejected``."""
+
+    model_config = ConfigDict(extra="allow")  # the decoder judges any other member
+
+    device_id: Annotated[StrictStr, StringConstraints(min_length=1), WithJsonSchema(
+        {"type": "string", "pattern": ID, "examples": ["SL-000123"]})]
+    ts: Annotated[Any, WithJsonSchema({
+        "oneOf": [{"type": "string", "format": "date-time"}, {"type": "integer"}],
+        "description": "RFC 3339 or epoch milliseconds (default: when it arrives)"})] = None
+    values: Annotated[Any, WithJsonSchema({
+        "type": "object", "additionalProperties": {"type": ["number", "boolean"]},
+        "description": "metric name → value, e.g. {\"power_w\": 41.5}"})] = None
+
+
 class HistoryQuery(Query):
     metric: Annotated[Word, WithJsonSchema({"type": "string", "enum": sorted(METRIC_NAMES)})] = Field(
         description="a metric of the catalogue, e.g. power_w")

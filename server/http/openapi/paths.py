@@ -58,7 +58,7 @@ def paths() -> dict[str, Any]:
         "post": op("Push readings over HTTP (the MQTT payload plus device_id, or an array)",
                    {202: ok(ref("PushResult"), "Accepted; rejected entries are dead letters")},
                    tags=tel, errors=(400, 403, 415),
-                   request=body({"oneOf": [ref("Reading"), arr(ref("Reading"), minItems=1)]})),
+                   request=body({"oneOf": [ref("ReadingIn"), arr(ref("ReadingIn"), minItems=1)]})),
     }
     p["/api/v1/devices/{id}/telemetry"] = {
         "parameters": [path_id()],

@@ -37,7 +37,7 @@ REF = "#/components/schemas/{model}"
 BODY_MODELS: list[type[BaseModel]] = [
     *(model for model, _ in models.ALARM_ACTIONS.values()), models.CommandIn,
     models.GroupCommandIn, models.BacktestIn, models.CrewIn, models.CrewPatch, models.TokenIn,
-    models.DeviceFeatureIn, models.DeviceCollectionIn, models.DevicePatchIn,
+    models.DeviceFeatureIn, models.DeviceCollectionIn, models.DevicePatchIn, models.ReadingIn,
 ]
 
 
@@ -178,11 +178,6 @@ SCHEMAS: dict[str, Any] = {
         }, ["type", "id", "geometry", "properties"])),
     }, ["type", "features"], description="the inventory: no live state"),
     "Link": obj({"rel": STR, "href": STR, "type": STR}, ["rel", "href"]),
-    "Reading": obj({
-        "device_id": {**STR, "minLength": 1},  # without values, an entry is a dead letter
-        "ts": {"oneOf": [TIME, INT], "description": "RFC 3339 or epoch milliseconds"},
-        "values": obj({}, additionalProperties={"type": ["number", "boolean"]}),
-    }, ["device_id"]),
     "PushResult": obj({"accepted": INT, "rejected": {"type": ["integer", "array"]}},
                       ["accepted", "rejected"]),
     "History": obj({
