@@ -8,10 +8,11 @@ from typing import Any
 import asyncpg
 import shapely
 from aiohttp import web
+from pydantic import ValidationError
 
-from geo.geojson import GeometryError, parse_bbox, parse_geometry
+from geo.geojson import GeometryError, parse_bbox
 from server import keys
-from server.api.models import DeviceQuery
+from server.api.models import DeviceCollectionIn, DeviceFeatureIn, DevicePatchIn, DeviceQuery
 from server.errors import Conflict, Invalid, NotFound
 from server.http import validate
 from server.http.auth import require
@@ -19,13 +20,15 @@ from server.http.jsonutil import json_response, read_json
 from server.registry.devices import (
     COMPUTED,
     ID_RE,
+    RESERVED,
     SELECT_FEATURE,
+    DeviceIn,
+    FieldError,
     feature,
     features_of,
     fetch_one,
     insert_many,
     known_kinds,
-    parse_feature,
 )
 from server.store.audit import audit
 
@@ -110,13 +113,7 @@ async def create_devices(request: web.Request) -> web.Response:
     single = isinstance(doc, Mapping) and doc.get("type") == "Feature"
     pool = request.app[keys.DB]
     async with pool.acquire() as conn:
-        kinds = await known_kinds(conn)
-        items, errors = [], []
-        for i, f in enumerate(feats):
-            item, errs = parse_feature(f, None if single else i, kinds)
-            errors.extend(errs)
-            if item:
-                items.append(item)
+        items, errors = _parse_features(doc, feats, single, await known_kinds(conn))
         ids = [d.id for d in items]
         dupes = sorted({x for x in ids if ids.count(x) > 1})
         if dupes:
@@ -144,6 +141,48 @@ async def create_devices(request: web.Request) -> web.Response:
         rows = await conn.fetch(SELECT_FEATURE + " where d.id = any($1::text[]) order by d.id", ids)
     return json_response({"type": "FeatureCollection", "features": [feature(r) for r in rows]},
                          status=201, content_type=GEOJSON)
+
+
+def _raw_id(feat: Any) -> str | None:
+    props = feat.get("properties") if isinstance(feat, Mapping) else None
+    dev_id = feat.get("id") if isinstance(feat, Mapping) else None
+    if dev_id is None and isinstance(props, Mapping):
+        dev_id = props.get("id")
+    return dev_id if isinstance(dev_id, str) and ID_RE.fullmatch(dev_id) else None
+
+
+def _parse_features(doc: Any, feats: list[Any], single: bool,
+                    kinds: frozenset[str]) -> tuple[list[DeviceIn], list[FieldError]]:
+    """The features as DeviceIn (models DeviceFeatureIn, DeviceCollectionIn), or every problem
+    of every feature, each with the feature's index and id."""
+    errors: list[FieldError] = []
+    parsed: list[DeviceFeatureIn] = []
+    try:
+        got = (DeviceFeatureIn if single else DeviceCollectionIn).model_validate(
+            doc, context={"kinds": kinds})
+        parsed = [got] if isinstance(got, DeviceFeatureIn) else got.features
+    except ValidationError as err:
+        for e in err.errors(include_url=False):
+            index, loc = (None, e["loc"]) if single else (e["loc"][1], e["loc"][2:])
+            field = validate.field_name(loc) or "type"  # the item is no Feature at all
+            dev_id = None if field == "id" else _raw_id(feats[index or 0])
+            errors.append(FieldError(index, dev_id, field, validate.reason_of(e)))
+    for i, f in enumerate(feats):  # a rule across two members, reported beside the others
+        props = f.get("properties") if isinstance(f, Mapping) else None
+        dev_id = _raw_id(f)
+        if isinstance(props, Mapping) and dev_id is not None and props.get("parent") == dev_id:
+            errors.append(FieldError(None if single else i, dev_id, "properties.parent",
+                                     "a device cannot be its own parent"))
+    if errors:
+        return [], errors
+    items = []
+    for f in parsed:
+        p = f.properties
+        free = {k: v for k, v in (p.model_extra or {}).items()
+                if k not in RESERVED and k not in COMPUTED and k != "id"}
+        items.append(DeviceIn(f.id, p.kind, p.name or "", f.geometry, p.parent, p.external_id,
+                              free, p.adapter, dict(p.adapter_config) if p.adapter_config else None))
+    return items, []
 
 
 async def _check_refs(conn: asyncpg.Connection, items, ids: list[str]) -> None:
@@ -176,51 +215,29 @@ async def patch_device(request: web.Request) -> web.Response:
     validate.refuse_nul(doc, "the patch")
     if not isinstance(doc, Mapping):
         raise Invalid("send a JSON object with geometry and/or properties")
-    unknown = set(doc) - {"type", "id", "geometry", "properties"}
-    if unknown:
-        raise Invalid(f"unexpected member(s) {sorted(unknown)}; send geometry and/or properties")
-    if doc.get("id") not in (None, dev_id):
-        raise Invalid("a device id cannot be changed; create a new device instead")
-    props = doc.get("properties") or {}
-    if not isinstance(props, Mapping):
-        raise Invalid("properties must be an object")
     sets, args = [], [dev_id]
 
     def set_(col: str, expr: str, value: Any) -> None:
         args.append(value)
         sets.append(f"{col} = {expr.replace('?', f'${len(args)}')}")
 
-    if "geometry" in doc:
-        try:
-            geom = parse_geometry(doc["geometry"])
-        except GeometryError as e:
-            raise Invalid(str(e)) from None
-        set_("geom", "ST_GeomFromWKB(?, 4326)", shapely.to_wkb(geom))
     async with request.app[keys.DB].acquire() as conn:
+        props = doc.get("properties") or {}  # as sent: a member present, or null, or absent
+        # A kind must be one the database knows; the document lists the catalogue's.
+        kinds = await known_kinds(conn) if isinstance(props, Mapping) and "kind" in props else None
+        patch = validate.parse(DevicePatchIn, doc, "the patch", context={"kinds": kinds})
+        if patch.id not in (None, dev_id):
+            raise Invalid("a device id cannot be changed; create a new device instead")
+        if "geometry" in doc:
+            set_("geom", "ST_GeomFromWKB(?, 4326)", shapely.to_wkb(patch.geometry))
         current = await conn.fetchrow("select properties from devices where id = $1", dev_id)
         if current is None:
             raise NotFound(f"no device with id {dev_id!r}")
-        if "kind" in props:
-            kinds = await known_kinds(conn)
-            if props["kind"] not in kinds:
-                raise Invalid(f"unknown kind {props['kind']!r}; known: {', '.join(sorted(kinds))}")
-            set_("kind", "?", props["kind"])
-        if "name" in props:
-            if not isinstance(props["name"], str):
-                raise Invalid("properties.name must be a string")
-            set_("name", "?", props["name"])
-        for col in ("parent", "external_id", "adapter"):
-            if col in props:
-                v = props[col]
-                if v is not None and (not isinstance(v, str) or not v):
-                    raise Invalid(f"properties.{col} must be a non-empty string or null")
-                if col == "parent" and v is not None and (v == dev_id or not ID_RE.fullmatch(v)):
-                    raise Invalid("properties.parent must be another device's id")
-                set_(col, "?", v)
-        if "adapter_config" in props:
-            if props["adapter_config"] is not None and not isinstance(props["adapter_config"], Mapping):
-                raise Invalid("properties.adapter_config must be an object or null")
-            set_("adapter_config", "?", props["adapter_config"])
+        if props.get("parent") == dev_id:
+            raise Invalid("properties.parent must be another device's id", field="properties.parent")
+        for col in ("kind", "name", "parent", "external_id", "adapter", "adapter_config"):
+            if col in props:  # checked by DevicePatchIn
+                set_(col, "?", props[col])
         free = dict(current["properties"])
         changed_free = False
         for k, v in props.items():

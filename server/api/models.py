@@ -13,20 +13,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
     StrictInt,
+    StrictStr,
     StringConstraints,
+    ValidationInfo,
     WithJsonSchema,
+    model_validator,
 )
 from yarl import URL
 
-from geo.geojson import GeometryError, parse_geometry
+from geo.geojson import GEOMETRY_TYPES, GeometryError, parse_geometry
 from rules.lifecycle import WORK_STATES
 from server.http import validate
-from server.http.validate import Body, Flag, Name, Query, Text, csv_of, csv_pattern, number
+from server.http.validate import NAME, Body, Flag, Name, Query, Text, csv_of, csv_pattern, number
 from server.notify import signing
 from server.store.catalog import KIND_NAMES, METRIC_NAMES
 from server.store.history import AGGS, MAX_RAW
@@ -82,7 +87,140 @@ class DeviceQuery(Query):
     after: Text | None = Field(None, description="the last id of the previous page")
 
 
+GEOMETRY_SCHEMA = {
+    "type": "object", "description": "a GeoJSON geometry in WGS 84 (longitude first)",
+    "properties": {"type": {"enum": sorted(GEOMETRY_TYPES)}, "coordinates": {"type": "array"},
+                   "geometries": {"type": "array"}},
+    "required": ["type"]}
+
+
+def _geometry(value: Any) -> Any:
+    try:
+        return parse_geometry(value, "geometry")  # its messages say what is wrong and where
+    except GeometryError as err:
+        raise ValueError(str(err)) from None
+
+
+def _kind(value: str, info: ValidationInfo) -> str:
+    """A kind of the database's ``kinds`` table when the handler passes it (``ioc migrate``
+    adds the catalogue's and never deletes one), else of the catalogue."""
+    known = (info.context or {}).get("kinds") or KIND_NAMES
+    if value not in known:
+        raise ValueError(f"unknown kind {value!r}; known kinds: {', '.join(sorted(known))}")
+    return value
+
+
+# The geometry as a shapely geometry, checked by geo.geojson (valid, in WGS 84 ranges).
+Geometry = Annotated[Any, AfterValidator(_geometry), WithJsonSchema(GEOMETRY_SCHEMA)]
+Kind = Annotated[StrictStr, AfterValidator(_kind),
+                 WithJsonSchema({"type": "string", "enum": KINDS, "examples": ["streetlight"]})]
+NonEmpty = Annotated[str, StringConstraints(pattern=NAME)]
+
+
+def _device_id(value: Any) -> Any:
+    if not isinstance(value, str) or not re.fullmatch(ID, value):
+        raise ValueError("the Feature id must be a device id: letters, digits and _ . : - "
+                         "(at most 128), e.g. SL-000123")
+    return value
+
+
+DeviceId = Annotated[Any, AfterValidator(_device_id), WithJsonSchema({
+    "type": "string", "pattern": ID, "examples": ["SL-000123"],
+    "description": "the device id (if absent, properties.id)"})]
+
+
+def _object_or_empty(value: Any) -> Any:
+    return {} if value is None else value
+
+
+class DeviceProperties(BaseModel):
+    """The reserved properties, typed; any other member is a free property of the device."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Kind
+    name: StrictStr | None = None
+    parent: NonEmpty | None = None
+    external_id: NonEmpty | None = None
+    adapter: NonEmpty | None = Field(None, description="the polling adapter bound to it")
+    adapter_config: dict[str, Any] | None = None
+
+
+class DeviceFeatureIn(BaseModel):
+    """A device as a GeoJSON Feature (foreign members are allowed, as GeoJSON says)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["Feature"]
+    id: DeviceId = None
+    geometry: Geometry
+    properties: Annotated[DeviceProperties, BeforeValidator(_object_or_empty)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_feature(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or value.get("type") != "Feature":
+            raise ValueError("each item must be a GeoJSON Feature")
+        props = value.get("properties")
+        if value.get("id") is None and isinstance(props, dict) and "id" in props:
+            value = {**value, "id": props["id"]}
+        if value.get("id") is None:
+            value = {**value, "id": None}  # absent everywhere: validated, so an error says so
+        return value
+
+
+class DeviceCollectionIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["FeatureCollection"]
+    features: list[DeviceFeatureIn] = Field(min_length=1)
+
+
+class DevicePatchProperties(BaseModel):
+    """In a patch: null removes a free property, or clears parent, external_id, adapter."""
+
+    model_config = ConfigDict(extra="allow")
+
+    # Absent is not null: "= None" marks a member optional without allowing null.
+    kind: Kind = None  # type: ignore[assignment]
+    name: StrictStr = None  # type: ignore[assignment]
+    parent: Id | None = Field(None, description="another device's id, or null")
+    external_id: Word | None = None
+    adapter: Word | None = None
+    adapter_config: dict[str, Any] | None = None
+
+
+class DevicePatchIn(Body):
+    """JSON merge patch (RFC 7396) of a device: its geometry and/or properties."""
+
+    type: Any = Field(None, description="ignored (a Feature read, edited and sent back)")
+    id: Id | None = Field(None, description="the device's own id, if sent (it cannot change)",
+                          json_schema_extra={"readOnly": True})
+    geometry: Geometry = None
+    properties: DevicePatchProperties | None = None
+
+
 # ---------------------------------------------------------------- telemetry
+
+
+# Only the envelope is checked here (an object naming its device); the rest is the MQTT
+# decoder's (adapters/mqtt/protocol.py), which turns a bad time or value, or an unknown device,
+# into a dead letter without losing the good readings beside it: so ts and values (and the
+# device_id pattern) are described here, not validated.
+class ReadingIn(BaseModel):
+    """A reading as an MQTT telemetry payload plus its device_id; an entry the server cannot
+    use becomes a dead letter, listed in ``rejected``."""
+
+    model_config = ConfigDict(extra="allow")  # the decoder judges any other member
+
+    device_id: Annotated[StrictStr, StringConstraints(min_length=1), WithJsonSchema(
+        {"type": "string", "pattern": ID, "examples": ["SL-000123"]})]
+    ts: Annotated[Any, WithJsonSchema({
+        "oneOf": [{"type": "string", "format": "date-time"}, {"type": "integer"}],
+        "description": "RFC 3339 or epoch milliseconds (default: when it arrives)"})] = None
+    values: Annotated[Any, WithJsonSchema({
+        "type": "object", "additionalProperties": {"type": ["number", "boolean"]},
+        "description": "metric name → value, e.g. {\"power_w\": 41.5}"})] = None
 
 
 class HistoryQuery(Query):

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
+from pydantic import ValidationError
 
 from adapters.mqtt import protocol as native
 from server import keys
-from server.api.models import HistoryQuery
+from server.api.models import HistoryQuery, ReadingIn
 from server.errors import Invalid, NotFound
 from server.http import validate
 from server.http.auth import require
@@ -40,11 +41,12 @@ async def push(request: web.Request) -> web.Response:
     readings, errors = [], []
     for i, entry in enumerate(entries):
         where = f"entry {i}: " if isinstance(doc, list) else ""
-        if not isinstance(entry, Mapping):
-            raise Invalid(f"{where}expected an object with device_id, ts and values")
-        device_id = entry.get("device_id")
-        if not isinstance(device_id, str) or not device_id:
-            raise Invalid(f"{where}device_id is missing; each object names its device")
+        try:
+            device_id = ReadingIn.model_validate(entry).device_id
+        except ValidationError:
+            if not isinstance(entry, Mapping):
+                raise Invalid(f"{where}expected an object with device_id, ts and values") from None
+            raise Invalid(f"{where}device_id is missing; each object names its device") from None
         body = {k: v for k, v in entry.items() if k != "device_id"}
         got, errs = native.decode_telemetry(device_id, orjson.dumps(body), now)
         readings.extend(got)

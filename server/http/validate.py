@@ -100,7 +100,7 @@ def explain(pattern: str, reason: str) -> None:
     _EXPLAINED[pattern] = reason
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
+def field_name(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -110,7 +110,7 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _reason(err: ErrorDetails) -> str:
+def reason_of(err: ErrorDetails) -> str:
     kind, ctx = err["type"], err.get("ctx") or {}
     if kind == "missing":
         return "is required"
@@ -142,12 +142,12 @@ def _reason(err: ErrorDetails) -> str:
 def problem(err: ValidationError, what: str = "the request") -> Problem:
     errors: list[dict[str, str]] = []
     for e in err.errors(include_url=False):
-        field = _field(e["loc"])
+        field = field_name(e["loc"])
         if any(x["field"] == (field or "(body)") for x in errors):
             continue  # one reason per field: the first branch of a union says enough
         if not field and e["type"] in ("model_type", "model_attributes_type", "dict_type"):
             return Problem(400, f"send a JSON object as {what}")
-        errors.append({"field": field or "(body)", "reason": _reason(e)})
+        errors.append({"field": field or "(body)", "reason": reason_of(e)})
     first = errors[0]
     detail = f"{first['field']} {first['reason']}"
     if first["reason"].startswith("is not a member"):
@@ -173,9 +173,10 @@ def refuse_nul(doc: Any, what: str = "the body") -> None:
                            "cannot store them)")
 
 
-def parse(model: type[M], data: Any, what: str = "the request") -> M:
+def parse(model: type[M], data: Any, what: str = "the request",
+          context: dict[str, Any] | None = None) -> M:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as err:
         raise problem(err, what) from None
 
@@ -203,8 +204,10 @@ __all__ = [
     "body",
     "csv_of",
     "csv_pattern",
+    "field_name",
     "number",
     "parse",
     "problem",
     "query",
+    "reason_of",
 ]

@@ -221,3 +221,35 @@ async def test_directory_reloads_when_another_process_changed_devices(api):
         await aexecute(api.url, "delete from devices where id = %s", victim)
         assert await directory.refresh_if_changed(conn) is True
     assert directory.get(victim) is None
+
+
+@pytest.mark.parametrize(("patch", "field"), [
+    ({"geometry": {"type": "Point", "coordinates": [200, 21]}}, "geometry"),
+    ({"geometry": None}, "geometry"),
+    ({"properties": {"kind": "toaster"}}, "properties.kind"),
+    ({"properties": {"name": None}}, "properties.name"),
+    ({"properties": {"parent": "bad id"}}, "properties.parent"),
+    ({"properties": {"adapter_config": [1]}}, "properties.adapter_config"),
+    ({"propertys": {"name": "typo"}}, "propertys"),
+])
+async def test_bad_patch_is_400_naming_the_field_and_changes_nothing(api, patch, field):
+    h = auth(api, "integrator")
+    assert (await api.post("/api/v1/devices", json=LAMP, headers=h)).status == 201
+    body = await problem(await api.patch("/api/v1/devices/SL-TEST-1", json=patch, headers=h), 400)
+    assert [e["field"] for e in body["errors"]] == [field], body
+    lamp = await (await api.get("/api/v1/devices/SL-TEST-1", headers=auth(api))).json()
+    assert lamp["geometry"] == LAMP["geometry"] and lamp["properties"]["name"] == "test lamp"
+
+
+async def test_feature_problems_keep_their_messages_index_and_id(api):
+    bad = {**LAMP, "id": "SL-BAD-1", "properties": {"kind": "toaster", "parent": "SL-BAD-1"},
+           "geometry": {"type": "Point", "coordinates": [200, 21]}}
+    body = await problem(await api.post("/api/v1/devices", json={
+        "type": "FeatureCollection", "features": [LAMP, bad, 7]}, headers=auth(api, "integrator")), 400)
+    got = {(e["index"], e["id"], e["field"]): e["reason"] for e in body["errors"]}
+    assert "toaster" in got[(1, "SL-BAD-1", "properties.kind")]
+    assert "streetlight" in got[(1, "SL-BAD-1", "properties.kind")]
+    assert "outside WGS 84" in got[(1, "SL-BAD-1", "geometry")]
+    assert got[(1, "SL-BAD-1", "properties.parent")] == "a device cannot be its own parent"
+    assert got[(2, None, "type")] == "each item must be a GeoJSON Feature"
+    assert len(got) == 4 and body["detail"].startswith("4 problem(s)")

@@ -109,6 +109,31 @@ async def test_http_push(city_db_url, make_settings, lamp_ids, token_for):
         assert (await client.post("/api/v1/telemetry", json=body, headers=viewer)).status == 403
 
 
+async def test_http_push_envelope_is_checked_and_bad_values_are_dead_letters(
+        city_db_url, make_settings, lamp_ids, token_for):
+    """Only an entry that names no device refuses the request; a bad value, time or device
+    id beside good readings is a dead letter and the good ones are stored."""
+    h = {"Authorization": f"Bearer {await token_for(city_db_url, 'integrator')}"}
+    async with running(make_settings(city_db_url, mqtt_url=None)) as client:
+        for body, detail in [([{"values": {"power_w": 1}}], "entry 0: device_id is missing"),
+                             ({"device_id": "", "values": {}}, "device_id is missing"),
+                             ([{"device_id": 7}], "entry 0: device_id is missing"),
+                             ([{"device_id": lamp_ids[0]}, 3], "entry 1: expected an object"),
+                             ([], "the array is empty")]:
+            resp = await client.post("/api/v1/telemetry", json=body, headers=h)
+            assert resp.status == 400, body
+            assert (await resp.json())["detail"].startswith(detail), body
+        mixed = [{"device_id": lamp_ids[0], "values": {"power_w": 5, "voltage_v": "high"}},
+                 {"device_id": lamp_ids[1], "ts": "yesterday", "values": {"power_w": 6}},
+                 {"device_id": "not a device id", "values": {"power_w": 7}}]
+        resp = await client.post("/api/v1/telemetry", json=mixed, headers=h)
+        assert resp.status == 202, await resp.text()
+        got = await resp.json()
+        assert got["accepted"] == 1 and len(got["rejected"]) == 3, got
+        await wait_for(lambda: count(city_db_url) == 1, blocking=True)
+    assert (await aq(city_db_url, "select value from telemetry"))[0][0] == 5.0
+
+
 async def test_nul_in_a_device_id_is_a_dead_letter_not_a_stuck_writer(city_db_url, make_settings,
                                                                       lamp_ids, token_for):
     """PostgreSQL text cannot hold NUL; the dead letter keeps it escaped and the good reading

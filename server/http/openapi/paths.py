@@ -37,7 +37,7 @@ def paths() -> dict[str, Any]:
                    {201: ok({"oneOf": [ref("Device"), ref("DeviceCollection")]}, "Created",
                             GEOJSON)},
                    tags=dev, errors=(400, 403, 409, 415),
-                   request=body({"oneOf": [ref("DeviceIn"), ref("DeviceCollectionIn")]}, JSON,
+                   request=body({"oneOf": [ref("DeviceFeatureIn"), ref("DeviceCollectionIn")]}, JSON,
                                 GEOJSON),
                    description="Integrators and admins. Existing ids are a 409: use PATCH, or "
                                "POST /api/v1/import to create or update in bulk."),
@@ -49,7 +49,7 @@ def paths() -> dict[str, Any]:
         "patch": op("Change a device (JSON merge patch of geometry and properties)",
                     {200: ok(ref("Device"), ctype=GEOJSON)}, tags=dev,
                     errors=(400, 403, 404, 409, 415),
-                    request=body(ref("DevicePatch"), JSON, "application/merge-patch+json")),
+                    request=body(ref("DevicePatchIn"), JSON, "application/merge-patch+json")),
         "delete": op("Delete a device", {204: ok(None, "Deleted")}, tags=dev,
                      errors=(403, 404)),
     }
@@ -58,7 +58,7 @@ def paths() -> dict[str, Any]:
         "post": op("Push readings over HTTP (the MQTT payload plus device_id, or an array)",
                    {202: ok(ref("PushResult"), "Accepted; rejected entries are dead letters")},
                    tags=tel, errors=(400, 403, 415),
-                   request=body({"oneOf": [ref("Reading"), arr(ref("Reading"), minItems=1)]})),
+                   request=body({"oneOf": [ref("ReadingIn"), arr(ref("ReadingIn"), minItems=1)]})),
     }
     p["/api/v1/devices/{id}/telemetry"] = {
         "parameters": [path_id()],

@@ -37,6 +37,7 @@ REF = "#/components/schemas/{model}"
 BODY_MODELS: list[type[BaseModel]] = [
     *(model for model, _ in models.ALARM_ACTIONS.values()), models.CommandIn,
     models.GroupCommandIn, models.BacktestIn, models.CrewIn, models.CrewPatch, models.TokenIn,
+    models.DeviceFeatureIn, models.DeviceCollectionIn, models.DevicePatchIn, models.ReadingIn,
 ]
 
 
@@ -130,9 +131,6 @@ def query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- schemas
 
-_GEOMETRY_TYPES = ["Point", "MultiPoint", "LineString", "MultiLineString", "Polygon",
-                   "MultiPolygon", "GeometryCollection"]
-
 SCHEMAS: dict[str, Any] = {
     "Problem": obj({
         "type": STR, "title": STR, "status": INT, "detail": STR, "instance": STR,
@@ -146,9 +144,7 @@ SCHEMAS: dict[str, Any] = {
             "id": nullable(STR), "field": STR, "reason": STR,
         }, ["id", "field", "reason"]), description="at most 1,000; error_count has the total"),
     })]},
-    "Geometry": obj({"type": {"enum": _GEOMETRY_TYPES}, "coordinates": {"type": "array"},
-                     "geometries": {"type": "array"}}, ["type"],
-                    description="a GeoJSON geometry in WGS 84 (longitude first)"),
+    "Geometry": models.GEOMETRY_SCHEMA,  # the one the device models check against
     "Point": obj({"type": {"const": "Point"},
                   "coordinates": arr(NUM, minItems=2, maxItems=3)}, ["type", "coordinates"]),
     "Device": obj({
@@ -167,15 +163,6 @@ SCHEMAS: dict[str, Any] = {
             description="kind, name, parent, external_id and the computed state beside the "
                         "device's free properties"),
     }, ["type", "id", "geometry", "properties"], description="a device as a GeoJSON Feature"),
-    "DeviceIn": obj({
-        "type": {"const": "Feature"},
-        "id": {**STR, "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", "examples": ["SL-000123"]},
-        "geometry": ref("Geometry"),
-        "properties": obj({"kind": {**STR, "examples": ["streetlight"]}, "name": STR,
-                           "parent": nullable(STR), "external_id": nullable(STR),
-                           "adapter": nullable(STR), "adapter_config": nullable(OBJ)},
-                          ["kind"], additionalProperties=True),
-    }, ["type", "id", "geometry", "properties"]),
     "DeviceCollection": obj({
         "type": {"const": "FeatureCollection"}, "features": arr(ref("Device")),
         "numberReturned": INT, "links": arr(ref("Link")),
@@ -190,18 +177,7 @@ SCHEMAS: dict[str, Any] = {
                               additionalProperties=True),
         }, ["type", "id", "geometry", "properties"])),
     }, ["type", "features"], description="the inventory: no live state"),
-    "DeviceCollectionIn": obj({"type": {"const": "FeatureCollection"},
-                               "features": arr(ref("DeviceIn"), minItems=1)},
-                              ["type", "features"]),
-    "DevicePatch": obj({"type": STR, "id": STR, "geometry": ref("Geometry"),
-                        "properties": obj({}, additionalProperties=True)},
-                       description="JSON merge patch (RFC 7396); null removes a property"),
     "Link": obj({"rel": STR, "href": STR, "type": STR}, ["rel", "href"]),
-    "Reading": obj({
-        "device_id": {**STR, "minLength": 1},  # without values, an entry is a dead letter
-        "ts": {"oneOf": [TIME, INT], "description": "RFC 3339 or epoch milliseconds"},
-        "values": obj({}, additionalProperties={"type": ["number", "boolean"]}),
-    }, ["device_id"]),
     "PushResult": obj({"accepted": INT, "rejected": {"type": ["integer", "array"]}},
                       ["accepted", "rejected"]),
     "History": obj({
