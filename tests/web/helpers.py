@@ -46,10 +46,13 @@ async def map_idle(page: Page, timeout_ms: int = 60_000) -> None:
     await page.wait_for_function(
         "() => { const m = window.ioc.map; return m.isStyleLoaded() && m.areTilesLoaded() "
         "&& !m.isMoving(); }", timeout=timeout_ms)
-    # One more rendered frame (then idle again) so queryRenderedFeatures sees what was just
-    # placed.
-    await page.evaluate("() => new Promise((done) => { const m = window.ioc.map; "
-                        "m.once('idle', () => done()); m.triggerRepaint(); })")
+    # One more rendered frame so queryRenderedFeatures sees what was just placed. A frame,
+    # not 'idle': while an alarm's halo pulses the map repaints five times a second and never
+    # goes idle. Waited for with a timeout, so a map that stops drawing fails the test.
+    await page.evaluate("() => { window.__iocFrame = false; const m = window.ioc.map; "
+                        "m.once('render', () => { window.__iocFrame = true; }); "
+                        "m.triggerRepaint(); }")
+    await page.wait_for_function("() => window.__iocFrame === true", timeout=timeout_ms)
 
 
 def unique(prefix: str) -> str:
