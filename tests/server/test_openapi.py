@@ -182,8 +182,9 @@ POSITIVE_GAPS = {
     "POST /api/v1/commands/preview": "the target selects devices of a kind that takes the command",
     "POST /api/v1/devices/{id}/commands": "the device's kind takes the command",
     "GET /api/v1/ws": "a websocket handshake",
-    # Bodies still described by hand (GeoJSON, CSV) or by rules/models.py, whose validators
-    # check more than their schema says (a threshold needs a limit, a member must exist).
+    # Bodies whose validators check more than a schema can say: a GeoJSON geometry's rings
+    # and coordinates, the import file (GeoJSON or CSV), and rules/models.py (a threshold
+    # needs a limit, a member must exist).
     "POST /api/v1/devices": "GeoJSON geometry", "PATCH /api/v1/devices/{id}": "GeoJSON geometry",
     "POST /api/v1/import": "a GeoJSON or CSV file", "POST /api/v1/rules": "rule validators",
     "PUT /api/v1/rules/{id}": "rule validators", "POST /api/v1/rules/backtest": "rule validators",

@@ -3,7 +3,7 @@
 What a request may carry comes from the code that checks it, so the two cannot drift: the
 pydantic models of server/api/models.py (bodies become components, query models become
 parameters), the rule models of rules/models.py and the command catalogue. Responses and
-the GeoJSON and CSV bodies the registry checks itself are still described by hand.
+the import file (GeoJSON or CSV, which the registry parses itself) are described by hand.
 
 ``build`` has the builders, ``schemas`` the components, ``paths`` the operations; this
 module assembles them. Two tests keep it honest: every route the app registers under
