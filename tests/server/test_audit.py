@@ -20,8 +20,8 @@ def iso(ts: datetime) -> str:
 
 
 async def test_audit_records_and_filters(db_url, make_settings, token_for):
-    admin, integrator, operator, viewer = (await token_for(db_url, r)
-                                           for r in ("admin", "integrator", "operator", "viewer"))
+    admin, integrator, operator, viewer = [await token_for(db_url, r)
+                                           for r in ("admin", "integrator", "operator", "viewer")]
     started = datetime.now(UTC) - timedelta(seconds=1)
     async with running(make_settings(db_url, mqtt_url=None)) as client:
         async def audit(query: str = "", token: str = admin, status: int = 200) -> dict:
