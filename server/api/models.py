@@ -89,8 +89,8 @@ class DeviceQuery(Query):
 
 GEOMETRY_SCHEMA = {
     "type": "object", "description": "a GeoJSON geometry in WGS 84 (longitude first)",
-    "properties": {"type": {"enum": sorted(GEOMETRY_TYPES)}, "coordinates": {"type": "array"},
-                   "geometries": {"type": "array"}},
+    "properties": {"type": {"enum": sorted(GEOMETRY_TYPES)}, "coordinates": {"type": "array", "minItems": 1},
+                   "geometries": {"type": "array", "minItems": 1}},
     "required": ["type"]}
 
 

@@ -149,7 +149,9 @@ def problem(err: ValidationError, what: str = "the request") -> Problem:
             return Problem(400, f"send a JSON object as {what}")
         errors.append({"field": field or "(body)", "reason": reason_of(e)})
     first = errors[0]
-    detail = f"{first['field']} {first['reason']}"
+    # "geometry has no coordinates" already names its field: say it once.
+    detail = (first["reason"] if first["reason"].startswith(first["field"] + " ")
+              else f"{first['field']} {first['reason']}")
     if first["reason"].startswith("is not a member"):
         detail = (f"unknown parameter {first['field']}" if what == "the query"
                   else f"unexpected member {first['field']} in {what}")
