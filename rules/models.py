@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     TypeAdapter,
     ValidationError,
     model_validator,
@@ -91,7 +92,9 @@ class _Rule(_Model):
     severity: Severity
     priority: Literal["high", "medium", "low"] | None = Field(
         default=None, description="default: high for critical, medium for major, else low")
-    enabled: bool = True
+    # Strict: the document says boolean, so 0, 1 or "no" in a JSON body is refused, not
+    # guessed (YAML's yes/no arrive as booleans already).
+    enabled: StrictBool = True
     message: str | None = Field(
         default=None,
         description="text shown with the alarm; {device}, {value}, {rule}, {text} are filled in")
