@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from operator import itemgetter
@@ -93,11 +92,6 @@ class AlarmEngine:
         self.actions = Actions(pool, self.writer, self.rules_settings, self._published)
         self._queue = WriteQueue()
         self._tasks: list[asyncio.Task] = []
-        # Figures for the benchmark and /metrics.
-        self.eval_seconds = 0.0
-        self.batches = 0
-        self.latencies: deque[float] = deque(maxlen=100_000)  # reading -> alarm committed, s
-        self.lateness: deque[float] = deque(maxlen=100_000)  # timer fired after its deadline, s
         self._m_transitions = self._m_latency = self._m_lateness = self._m_evals = None
         if metrics is not None:
             r = metrics.registry
@@ -177,7 +171,6 @@ class AlarmEngine:
         core = self.core
         if core is None or (not committed.rows and not committed.status):
             return
-        t0 = time.perf_counter()
         before = core.evaluations
         out: list[Transition] = []
         if committed.rows:
@@ -188,8 +181,6 @@ class AlarmEngine:
                                np.array([s[1] == DeviceStatus.ONLINE for s in st]),
                                np.array([s[2].timestamp() for s in st]),
                                np.array([bool(s[3]) for s in st]))
-        self.eval_seconds += time.perf_counter() - t0
-        self.batches += 1
         if self._m_evals is not None:
             self._m_evals.inc(core.evaluations - before)
         self._submit(out)
@@ -218,7 +209,6 @@ class AlarmEngine:
             self.hub.publish_alarm(alarm)
         if t is not None and t.event in ("raise", "clear"):
             lat = time.time() - t.ts
-            self.latencies.append(lat)
             if self._m_latency is not None:
                 self._m_latency.observe(lat)
         if self._m_transitions is not None:
@@ -228,7 +218,6 @@ class AlarmEngine:
             self.timers.shelved(until.timestamp(), alarm["id"])
 
     def _late(self, late: float) -> None:
-        self.lateness.append(late)
         if self._m_lateness is not None:
             self._m_lateness.observe(late)
 

@@ -25,8 +25,6 @@ from server.store.schema import ALARM_STATES as ALARM_STATE_NAMES
 
 routes = web.RouteTableDef()
 
-DEFAULT_LIMIT = 500
-MAX_LIMIT = 5000
 KPI_MAX_DAYS = 400
 
 # action -> roles allowed besides admin; "crew" means: a crew token, its own alarms only
