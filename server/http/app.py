@@ -14,7 +14,7 @@ from server.api import alarms as alarm_api
 from server.api import audit as audit_api
 from server.api import commands as command_api
 from server.api import crews as crew_api
-from server.api import devices, health, telemetry
+from server.api import devices, health, state, telemetry
 from server.api import io as io_api
 from server.api import rules as rule_api
 from server.api import tokens as token_api
@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(health.routes)
     app.add_routes(devices.routes)
     app.add_routes(telemetry.routes)
+    app.add_routes(state.routes)  # the map at a past instant (GET /api/v1/state?at=)
     app.add_routes(alarm_api.routes)  # alarms: lifecycle actions, history, KPIs
     app.add_routes(rule_api.routes)  # alarm rules and their backtest
     app.add_routes(command_api.routes)  # device and group commands

@@ -47,12 +47,17 @@ class Client:
         self.seen_alarms: set[Any] = set()  # crew-scoped: alarms once theirs (see wants_alarm)
         self.closing = False
         self.holding = False  # a snapshot is being read: states wait for it
+        self.replay: asyncio.Task | None = None  # a replay of the past, while one runs
+        # What {"op": "live"} goes back to: the live view subscribed last, else the replay's.
+        self.live_sub: tuple[Viewport, bool] | None = None
+        self.replay_sub: tuple[Viewport, bool] | None = None
         self._chunks: list[tuple[list[Delta], np.ndarray | None]] = []
         self._nstates = 0
         self._messages: deque[tuple[str, bytes]] = deque()
         self._pending_since: float | None = None
         self._sending_since: float | None = None
         self._wake = asyncio.Event()
+        self.sent_some = asyncio.Event()  # set after each send (a replay waits on it)
         self._task: asyncio.Task | None = None
 
     # ---- producers' side: never awaits
@@ -123,7 +128,16 @@ class Client:
     def start(self) -> None:
         self._task = asyncio.create_task(self._writer(), name=f"hub.client[{self.name}].writer")
 
+    def drop(self, kind: str) -> None:
+        """Forget the unsent messages of one kind (a replay's, when it is stopped)."""
+        self._messages = deque(m for m in self._messages if m[0] != kind)
+
     async def stop(self) -> None:
+        replay, self.replay = self.replay, None
+        if replay is not None:
+            replay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replay
         task, self._task = self._task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -149,6 +163,7 @@ class Client:
                 self._sending_since, self._pending_since = self._pending_since, None
                 await self._send(messages, states)
                 self._sending_since = None
+                self.sent_some.set()
         except (ConnectionError, RuntimeError) as err:
             # The peer went away mid-send; the reader side notices and cleans up.
             logger.debug("websocket %s: send failed: %s", self.name, err)

@@ -63,6 +63,8 @@ from server.live.client import Client
 from server.live.deltas import Delta, now_ms
 from server.live.index import SpatialIndex, Viewport
 from server.live.relay import BrokerRelay
+from server.live.replay import KIND as REPLAY_KIND
+from server.live.replay import Replay, ReplayRequest
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +197,8 @@ class Hub:
         the snapshot first and then every change since (merged where they overlap).
         Returns the number of devices in the snapshot.
         """
+        self.end_replay(client)
+        client.live_sub = (viewport, alarms)
         client.holding = True
         client.clear_states()  # the old viewport's updates are no use now
         client.viewport = viewport
@@ -220,10 +224,36 @@ class Hub:
         return min(count, limit)
 
     def unsubscribe(self, client: Client) -> None:
+        self.end_replay(client)
+        client.live_sub = None
         client.viewport = None
         client.alarms = False
         client.clear_states()
         self._subs_dirty = True
+
+    # ---------------------------------------------------------------- replay
+    def start_replay(self, client: Client, req: ReplayRequest, request_id: Any = None) -> None:
+        """Replay the past to the client (server/live/replay.py); it gets no live updates
+        until :meth:`end_replay` (``{"op": "live"}``, a subscribe, or another replay)."""
+        self.end_replay(client)
+        client.replay_sub = (req.viewport, req.alarms)
+        client.viewport = None
+        client.alarms = False
+        client.clear_states()
+        self._subs_dirty = True
+        replay = Replay(self, client, req, request_id)
+        client.replay = asyncio.create_task(replay.run_reporting(),
+                                            name=f"hub.client[{client.name}].replay")
+
+    def end_replay(self, client: Client) -> bool:
+        """Stop a client's replay, if one runs or has ended unseen; its unsent messages
+        are dropped. True when the client was in a replay."""
+        task, client.replay = client.replay, None
+        if task is None:
+            return False
+        task.cancel()
+        client.drop(REPLAY_KIND)
+        return True
 
     async def _snapshot(self, viewport: Viewport) -> tuple[int, str]:
         if viewport.bbox is None or not viewport.kinds:

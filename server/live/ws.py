@@ -10,15 +10,23 @@ Client → server, one JSON object per text frame:
   one frame as a JSON array (as Home Assistant's websocket API does), which a busy map wants.
 - ``{"op": "unsubscribe"}``: stop devices and alarms (crew messages keep coming).
 - ``{"op": "ping"}``: answered with ``{"type": "pong"}`` (browsers cannot send ping frames).
+- ``{"op": "replay", "from": RFC 3339, "to": RFC 3339 (default now), "speed": 60, "bbox",
+  "layers", "alarms": true}``: the past instead of live (server/live/replay.py): a
+  ``snapshot`` with ``"at"``, the ``state`` and ``alarm`` messages with their original
+  ``ts``, then ``{"type": "replay_end"}``. No live updates meanwhile.
+- ``{"op": "live"}``: back to live after a replay, with a fresh snapshot of the viewport
+  subscribed before it (or of the replay's, or of ``bbox``/``layers`` if given).
 
 A message the server cannot use gets ``{"type": "error", "message": ...}`` (with the
-request's ``id``, if it had one) and changes nothing; the connection stays open.
+request's ``id``, if it had one, and the ``field`` at fault when it is one) and changes
+nothing; the connection stays open.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -31,17 +39,22 @@ from server.http.jsonutil import dumps
 from server.live.client import CLOSE_GRACE_S, Client
 from server.live.hub import Hub
 from server.live.index import Viewport
+from server.live.replay import BadReplay, parse_replay
 
 logger = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
 MAX_MESSAGE_BYTES = 64 * 1024
-OPS = ("subscribe", "unsubscribe", "ping")
+OPS = ("subscribe", "unsubscribe", "ping", "replay", "live")
 
 
 class BadMessage(ValueError):
     """What is wrong with a client's message, in words the client's developer can act on."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def parse_subscribe(msg: dict[str, Any], known_kinds: set[str]) -> tuple[Viewport, bool, bool]:
@@ -49,33 +62,35 @@ def parse_subscribe(msg: dict[str, Any], known_kinds: set[str]) -> tuple[Viewpor
     if bbox is not None:
         if (not isinstance(bbox, list) or len(bbox) != 4
                 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)):
-            raise BadMessage("bbox must be [minLon, minLat, maxLon, maxLat] (four numbers, WGS 84)")
+            raise BadMessage("bbox must be [minLon, minLat, maxLon, maxLat] (four numbers, WGS 84)",
+                             "bbox")
         x0, y0, x1, y1 = (float(v) for v in bbox)
         if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-            raise BadMessage("bbox values must be finite numbers")
+            raise BadMessage("bbox values must be finite numbers", "bbox")
         if not (-180 <= x0 <= 180 and -180 <= x1 <= 180 and -90 <= y0 <= 90 and -90 <= y1 <= 90):
             raise BadMessage(f"bbox {bbox} is outside WGS 84 (longitudes -180..180, "
-                             "latitudes -90..90); send [minLon, minLat, maxLon, maxLat]")
+                             "latitudes -90..90); send [minLon, minLat, maxLon, maxLat]", "bbox")
         if x0 > x1 or y0 > y1:
             raise BadMessage(f"bbox {bbox} has its minimum above its maximum; send "
-                             "[minLon, minLat, maxLon, maxLat]")
+                             "[minLon, minLat, maxLon, maxLat]", "bbox")
         bbox = (x0, y0, x1, y1)
     layers = msg.get("layers")
     if layers is None:
         kinds = tuple(sorted(known_kinds))
     else:
         if not isinstance(layers, list) or not all(isinstance(k, str) for k in layers):
-            raise BadMessage("layers must be a list of device kinds, e.g. [\"streetlight\"]")
+            raise BadMessage("layers must be a list of device kinds, e.g. [\"streetlight\"]",
+                             "layers")
         unknown = sorted(set(layers) - known_kinds)
         if unknown:
             raise BadMessage(f"unknown layer(s) {', '.join(unknown)}; layers are device kinds: "
-                             f"{', '.join(sorted(known_kinds))}")
+                             f"{', '.join(sorted(known_kinds))}", "layers")
         kinds = tuple(dict.fromkeys(layers))
     alarms = msg.get("alarms", False)
     coalesce = msg.get("coalesce", False)
     for name, val in (("alarms", alarms), ("coalesce", coalesce)):
         if not isinstance(val, bool):
-            raise BadMessage(f"{name} must be true or false, got {val!r}")
+            raise BadMessage(f"{name} must be true or false, got {val!r}", name)
     return Viewport(bbox, kinds), alarms, coalesce
 
 
@@ -93,12 +108,25 @@ async def handle_message(hub: Hub, client: Client, data: str | bytes) -> None:
         if op == "subscribe":
             viewport, alarms, coalesce = parse_subscribe(msg, set(hub.directory.kind_metrics))
             client.coalesce = coalesce
+            await _subscribe(hub, client, viewport, alarms, request_id)
+        elif op == "replay":
+            viewport, alarms, coalesce = parse_subscribe({"alarms": True, **msg},
+                                                         set(hub.directory.kind_metrics))
             try:
-                await hub.subscribe(client, viewport, alarms, request_id)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-                logger.warning("websocket %s: snapshot failed: %s", client.name, err)
-                raise BadMessage("the snapshot could not be read (database unavailable); "
-                                 "subscribe again in a moment") from None
+                req = parse_replay(msg, viewport, alarms, datetime.now(UTC))
+            except BadReplay as err:
+                raise BadMessage(str(err), err.field) from None
+            if "coalesce" in msg:
+                client.coalesce = coalesce
+            hub.start_replay(client, req, request_id)
+        elif op == "live":
+            if "bbox" in msg or "layers" in msg:
+                viewport, alarms, _ = parse_subscribe({"alarms": True, **msg},
+                                                      set(hub.directory.kind_metrics))
+                back = (viewport, alarms)
+            else:  # the live view left for the replay, else the replay's own view
+                back = client.live_sub or client.replay_sub or (Viewport(None, ()), True)
+            await _subscribe(hub, client, *back, request_id)
         elif op == "unsubscribe":
             hub.unsubscribe(client)
         elif op == "ping":
@@ -106,7 +134,20 @@ async def handle_message(hub: Hub, client: Client, data: str | bytes) -> None:
         else:
             raise BadMessage(f"unknown op {op!r}; ops are {', '.join(OPS)}")
     except BadMessage as err:
-        client.push("error", dumps(_with_id({"type": "error", "message": str(err)}, request_id)))
+        doc: dict[str, Any] = {"type": "error", "message": str(err)}
+        if err.field is not None:
+            doc["field"] = err.field
+        client.push("error", dumps(_with_id(doc, request_id)))
+
+
+async def _subscribe(hub: Hub, client: Client, viewport: Viewport, alarms: bool,
+                     request_id: Any) -> None:
+    try:
+        await hub.subscribe(client, viewport, alarms, request_id)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        logger.warning("websocket %s: snapshot failed: %s", client.name, err)
+        raise BadMessage("the snapshot could not be read (database unavailable); "
+                         "subscribe again in a moment") from None
 
 
 def _with_id(doc: dict[str, Any], request_id: Any) -> dict[str, Any]:

@@ -284,8 +284,11 @@ alarm_events = Table(
     Column("actor", Text),
     Column("reason", Text),
     Column("details", JSONB, nullable=False, server_default=EMPTY_JSON),
+    # The alarm row as it stood after this event, copied by a trigger (migration 0007).
+    Column("alarm", JSONB),
 )
 Index("ix_alarm_events_alarm_id", alarm_events.c.alarm_id)
+Index("ix_alarm_events_at", alarm_events.c.at)
 
 notification_outbox = Table(
     "notification_outbox",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.api import models
+from server.api.state import StateQuery
 from server.http.openapi.build import (
     GEOJSON,
     INT,
@@ -230,6 +231,17 @@ def paths() -> dict[str, Any]:
     p["/api/v1/me"] = {
         "get": op("Who this token is", {200: ok(ref("Me"))}, tags=["map"]),
     }
+    p["/api/v1/state"] = {
+        "get": op("Every device as it was at a past instant: status, latest values, worst alarm",
+                  {200: ok(ref("StateCollection"), ctype=GEOJSON)}, tags=["map"],
+                  errors=(400,), params=query_params(StateQuery),
+                  description="Features shaped like GET /api/v1/devices' ones; status is derived "
+                              "from the last reading before `at` (stale after 3 reporting "
+                              "intervals, offline after 10), values are the latest reading per "
+                              "metric at or before `at`, alarm_severity the highest alarm "
+                              "active then (a crew token: its crew's alarms only). A future or "
+                              "unparsable `at` is a 400 naming the field."),
+    }
     p["/api/v1/ws"] = {
         "get": op(
             "The live websocket (state and alarms for a viewport)",
@@ -237,7 +249,11 @@ def paths() -> dict[str, Any]:
             params=[param("token", description="the bearer token, for browsers")],
             description='Send {"op": "subscribe", "bbox": [...], "layers": [...], '
                         '"alarms": true}; receive a snapshot, then state and alarm messages '
-                        "(CONTRACT.md). A plain HTTP GET is answered 400."),
+                        '(CONTRACT.md). {"op": "replay", "from", "to", "speed", "bbox", '
+                        '"layers"} replays the past: a snapshot with "at", the state and alarm '
+                        'messages with their original ts, then {"type": "replay_end"}; '
+                        '{"op": "live"} returns to live (docs/api.md). '
+                        "A plain HTTP GET is answered 400."),
     }
     p["/api/v1/openapi.json"] = {
         "get": op("This document", {200: ok(OBJ)}, tags=["meta"]),

@@ -167,6 +167,10 @@ SCHEMAS: dict[str, Any] = {
         "type": {"const": "FeatureCollection"}, "features": arr(ref("Device")),
         "numberReturned": INT, "links": arr(ref("Link")),
     }, ["type", "features"]),
+    "StateCollection": obj({
+        "type": {"const": "FeatureCollection"}, "at": TIME, "features": arr(ref("Device")),
+        "numberReturned": INT, "truncated": BOOL,
+    }, ["type", "at", "features"]),
     "ExportCollection": obj({
         "type": {"const": "FeatureCollection"},
         "features": arr(obj({

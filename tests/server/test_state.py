@@ -1,0 +1,200 @@
+"""``GET /api/v1/state?at=``: the map at a past instant, from readings and alarm events
+seeded at known times, on the real database and server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from server.http.app import create_app
+from tests.helpers import iso
+
+IV = 300  # a streetlight's reporting interval (the catalogue's)
+NOW = datetime.now(UTC).replace(microsecond=0)
+# Two days ago at 23:00: an hour of readings that crosses midnight (two partitions).
+T0 = (NOW - timedelta(days=2)).replace(hour=23, minute=0, second=0)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def seed(url: str) -> dict[str, str]:
+    """Lamps A (readings every 5 min for an hour, one of bad quality), B (none), C (one
+    reading on the first day only) and the alarms described in each test."""
+    with psycopg.connect(url) as conn:
+        lamps = [r[0] for r in conn.execute(
+            "select id from devices where kind = 'streetlight' order by id limit 3")]
+        a, b, c = lamps
+        key = {dev: conn.execute("select key from devices where id = %s", (dev,)).fetchone()[0]
+               for dev in lamps}
+        mid = dict(conn.execute("select name, id from metrics"))
+        for d in range(3):
+            conn.execute("select ioc_ensure_telemetry_partition(%s)", ((T0 + timedelta(days=d)).date(),))
+        conn.execute("delete from telemetry")
+        with conn.cursor().copy("copy telemetry (device_key, metric_id, ts, value, quality) "
+                                "from stdin") as cp:
+            for i in range(13):  # 23:00 .. 00:00
+                ts = at(5 * i)
+                cp.write_row((key[a], mid["power_w"], ts, float(i), 2 if i == 12 else 0))
+                cp.write_row((key[a], mid["lamp_on"], ts, 1.0 if i < 6 else 0.0, 0))
+            cp.write_row((key[c], mid["dim_level_pct"], at(10), 70.0, 0))
+        conn.execute("insert into crews (id, name) values ('c1', 'Crew one'), ('c2', 'Crew two')")
+    return {"a": a, "b": b, "c": c}
+
+
+def alarm(conn, device: str, severity: str, raised: datetime, crew: str | None = None) -> int:
+    """An alarm raised at ``raised``, written the way the alarm writer does: row, then event."""
+    aid = conn.execute(
+        "insert into alarms (rule, device, severity, raised_at, dedup_key, assigned_crew) "
+        "values ('r_' || %s || %s, %s, %s, %s, 'k', %s) returning id",
+        (severity, device, device, severity, raised, crew)).fetchone()[0]
+    conn.execute("insert into alarm_events (alarm_id, at, event) values (%s, %s, 'raised')",
+                 (aid, raised))
+    return aid
+
+
+def change(conn, aid: int, when: datetime, event: str, **cols) -> None:
+    if cols:
+        sets = ", ".join(f"{k} = %s" for k in cols)
+        conn.execute(f"update alarms set {sets} where id = %s", (*cols.values(), aid))
+    conn.execute("insert into alarm_events (alarm_id, at, event) values (%s, %s, %s)",
+                 (aid, when, event))
+
+
+@pytest.fixture
+async def app(aiohttp_client, city_db_url, make_settings, token_for):
+    devices = seed(city_db_url)
+    client = await aiohttp_client(create_app(make_settings(city_db_url, mqtt_url=None)))
+    token = await token_for(city_db_url, "viewer")
+
+    async def get(when, token=token, **params):
+        params = {"at": iso(when) if isinstance(when, datetime) else when, **params}
+        resp = await client.get("/api/v1/state", params=params,
+                                headers={"Authorization": f"Bearer {token}"})
+        return resp.status, await resp.json()
+
+    get.client, get.url, get.devices, get.token = client, city_db_url, devices, token
+    return get
+
+
+def props(body, dev):
+    [f] = [f for f in body["features"] if f["id"] == dev]
+    return f["properties"]
+
+
+async def test_values_and_status_as_they_were(app):
+    a, b, c = app.devices["a"], app.devices["b"], app.devices["c"]
+    status, body = await app(at(32))
+    assert status == 200 and body["type"] == "FeatureCollection"
+    pa = props(body, a)
+    assert pa["status"] == "online"
+    assert pa["values"] == {"power_w": 6.0, "lamp_on": False}  # the 23:30 readings
+    assert pa["last_seen"].startswith(iso(at(30))[:19])
+    assert props(body, b)["status"] == "unknown" and props(body, b)["values"] == {}
+    # C reported once, at 23:10: stale after 3 intervals (23:25), offline after 10 (00:00)
+    assert props(body, c)["status"] == "stale" and props(body, c)["values"] == {"dim_level_pct": 70.0}
+
+    _, body = await app(at(61))  # next day: the newest value of C is in yesterday's partition
+    assert props(body, c)["status"] == "offline"
+    assert props(body, c)["values"] == {"dim_level_pct": 70.0}
+    assert props(body, a)["values"] == {"power_w": None, "lamp_on": False}  # bad quality: null
+    _, body = await app(at(60 + 3 * IV / 60 + 1))
+    assert props(body, a)["status"] == "stale"
+    _, body = await app(at(60 + 10 * IV / 60 + 1))
+    assert props(body, a)["status"] == "offline"
+    _, body = await app(at(-1))  # before anything
+    assert props(body, a)["status"] == "unknown" and props(body, a)["values"] == {}
+
+
+async def test_feature_shape_is_the_devices_one(app):
+    a = app.devices["a"]
+    _, body = await app(at(30))
+    resp = await app.client.get(f"/api/v1/devices/{a}",
+                                headers={"Authorization": f"Bearer {app.token}"})
+    now = await resp.json()
+    past = next(f for f in body["features"] if f["id"] == a)
+    assert past.keys() == now.keys()
+    assert past["properties"].keys() == now["properties"].keys()
+    assert past["geometry"] == now["geometry"]
+    assert body["at"].startswith(iso(at(30))[:19])
+    total = len(body["features"])
+    assert total == body["numberReturned"] > 600  # the whole city
+
+    _, body = await app(at(30), kind="water_meter")
+    assert body["features"] and {f["properties"]["kind"] for f in body["features"]} == {"water_meter"}
+    lon, lat = past["geometry"]["coordinates"]
+    box = f"{lon - 1e-6},{lat - 1e-6},{lon + 1e-6},{lat + 1e-6}"
+    _, body = await app(at(30), bbox=box)
+    assert a in [f["id"] for f in body["features"]] and len(body["features"]) < 5
+    _, body = await app(at(30), bbox=box, kind="streetlight")
+    assert [f["id"] for f in body["features"]] == [a]
+
+
+async def test_alarm_severity_from_events(app, token_for):
+    a, b, c = app.devices["a"], app.devices["b"], app.devices["c"]
+    with psycopg.connect(app.url) as conn:
+        minor = alarm(conn, a, "minor", at(5))
+        major = alarm(conn, a, "major", at(10))
+        change(conn, major, at(20), "acknowledged", state="active_acked", acked_at=at(20))
+        change(conn, major, at(40), "cleared", state="closed", active=False, cleared_at=at(40),
+               closed_at=at(40))
+        sup = alarm(conn, b, "critical", at(5))
+        change(conn, sup, at(6), "suppressed", suppressed=True)
+        crit = alarm(conn, c, "critical", at(0), crew="c1")
+        change(conn, crit, at(50), "assigned", assigned_crew="c2")
+        # Events from before the copies existed (migration 0007): folded from their names.
+        conn.execute("alter table alarm_events disable trigger alarm_events_copy")
+        old = alarm(conn, b, "warning", at(15))
+        change(conn, old, at(25), "cleared", state="rtn_unacked", active=False, cleared_at=at(25))
+        conn.execute("alter table alarm_events enable trigger alarm_events_copy")
+        assert minor
+    expect = {
+        2: {a: None, b: None, c: "critical"},
+        12: {a: "major", b: None, c: "critical"},
+        16: {a: "major", b: "warning", c: "critical"},
+        30: {a: "major", b: None, c: "critical"},  # acknowledged: still active
+        45: {a: "minor", b: None, c: "critical"},  # the major one closed at 40
+    }
+    for minute, want in expect.items():
+        _, body = await app(at(minute))
+        got = {d: props(body, d)["alarm_severity"] for d in (a, b, c)}
+        assert got == want, minute
+
+    # Crews see only the alarms assigned to their crew at that instant.
+    c1 = await token_for(app.url, "crew", "c1")
+    c2 = await token_for(app.url, "crew", "c2")
+    _, body = await app(at(45), token=c1)
+    assert props(body, c)["alarm_severity"] == "critical" and props(body, a)["alarm_severity"] is None
+    _, body = await app(at(45), token=c2)
+    assert props(body, c)["alarm_severity"] is None
+    _, body = await app(at(55), token=c2)
+    assert props(body, c)["alarm_severity"] == "critical"
+    _, body = await app(at(55), token=c1)
+    assert props(body, c)["alarm_severity"] is None
+
+
+BAD = [
+    ({"at": "yesterday"}, "at"),
+    ({"at": iso(NOW + timedelta(days=1))}, "at"),
+    ({"at": "2026-13-45T99:00:00Z"}, "at"),
+    ({"at": iso(T0), "bbox": "1,2,3"}, "bbox"),
+    ({"at": iso(T0), "bbox": "10,20,5,30"}, "bbox"),
+    ({"at": iso(T0), "kind": "unicorn"}, "kind"),
+    ({}, "at"),
+]
+
+
+async def test_bad_requests_name_the_field(aiohttp_client, db_url, make_settings, token_for):
+    client = await aiohttp_client(create_app(make_settings(db_url, mqtt_url=None)))
+    token = await token_for(db_url, "viewer")
+    for params, field in BAD:
+        resp = await client.get("/api/v1/state", params=params,
+                                headers={"Authorization": f"Bearer {token}"})
+        body = await resp.json()
+        assert resp.status == 400, (params, body)
+        assert resp.content_type == "application/problem+json"
+        named = {body.get("field")} | {e.get("field") for e in body.get("errors", [])}
+        assert field in named, (params, body)
