@@ -37,6 +37,7 @@ from typing import Any
 import asyncpg
 
 from server.ingest.maintenance import OFFLINE_INTERVALS, STALE_INTERVALS
+from server.live.deltas import iso_ms
 from server.vocab import Severity
 
 LOOKBACK_DAYS = 8  # UTC days probed for a device's latest values, newest first
@@ -273,4 +274,5 @@ def feature_of(d: DeviceAt) -> dict[str, Any]:
 def snapshot_entry(d: DeviceAt) -> dict[str, Any]:
     """A device at the instant as an entry of a websocket snapshot (the live one's shape)."""
     return {"id": d.row["id"], "kind": d.row["kind"], "status": d.status, "values": d.values,
-            "alarm_severity": d.alarm_severity, "last_seen": d.last_seen}
+            "alarm_severity": d.alarm_severity,
+            "last_seen": iso_ms(epoch_ms(d.last_seen)) if d.last_seen is not None else None}

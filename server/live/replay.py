@@ -5,7 +5,8 @@ like the live snapshot, plus ``"alarms"``: the alarms open then), then the ``sta
 ``alarm`` messages between ``from`` and ``to`` in their original order with their original
 ``ts``, paced by ``speed`` (60: a minute of the past per second), then ``replay_end``. While
 it replays the client is routed no live updates; ``{"op": "live"}`` (or a ``subscribe``)
-ends the replay and takes a fresh live snapshot.
+ends the replay and takes a fresh live snapshot. The snapshot holds what happened up to and
+including ``from``; the messages, what happened after it, up to and including ``to``.
 
 Memory stays bounded however long the range: the past is read in windows of time (one
 query each for readings and for alarm events, a window sized so it holds a few thousand
@@ -33,7 +34,7 @@ import asyncpg
 
 from server.alarms.views import alarm_json
 from server.http.jsonutil import dumps
-from server.live.deltas import Delta
+from server.live.deltas import Delta, iso_ms
 from server.live.index import Viewport
 from server.live.past import (
     OFFLINE_INTERVALS,
@@ -62,7 +63,7 @@ BACKLOG = 2_000  # unsent messages a replay lets pile up before it waits for the
 READINGS_SQL = """
 select t.device_key, t.metric_id, t.ts, t.value, t.quality
 from telemetry t
-where t.ts >= $1 and t.ts < $2 and t.device_key = any($3::int[])
+where t.ts > $1 and t.ts <= $2 and t.device_key = any($3::int[])
 order by t.ts, t.device_key
 limit $4
 """
@@ -75,7 +76,7 @@ select e.id as event_id, e.at, e.event, e.alarm as copy, a.*,
 from alarm_events e
 join alarms a on a.id = e.alarm_id
 left join devices d on d.id = a.device
-where e.at >= $1 and e.at < $2
+where e.at > $1 and e.at <= $2
 order by e.at, e.id
 """
 
@@ -211,7 +212,8 @@ class Replay:
                 window = max(MIN_WINDOW, window / 2)
             t = hi
         await self._due_statuses(epoch_ms(req.end))
-        self._push({"type": "replay_end", "from": req.start, "to": req.end})
+        await self._pace(epoch_ms(req.end))
+        self._push({"type": "replay_end", "from": _iso(req.start), "to": _iso(req.end)})
 
     async def _snapshot(self) -> list[int]:
         req, client = self.req, self.client
@@ -226,7 +228,7 @@ class Replay:
                 devices, truncated = await state_at(conn, req.start, scope)
             alarms = [a for a in map(self._alarm_of, await conn.fetch(OPEN_AT_SQL, req.start))
                       if a["state"] != "closed" and self._wants(a)] if req.alarms else []
-        head: dict[str, Any] = {"type": "snapshot", "at": req.start}
+        head: dict[str, Any] = {"type": "snapshot", "at": _iso(req.start)}
         if self.request_id is not None:
             head["id"] = self.request_id
         if truncated:
@@ -260,7 +262,7 @@ class Replay:
                 alarm = self._alarm_of(ev)
                 if self._wants(alarm):
                     await self._pace(e_ms)
-                    self._push({"type": "alarm", "ts": ev["at"], "alarm": alarm})
+                    self._push({"type": "alarm", "ts": iso_ms(e_ms), "alarm": alarm})
                 continue
             await self._due_statuses(r_ms)
             key, ts = readings[i]["device_key"], readings[i]["ts"]
@@ -278,7 +280,7 @@ class Replay:
             self.status[key] = "online"
             self._watch(key, r_ms, r_ms)
             self._push_frame(Delta(key, self.ids[key], r_ms, "online", r_ms, values, times).frame())
-        await self._due_statuses(epoch_ms(hi) - 1)
+        await self._due_statuses(epoch_ms(hi))
 
     def _watch(self, key: int, last_ms: int, now_ms: int) -> None:
         """The moments a device heard last at ``last_ms`` would turn stale and offline."""
@@ -346,6 +348,10 @@ class Replay:
     def _push_frame(self, frame: bytes) -> None:
         self.sent += 1
         self.client.push(KIND, frame)
+
+
+def _iso(ts: datetime) -> str:
+    return iso_ms(epoch_ms(ts))
 
 
 def _parse_time(v: Any) -> Any:
