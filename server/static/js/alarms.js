@@ -39,6 +39,13 @@ export class AlarmStore {
     this.emit(null);
   }
 
+  // The open alarms of another moment (a replay's snapshot): all of them replaced.
+  replaceAll(alarms) {
+    this.alarms.clear();
+    for (const a of alarms) if (isOpen(a)) this.alarms.set(String(a.id), a);
+    this.emit(null);
+  }
+
   // A transition from the websocket or an action's answer: the newer version wins.
   upsert(a) {
     const id = String(a.id);

@@ -2,6 +2,19 @@
 // one with the toggle (kept in localStorage); every label on the pages comes from here.
 
 const EN = {
+  replay: "Replay",
+  play: "Play",
+  pause: "Pause",
+  speed: "Speed",
+  replay_range: "Range",
+  replay_time: "Time",
+  replaying_at: "Replaying — {t}",
+  back_to_live: "Back to live",
+  last_1h: "Last hour",
+  last_6h: "Last 6 hours",
+  last_24h: "Last 24 hours",
+  last_7d: "Last 7 days",
+  last_30d: "Last 30 days",
   app_title: "Operations Center",
   app_sub: "Smart city IOC",
   layers: "Layers",
@@ -100,6 +113,19 @@ const EN = {
 };
 
 const VI = {
+  replay: "Phát lại",
+  play: "Phát",
+  pause: "Tạm dừng",
+  speed: "Tốc độ",
+  replay_range: "Khoảng thời gian",
+  replay_time: "Thời điểm",
+  replaying_at: "Đang phát lại — {t}",
+  back_to_live: "Về trực tiếp",
+  last_1h: "1 giờ qua",
+  last_6h: "6 giờ qua",
+  last_24h: "24 giờ qua",
+  last_7d: "7 ngày qua",
+  last_30d: "30 ngày qua",
   app_title: "Trung tâm Điều hành",
   app_sub: "Đô thị thông minh IOC",
   layers: "Lớp bản đồ",

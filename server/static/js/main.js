@@ -11,6 +11,7 @@ import {
   applyStatic, kindLabel, lang, onLangChange, setLang, severityLabel, statusLabel, t,
 } from "./i18n.js";
 import { KIND_COLOURS, LiveMap, SEVERITY_COLOURS, STATUS_COLOURS } from "./livemap.js";
+import { ReplayControl } from "./replay.js";
 import { WardRollup } from "./wards.js";
 
 const config = JSON.parse(document.getElementById("config").textContent);
@@ -77,7 +78,9 @@ async function start() {
   });
   $("#user").textContent = `${me.name} · ${me.role}`;
   document.body.classList.add("signed-in");
-  const canAct = () => ACTING_ROLES.has(me.role);
+  let replay = null; // the time slider, once the socket exists
+  // Alarms of the past are shown, not acted on.
+  const canAct = () => ACTING_ROLES.has(me.role) && !replay?.active;
 
   const live = new LiveMap("map", {
     styleUrl: config.styleUrl,
@@ -177,11 +180,20 @@ async function start() {
     alarmPanel.render();
   }).catch((err) => console.warn("crews:", err.message));
 
+  const showLink = linkIndicator($("#link"));
   const socket = new LiveSocket({
-    onStatus: linkIndicator($("#link")),
+    onStatus: (status, reason) => {
+      showLink(status, reason);
+      if (status === "live") replay?.refresh(); // reconnected mid-replay: the same moment
+    },
     onMessage: (msg) => {
       switch (msg.type) {
         case "snapshot":
+          if (msg.at !== undefined) { // a replay's: the devices and alarms of that moment
+            if (!replay?.active) break; // a late one, after going back to live
+            replay.onSnapshot(msg);
+            store.replaceAll(msg.alarms ?? []);
+          }
           for (const d of msg.devices ?? []) {
             live.applyDevice(d, (id) => store.severityOf(id));
             devicePanel.update(d);
@@ -196,11 +208,30 @@ async function start() {
         case "alarm":
           if (msg.alarm) store.upsert(msg.alarm);
           break;
+        case "replay_end":
+          replay?.onEnd();
+          break;
         case "error":
           console.warn("hub:", msg.message ?? msg.detail ?? msg);
+          if (replay?.active) toast(msg.message ?? String(msg), "error");
           break;
         default:
           break;
+      }
+    },
+  });
+  replay = new ReplayControl({
+    bar: $("#replay-bar"),
+    badge: $("#replay-badge"),
+    socket,
+    view: () => ({ bbox: live.viewportBbox(), layers: live.subscribedLayers() }),
+    onMode: (active) => {
+      alarmPanel.render();
+      if (active) socket.subscription = null; // a reconnect resumes the replay, not live
+      else {
+        socket.subscription = { op: "subscribe", bbox: live.viewportBbox(),
+          layers: live.subscribedLayers(), alarms: true, coalesce: true };
+        store.load().catch((err) => toast(err.message, "error")); // today's alarms again
       }
     },
   });
@@ -208,14 +239,15 @@ async function start() {
     bbox: live.viewportBbox(), layers: live.subscribedLayers(), alarms: true, coalesce: true,
   });
   let moveTimer = null;
+  const follow = () => (replay.active ? replay.refresh() : subscribe());
   live.map.on("moveend", () => {
     clearTimeout(moveTimer);
-    moveTimer = setTimeout(subscribe, 250);
+    moveTimer = setTimeout(follow, 250);
   });
-  live.onLayersChanged = subscribe;
+  live.onLayersChanged = follow;
   subscribe();
   socket.connect();
-  window.ioc.socket = socket;
+  Object.assign(window.ioc, { socket, replay });
   if (hashDevice) openDevice(hashDevice);
   window.ioc.ready = true;
 }
