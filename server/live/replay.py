@@ -171,7 +171,9 @@ class Replay:
         self.interval_ms: dict[int, int] = {}
         self.last_ms: dict[int, int] = {}
         self.status: dict[int, str] = {}
-        self.deadlines: list[tuple[int, int, str, int]] = []  # (due ms, key, status, last ms)
+        # (ms, key): when a device is next looked at; at most one entry per device (armed).
+        self.deadlines: list[tuple[int, int]] = []
+        self.armed: set[int] = set()
         self.seen_alarms: set[Any] = set()
         self.sent = 0
         self.wall0: float | None = None  # the loop time the replay's first moment is due
@@ -201,9 +203,11 @@ class Replay:
             async with self.hub.pool.acquire() as conn:
                 readings = await conn.fetch(READINGS_SQL, t, hi, keys, WINDOW_ROWS * 2 + 1) \
                     if keys else []
-                if len(readings) > WINDOW_ROWS * 2 and hi - t > MIN_WINDOW:
-                    window = max(MIN_WINDOW, (hi - t) / 4)  # too dense: read less at once
-                    continue
+                if len(readings) > WINDOW_ROWS * 2:
+                    if hi - t > MIN_WINDOW:
+                        window = max(MIN_WINDOW, (hi - t) / 4)  # too dense: read less at once
+                        continue
+                    readings = await conn.fetch(READINGS_SQL, t, hi, keys, None)  # all of it
                 events = await conn.fetch(EVENTS_SQL, t, hi) if req.alarms else []
             await self._play(readings, events, self.metrics, hi)
             if len(readings) < WINDOW_ROWS // 4:
@@ -236,14 +240,13 @@ class Replay:
         head["devices"] = [snapshot_entry(d) for d in devices]
         head["alarms"] = alarms
         self._push(head)
-        start_ms = epoch_ms(req.start)
         for d in devices:
             self.ids[d.key] = d.row["id"]
             self.interval_ms[d.key] = d.interval_s * 1000
             self.status[d.key] = d.status
             if d.last_seen is not None:
-                self.last_ms[d.key] = last = epoch_ms(d.last_seen)
-                self._watch(d.key, last, start_ms)
+                self.last_ms[d.key] = epoch_ms(d.last_seen)
+                self._watch(d.key)
         return [d.key for d in devices]
 
     # ---------------------------------------------------------------- one window
@@ -278,27 +281,45 @@ class Replay:
             await self._pace(r_ms)
             self.last_ms[key] = r_ms
             self.status[key] = "online"
-            self._watch(key, r_ms, r_ms)
+            self._watch(key)
             self._push_frame(Delta(key, self.ids[key], r_ms, "online", r_ms, values, times).frame())
         await self._due_statuses(epoch_ms(hi))
 
-    def _watch(self, key: int, last_ms: int, now_ms: int) -> None:
-        """The moments a device heard last at ``last_ms`` would turn stale and offline."""
-        iv = self.interval_ms[key]
-        for n, status in ((STALE_INTERVALS, "stale"), (OFFLINE_INTERVALS, "offline")):
-            due = last_ms + n * iv + 1  # the scan's rule: older than n intervals
-            if due > now_ms:
-                heapq.heappush(self.deadlines, (due, key, status, last_ms))
+    def _next_check(self, key: int) -> int | None:
+        """When the device, heard last when it was, turns stale or offline by the staleness
+        scan's rule (older than 3 or 10 intervals); None once offline."""
+        iv, status = self.interval_ms[key], self.status.get(key)
+        last = self.last_ms.get(key)
+        if last is None or status not in ("online", "stale"):
+            return None
+        return last + (STALE_INTERVALS if status == "online" else OFFLINE_INTERVALS) * iv + 1
+
+    def _watch(self, key: int) -> None:
+        """Look at the device again when it would change (a reading meanwhile only moves
+        that moment later: the entry is then put back, so there is one per device)."""
+        if key in self.armed:
+            return
+        due = self._next_check(key)
+        if due is not None:
+            heapq.heappush(self.deadlines, (due, key))
+            self.armed.add(key)
 
     async def _due_statuses(self, upto_ms: int) -> None:
         heap = self.deadlines
         while heap and heap[0][0] <= upto_ms:
-            due, key, status, last = heapq.heappop(heap)
-            if self.last_ms.get(key) != last or self.status.get(key) == status:
-                continue  # heard since, or already so
+            due, key = heapq.heappop(heap)
+            self.armed.discard(key)
+            now_due = self._next_check(key)
+            if now_due is None:
+                continue
+            if now_due > due:  # heard since: later
+                self._watch(key)
+                continue
+            status = "stale" if self.status[key] == "online" else "offline"
             self.status[key] = status
             await self._pace(due)
             self._push_frame(Delta(key, self.ids[key], due, status, due, {}, {}).frame())
+            self._watch(key)
 
     # ---------------------------------------------------------------- alarms
     def _alarm_of(self, row: asyncpg.Record) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from tests.server.test_state import alarm, change
 from tests.server.test_ws import connect, publish, state_of
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-B = NOW - timedelta(minutes=20)  # the replay starts here
+B = NOW - timedelta(minutes=60)  # the replays start here
 
 
 def at(seconds: float) -> datetime:
@@ -115,6 +115,18 @@ async def test_replay_then_live(city_db_url, make_settings, mosquitto, token_for
         assert {d["id"]: d for d in back["devices"]}[a]["values"]["power_w"] == 99.0
         await publish(pub, a, NOW + timedelta(seconds=1), power_w=100.0)
         await peer.next(state_of(a, power_w=100.0))
+
+        # Devices heard no more go stale after 3 intervals and offline after 10, as the
+        # staleness scan would have had them (A's last reading is at B+5 min, C's at B-10 min).
+        await peer.send({"op": "replay", "from": iso(B), "to": iso(at(2500)), "speed": 20_000,
+                         "bbox": bbox, "layers": ["streetlight"]})
+        await peer.next(lambda m: m["type"] == "snapshot" and "at" in m)
+        changes = [(m["device"], m["status"], m["ts"]) for m in await played(peer, ("state",))
+                   if m["status"] != "online"]
+        ms = timedelta(milliseconds=1)
+        assert changes == [(c, "stale", iso(at(-600 + 3 * 300) + ms)),
+                           (a, "stale", iso(at(300 + 3 * 300) + ms)),
+                           (c, "offline", iso(at(-600 + 10 * 300) + ms))]
         await peer.ws.close()
 
 
