@@ -116,6 +116,16 @@ async def test_replay_shows_the_past_and_returns_to_live(browser, city_db_url, m
         assert wrap["x"] <= bar["x"] and bar["x"] + bar["width"] <= wrap["x"] + wrap["width"]
         assert bar["y"] + bar["height"] <= wrap["y"] + wrap["height"]
         assert pill["y"] + pill["height"] < bar["y"]
+        # A phone: the map on top, the bar inside it, nothing past the screen's edge.
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await map_idle(page)
+        await page.screenshot(path=artifact("replay-phone.png"))
+        bar = await page.locator("#replay-bar").bounding_box()
+        wrap = await page.locator(".map-wrap").bounding_box()
+        assert wrap["width"] >= 380 and wrap["height"] >= 400, wrap
+        assert 0 <= bar["x"] and bar["x"] + bar["width"] <= wrap["x"] + wrap["width"]
+        assert bar["y"] + bar["height"] <= wrap["y"] + wrap["height"]
+        assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
         await page.get_by_role("button", name="Về trực tiếp").click()
         await page.locator("#replay-badge").wait_for(state="hidden")
         assert page.errors == []

@@ -206,6 +206,8 @@ async function start() {
           break;
         }
         case "alarm":
+          // A replayed one (it has a ts) still in flight after going back to live: not news.
+          if (msg.ts !== undefined && !replay?.active) break;
           if (msg.alarm) store.upsert(msg.alarm);
           break;
         case "replay_end":
