@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from adapters.modbus import GatewayConfig, UnitConfig
+from adapters.sparkplug import SparkplugConfig
 from server.vocab import Role, Severity, values
 from tiles.config import TilesSettings
 
@@ -46,6 +47,13 @@ class ModbusSettings(_Section):
         if dupes:
             raise ValueError(f"gateway names must be unique, repeated: {sorted(dupes)}")
         return self
+
+
+class SparkplugSettings(SparkplugConfig):
+    """``[sparkplug]`` (CONTRACT, "Standards"): the Sparkplug B adapter's own configuration
+    (metric_map, host_id, rebirth_interval_s) and whether it runs at all."""
+
+    enabled: bool = True
 
 
 class RulesSettings(_Section):
@@ -328,6 +336,7 @@ class Settings(BaseSettings):
     tiles: TilesSettings = TilesSettings()
     api: ApiSettings = ApiSettings()
     adapters: dict[str, dict[str, Any]] = {}
+    sparkplug: SparkplugSettings = SparkplugSettings()
 
     @field_validator("database_url")
     @classmethod
@@ -342,6 +351,16 @@ class Settings(BaseSettings):
         if v is not None and not v.startswith(("mqtt://", "tcp://")):
             raise ValueError("must look like mqtt://host:1883 or mqtt://user:password@host:1883")
         return v
+
+    @model_validator(mode="after")
+    def _sparkplug_is_an_adapter(self) -> Settings:
+        """The adapters are configured through ``adapters[kind]``; ``[sparkplug]`` is where
+        the contract puts Sparkplug's, so what it sets goes there."""
+        given = self.sparkplug.model_dump(exclude_unset=True)
+        if given:
+            self.adapters = {**self.adapters,
+                             "sparkplug": {**self.adapters.get("sparkplug", {}), **given}}
+        return self
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Settings:

@@ -48,6 +48,7 @@ from server.commands.transports import (
     AdapterTransport,
     ModbusTransport,
     MqttTransport,
+    SparkplugTransport,
     Transport,
     route,
 )
@@ -78,7 +79,7 @@ class CommandService:
     each ended; owns every task it starts."""
 
     def __init__(self, pool: asyncpg.Pool, settings: CommandSettings, *, directory=None,
-                 mqtt=None, modbus=None, adapters=None, metrics=None) -> None:
+                 mqtt=None, modbus=None, adapters=None, metrics=None, sparkplug=None) -> None:
         self.pool = pool
         self.settings = settings
         self.directory = directory
@@ -87,7 +88,8 @@ class CommandService:
         # gateways); adapters: the AdapterSupervisor (None without any). Tried in this order.
         self._mqtt = MqttTransport(mqtt, settings)
         self._transports: tuple[Transport, ...] = (
-            ModbusTransport(modbus, settings), self._mqtt, AdapterTransport(adapters, settings))
+            ModbusTransport(modbus, settings), SparkplugTransport(mqtt, sparkplug, directory, settings),
+            self._mqtt, AdapterTransport(adapters, settings))
         self._by_route = {t.route: t for t in self._transports}
         self._journal = Journal(pool)
         self._lanes: dict[str, _Lane] = {}
@@ -358,12 +360,17 @@ def _level(lane: _Lane) -> int:
     return logging.DEBUG if lane.queue and lane.queue[-1].group else logging.INFO
 
 
+def _push_adapter(app: web.Application, kind: str):
+    ingest = app.get(keys.MQTT_INGEST)
+    return ingest.adapters.get(kind) if ingest is not None else None
+
+
 async def commands_ctx(app: web.Application) -> AsyncIterator[None]:
     """The command service, after the MQTT session and the Modbus poller it sends through."""
     service = CommandService(
         app[keys.DB], app[keys.SETTINGS].commands, directory=app.get(keys.DIRECTORY),
         mqtt=app.get(keys.MQTT), modbus=app.get(keys.MODBUS), adapters=app.get(keys.ADAPTERS),
-        metrics=app.get(keys.METRICS))
+        metrics=app.get(keys.METRICS), sparkplug=_push_adapter(app, "sparkplug"))
     app[keys.COMMANDS] = service
     await service.start()  # sent MQTT commands wait again before early answers are replayed
     ingest = app.get(keys.INGEST)

@@ -8,6 +8,8 @@ its link's errors into an :class:`~server.commands.command.Outcome`.
   ``commands.modbus_per_gateway`` at a time per gateway.
 * :class:`AdapterTransport` runs a third-party adapter's ``write`` between its polls
   (:meth:`server.polling.adapters.AdapterSupervisor.write`).
+* :class:`SparkplugTransport` writes a metric of a Sparkplug B device (a DCMD, see
+  :data:`adapters.sparkplug.COMMAND_METRICS`) and waits for the device to report it.
 
 The Modbus driver's :class:`~adapters.modbus.connection.CommandFailed` and the adapter SDK's
 errors are caught here and nowhere else: the service sees only outcomes, and the domain's
@@ -28,17 +30,21 @@ import orjson
 
 from adapters.modbus.connection import CommandFailed
 from adapters.sdk import AuthError, ConfigError, TransientError
+from adapters.sparkplug import COMMAND_METRICS
 from server.commands.command import ADAPTER, MODBUS, MQTT, Command, Outcome, utcnow
 from server.errors import Invalid, Unavailable
 from server.settings import CommandSettings
 from server.vocab import CommandState
 
 if TYPE_CHECKING:
+    from adapters.sparkplug import SparkplugAdapter
+    from server.ingest.directory import Directory
     from server.mqtt.link import MqttLink
     from server.polling.adapters import AdapterSupervisor
     from server.polling.modbus import ModbusPoller
 
-__all__ = ["UNROUTABLE", "AdapterTransport", "ModbusTransport", "MqttTransport", "Transport", "route"]
+__all__ = ["SPARKPLUG", "UNROUTABLE", "AdapterTransport", "ModbusTransport", "MqttTransport",
+           "SparkplugTransport", "Transport", "route"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +52,9 @@ logger = logging.getLogger(__name__)
 UNROUTABLE = (Invalid, Unavailable)
 
 Sent = Callable[[Command], None]
+
+# The route of commands to Sparkplug B devices (beside command.py's mqtt, modbus, adapter).
+SPARKPLUG = "sparkplug"
 
 
 class Transport(Protocol):
@@ -312,6 +321,87 @@ class MqttTransport:
                            device, cid, cmd.device)
             return
         fut.set_result(parse_answer(payload))
+
+
+class SparkplugTransport:
+    """Commands to devices bound to the ``sparkplug`` adapter, found by ``external_id``.
+
+    Sparkplug has no command acknowledgement: a DCMD (NCMD for a node's own metrics) writes
+    one metric, at QoS 0 as the specification asks, and the device confirms by reporting
+    the metric's new value (DDATA). A report within ``commands.timeout_s`` succeeds the
+    command; a different value or none fails it. The mapping from the catalogue
+    (``set_dim`` → ``dim_level_pct``, ``switch`` → ``lamp_on``, …) is the adapter's.
+    """
+
+    route = SPARKPLUG
+
+    def __init__(self, link: MqttLink | None, adapter: SparkplugAdapter | None,
+                 directory: Directory | None, settings: CommandSettings) -> None:
+        self.link = link
+        self.adapter = adapter
+        self.directory = directory
+        self.settings = settings
+
+    def carries(self, device: str, adapter: str | None, name: str) -> bool:
+        if adapter != SPARKPLUG:
+            return False
+        if name not in COMMAND_METRICS:
+            raise Invalid(f"device {device} is a Sparkplug B device; {name} has no Sparkplug "
+                          f"metric write (it takes {', '.join(sorted(COMMAND_METRICS))})")
+        if self.link is None or self.adapter is None:
+            raise Unavailable(f"device {device} is reached through Sparkplug B, which is not "
+                              "running on this server (set IOC_MQTT_URL; [sparkplug] enabled)")
+        return True
+
+    async def send(self, cmd: Command, sent: Sent) -> Outcome:
+        link, adapter = self.link, self.adapter
+        info = self.directory.get(cmd.device) if self.directory is not None else None
+        if link is None or adapter is None:
+            return Outcome.failed("Sparkplug B is not running on this server")
+        if info is None or not info.external_id:
+            return Outcome.failed(f"device {cmd.device} has no external_id "
+                                  "({group}/{edge node}/{device}) to address it by")
+        try:
+            topic, payload, metric, value = adapter.command(info.external_id, cmd.name, cmd.args)
+        except (ValueError, KeyError) as err:
+            return Outcome.failed(f"cannot write it as a Sparkplug metric: {err}")
+        loop = asyncio.get_running_loop()
+        reported: asyncio.Future[float] = loop.create_future()
+        last: list[float] = []
+
+        def seen(v: float) -> None:  # a report of the old value (a periodic DDATA) may come first
+            last[:] = [v]
+            if not reported.done() and abs(v - value) <= 1e-6 * max(1.0, abs(value)):
+                reported.set_result(v)
+
+        unwatch = adapter.watch(info.external_id, metric, seen)
+        timeout = self.settings.timeout_s
+        try:
+            while True:
+                if utcnow() >= cmd.expires_at:
+                    return Outcome.expired("the MQTT broker stayed unreachable until its time to "
+                                           "live ran out")
+                try:
+                    await link.publish(topic, payload, qos=0)
+                    break
+                except ConnectionError:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await link.connected.wait()
+            sent(cmd)
+            try:
+                async with asyncio.timeout(timeout):
+                    got = await reported
+            except TimeoutError:
+                if last:
+                    return Outcome.failed(f"device {cmd.device} reported {metric} = {last[0]:g} "
+                                          f"after the DCMD, not {value:g}, within {timeout:g} s",
+                                          {"metric": metric, "value": last[0]})
+                return Outcome.failed(f"device {cmd.device} did not report {metric} within "
+                                      f"{timeout:g} s of the DCMD")
+        finally:
+            unwatch()
+        return Outcome.succeeded({"metric": metric, "value": got, "topic": topic})
 
 
 def parse_answer(payload: bytes) -> Outcome:

@@ -90,10 +90,12 @@ async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
         gauge.set(1 if up else 0)
         if share is not None:
             share.ingest_connected(up)
+        else:  # the Sparkplug host STATE needs the will, which a shared ingest uses itself
+            handler.link_up(up)
 
     link = MqttLink(settings.mqtt_url, settings.mqtt_client_id,
                     subscriptions=handler.subscriptions, on_messages=handler.handle_batch,
-                    on_connected=connected, will=share.will if share else None)
+                    on_connected=connected, will=share.will if share else handler.will)
     handler.link = link
     app[keys.MQTT] = link
     if share is not None:
@@ -102,6 +104,8 @@ async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if share is None:
+            await handler.farewell()
         await link.stop()
         if share is not None:
             await share.stop()

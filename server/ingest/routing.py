@@ -9,11 +9,19 @@ update the status but are marked ``retained`` so rules do not raise on a replay.
 parsed since the last call, and they are routed, decoded and validated in one loop and
 queued as one ingest envelope, acknowledged together after their commit. Per message that
 leaves the decoder's own work and a few dictionary lookups.
+
+Some conventions talk back. A Sparkplug B host asks an edge node to rebirth when it missed
+a message: adapters with ``take_outgoing()`` queue such messages while decoding, and they
+are published (QoS 0) after each batch. An adapter with ``host_state(online, ms)`` gives
+the server's presence as a host application: the offline message is the session's will
+(:attr:`MqttIngest.will`) and the online one is published, retained, on every connect.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 
 from adapters.sdk import DecodeError, PushAdapter, StatusUpdate
@@ -47,6 +55,58 @@ class MqttIngest:
         # a persistent session delivers before that waits here (bounded) to be replayed.
         self._command_results: Callable[[str, bytes], None] | None = None
         self._early_results: list[tuple[str, bytes]] = []
+        # Adapters that publish while decoding (Sparkplug rebirth requests).
+        self._talkers = [a for a in self.adapters.values() if callable(getattr(a, "take_outgoing", None))]
+        # The host application presence (Sparkplug STATE): one timestamp ties birth and will.
+        self._state_ms = int(time.time() * 1000)
+        self._host = next((a for a in self.adapters.values()
+                           if callable(getattr(a, "host_state", None))
+                           and a.host_state(False, self._state_ms) is not None), None)
+        self._state_task: asyncio.Task | None = None
+
+    @property
+    def will(self) -> tuple[str, bytes] | None:
+        """The session's last will: the host application's offline STATE, if an adapter has one."""
+        return None if self._host is None else self._host.host_state(False, self._state_ms)
+
+    def link_up(self, up: bool) -> None:
+        """On each connect, publish the online STATE (retained, QoS 1) the will undoes."""
+        if not up or self._host is None or self.link is None:
+            return
+        topic, payload = self._host.host_state(True, self._state_ms)
+        link = self.link
+
+        async def announce() -> None:
+            try:
+                await link.publish(topic, payload, qos=1, retain=True)
+            except ConnectionError as err:  # lost again at once: the next connect announces
+                logger.info("host STATE not published: %s", err)
+
+        self._state_task = asyncio.get_running_loop().create_task(announce(), name="mqtt.state")
+
+    async def farewell(self, timeout_s: float = 2.0) -> None:
+        """Before a clean disconnect (which sends no will): the offline STATE, retained."""
+        link = self.link
+        if self._host is None or link is None or not link.is_connected:
+            return
+        topic, payload = self._host.host_state(False, self._state_ms)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await link.publish(topic, payload, qos=1, retain=True)
+        except (ConnectionError, TimeoutError) as err:
+            logger.info("offline STATE not published: %s", err)
+
+    async def _publish_outgoing(self) -> None:
+        link = self.link
+        for adapter in self._talkers:
+            out = adapter.take_outgoing()
+            if link is None:
+                continue
+            for topic, payload in out:
+                try:
+                    await link.publish(topic, payload, qos=0)
+                except ConnectionError as err:  # the adapter asks again on the next sign
+                    logger.info("not published to %s: %s", topic, err)
 
     def attach_command_results(self, consumer: Callable[[str, bytes], None] | None) -> None:
         """Hand device answers to ``consumer(topic, payload)``, first those that came early."""
@@ -120,6 +180,8 @@ class MqttIngest:
             inputs.append(self._inbound(topic, payload, m.retain, counts))
             stored.append(m)
         self._count(counts)
+        if self._talkers:
+            await self._publish_outgoing()
         link = self.link
         if link is None:
             return
@@ -145,4 +207,6 @@ class MqttIngest:
         counts: dict[str, int] = {}
         inbound = self._inbound(topic, payload, message.retain, counts)
         self._count(counts)
+        if self._talkers:
+            await self._publish_outgoing()
         await self.ingest.submit_many([inbound], on_commit=ack)
