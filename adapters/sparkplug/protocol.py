@@ -501,9 +501,9 @@ def command_payload(name: str, alias: int | None, datatype: int | None, value: A
         m.float_value = float(value)
     elif datatype == DOUBLE:
         m.double_value = float(value)
-    elif datatype in (INT64, UINT64, 13):
+    elif datatype in (INT64, UINT32, UINT64, 13):  # UInt32 in long_value, as Tahu does
         m.long_value = round(float(value)) & (2**64 - 1)
-    elif datatype in (INT8, INT16, INT32, UINT8, UINT16, UINT32):
+    elif datatype in (INT8, INT16, INT32, UINT8, UINT16):
         m.int_value = round(float(value)) & (2**32 - 1)
     else:
         raise ValueError(f"metric {name!r} is a {DATATYPES.get(datatype, datatype)}; a command "
