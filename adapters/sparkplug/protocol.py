@@ -376,7 +376,10 @@ class SessionDecoder:
             has_name = m.HasField("name")
             if has_name:
                 name = m.name
-                if register and i < MAX_METRICS_PER_BIRTH:
+                if type(name) is not str:  # proto2 hands back invalid UTF-8 as bytes
+                    problem = f"metric #{i} has a name that is not UTF-8: {describe(name)}"
+                    name = None
+                elif register and i < MAX_METRICS_PER_BIRTH:
                     if m.HasField("datatype"):
                         scope.types[name] = m.datatype
                     if m.HasField("alias"):

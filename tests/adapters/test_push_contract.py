@@ -1,4 +1,4 @@
-"""Both built-in push adapters against the shared contract in ``adapters/testing.py``.
+"""The built-in push adapters against the shared contract in ``adapters/testing.py``.
 
 The shaped strategies aim the fuzzing at documents that get past the first checks (a
 ``values`` object, a ``deviceInfo`` with a plausible DevEUI), where the interesting
@@ -7,14 +7,17 @@ failures hide; plain JSON-ish garbage rarely gets that far.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC
 from pathlib import Path
+from typing import Any, ClassVar
 
 from hypothesis import strategies as st
 
 from adapters.chirpstack import ChirpStackAdapter
 from adapters.chirpstack.protocol import DEFAULT_METRIC_MAP
 from adapters.mqtt import NativeMqttAdapter
+from adapters.sparkplug import SparkplugAdapter
 from adapters.testing import METRIC_NAMES, PushAdapterContract, dumps, json_scalars, json_values
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -112,3 +115,60 @@ class TestChirpStackContract(PushAdapterContract):
             st.tuples(kinds.map(lambda e: at + e), (uplinks | statuses).map(dumps)),
             super().shaped_messages(),
         )
+
+
+def _spb(seq: int | None, *metrics: dict) -> bytes:
+    from adapters.sparkplug.sparkplug_b_pb2 import Payload
+
+    p = Payload(timestamp=1_795_000_000_000)
+    if seq is not None:
+        p.seq = seq
+    for spec in metrics:
+        m = p.metrics.add()
+        for k, v in spec.items():
+            setattr(m, k, v)
+    return p.SerializeToString()
+
+
+class TestSparkplugContract(PushAdapterContract):
+    adapter_cls = SparkplugAdapter
+    config: ClassVar[Mapping[str, Any]] = {"metric_map": {"Dimmer/Level": "dim_level_pct"}}
+    topics = ("spBv1.0/city/NBIRTH/gw-1", "spBv1.0/city/DBIRTH/gw-1/lamp-1",
+              "spBv1.0/city/DDATA/gw-1/lamp-1", "spBv1.0/city/NDEATH/gw-1",
+              "spBv1.0/city/DDEATH/gw-1/lamp-1")
+    samples = (
+        (topics[0], _spb(0, {"name": "bdSeq", "datatype": 8, "long_value": 1},
+                         {"name": "Cabinet/power_w", "alias": 9, "datatype": 9, "float_value": 812.5})),
+        (topics[1], _spb(1, {"name": "Lamp/power_w", "alias": 1, "datatype": 10, "double_value": 41.5},
+                         {"name": "Dimmer/Level", "alias": 2, "datatype": 3, "int_value": 70})),
+        (topics[2], _spb(2, {"alias": 1, "double_value": 40.0}, {"alias": 2, "int_value": 60})),
+    )
+
+    def shaped_messages(self) -> st.SearchStrategy[tuple[str, bytes]]:
+        from adapters.sparkplug.protocol import DATATYPES
+
+        values = st.one_of(
+            st.builds(lambda v: {"double_value": v}, st.floats(allow_nan=True, allow_infinity=True)),
+            st.builds(lambda v: {"float_value": v}, st.floats(width=32, allow_nan=True)),
+            st.builds(lambda v: {"int_value": v}, st.integers(0, 2**32 - 1)),
+            st.builds(lambda v: {"long_value": v}, st.integers(0, 2**64 - 1)),
+            st.builds(lambda v: {"boolean_value": v}, st.booleans()),
+            st.builds(lambda v: {"string_value": v}, st.text(max_size=8)),
+            st.just({"is_null": True}), st.just({}),
+        )
+        names = st.sampled_from(["Lamp/power_w", "Dimmer/Level", "lamp_on", "Vendor/Serial", "bdSeq",
+                                 "Node Control/Rebirth", ""]) | st.text(max_size=12)
+        metric = st.builds(
+            lambda name, alias, dt, ts, value: {
+                **({"name": name} if name is not None else {}),
+                **({"alias": alias} if alias is not None else {}),
+                **({"datatype": dt} if dt is not None else {}),
+                **({"timestamp": ts} if ts is not None else {}),
+                **value},
+            st.none() | names, st.none() | st.integers(0, 2**64 - 1),
+            st.none() | st.sampled_from(sorted(DATATYPES)) | st.integers(0, 2**32 - 1),
+            st.none() | st.integers(0, 2**64 - 1), values)
+        payloads = st.builds(lambda seq, ms: _spb(seq, *ms), st.none() | st.integers(0, 2**64 - 1),
+                             st.lists(metric, max_size=5))
+        return st.one_of(st.tuples(st.sampled_from(list(self.topics)), payloads),
+                         super().shaped_messages())
