@@ -120,6 +120,9 @@ def parse_topic(topic: str) -> tuple[str, str, str, str | None]:
                           "spBv1.0/{group}/{message type}/{edge node}[/{device}]")
     group, mtype, edge = parts[1], parts[2], parts[3]
     device = parts[4] if len(parts) == 5 else None
+    if group == "STATE":
+        raise DecodeError(f"topic {describe(topic, 80)}: 'STATE' is not a group id, it is reserved "
+                          "for host applications (spBv1.0/STATE/{host id})")
     if mtype in NODE_TYPES:
         if device is not None:
             raise DecodeError(f"{mtype} topic {describe(topic, 80)} names a device; node messages "
@@ -228,7 +231,7 @@ class SessionDecoder:
                now: float) -> tuple[list[Reading | StatusUpdate], list[DecodeError]]:
         """The readings and statuses of one message, and one error per part that could not
         be used. ``now`` is a monotonic clock in seconds (for rebirth throttling)."""
-        if topic.startswith(NAMESPACE + "/STATE/") or topic == NAMESPACE + "/STATE":
+        if topic.startswith(NAMESPACE + "/STATE/") and topic.count("/") == 2:
             return [], []  # host applications' STATE (ours too): nothing measured
         try:
             group, mtype, edge, device = parse_topic(topic)
