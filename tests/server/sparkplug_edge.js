@@ -33,7 +33,10 @@ if (opts.bdSeq !== undefined) client.bdSeq = opts.bdSeq;
 const say = (event) => process.stdout.write(JSON.stringify(event) + "\n");
 let node = [];
 let devices = {};
-const now = () => new Date().getTime();
+// Each message a later millisecond than the last: readings are stored once per (device,
+// metric, timestamp), and two ops read from one stdin chunk can share a millisecond.
+let last = 0;
+const now = () => (last = Math.max(Date.now(), last + 1));
 const copy = (metrics) => metrics.map((m) => ({ ...m }));
 
 function publishBirths() {

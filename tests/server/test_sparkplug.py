@@ -206,6 +206,9 @@ async def test_server_is_a_sparkplug_host_and_ignores_a_stale_death(city_db_url,
     p = parse_mqtt_url(mosquitto.url)
     async with running(settings) as client:
         await wait_connected(client)
+        ingest = client.app[MQTT_INGEST]
+        await wait_for(lambda: ingest._state_task is not None and ingest._state_task.done(),
+                       what="the online STATE published")
         async with aiomqtt.Client(**p, identifier="spb-watch-" + uuid.uuid4().hex[:6]) as watch:
             await watch.subscribe(f"spBv1.0/STATE/{host}", qos=1)
             async with asyncio.timeout(10):
