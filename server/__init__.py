@@ -9,7 +9,8 @@ A reading's way through the packages, in order:
       └─► live/      the websocket hub → the map and crew pages
     commands/  operators' commands back out over MQTT, Modbus or an adapter
 
-Around them: ``api/`` (the REST endpoints), ``http/`` (the application and its plumbing),
+Around them: ``api/`` (the REST endpoints; ``api/ogc/`` the OGC API – Features and Tiles at
+``/ogc``), ``http/`` (the application and its plumbing),
 ``store/`` (schema, pools, history), ``registry/`` (devices, import, credentials),
 ``runtime/`` (event loop, metrics), ``cli/`` (every ``ioc`` command) and ``simulate/``.
 ``settings.py`` is the configuration, ``keys.py`` every piece of app state, ``errors.py``
