@@ -40,25 +40,8 @@ def _tms_id(request: web.Request) -> str:
 
 
 def _tms_doc() -> dict[str, Any]:
-    """The OGC 2D TMS 2.0 JSON (morecantile's), with the TMS 1.0 members beside it.
-
-    GDAL before 3.7 (Debian 12's 3.6) reads only the 1.0 encoding (``type:
-    TileMatrixSetType``, ``identifier``, ``supportedCRS``, ``tileMatrix[].topLeftCorner``);
-    the two use different member names, so one document serves both and a 2.0 reader
-    (GDAL 3.7+, morecantile, QGIS) sees a valid 2.0 document with extra members.
-    """
-    doc = TMS.model_dump(mode="json", by_alias=True, exclude_none=True)
-    doc.update({
-        "type": "TileMatrixSetType",
-        "identifier": doc["id"],
-        "supportedCRS": doc["crs"],
-        "tileMatrix": [{"type": "TileMatrixType", "identifier": m["id"],
-                        "scaleDenominator": m["scaleDenominator"], "topLeftCorner": m["pointOfOrigin"],
-                        "tileWidth": m["tileWidth"], "tileHeight": m["tileHeight"],
-                        "matrixWidth": m["matrixWidth"], "matrixHeight": m["matrixHeight"]}
-                       for m in doc["tileMatrices"]],
-    })
-    return doc
+    """The OGC 2D Tile Matrix Set 2.0 JSON encoding (morecantile's)."""
+    return TMS.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 TMS_CRS = _tms_doc()["crs"]  # http://www.opengis.net/def/crs/EPSG/0/3857
