@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages ioc-server needs, only those missing, on Debian/Ubuntu:
-# PostgreSQL with the PostGIS package of its installed major version, mosquitto, and
-# python3-venv. Uses apt-get as root, sudo otherwise. Safe to run again: it skips what is there.
+# PostgreSQL with the PostGIS package of its installed major version, mosquitto,
+# python3-venv, and GDAL's command-line tools (gdal-bin) for the OGC API tests. Uses
+# apt-get as root, sudo otherwise. Safe to run again: it skips what is there.
 set -euo pipefail
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -35,6 +36,8 @@ command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
+# GDAL's ogrinfo: the tests read /ogc with it (OAPIF and MVT drivers), a client not written here.
+command -v ogrinfo >/dev/null 2>&1 || need+=(gdal-bin)
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
 major="$(pg_major)"
@@ -43,4 +46,4 @@ if [ ! -f "/usr/share/postgresql/${major}/extension/postgis.control" ]; then
 fi
 
 # Debian's postgresql package starts a system cluster we do not use; leave it alone.
-echo "setup: system packages ready (PostgreSQL ${major} + PostGIS, mosquitto, node, chromium)"
+echo "setup: system packages ready (PostgreSQL ${major} + PostGIS, mosquitto, node, chromium, GDAL)"

@@ -75,19 +75,23 @@ async def test_landing_conformance_and_api_definition(api):
     for path in oas["paths"]:
         if "{tileMatrix}" in path or "{featureId}" in path:
             continue
-        url = "/ogc" + path.replace("{collectionId}", "camera").replace("{tileMatrixSetId}", "WebMercatorQuad")
+        url = "/ogc" + path.replace("{collectionId}", "camera").replace("{tileMatrixSetId}",
+                                                                        "WebMercatorQuad")
         assert (await api.get(url.rstrip("/") or "/ogc", headers=auth(api))).status == 200, url
 
 
 async def test_html_by_accept_header_or_f(api):
-    resp = await api.get("/ogc/collections", headers=auth(api, Accept="text/html,application/xhtml+xml,*/*;q=0.8"))
+    browser = "text/html,application/xhtml+xml,*/*;q=0.8"
+    resp = await api.get("/ogc/collections", headers=auth(api, Accept=browser))
     assert resp.status == 200 and resp.content_type == "text/html"
     page = await resp.text()
     assert "<table>" in page and "streetlight" in page
-    resp = await api.get("/ogc/collections/camera/items", params={"f": "html", "limit": "2"}, headers=auth(api))
+    resp = await api.get("/ogc/collections/camera/items", params={"f": "html", "limit": "2"},
+                         headers=auth(api))
     assert resp.content_type == "text/html" and "CAM-" in await resp.text()
     # GDAL's Accept gets JSON; f wins over Accept
-    resp = await api.get("/ogc/collections", headers=auth(api, Accept="application/geo+json, application/json"))
+    gdal = "application/geo+json, application/json"
+    resp = await api.get("/ogc/collections", headers=auth(api, Accept=gdal))
     assert resp.content_type == "application/json"
     resp = await api.get("/ogc/collections", params={"f": "json"}, headers=auth(api, Accept="text/html"))
     assert resp.content_type == "application/json"
@@ -117,7 +121,7 @@ async def test_paging_follows_next_links_through_every_feature_once(api):
     url, params = "/ogc/collections/camera/items", {"limit": "50"}
     pages = 0
     while url:
-        resp, page = await get_json(api, url, params, mtype="application/geo+json")
+        _, page = await get_json(api, url, params, mtype="application/geo+json")
         pages += 1
         assert page["numberMatched"] == total and page["numberReturned"] == len(page["features"])
         seen += [f["id"] for f in page["features"]]
@@ -163,7 +167,8 @@ async def test_bbox_selects_what_postgis_selects(api):
 
 
 async def test_datetime_filters_on_last_seen(api):
-    ids = [r[0] for r in await aq(api.url, "select id from devices where kind = 'camera' order by id limit 3")]
+    ids = [r[0] for r in await aq(api.url, "select id from devices where kind = 'camera' "
+                                           "order by id limit 3")]
     t0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
     for i, dev in enumerate(ids):
         await aexecute(api.url, "insert into device_state (device_key, last_seen, status) "
@@ -206,7 +211,8 @@ async def test_crs_reprojects_with_the_crs_axis_order(api):
 
     _, cam = await get_json(api, "/ogc/collections/camera")
     vn2000 = [c for c in cam["crs"] if c in (EPSG + "3405", EPSG + "9213")]
-    in_catalogue = (await aq(api.url, "select count(*) from spatial_ref_sys where srid in (3405, 9213)"))[0][0]
+    in_catalogue = (await aq(api.url, "select count(*) from spatial_ref_sys "
+                                      "where srid in (3405, 9213)"))[0][0]
     assert len(vn2000) == in_catalogue >= 1, "PostGIS has a VN-2000 grid for the city; it is offered"
     code = int(vn2000[0].rsplit("/", 1)[1])
     resp, fc = await get_json(api, "/ogc/collections/camera/items", {"crs": vn2000[0], "limit": "1"},
@@ -245,7 +251,8 @@ async def test_tiles_are_the_xyz_tiles_row_before_column(api):
     assert lists["tilesets"][0]["dataType"] == "vector"
     _, tileset = await get_json(api, tileset_url.split(str(api.make_url("")), 1)[1])
     template = rel(tileset, "item", "application/vnd.mapbox-vector-tile")
-    assert template.endswith("/ogc/collections/streetlight/tiles/WebMercatorQuad/{tileMatrix}/{tileRow}/{tileCol}")
+    assert template.endswith(
+        "/ogc/collections/streetlight/tiles/WebMercatorQuad/{tileMatrix}/{tileRow}/{tileCol}")
     limits = {lim["tileMatrix"]: lim for lim in tileset["tileMatrixSetLimits"]}
     z16 = limits["16"]
     assert z16["minTileCol"] < z16["maxTileCol"]  # the city spans several tiles
