@@ -57,6 +57,10 @@ async def test_gdal_oapif_lists_layers_and_pages_through_a_bbox(live):
     total = (await aq(live.url, "select count(*) from devices where kind = 'camera'"))[0][0]
     assert f"Feature Count: {total}" in summary  # numberMatched
     assert "Geometry: Point" in summary
+    # GDAL's OGCAPI driver on a collection reads its items (through OAPIF) too
+    ogcapi = await gdal(live, "ogrinfo", "-ro", "-so", "-oo", "API=ITEMS",
+                        f"OGCAPI:{live.landing}/collections/camera", "camera")
+    assert f"Feature Count: {total}" in ogcapi
 
     # A page of 7 cannot hold the box's lamps: GDAL must follow the next links to get them all.
     expected = await in_box(live, "streetlight")
