@@ -166,6 +166,14 @@ async def test_bbox_selects_what_postgis_selects(api):
         await problem(api, "/ogc/collections/streetlight/items", {"bbox": bad}, 400, "bbox")
     await problem(api, "/ogc/collections/streetlight/items",
                   {"bbox": "0,0,1,1", "bbox-crs": "EPSG:999999"}, 400, "bbox-crs")
+    lamps = (await aq(api.url, "select count(*) from devices where kind = 'streetlight'"))[0][0]
+    for crs in ("EPSG:3857", "EPSG:3405"):  # larger than the projection's domain: all of it
+        _, fc = await get_json(api, "/ogc/collections/streetlight/items",
+                               {"bbox": "-1e300,-1e300,1e300,1e300", "bbox-crs": crs},
+                               mtype="application/geo+json")
+        assert fc["numberMatched"] == lamps
+    await problem(api, "/ogc/collections/streetlight/items",  # UTM 48N's domain ends at 23.4° N
+                  {"bbox": "500000,9000000,510000,9100000", "bbox-crs": "EPSG:3405"}, 400, "bbox")
 
 
 async def test_datetime_filters_on_last_seen(api):

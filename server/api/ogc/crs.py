@@ -12,9 +12,12 @@ northing/latitude first are flipped.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import asyncpg
+from pyproj import CRS as ProjCrs
+from pyproj import Transformer
 
 from server.errors import Invalid
 
@@ -79,6 +82,32 @@ def parse(text: str | None, offered_crs: list[Crs], param: str) -> Crs:
                   + ", ".join(c.uri for c in offered_crs), field=param)
 
 
+@functools.cache
+def _domain(srid: int) -> tuple[float, float, float, float]:
+    """A projected CRS's area of use in its own easting/northing (PROJ's EPSG database)."""
+    crs = ProjCrs.from_epsg(srid)
+    area = crs.area_of_use
+    if area is None:
+        return (-float("inf"), -float("inf"), float("inf"), float("inf"))
+    to_crs = Transformer.from_crs(4326, crs, always_xy=True)
+    return to_crs.transform_bounds(*area.bounds, densify_pts=21)
+
+
+def clamp(box: tuple[float, float, float, float], crs: Crs) -> tuple[float, float, float, float]:
+    """A projected bbox clipped to where its projection is defined: PROJ cannot invert points
+    far outside it (a box of ±1e300 in EPSG:3857 came back as nothing at all), and a box
+    larger than the domain covers all of it. A box wholly outside it is a 400."""
+    if crs.geographic:
+        return box
+    x0, y0, x1, y1 = box
+    dx0, dy0, dx1, dy1 = _domain(crs.srid)
+    out = (max(x0, dx0), max(y0, dy0), min(x1, dx1), min(y1, dy1))
+    if out[0] > out[2] or out[1] > out[3]:
+        raise Invalid(f"bbox lies outside the area {crs.uri} is defined for "
+                      f"({dx0:.0f},{dy0:.0f},{dx1:.0f},{dy1:.0f})", field="bbox")
+    return out
+
+
 def geometry_sql(column: str, crs: Crs) -> str:
     """The GeoJSON geometry of ``column`` (EPSG:4326) written in ``crs``."""
     geom = column if crs.srid == 4326 else f"ST_Transform({column}, {crs.srid})"
@@ -97,5 +126,7 @@ def bbox_sql(crs: Crs, first_arg: int) -> str:
     env = f"ST_MakeEnvelope({a}, {b}, {c}, {d}, {crs.srid})"
     if crs.srid == 4326:
         return env
-    # Densified before it is transformed: a grid's straight edges are curves in lon/lat.
-    return f"ST_Transform(ST_Segmentize({env}, greatest(({c} - {a}) / 16, ({d} - {b}) / 16, 1e-6)), 4326)"
+    # Densified before it is transformed (a grid's straight edges are curves in lon/lat), and
+    # clipped to the world: a box larger than the projection's domain covers all of it.
+    dense = f"ST_Segmentize({env}, greatest(({c} - {a}) / 16, ({d} - {b}) / 16, 1e-6))"
+    return f"ST_Intersection(ST_Transform({dense}, 4326), ST_MakeEnvelope(-180, -90, 180, 90, 4326))"

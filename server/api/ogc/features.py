@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from server import keys
@@ -35,7 +36,7 @@ from server.api.ogc.common import (
     wants_html,
 )
 from server.api.ogc.openapi import document
-from server.errors import NotFound
+from server.errors import Invalid, NotFound
 from server.registry.devices import SELECT_FEATURE, feature
 from tiles.catalogue import Layer
 
@@ -223,8 +224,15 @@ async def items(request: web.Request) -> web.Response:
         out_crs = crs_mod.parse(q.get("crs"), offered, "crs")
         box_crs = crs_mod.parse(q.get("bbox-crs"), offered, "bbox-crs")
         box = params.bbox(q.get("bbox"), box_crs)
+        box = crs_mod.clamp(box, box_crs) if box else None
         where, args = _filters(layer, box, box_crs, when)
-        matched = await conn.fetchval("select count(*) " + _MATCHING + where, *args)
+        try:
+            matched = await conn.fetchval("select count(*) " + _MATCHING + where, *args)
+        except asyncpg.PostgresError as err:
+            if box is None or box_crs.srid == 4326:
+                raise
+            # PROJ refuses points its projection cannot invert (far outside its domain)
+            raise Invalid(f"bbox cannot be transformed from {box_crs.uri}: {err}", field="bbox") from None
         # The page's keys first, then their features: the feature query's per-device alarm
         # lookup then runs for the page only, not for every row an offset skips.
         n = len(args)
