@@ -200,7 +200,7 @@ async def test_datetime_filters_on_last_seen(api):
     assert await matching("../..") == ids  # devices never heard from have no time
     assert await matching("2026-12-02/..") == []
     for bad in ("yesterday", "2026-12-01T09:00:00", "2026-12-02T00:00:00Z/2026-12-01T00:00:00Z",
-                "2026-13-01", "a/b/c"):
+                "2026-13-01", "a/b/c", "", "..", "0000-01-01T00:00:00Z", "2026-12-01T09:00:00+25:00"):
         await problem(api, "/ogc/collections/camera/items", {"datetime": bad}, 400, "datetime")
 
 
@@ -240,6 +240,8 @@ async def test_one_feature_and_its_errors(api):
     assert "adapter_config" not in feat["properties"]
     assert rel(feat, "collection").split("?")[0].endswith("/ogc/collections/camera")
     await problem(api, "/ogc/collections/camera/items/NOPE-1", None, 404, "featureId")
+    await problem(api, "/ogc/collections/camera/items/a%00b", None, 404, "featureId")
+    await problem(api, "/ogc/collections/camera/items/" + "x" * 300, None, 404, "featureId")
     # a device of another kind is not a feature of this collection
     await problem(api, "/ogc/collections/streetlight/items/CAM-0001", None, 404, "featureId")
 

@@ -37,7 +37,7 @@ from server.api.ogc.common import (
 )
 from server.api.ogc.openapi import document
 from server.errors import Invalid, NotFound
-from server.registry.devices import SELECT_FEATURE, feature
+from server.registry.devices import ID_RE, SELECT_FEATURE, feature
 from tiles.catalogue import Layer
 
 routes = web.RouteTableDef()
@@ -282,6 +282,8 @@ async def item(request: web.Request) -> web.Response:
     layer = find(request)
     as_html = wants_html(request)
     fid = request.match_info["featureId"]
+    if not ID_RE.fullmatch(fid):  # no device has such an id (and PostgreSQL text holds no NUL)
+        raise NotFound(f"no feature {fid!r} in collection {layer.id!r}", field="featureId")
     async with request.app[keys.DB].acquire() as conn:
         offered = await crs_mod.offered(conn)
         out_crs = crs_mod.parse(request.query.get("crs"), offered, "crs")
