@@ -48,6 +48,10 @@ def _layers(request: web.Request) -> dict[str, Layer]:
             if layer.source == "kind"}
 
 
+def collection_ids(request: web.Request) -> list[str]:
+    return list(_layers(request))
+
+
 def find(request: web.Request) -> Layer:
     """The collection named in the path (its layer), or a 404 that lists them."""
     wanted = request.match_info["collectionId"]

@@ -20,7 +20,7 @@ from aiohttp import web
 from server import keys
 from server.api.ogc import crs as crs_mod
 from server.api.ogc import html, params
-from server.api.ogc.collections import Collection, catalogue, describe, find
+from server.api.ogc.collections import Collection, catalogue, collection_ids, describe, find
 from server.api.ogc.common import (
     CONFORMANCE,
     GEOJSON,
@@ -105,7 +105,7 @@ async def conformance(request: web.Request) -> web.Response:
 @routes.get(ROOT + "/api")
 async def api(request: web.Request) -> web.Response:
     ln = Links(request)
-    doc = document(ln.origin + ROOT)
+    doc = document(ln.origin + ROOT, collection_ids(request))
     if wants_html(request):
         rows = [(html.value(method.upper()), html.value(path), html.value(op.get("summary")))
                 for path, item in doc["paths"].items() for method, op in item.items()]

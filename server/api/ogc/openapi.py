@@ -39,12 +39,14 @@ _ERRORS = {
 }
 
 
-def _get(summary: str, op_id: str, params: list, ok: dict[str, Any]) -> dict[str, Any]:
+def _get(summary: str, op_id: str, params: list, ok: dict[str, Any],
+         **more: dict[str, Any]) -> dict[str, Any]:
     return {"get": {"summary": summary, "operationId": op_id, "parameters": [_ref("f"), *params],
-                    "responses": {"200": ok, **_ERRORS}}}
+                    "responses": {"200": ok, **more, **_ERRORS}}}
 
 
-def document(server_url: str) -> dict[str, Any]:
+def document(server_url: str, collections: list[str]) -> dict[str, Any]:
+    """``collections``: the collection ids, listed as the ``collectionId`` values."""
     collection = _ref("collectionId")
     tile_path = [collection, _ref("tileMatrixSetId"),
                  _param("tileMatrix", "path", "Zoom level, 0 to 18", {"type": "string"}, required=True),
@@ -52,8 +54,10 @@ def document(server_url: str) -> dict[str, Any]:
                         required=True),
                  _param("tileCol", "path", "Column (from the left)", {"type": "integer", "minimum": 0},
                         required=True)]
-    tile_ok = {"description": "A Mapbox vector tile (204: no features here)",
+    tile_ok = {"description": "A Mapbox vector tile",
                "content": {MVT: {"schema": {"type": "string", "format": "binary"}}}}
+    tile_more = {"204": {"description": "No features in this tile"},
+                 "304": {"description": "Not modified (If-None-Match)"}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "IOC city devices: OGC API – Features and Tiles", "version": "1.0.0",
@@ -92,7 +96,7 @@ def document(server_url: str) -> dict[str, Any]:
                 "The dataset's tileset metadata and its tile template", "getDatasetTileSet",
                 [_ref("tileMatrixSetId")], _json("Tileset", JSON)),
             "/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}": _get(
-                "A vector tile of every collection", "getDatasetTile", tile_path[1:], tile_ok),
+                "A vector tile of every collection", "getDatasetTile", tile_path[1:], tile_ok, **tile_more),
             "/collections/{collectionId}/tiles": _get(
                 "A collection's vector tilesets", "getCollectionTileSetsList", [collection],
                 _json("Tilesets", JSON)),
@@ -100,15 +104,15 @@ def document(server_url: str) -> dict[str, Any]:
                 "A collection's tileset metadata and its tile template", "getCollectionTileSet",
                 [collection, _ref("tileMatrixSetId")], _json("Tileset", JSON)),
             "/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}": _get(
-                "A vector tile of a collection", "getCollectionTile", tile_path, tile_ok),
+                "A vector tile of a collection", "getCollectionTile", tile_path, tile_ok, **tile_more),
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "parameters": {
                 "f": _param("f", "query", "The format (instead of the Accept header)",
                             {"type": "string", "enum": ["json", "html"]}),
-                "collectionId": _param("collectionId", "path", "A device kind", {"type": "string"},
-                                       required=True),
+                "collectionId": _param("collectionId", "path", "A device kind",
+                                       {"type": "string", "enum": collections}, required=True),
                 "tileMatrixSetId": _param("tileMatrixSetId", "path", "The tile matrix set",
                                           {"type": "string", "enum": ["WebMercatorQuad"]}, required=True),
                 "limit": _param("limit", "query", "Features per page",
