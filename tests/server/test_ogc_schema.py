@@ -21,7 +21,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance]
 
 
 @pytest.fixture
-def ogc_schema(city_db_url, mosquitto):
+def ogc_schema(city_db_url):
     settings = Settings(database_url=city_db_url, mqtt_url=None, mqtt_client_id="ioc-ogc-schema")
     headers = {"Authorization": f"Bearer {create_token_sync(city_db_url, 'viewer', 'schemathesis')}"}
     with LiveServer(settings) as server:
