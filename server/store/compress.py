@@ -81,8 +81,9 @@ def _decimals(v: np.ndarray) -> tuple[int, np.ndarray] | None:
             q = np.rint(v * scale)
             if not np.all(np.abs(q) < 2.0 ** 53):  # also False for NaN and infinities
                 return None
-            if np.array_equal((q / scale).view(np.uint64), bits):
-                return k, q.astype(np.int64)
+            qi = q.astype(np.int64)  # via int64 as decode() goes: -0.0 comes back as 0.0
+            if np.array_equal((qi.astype(np.float64) / scale).view(np.uint64), bits):
+                return k, qi
     return None
 
 

@@ -214,9 +214,11 @@ class Partials:
             return cls(*(np.empty(0, dt) for dt in (np.int32, np.int16, np.int64, np.int64,
                                                      np.float64, np.float64, np.float64,
                                                      np.int64, np.float64)))
+        with np.errstate(over="ignore", invalid="ignore"):  # sums of huge values: inf, as floats do
+            s = np.add.reduceat(p.value, starts)
         return cls(p.device[starts], p.metric[starts], b[starts], np.diff(np.append(starts, len(p))),
-                   np.add.reduceat(p.value, starts), np.minimum.reduceat(p.value, starts),
-                   np.maximum.reduceat(p.value, starts), p.ts[last], p.value[last])
+                   s, np.minimum.reduceat(p.value, starts), np.maximum.reduceat(p.value, starts),
+                   p.ts[last], p.value[last])
 
     @classmethod
     def of_rows(cls, rows, start: str, bucket_us: int) -> Partials:
@@ -233,29 +235,31 @@ class Partials:
     def combine(cls, parts: list[Partials]) -> Partials:
         cat = [np.concatenate([getattr(p, f) for p in parts]) for f in cls.FIELDS]
         c = cls(*cat)
-        order = np.lexsort((c.b, c.metric, c.device))  # stable: sources keep their order
+        # by time of the last value within a bucket (stable: a tie keeps the sources' order),
+        # so a bucket's last partial holds its last value; the same partials always sum alike
+        order = np.lexsort((c.last_ts, c.b, c.metric, c.device))
         c = cls(*(getattr(c, f)[order] for f in cls.FIELDS))
         starts = group_starts(c.device, c.metric, c.b)
         if len(starts) == len(c.b):
             return c
-        ends = np.append(starts[1:], len(c.b))
-        # the last value is the one with the latest time in the bucket
-        last_idx = np.array([s + int(np.argmax(c.last_ts[s:e])) for s, e in zip(starts, ends, strict=True)],
-                            np.int64)
+        last_idx = np.append(starts[1:], len(c.b)) - 1
+        with np.errstate(over="ignore", invalid="ignore"):
+            s = np.add.reduceat(c.s, starts)
         return cls(c.device[starts], c.metric[starts], c.b[starts], np.add.reduceat(c.n, starts),
-                   np.add.reduceat(c.s, starts), np.minimum.reduceat(c.lo, starts),
-                   np.maximum.reduceat(c.hi, starts), c.last_ts[last_idx], c.last[last_idx])
+                   s, np.minimum.reduceat(c.lo, starts), np.maximum.reduceat(c.hi, starts),
+                   c.last_ts[last_idx], c.last[last_idx])
 
     def values(self, agg: str) -> list:
         if agg == "avg":
-            return (self.s / self.n).tolist()
+            with np.errstate(over="ignore", invalid="ignore"):
+                return (self.s / self.n).tolist()
         if agg == "count":
             return self.n.tolist()
         return {"min": self.lo, "max": self.hi, "sum": self.s, "last": self.last}[agg].tolist()
 
 
 async def rollup_boundary(conn: asyncpg.Connection) -> datetime | None:
-    value = await conn.fetchval("select value from ioc_meta where key = 'rollup_through'")
+    value = await conn.fetchval("select value #>> '{}' from ioc_meta where key = 'rollup_through'")
     return datetime.fromisoformat(value) if value else None
 
 
@@ -375,12 +379,12 @@ on conflict (device_key, metric_id, hour) do update set
     last_ts = excluded.last_ts, last_value = excluded.last_value
 """
 
-# Whole UTC days from their hours (sums of sums: a daily bucket may differ from the hourly
-# ones' in the last bit of a float, as any two summation orders may).
+# Whole UTC days from their hours, summed in hour order so that the same hours always give
+# the same bits (a daily bucket may differ from the sum of its hourly ones in the last bit).
 DAILY_SQL = """
 insert into telemetry_daily as d (device_key, metric_id, day, n, sum, min, max, last_ts, last_value)
 select device_key, metric_id, date_bin('1 day', hour, timestamptz '2000-01-01 00:00:00+00'),
-       sum(n), sum(sum), min(min), max(max), max(last_ts),
+       sum(n), sum(sum order by hour), min(min), max(max), max(last_ts),
        (array_agg(last_value order by last_ts desc))[1]
 from telemetry_hourly where hour >= $1 and hour < $1 + interval '1 day'
 group by 1, 2, 3
