@@ -44,6 +44,7 @@ MAX_DECIMALS = 6
 ZSTD_LEVEL = 9  # segments are written once and read often: spend a little more on ratio
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # PostgreSQL's binary timestamps count from here
 US = 1_000_000
+UNIX_OFFSET_US = 946_684_800 * US  # from PG_EPOCH's microseconds to Unix ones
 DAY_US = 86_400 * US
 COMPRESS_LOCK = 0x10C_0002  # pg_advisory_lock key: one compression run at a time
 CHUNK_ROWS = 1_000_000  # points folded per transaction (about 100 MB of memory)

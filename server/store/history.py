@@ -97,10 +97,10 @@ def _filters(device_keys: Sequence[int] | None, metric_ids: Sequence[int] | None
              first: int) -> tuple[str, list]:
     sql, args = "", []
     if device_keys is not None:
-        args.append(list(device_keys))
+        args.append([int(k) for k in device_keys])
         sql += f" and device_key = any(${first}::int[])"
     if metric_ids is not None:
-        args.append(list(metric_ids))
+        args.append([int(m) for m in metric_ids])
         sql += f" and metric_id = any(${first + len(args) - 1}::smallint[])"
     return sql, args
 
@@ -141,6 +141,25 @@ async def read_points(conn: asyncpg.Connection, frm: datetime, to: datetime,
     if limit is not None and len(raw) > limit:
         raw = raw.take(slice(0, limit))
     return raw
+
+
+async def count_points(conn: asyncpg.Connection, frm: datetime, to: datetime,
+                       device_keys: Sequence[int] | None = None,
+                       metric_ids: Sequence[int] | None = None) -> int:
+    """About how many readings :func:`read_points` would return, without reading them: the
+    row store's count and the overlapping share of each segment (for limits)."""
+    where, args = _filters(device_keys, metric_ids, 3)
+    seg_where, seg_args = _filters(device_keys, metric_ids, 5)
+    async with snapshot(conn):
+        raw = await conn.fetchval(
+            f"select count(*) from telemetry where ts >= $1 and ts < $2{where}", frm, to, *args)
+        packed = await conn.fetchval(
+            "select coalesce(sum(case when ts_last = ts_first then n else ceil(n * extract(epoch from "
+            "least(ts_last, $4) - greatest(ts_first, $3)) / extract(epoch from ts_last - ts_first)) "
+            "end), 0)::bigint from telemetry_segments "
+            f"where day >= $1 and day <= $2 and ts_last >= $3 and ts_first < $4{seg_where}",
+            _day(to_us(frm)), _day(to_us(to) - 1), frm, to, *seg_args)
+    return raw + packed
 
 
 async def latest_at(conn: asyncpg.Connection, at: datetime,
