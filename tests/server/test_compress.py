@@ -237,3 +237,46 @@ async def test_late_readings_reach_the_hourly_and_daily_rollups(db_url):
         assert parts.n.tolist() == [1441]
     finally:
         await conn.close()
+
+
+def test_ioc_compress_compresses_the_closed_days(db_url, monkeypatch, capsys):
+    from server.cli import common
+    from server.cli.main import main
+
+    for name in ("IOC_CONFIG", "IOC_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IOC_DATABASE_URL", db_url)
+    day = (datetime.now(UTC) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    async def load(conn):
+        await conn.execute("select ioc_ensure_telemetry_partition($1)", day.date())
+        await conn.copy_records_to_table("telemetry", records=[
+            (A, M, day + timedelta(minutes=i), float(i), 0) for i in range(1440)],
+            columns=("device_key", "metric_id", "ts", "value", "quality"))
+
+    async def counts(conn):
+        return (await conn.fetchval("select count(*) from telemetry"),
+                await conn.fetchval("select sum(n) from telemetry_segments"))
+
+    async def run():
+        conn = await asyncpg.connect(db_url)
+        try:
+            await load(conn)
+        finally:
+            await conn.close()
+    asyncio.run(run())
+    try:
+        assert main(["compress"]) == 0
+        assert f"compressed {day.date()}: 1,440 points into 1 segments" in capsys.readouterr().out
+        assert main(["compress"]) == 0
+        assert "nothing to compress" in capsys.readouterr().out
+    finally:
+        common.choose_data_dir(None)
+
+    async def check():
+        conn = await asyncpg.connect(db_url)
+        try:
+            return await counts(conn)
+        finally:
+            await conn.close()
+    assert asyncio.run(check()) == (0, 1440)
