@@ -114,3 +114,7 @@ async def test_answers_do_not_change_when_compressed(aiohttp_client, city_db_url
     # (the tier may differ: the server's housekeeping rolls hours up meanwhile)
     assert [b["points"] for _, b in after] == [b["points"] for _, b in before]
     assert [len(b["points"]) for _, b in after] == [11, 3, 27, 412]
+    metrics = await (await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})).text()
+    assert 'ioc_telemetry_points{tier="compressed"} 2881.0' in metrics
+    seg_bytes = float(metrics.split('ioc_telemetry_bytes{tier="compressed"} ')[1].split()[0])
+    assert 0 < seg_bytes < 100_000
