@@ -150,6 +150,12 @@ class Points:
     def __len__(self) -> int:
         return len(self.ts)
 
+    def rows(self) -> list[tuple[int, int, datetime, float, int]]:
+        """(device_key, metric_id, ts, value, quality) tuples, ts as an aware datetime."""
+        return [(d, m, from_us(t), v, q) for d, m, t, v, q in zip(
+            self.device.tolist(), self.metric.tolist(), self.ts.tolist(), self.value.tolist(),
+            self.quality.tolist(), strict=True)]
+
     def take(self, idx) -> Points:
         return Points(self.device[idx], self.metric[idx], self.ts[idx], self.value[idx],
                       self.quality[idx])

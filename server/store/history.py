@@ -18,6 +18,7 @@ sources is still exact. :func:`rollup` writes the rollups and folds late reading
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -78,6 +79,7 @@ ROLLUP_LOCK = 0x10C_0001  # pg_advisory_lock key of the rollup job
 ROLLUP_LAG = timedelta(minutes=2)  # an hour is rolled up this long after it ends
 ROLLUP_HOURS_PER_ROUND = 24  # a long outage catches up a day per round
 DIRTY_HOURS_PER_ROUND = 48
+ROLLUP_DEVICES = 5_000  # devices read at once by the rollup (~2 M readings an hour at 1/min)
 
 
 # ---------------------------------------------------------------- the one read path
@@ -93,10 +95,14 @@ async def snapshot(conn: asyncpg.Connection):
         yield
 
 
-def _filters(device_keys: Sequence[int] | None, metric_ids: Sequence[int] | None,
+def _filters(device_keys: Sequence[int] | range | None, metric_ids: Sequence[int] | None,
              first: int) -> tuple[str, list]:
+    """SQL conditions from $``first`` on: a list of device keys, or a range of them."""
     sql, args = "", []
-    if device_keys is not None:
+    if isinstance(device_keys, range):
+        args += [device_keys.start, device_keys.stop]
+        sql += f" and device_key >= ${first}::bigint and device_key < ${first + 1}::bigint"
+    elif device_keys is not None:
         args.append([int(k) for k in device_keys])
         sql += f" and device_key = any(${first}::int[])"
     if metric_ids is not None:
@@ -110,11 +116,12 @@ def _day(us: int) -> date:
 
 
 async def read_points(conn: asyncpg.Connection, frm: datetime, to: datetime,
-                      device_keys: Sequence[int] | None = None,
+                      device_keys: Sequence[int] | range | None = None,
                       metric_ids: Sequence[int] | None = None, *,
                       limit: int | None = None) -> Points:
-    """Every reading in [frm, to) of those devices and metrics (None: all), raw and
-    compressed alike, one per (device, metric, ts), sorted by (device, metric, ts).
+    """Every reading in [frm, to) of those devices (keys, or a range of keys) and metrics
+    (None: all), raw and compressed alike, one per (device, metric, ts), sorted by
+    (device, metric, ts).
 
     ``limit`` (for one series) keeps the first ``limit`` readings.
     """
@@ -183,7 +190,7 @@ async def latest_at(conn: asyncpg.Connection, at: datetime,
             "select device_key, metric_id, data from telemetry_segments "
             f"where day >= $1 and day <= $2 and ts_first <= $3 and ts_last > $4{seg_where} "
             "order by device_key, metric_id, day desc",
-            since.date(), at.date(), at, since, *seg_args)
+            since.astimezone(UTC).date(), at.astimezone(UTC).date(), at, since, *seg_args)
     if not segs:
         return raw
     since_us = to_us(since)
@@ -446,6 +453,7 @@ async def _rollup(conn: asyncpg.Connection, now: datetime,
         "select hour from telemetry_dirty where hour < $1 order by hour limit $2",
         through, DIRTY_HOURS_PER_ROUND)]
     fresh = [through + timedelta(hours=i) for i in range(int((end - through) / timedelta(hours=1)))]
+    chunks = await _key_ranges(conn)
     await conn.execute("create temp table if not exists ioc_hourly_stage "
                        "(like telemetry_hourly) on commit delete rows")
     for hour in dirty + fresh:
@@ -453,14 +461,17 @@ async def _rollup(conn: asyncpg.Connection, now: datetime,
         async with conn.transaction(isolation="repeatable_read"):
             # the mark goes first: a reading committed after this snapshot marks it again
             await conn.execute("delete from telemetry_dirty where hour = $1", hour)
-            p = Partials.of_points(await read_points(conn, hour, hour + timedelta(hours=1)), HOUR)
-            records = list(zip(p.device.tolist(), p.metric.tolist(), [hour] * len(p.b),
-                               p.n.tolist(), p.s.tolist(), p.lo.tolist(), p.hi.tolist(),
-                               map(from_us, p.last_ts.tolist()), p.last.tolist(), strict=True))
-            if records:
-                await conn.copy_records_to_table("ioc_hourly_stage", records=records,
-                                                 columns=HOURLY_COLS)
-                await conn.execute(UPSERT_HOURLY)
+            for keys in chunks:
+                p = Partials.of_points(await read_points(conn, hour, hour + timedelta(hours=1), keys),
+                                       HOUR)
+                records = list(zip(p.device.tolist(), p.metric.tolist(), [hour] * len(p.b),
+                                   p.n.tolist(), p.s.tolist(), p.lo.tolist(), p.hi.tolist(),
+                                   map(from_us, p.last_ts.tolist()), p.last.tolist(), strict=True))
+                if records:
+                    await conn.copy_records_to_table("ioc_hourly_stage", records=records,
+                                                     columns=HOURLY_COLS)
+                    await conn.execute(UPSERT_HOURLY)
+                    await conn.execute("truncate ioc_hourly_stage")
             if hour >= through:
                 await conn.execute(
                     """insert into ioc_meta (key, value, updated_at)
@@ -471,6 +482,17 @@ async def _rollup(conn: asyncpg.Connection, now: datetime,
     for day in days:
         await conn.execute(DAILY_SQL, day)
     return dirty + fresh
+
+
+async def _key_ranges(conn: asyncpg.Connection) -> list[range]:
+    """Device key ranges of about :data:`ROLLUP_DEVICES` registered devices each, the first and
+    last open-ended (readings of deleted devices too): an hour of a big city is read in parts."""
+    lo, hi = await conn.fetchrow("select min(key), max(key) from devices")
+    if lo is None:
+        return [range(-2**31, 2**31)]
+    cuts = list(range(lo + ROLLUP_DEVICES, hi + 1, ROLLUP_DEVICES))
+    edges = [-2**31, *cuts, 2**31]
+    return [range(a, b) for a, b in itertools.pairwise(edges)]
 
 
 async def expire(conn: asyncpg.Connection, now: datetime, *, hourly_days: int,

@@ -235,6 +235,8 @@ async def test_late_readings_reach_the_hourly_and_daily_rollups(db_url):
         assert parts.n.tolist() == [61] and parts.values("max") == [5000.0]
         parts, _ = await bucket_partials(conn, A, M, D0, D0 + timedelta(days=1), timedelta(days=1))
         assert parts.n.tolist() == [1441]
+        latest = await latest_at(conn, D0 + timedelta(minutes=1, seconds=45), [A])
+        assert latest.rows() == [(A, M, D0 + timedelta(seconds=90), 5000.0, 0)]
     finally:
         await conn.close()
 
