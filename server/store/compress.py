@@ -333,43 +333,82 @@ async def _ranges(conn: asyncpg.Connection, part: str, chunk_rows: int,
 async def _compress_day(conn: asyncpg.Connection, day: date, report: Report,
                         device_keys: list[int] | None, chunk_rows: int,
                         fail_at: Callable[[str], None] | None) -> None:
+    """Fold the day's row store into its segments, a range of devices per transaction.
+
+    The whole day (the server's runs): each range's rows are read and folded, and the
+    partition is truncated at the end if it holds exactly the rows folded (checked under a
+    short exclusive lock of this partition only): no row is deleted one by one, so no WAL
+    per row. Killed before the truncate, the folded rows are in both places; reads merge
+    them as one, and the next run folds them again into the same segments.
+
+    Some devices only (``device_keys``): their rows are deleted as they are folded.
+    """
     part = f"telemetry_p{day:%Y%m%d}"
     step = fail_at or (lambda _: None)
+    cols = "device_key, metric_id, ts, value, quality"
+    folded = 0
     for k0, k1 in await _ranges(conn, part, chunk_rows, device_keys):
         async with conn.transaction():
-            raw = await copy_points(
-                conn,
-                f'delete from "{part}" where device_key >= $1 and device_key < $2 '
-                "returning device_key, metric_id, ts, value, quality", k0, k1)
+            if device_keys is None:
+                raw = await copy_points(conn, f'select {cols} from "{part}" '
+                                              "where device_key >= $1 and device_key < $2", k0, k1)
+                step("read")
+            else:
+                raw = await copy_points(conn, f'delete from "{part}" where device_key >= $1 '
+                                              f"and device_key < $2 returning {cols}", k0, k1)
+                step("deleted")
             if not len(raw):
                 continue
-            step("deleted")
-            old = await conn.fetch(
-                """delete from telemetry_segments
-                   where day = $1 and device_key >= $2 and device_key < $3
-                   returning device_key, metric_id, n, data""", day, k0, k1)
-            t = time.perf_counter()
-            merged = merge(sort_unique(decode_segments(old)), sort_unique(raw))
-            records = encode_points(merged, day)
-            report.encode_seconds += time.perf_counter() - t
-            step("encoded")
-            await conn.copy_records_to_table("telemetry_segments", records=records,
-                                             columns=SEGMENT_COLS)
-            step("written")
-            await _count(conn, "compressed_points", len(merged) - sum(r["n"] for r in old))
-            step("counted")
-        report.points += len(raw)
-        report.segments += len(records)
-    # Space back at once: a truncate (a moment's exclusive lock on this partition only, not
-    # waited for) if nothing arrived meanwhile; otherwise VACUUM will reuse it.
+            await _fold(conn, day, raw, report, step)
+        folded += len(raw)
+    if device_keys is None and folded:
+        await _empty(conn, part, folded, step)
+
+
+async def _fold(conn: asyncpg.Connection, day: date, raw: Points, report: Report,
+                step: Callable[[str], None]) -> None:
+    """Rows of the day (any order) merged into the segments of their series."""
+    t = time.perf_counter()
+    raw = sort_unique(raw)
+    starts = group_starts(raw.device, raw.metric)
+    old = await conn.fetch(
+        """delete from telemetry_segments s using unnest($2::int[], $3::smallint[]) as k(d, m)
+           where s.day = $1 and s.device_key = k.d and s.metric_id = k.m
+           returning s.device_key, s.metric_id, s.n, s.data""",
+        day, raw.device[starts].tolist(), raw.metric[starts].tolist())
+    t1 = time.perf_counter()
+    old = sorted(old, key=lambda r: (r["device_key"], r["metric_id"]))
+    merged = merge(decode_segments(old), raw)
+    records = encode_points(merged, day)
+    t2 = time.perf_counter()
+    report.encode_seconds += (t1 - t) + (t2 - t1)
+    step("encoded")
+    await conn.copy_records_to_table("telemetry_segments", records=records, columns=SEGMENT_COLS)
+    step("written")
+    await _count(conn, "compressed_points", len(merged) - sum(r["n"] for r in old))
+    step("counted")
+    report.points += len(raw)
+    report.segments += len(records)
+
+
+async def _empty(conn: asyncpg.Connection, part: str, folded: int,
+                 step: Callable[[str], None]) -> None:
+    """Truncate the partition if it holds only the ``folded`` rows; rows that arrived
+    meanwhile, or a lock not had within a second, leave it for the next run."""
     try:
         async with conn.transaction():
             await conn.execute("set local lock_timeout = '1s'")
             await conn.execute(f'lock table "{part}" in access exclusive mode')
-            if not await conn.fetchval(f'select exists (select 1 from "{part}")'):
+            step("locked")
+            left = await conn.fetchval(f'select count(*) from "{part}"')
+            if left == folded:
                 await conn.execute(f'truncate "{part}"')
+                step("truncated")
+            else:
+                logger.info("compression: %s got %d readings meanwhile; folded next run", part,
+                            left - folded)
     except asyncpg.LockNotAvailableError:
-        logger.info("compression: %s busy, left for VACUUM", part)
+        logger.info("compression: %s busy; emptied next run", part)
 
 
 async def _count(conn: asyncpg.Connection, key: str, delta: int) -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import numpy as np
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -159,11 +160,14 @@ def test_reads_are_the_same_raw_and_compressed(run_db, rows, late, qs):
     run_db(check)
 
 
-STEPS = ("deleted", "encoded", "written", "counted")
+# The server's runs (whole days, the partition truncated at the end) and runs for some devices
+# (their rows deleted as they are folded), each failing at every step in turn.
+STEPS = [(step, None) for step in ("read", "encoded", "written", "counted", "locked", "truncated")]
+STEPS += [(step, [A, B, 3, 4]) for step in ("deleted", "encoded", "written", "counted")]
 
 
-@pytest.mark.parametrize("step", STEPS)
-async def test_a_run_killed_at_any_step_loses_nothing_and_stores_nothing_twice(db_url, step):
+@pytest.mark.parametrize(("step", "keys"), STEPS)
+async def test_a_run_killed_at_any_step_loses_nothing_and_stores_nothing_twice(db_url, step, keys):
     rng = np.random.default_rng(3)
     rows = [(int(t), float(np.round(rng.normal(50, 5), 1)), int(rng.random() < 0.05))
             for t in rng.choice(3 * 86_400 * US, 3000, replace=False)]
@@ -173,30 +177,62 @@ async def test_a_run_killed_at_any_step_loses_nothing_and_stores_nothing_twice(d
         await _insert(conn, rows, keys=(A, B, 3, 4))
         await conn.execute("analyze telemetry")  # row estimates: the job sizes its chunks by them
         before = await read_points(conn, D0, D0 + timedelta(days=4))
-        # two transactions per day (a few keys each): the second one of the first day fails
         calls = []
 
-        def fail(at: str) -> None:
+        def fail(at: str) -> None:  # the second time (a second range, or the second day)
             calls.append(at)
             if at == step and calls.count(step) == 2:
                 raise RuntimeError("killed")
 
         with pytest.raises(RuntimeError, match="killed"):
-            await compress.compress_due(conn, NOW, chunk_rows=1000, fail_at=fail)
+            await compress.compress_due(conn, NOW, device_keys=keys, chunk_rows=1000, fail_at=fail)
         half = await read_points(conn, D0, D0 + timedelta(days=4))
-        assert await conn.fetchval("select count(*) from telemetry_segments") > 0  # the first is in
+        assert await conn.fetchval("select count(*) from telemetry_segments") > 0  # some are in
         assert await conn.fetchval("select count(*) from telemetry") > 0  # the rest is not
-        report = await compress.compress_due(conn, NOW, chunk_rows=1000)
-        assert report.days == [(D0 + timedelta(days=d)).date() for d in range(3)]
+        report = await compress.compress_due(conn, NOW, device_keys=keys, chunk_rows=1000)
+        assert report.days[-1] == (D0 + timedelta(days=2)).date()
         after = await read_points(conn, D0, D0 + timedelta(days=4))
         assert await conn.fetchval("select count(*) from telemetry") == 0
         assert await conn.fetchval("select sum(n) from telemetry_segments") == len(before)
+        assert await conn.fetchval("select (value #>> '{}')::bigint from ioc_meta "
+                                   "where key = 'compressed_points'") == len(before)
         for got in (half, after):
             assert np.array_equal(got.ts, before.ts) and np.array_equal(got.device, before.device)
             assert np.array_equal(got.value, before.value) and np.array_equal(got.quality, before.quality)
         # a day whose partition is empty afterwards is truncated, not dropped (late data lands)
         assert await conn.fetchval("select to_regclass('telemetry_p20261120') is not null")
-        assert (await compress.compress_due(conn, NOW)).points == 0  # nothing left: idempotent
+        assert (await compress.compress_due(conn, NOW, device_keys=keys)).points == 0  # idempotent
+    finally:
+        await conn.close()
+
+
+async def test_readings_arriving_during_a_run_are_kept(db_url):
+    """A reading for a range already folded: the partition is not truncated, reads see it,
+    and the next run folds it."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await _reset(conn)
+        await _insert(conn, [(m * 60 * US, float(m), 0) for m in range(1440)], keys=(A, B))
+        await conn.execute("analyze telemetry")  # two ranges: A's, then B's
+
+        def sneak(at: str) -> None:  # once A's range is committed, from another connection
+            if at == "read" and sneak.calls == 1:
+                with psycopg.connect(db_url, autocommit=True) as other:
+                    other.execute("insert into telemetry (device_key, metric_id, ts, value) "
+                                  "values (%s, %s, %s, 7.5)", (A, M, D0 + timedelta(seconds=30)))
+            sneak.calls += int(at == "read")
+        sneak.calls = 0
+
+        report = await compress.compress_due(conn, NOW, chunk_rows=1000, fail_at=sneak)
+        assert report.points == 2 * 1440
+        assert await conn.fetchval("select count(*) from telemetry") == 2 * 1440 + 1  # not truncated
+        points = await read_points(conn, D0, D0 + timedelta(days=1), [A])
+        assert len(points) == 1441 and points.value[0] == 0.0 and points.value[1] == 7.5
+        await compress.compress_due(conn, NOW)
+        assert await conn.fetchval("select count(*) from telemetry") == 0
+        assert await conn.fetchval("select sum(n) from telemetry_segments") == 2 * 1440 + 1
+        again = await read_points(conn, D0, D0 + timedelta(days=1), [A])
+        assert np.array_equal(again.ts, points.ts) and np.array_equal(again.value, points.value)
     finally:
         await conn.close()
 
