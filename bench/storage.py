@@ -13,7 +13,7 @@ COPY, then measures:
   after compression (``telemetry_segments`` plus the emptied partition), and of the same
   points in a Parquet file with zstd (pyarrow, sorted by device, metric, time: its best case);
 * compression speed: points per second of the encoding (one core: the job is one Python
-  thread) and of the whole job (delete-returning, encode, write), per second of wall time and
+  thread) and of the whole job (read, encode, write, truncate), per second of wall time and
   per CPU-second of this process and PostgreSQL together;
 * latency of three reads, each through the server's own functions (server/store/history.py),
   before and after compression: a device-day of raw points (the history API's raw answer), a
@@ -253,7 +253,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> int:
         ["compression: encoding, points/s (one core)", f"{enc_rate:,.0f}", "≥ 1,000,000", ""],
         ["compression: whole job, points/s (wall)", f"{job_rate:,.0f}", "", ""],
         ["compression: whole job, points per CPU-second (this process + PostgreSQL)",
-         f"{job_cpu_rate:,.0f}", "", "delete-returning, encode, COPY of segments"],
+         f"{job_cpu_rate:,.0f}", "", "read, encode, COPY of segments, truncate"],
     ]
     for key, label in (("device_day", "device-day raw points (history API), per device, ms"),
                        ("ward_week", f"ward-week hourly aggregate from points ({len(ward_keys)} "
