@@ -92,9 +92,9 @@ class Maintenance:
                                 name="maintenance.status"),
             asyncio.create_task(self._loop(self.housekeeping_every_s, self.housekeeping),
                                 name="maintenance.housekeeping"),
-            # First after one interval: a start-up is busy enough (and tests' old data stays put).
+            # First five minutes after start (at most): a start-up is busy enough.
             asyncio.create_task(self._loop(self.storage.compress_every_s, self.compress,
-                                           first_after=self.storage.compress_every_s),
+                                           first_after=min(self.storage.compress_every_s, 300.0)),
                                 name="maintenance.compress"),
         ]
 
