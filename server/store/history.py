@@ -219,6 +219,43 @@ async def latest_at(conn: asyncpg.Connection, at: datetime,
     return both.take(group_starts(both.device, both.metric))
 
 
+async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int],
+                             metric_ids: Sequence[int], day: datetime,
+                             before: datetime) -> dict[tuple[int, int], tuple[datetime, float, int]]:
+    """For each (device_keys[i], metric_ids[i]) pair, its newest compressed reading of the UTC
+    ``day`` that is earlier than ``before``: ``{(key, metric): (ts, value, quality)}``. With
+    the row store's newest of the same day (the later wins; a tie is the segment's), this is
+    the day's answer of :func:`latest_at` pair by pair (server/live/past.py probes so)."""
+    rows = await conn.fetch(
+        """select s.device_key, s.metric_id, s.data from telemetry_segments s
+           join unnest($1::int[], $2::smallint[]) as p(k, m)
+             on s.device_key = p.k and s.metric_id = p.m
+           where s.day = $3 and s.ts_first < $4""",
+        [int(k) for k in device_keys], [int(m) for m in metric_ids],
+        day.astimezone(UTC).date(), before)
+    out = {}
+    limit = to_us(before)
+    for r in rows:
+        t, v, q = decode(r["data"])
+        i = int(np.searchsorted(t, limit, side="left")) - 1
+        if i >= 0:
+            out[(r["device_key"], r["metric_id"])] = (from_us(t[i]), float(v[i]), int(q[i]))
+    return out
+
+
+async def readings_between(conn: asyncpg.Connection, after: datetime, upto: datetime,
+                           device_keys: Sequence[int], limit: int | None = None) -> list[tuple]:
+    """Readings with ``after < ts <= upto`` of those devices, raw and compressed alike, in
+    time order (then device, metric), at most ``limit``: (device_key, metric_id, ts, value,
+    quality) tuples. For replay (server/live/replay.py)."""
+    tick = timedelta(microseconds=1)
+    p = await read_points(conn, after + tick, upto + tick, device_keys)
+    p = p.take(np.lexsort((p.metric, p.device, p.ts)))
+    if limit is not None:
+        p = p.take(slice(0, limit))
+    return p.rows()
+
+
 # ---------------------------------------------------------------- aggregates
 class Partials:
     """Per (device, metric, bucket): n, sum, min, max and the last value, as columns."""

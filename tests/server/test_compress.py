@@ -88,6 +88,8 @@ async def _compare(conn: asyncpg.Connection, queries) -> None:
         _same(await read_points(conn, frm, to, [A], [M], limit=limit),
               await read_points(conn, frm, to, [B], [M], limit=limit))
         _same(await latest_at(conn, to, [A], [M]), await latest_at(conn, to, [B], [M]))
+        ra, rb = [await history.readings_between(conn, frm, to, [k], limit) for k in (A, B)]
+        assert [r[1:] for r in ra] == [r[1:] for r in rb]
         pa, tier_a = await bucket_partials(conn, A, M, frm, to, timedelta(seconds=bucket_s))
         pb, tier_b = await bucket_partials(conn, B, M, frm, to, timedelta(seconds=bucket_s))
         assert tier_a == tier_b

@@ -1,8 +1,8 @@
 """telemetry_segments (compressed closed days), telemetry_daily, telemetry_dirty + its trigger,
 an index on telemetry_hourly.hour
 
-Revision ID: 0007_telemetry_tiers
-Revises: 0006_devices_mercator
+Revision ID: 0008_telemetry_tiers
+Revises: 0007_replay
 Create Date: 2026-12-04 23:59:00
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0007_telemetry_tiers'
-down_revision: str | None = '0006_devices_mercator'
+revision: str = '0008_telemetry_tiers'
+down_revision: str | None = '0007_replay'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
