@@ -18,7 +18,8 @@ COPY, then measures:
 * latency of three reads, each through the server's own functions (server/store/history.py),
   before and after compression: a device-day of raw points (the history API's raw answer), a
   ward's week of power in hourly buckets computed from the points, and the latest value of
-  every device x metric at noon (``latest_at``, what ``GET /api/v1/state?at=`` builds on). The
+  every device x metric at noon, both through ``latest_at`` and through what
+  ``GET /api/v1/state?at=`` runs (``server/live/past.state_at``, the whole city). The
   ward-week answer from the hourly rollups is shown too. Answers are compared raw vs
   compressed.
 
@@ -41,6 +42,7 @@ import numpy as np
 from common import Stack, console, log, own_cpu_seconds, run_on_stack, table, tree_cpu_seconds
 from report import context, record
 
+from server.live import past
 from server.simulate.fleet import load_fleet
 from server.simulate.patterns import BOOL_METRICS, DECIMALS, Patterns
 from server.store import compress, history
@@ -166,11 +168,17 @@ async def reads(conn: asyncpg.Connection, lamps: list[tuple[int, str]], ward_key
     async def latest():
         return points_key(await history.latest_at(conn, DAY + timedelta(hours=12)))
 
+    async def state():  # GET /api/v1/state?at= over the whole city, without the HTTP
+        devices, _ = await past.state_at(conn, DAY + timedelta(hours=12), past.Scope())
+        return [(d.key, d.status, sorted(d.values.items())) for d in devices]
+
     n = len(lamps)
     dd_ms, dd = await timed(device_day, rounds)
     ww_ms, ww = await timed(ward_week, rounds)
     la_ms, la = await timed(latest, max(3, rounds // 3))
-    return {"device_day": (dd_ms / n, dd), "ward_week": (ww_ms, ww), "latest_at": (la_ms, la)}
+    st_ms, st = await timed(state, max(3, rounds // 3))
+    return {"device_day": (dd_ms / n, dd), "ward_week": (ww_ms, ww), "latest_at": (la_ms, la),
+            "state_at": (st_ms, st)}
 
 
 async def ward_week_hourly(conn: asyncpg.Connection, ward_keys: list[int], power: int) -> float:
@@ -258,7 +266,8 @@ async def bench(args: argparse.Namespace, stack: Stack) -> int:
     for key, label in (("device_day", "device-day raw points (history API), per device, ms"),
                        ("ward_week", f"ward-week hourly aggregate from points ({len(ward_keys)} "
                                      "devices), ms"),
-                       ("latest_at", "city-wide latest value at noon (latest_at), ms")):
+                       ("latest_at", "city-wide latest value at noon (latest_at), ms"),
+                       ("state_at", "city-wide state?at= noon (server/live/past.state_at), ms")):
         r, p = raw[key][0], packed[key][0]
         rows.append([label, f"{r:.1f} → {p:.1f}", "compressed ≤ raw",
                      f"{'same answer' if same[key] else 'ANSWERS DIFFER'}; ×{p / r:.2f}"])

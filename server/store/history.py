@@ -32,7 +32,7 @@ from server.store.compress import (
     US,
     Points,
     copy_points,
-    decode,
+    decode_many,
     decode_segments,
     from_us,
     group_starts,
@@ -195,16 +195,14 @@ async def latest_at(conn: asyncpg.Connection, at: datetime,
         return raw
     since_us = to_us(since)
     dev, met, ts, val, qual = [], [], [], [], []
-    done = None
-    for r in segs:  # the newest segment of each series that has a reading in the window
+    # the newest segment of each series: it has a reading at or before ``at`` (ts_first)
+    newest = [r for i, r in enumerate(segs) if i == 0 or segs[i - 1]["device_key"] != r["device_key"]
+              or segs[i - 1]["metric_id"] != r["metric_id"]]
+    for r, (t, v, q) in zip(newest, decode_many([r["data"] for r in newest]), strict=True):
         pair = (r["device_key"], r["metric_id"])
-        if pair == done:
-            continue
-        t, v, q = decode(r["data"])
         i = int(np.searchsorted(t, at_us, side="right")) - 1
         if i < 0 or t[i] <= since_us:
             continue
-        done = pair
         dev.append(pair[0])
         met.append(pair[1])
         ts.append(t[i])
@@ -235,8 +233,7 @@ async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int
         day.astimezone(UTC).date(), before)
     out = {}
     limit = to_us(before)
-    for r in rows:
-        t, v, q = decode(r["data"])
+    for r, (t, v, q) in zip(rows, decode_many([r["data"] for r in rows]), strict=True):
         i = int(np.searchsorted(t, limit, side="left")) - 1
         if i >= 0:
             out[(r["device_key"], r["metric_id"])] = (from_us(t[i]), float(v[i]), int(q[i]))
