@@ -128,49 +128,6 @@ def decode(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ts, value, quality
 
 
-def decode_many(datas: list[bytes]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """:func:`decode` of many segments at once, the same arrays bit for bit: segments of
-    equal length are unshuffled and summed as the rows of one matrix (a city's segments of a
-    day are mostly 1,440 points), which costs a fraction of decoding them one by one."""
-    out: list = [None] * len(datas)
-    groups: dict[int, list[tuple[int, memoryview, int, int, int]]] = {}
-    for i, data in enumerate(datas):
-        body = memoryview(_dctx.decompress(data))
-        fmt, mode, k, n, r = _HEADER.unpack_from(body)
-        if fmt != FORMAT:
-            raise ValueError(f"unknown telemetry segment format {fmt}")
-        groups.setdefault(n, []).append((i, body, mode, k, r))
-    h = _HEADER.size
-    for n, members in groups.items():
-        if len(members) == 1 or n == 0:
-            for i, *_ in members:
-                out[i] = decode(datas[i])
-            continue
-        s = len(members)
-        words = np.frombuffer(b"".join(bytes(b[h:h + 16 * n]) for _, b, *_ in members), np.uint8)
-        words = words.reshape(s, 2, 8, n).transpose(0, 1, 3, 2).copy().view(np.int64)[..., 0]
-        ts = np.cumsum(np.cumsum(_unzigzag(words[:, 0, :]), axis=1), axis=1)
-        raw = words[:, 1, :]
-        modes = np.array([m[2] for m in members])
-        scale = np.array([_SCALES[m[3]] for m in members])
-        value = np.empty((s, n), np.float64)
-        dec = modes == _DECIMAL
-        if dec.any():
-            value[dec] = np.cumsum(_unzigzag(np.ascontiguousarray(raw[dec])), axis=1).astype(np.float64) \
-                / scale[dec, None]
-        if not dec.all():
-            value[~dec] = np.bitwise_xor.accumulate(raw[~dec], axis=1).view(np.float64)
-        at = h + 16 * n
-        for row, (i, body, _, _, r) in enumerate(members):
-            qv = np.frombuffer(body[at:], "<i2", r)
-            if r == 1:
-                quality = np.full(n, qv[0], np.int16)
-            else:
-                quality = np.repeat(qv, np.frombuffer(body[at + 2 * r:], "<u4", r)).astype(np.int16)
-            out[i] = (ts[row], value[row], quality)
-    return out
-
-
 # ---------------------------------------------------------------- points in bulk
 # COPY ... (format binary) of (device_key int4, metric_id int2, ts timestamptz, value float8,
 # quality int2): every row is 46 bytes, so numpy reads them without a Python loop.
@@ -277,7 +234,8 @@ def sort_unique(p: Points) -> Points:
 def decode_segments(rows) -> Points:
     """Records of (device_key, metric_id, data) → their points, in the records' order."""
     parts = []
-    for r, (ts, value, quality) in zip(rows, decode_many([r["data"] for r in rows]), strict=True):
+    for r in rows:
+        ts, value, quality = decode(r["data"])
         n = len(ts)
         parts.append(Points(np.full(n, r["device_key"], np.int32),
                             np.full(n, r["metric_id"], np.int16), ts, value, quality))

@@ -32,7 +32,7 @@ from server.store.compress import (
     US,
     Points,
     copy_points,
-    decode_many,
+    decode,
     decode_segments,
     from_us,
     group_starts,
@@ -198,8 +198,9 @@ async def latest_at(conn: asyncpg.Connection, at: datetime,
     # the newest segment of each series: it has a reading at or before ``at`` (ts_first)
     newest = [r for i, r in enumerate(segs) if i == 0 or segs[i - 1]["device_key"] != r["device_key"]
               or segs[i - 1]["metric_id"] != r["metric_id"]]
-    for r, (t, v, q) in zip(newest, decode_many([r["data"] for r in newest]), strict=True):
+    for r in newest:
         pair = (r["device_key"], r["metric_id"])
+        t, v, q = decode(r["data"])
         i = int(np.searchsorted(t, at_us, side="right")) - 1
         if i < 0 or t[i] <= since_us:
             continue
@@ -233,7 +234,8 @@ async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int
         day.astimezone(UTC).date(), before)
     out = {}
     limit = to_us(before)
-    for r, (t, v, q) in zip(rows, decode_many([r["data"] for r in rows]), strict=True):
+    for r in rows:
+        t, v, q = decode(r["data"])
         i = int(np.searchsorted(t, limit, side="left")) - 1
         if i >= 0:
             out[(r["device_key"], r["metric_id"])] = (from_us(t[i]), float(v[i]), int(q[i]))

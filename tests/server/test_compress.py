@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.store import compress, history
-from server.store.compress import Points, decode, decode_many, encode
+from server.store.compress import Points, decode, encode
 from server.store.history import AGGS, bucket_partials, latest_at, read_points
 
 D0 = datetime(2026, 11, 20, tzinfo=UTC)
@@ -47,23 +47,6 @@ def test_codec_round_trips_bit_for_bit(rows, regular):
     t2, v2, q2 = decode(encode(ts, v, q))
     assert np.array_equal(t2, ts) and np.array_equal(q2, q)
     assert np.array_equal(v2.view(np.uint64), v.view(np.uint64))
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.lists(st.tuples(values, st.integers(0, 2)), max_size=5)),
-                max_size=12))
-def test_decoding_many_at_once_is_decoding_each(segments):
-    """Segments of equal and unequal lengths, decimal and XOR'd values, mixed in one call."""
-    datas = []
-    for kind, rows in segments:
-        n = len(rows) if kind else 4  # kind 0: four points, so equal lengths meet
-        rows = (rows * 4)[:n] if rows else [(1.5, 0)] * n
-        ts = np.arange(n, dtype=np.int64) * 60 * US + kind
-        datas.append(encode(ts, np.array([r[0] for r in rows], np.float64),
-                            np.array([r[1] for r in rows], np.int16)))
-    for one, many in zip((decode(d) for d in datas), decode_many(datas), strict=True):
-        assert np.array_equal(one[0], many[0]) and np.array_equal(one[2], many[2])
-        assert np.array_equal(one[1].view(np.uint64), many[1].view(np.uint64))
 
 
 def test_a_regular_decimal_series_takes_about_a_byte_a_point():
