@@ -164,5 +164,7 @@ class Maintenance:
 
     async def rollup(self, conn: asyncpg.Connection, now: datetime) -> list[datetime]:
         """Hourly and daily rollups of the hours due and of those that got late readings."""
+        hourly = self.storage.hourly_retention_days
         return await history.rollup(
-            conn, now, raw_cutoff=now - timedelta(days=self.storage.raw_retention_days))
+            conn, now, raw_cutoff=now - timedelta(days=self.storage.raw_retention_days),
+            hourly_cutoff=now - timedelta(days=hourly) if hourly else None)

@@ -457,7 +457,8 @@ on conflict (device_key, metric_id, day) do update set
 
 
 async def rollup(conn: asyncpg.Connection, now: datetime, *,
-                 raw_cutoff: datetime | None = None) -> list[datetime]:
+                 raw_cutoff: datetime | None = None,
+                 hourly_cutoff: datetime | None = None) -> list[datetime]:
     """Roll up whole hours since the last run, and again every hour that received late
     readings since (``telemetry_dirty``), then the days those hours belong to. At most
     :data:`ROLLUP_HOURS_PER_ROUND` new hours per round. Returns the hours rolled up.
@@ -469,18 +470,19 @@ async def rollup(conn: asyncpg.Connection, now: datetime, *,
     # and can move it past hours neither rolled up.
     await conn.execute("select pg_advisory_lock($1)", ROLLUP_LOCK)
     try:
-        return await _rollup(conn, now, raw_cutoff)
+        return await _rollup(conn, now, raw_cutoff, hourly_cutoff)
     finally:
         await conn.execute("select pg_advisory_unlock($1)", ROLLUP_LOCK)
 
 
-async def _rollup(conn: asyncpg.Connection, now: datetime,
-                  raw_cutoff: datetime | None) -> list[datetime]:
+async def _rollup(conn: asyncpg.Connection, now: datetime, raw_cutoff: datetime | None,
+                  hourly_cutoff: datetime | None) -> list[datetime]:
     now_hour = from_us(_floor(to_us(now - ROLLUP_LAG), HOUR))
     through = await rollup_boundary(conn)
     if through is None:
         first = await conn.fetchval(
-            "select least((select min(ts) from telemetry), (select min(ts_first) from telemetry_segments))")
+            "select least((select min(ts) from telemetry), "
+            "(select min(day)::timestamp at time zone 'UTC' from telemetry_segments))")
         through = from_us(_floor(to_us(first or now_hour), HOUR))
     end = min(now_hour, through + timedelta(hours=ROLLUP_HOURS_PER_ROUND))
     if raw_cutoff is not None:  # nothing left to recompute those from
@@ -516,6 +518,8 @@ async def _rollup(conn: asyncpg.Connection, now: datetime,
                     (hour + timedelta(hours=1)).isoformat())
     days = sorted({from_us(_floor(to_us(h), DAY)) for h in dirty + fresh})
     for day in days:
+        if hourly_cutoff is not None and day < hourly_cutoff:
+            continue  # its other hours are gone: summing what is left would lose them
         await conn.execute(DAILY_SQL, day)
     return dirty + fresh
 

@@ -215,10 +215,10 @@ async def test_readings_arriving_during_a_run_are_kept(db_url):
     try:
         await _reset(conn)
         await _insert(conn, [(m * 60 * US, float(m), 0) for m in range(1440)], keys=(A, B))
-        await conn.execute("analyze telemetry")  # two ranges: A's, then B's
+        await conn.execute("analyze telemetry")  # two ranges: A's, then B's (one read)
 
-        def sneak(at: str) -> None:  # once A's range is committed, from another connection
-            if at == "read" and sneak.calls == 1:
+        def sneak(at: str) -> None:  # once the day is read, from another connection
+            if at == "read" and sneak.calls == 0:
                 with psycopg.connect(db_url, autocommit=True) as other:
                     other.execute("insert into telemetry (device_key, metric_id, ts, value) "
                                   "values (%s, %s, %s, 7.5)", (A, M, D0 + timedelta(seconds=30)))
