@@ -71,6 +71,8 @@ PLAN = [
     Bench("modbus", about="Modbus polling"),
     Bench("rules", about="alarm rule evaluation and reading → alarm latency"),
     Bench("tiles", about="vector tiles beside TiPg and raw ST_AsMVT"),
+    Bench("storage", timeout_min=30,
+          about="a city day: row store, compressed, Parquet; reads raw vs compressed"),
     Bench("import_devices", quick=["--devices", "20000"], timeout_min=60,
           about="ioc import of 100,000 devices"),
     Bench("soak", quick=["--minutes", "3"], timeout_min=60,

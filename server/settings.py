@@ -232,9 +232,26 @@ class IngestSettings(_Section):
         "readings worth a commit of their own: fewer wait up to linger_ms for more"))
     linger_ms: int = Field(default=50, ge=0, le=5_000, description=(
         "longest a reading waits for batch_min others before it is committed"))
-    retention_days: int = Field(default=400, ge=1, le=36_500)
+    retention_days: int = Field(default=400, ge=1, le=36_500, description=(
+        "readings older than this are refused when they arrive ([storage] says how long "
+        "each tier keeps them)"))
     future_tolerance_s: int = Field(default=300, ge=0)
     partitions_ahead_days: int = Field(default=3, ge=1, le=60)
+
+
+class StorageSettings(_Section):
+    """How telemetry is kept: closed days compressed, and how long each tier is kept."""
+
+    compress_after_days: int = Field(default=1, ge=0, le=3650, description=(
+        "a UTC day is compressed once this many days have passed since it ended"))
+    compress_every_s: float = Field(default=3600.0, gt=0, le=86_400,
+                                    description="how often the server looks for days to compress")
+    raw_retention_days: int = Field(default=400, ge=1, le=36_500,
+                                    description="raw points (row store and compressed) kept")
+    hourly_retention_days: int = Field(default=1830, ge=0, le=36_500,
+                                       description="hourly rollups kept (0: forever)")
+    daily_retention_days: int = Field(default=0, ge=0, le=36_500,
+                                      description="daily rollups kept (0: forever)")
 
 
 class HubSettings(_Section):
@@ -332,6 +349,7 @@ class Settings(BaseSettings):
     notify: NotifySettings = NotifySettings()
     commands: CommandSettings = CommandSettings()
     ingest: IngestSettings = IngestSettings()
+    storage: StorageSettings = StorageSettings()
     hub: HubSettings = HubSettings()
     tiles: TilesSettings = TilesSettings()
     api: ApiSettings = ApiSettings()

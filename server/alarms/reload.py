@@ -16,8 +16,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import numpy as np
 
 from rules.devices import DeviceRow, DeviceTable
 from rules.engine import RuleEngine
@@ -28,6 +30,8 @@ from server.alarms.queue import CloseAlarm, WriteQueue
 from server.alarms.rulefiles import RuleFiles
 from server.alarms.timers import Timers
 from server.ingest.downtime import Downtime
+from server.store.compress import UNIX_OFFSET_US
+from server.store.history import read_points
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +76,14 @@ async def read_snapshot(conn: asyncpg.Connection, core: RuleEngine, fresh: list[
     history = []
     for r in valid.values():
         if r.id in fresh and r.kind == "rate_of_change":
-            rows = await conn.fetch(
-                """select device_key, metric_id, ts, value, quality from telemetry
-                   where metric_id = $1 and ts > now() - make_interval(secs => $2)
-                   order by ts""", core.metrics[r.metric].id, r.window * 1.5)
-            history.append((r.id, [(h["device_key"], h["metric_id"], h["ts"].timestamp(),
-                                    h["value"], h["quality"]) for h in rows]))
+            # through the history's read path: a long window may reach a compressed day
+            now = datetime.now(UTC)
+            p = await read_points(conn, now - timedelta(seconds=r.window * 1.5, microseconds=-1),
+                                  now + timedelta(days=1), None, [core.metrics[r.metric].id])
+            p = p.take(np.argsort(p.ts, kind="stable"))
+            history.append((r.id, list(zip(p.device.tolist(), p.metric.tolist(),
+                                           ((p.ts + UNIX_OFFSET_US) / 1e6).tolist(),
+                                           p.value.tolist(), p.quality.tolist(), strict=True))))
     return Snapshot(
         open=[OpenAlarm(a["id"], a["rule"], a["device"], a["key"], a["severity"], a["active"],
                         a["raised_at"].timestamp(), a["value"], a["incident"],

@@ -22,6 +22,8 @@ from server.http import validate
 from server.http.auth import require
 from server.http.jsonutil import json_response, read_json
 from server.store.audit import audit
+from server.store.compress import UNIX_OFFSET_US
+from server.store.history import count_points, read_points
 
 routes = web.RouteTableDef()
 
@@ -185,27 +187,20 @@ async def backtest(request: web.Request) -> web.Response:
         raise Invalid(f"the rule is not valid: {err.errors[0]}", errors=err.errors) from None
     device_keys = bt.device_keys()
     metric_ids = bt.metric_ids()
-    where = "device_key = any($3::int[]) and ts >= $1 and ts < $2"
-    args: list[Any] = [start, end, device_keys.tolist()]
-    if metric_ids is not None:
-        where += " and metric_id = any($4::smallint[])"
-        args.append(metric_ids)
+    keys_list = device_keys.tolist()
     async with request.app[keys.DB].acquire() as conn:
-        total = await conn.fetchval(f"select count(*) from telemetry where {where}", *args)
+        # through the history's one read path: compressed days read as the row store does
+        total = await count_points(conn, start, end, keys_list, metric_ids)
         if total > BACKTEST_MAX_ROWS:
             raise Invalid(f"{total:,} readings in that range; a backtest reads at most "
                                f"{BACKTEST_MAX_ROWS:,}: narrow from/to or the rule's select")
-        async with conn.transaction():
-            cur = await conn.cursor(
-                f"select device_key, metric_id, extract(epoch from ts)::float8, value, quality "
-                f"from telemetry where {where} order by ts", *args)
-            while True:
-                rows = await cur.fetch(FETCH_ROWS)
-                if not rows:
-                    break
-                a = np.array([tuple(r) for r in rows], dtype=np.float64)
-                bt.feed(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2], a[:, 3],
-                        a[:, 4].astype(np.int64))
+        p = await read_points(conn, start, end, keys_list, metric_ids)
+    p = p.take(np.argsort(p.ts, kind="stable"))
+    epoch_s = (p.ts + UNIX_OFFSET_US) / 1e6
+    for i in range(0, len(p), FETCH_ROWS):
+        part = slice(i, i + FETCH_ROWS)
+        bt.feed(p.device[part].astype(np.int64), p.metric[part].astype(np.int64), epoch_s[part],
+                p.value[part], p.quality[part].astype(np.int64))
     report = bt.report(min(end, now).timestamp())
 
     def iso(t: float | None) -> datetime | None:

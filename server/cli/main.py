@@ -82,6 +82,34 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import asyncpg
+
+    from server.store.compress import compress_due
+
+    settings = load_settings()
+    url = need_database(settings)
+    after = settings.storage.compress_after_days if args.after_days is None else args.after_days
+
+    async def run():
+        conn = await asyncpg.connect(url)
+        try:
+            return await compress_due(conn, compress_after_days=after)
+        finally:
+            await conn.close()
+
+    r = asyncio.run(run())
+    if not r.days:
+        print("nothing to compress: no closed day has rows in the row store")
+        return 0
+    rate = r.points / r.encode_seconds if r.encode_seconds else 0
+    print(f"compressed {', '.join(map(str, r.days))}: {r.points:,} points into {r.segments:,} "
+          f"segments in {r.seconds:.1f} s (encoding {rate:,.0f} points/s)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from server.cli.demo import run_demo
 
@@ -118,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--seed", type=int, default=42)
     sd.add_argument("--replace", action="store_true", help="replace an existing city")
     sd.set_defaults(func=cmd_seed)
+
+    c = sub.add_parser("compress", help="compress every closed day of telemetry due now "
+                                        "(the server also does it every [storage] compress_every_s)")
+    c.add_argument("--after-days", type=int, default=None, metavar="N",
+                   help="days after its end a day counts as closed (default: [storage] "
+                        "compress_after_days)")
+    c.set_defaults(func=cmd_compress)
 
     t = sub.add_parser("token", help="API tokens")
     tsub = t.add_subparsers(dest="token_cmd", required=True)

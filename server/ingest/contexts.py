@@ -43,7 +43,7 @@ async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     ingest = Ingest(app[keys.DB], directory, settings.ingest, app[keys.METRICS])
     app[keys.INGEST] = ingest
     maintenance = Maintenance(app[keys.DB], directory, settings.ingest,
-                              downtime=app.get(keys.DOWNTIME, NO_DOWNTIME))
+                              downtime=app.get(keys.DOWNTIME, NO_DOWNTIME), storage=settings.storage)
     for key in (keys.ALARMS, keys.HUB):
         consumer = app.get(key)
         if consumer is not None:

@@ -13,7 +13,9 @@ import asyncpg
 from server.ingest.directory import Directory
 from server.ingest.downtime import NONE as NO_DOWNTIME
 from server.ingest.downtime import Downtime
-from server.settings import IngestSettings
+from server.settings import IngestSettings, StorageSettings
+from server.store import compress as compressor
+from server.store import history
 
 logger = logging.getLogger(__name__)
 
@@ -69,27 +71,12 @@ returning s.device_key, s.status, d.new_status <> d.status as changed
 
 NESTED_LOOPS_ONLY = "set local enable_hashjoin = off; set local enable_mergejoin = off"
 
-ROLLUP_LOCK = 0x10C_0001  # pg_advisory_lock key of the hourly rollup
-
-ROLLUP_SQL = """
-insert into telemetry_hourly as h (device_key, metric_id, hour, n, sum, min, max, last_ts,
-                                   last_value)
-select device_key, metric_id, date_trunc('hour', ts), count(*), sum(value), min(value),
-       max(value), max(ts), (array_agg(value order by ts desc))[1]
-from telemetry
-where ts >= $1 and ts < $2 and quality = 0
-group by 1, 2, 3
-on conflict (device_key, metric_id, hour) do update set
-    n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
-    last_ts = excluded.last_ts, last_value = excluded.last_value
-"""
-
-
 class Maintenance:
     def __init__(self, pool: asyncpg.Pool, directory: Directory, settings: IngestSettings,
                  *, status_every_s: float = 5.0, housekeeping_every_s: float = 60.0,
-                 downtime: Downtime = NO_DOWNTIME) -> None:
+                 downtime: Downtime = NO_DOWNTIME, storage: StorageSettings | None = None) -> None:
         self.pool = pool
+        self.storage = storage or StorageSettings()
         self.downtime = downtime
         self.directory = directory
         self.settings = settings
@@ -105,6 +92,10 @@ class Maintenance:
                                 name="maintenance.status"),
             asyncio.create_task(self._loop(self.housekeeping_every_s, self.housekeeping),
                                 name="maintenance.housekeeping"),
+            # First five minutes after start (at most): a start-up is busy enough.
+            asyncio.create_task(self._loop(self.storage.compress_every_s, self.compress,
+                                           first_after=min(self.storage.compress_every_s, 300.0)),
+                                name="maintenance.compress"),
         ]
 
     async def stop(self) -> None:
@@ -115,7 +106,8 @@ class Maintenance:
                 await t
         self._tasks = []
 
-    async def _loop(self, every: float, job) -> None:
+    async def _loop(self, every: float, job, first_after: float = 0.0) -> None:
+        await asyncio.sleep(first_after)
         while True:
             try:
                 await job()
@@ -153,43 +145,26 @@ class Maintenance:
             for d in range(-1, self.settings.partitions_ahead_days + 1):
                 await conn.execute("select ioc_ensure_telemetry_partition($1)",
                                    (now + timedelta(days=d)).date())
-            cutoff = now - timedelta(days=self.settings.retention_days)
+            cutoff = now - timedelta(days=self.storage.raw_retention_days)
             dropped = await conn.fetchval("select ioc_drop_telemetry_partitions($1)", cutoff)
-            if dropped:
-                logger.info("retention: dropped %d telemetry partition(s) before %s", dropped,
-                            cutoff.date())
-            await conn.execute("delete from telemetry_hourly where hour < $1", cutoff)
+            dropped_points = await compressor.drop_before(conn, cutoff.date())
+            if dropped or dropped_points:
+                logger.info("retention: dropped %d telemetry partition(s) and %d compressed "
+                            "points before %s", dropped, dropped_points, cutoff.date())
+            await history.expire(conn, now, hourly_days=self.storage.hourly_retention_days,
+                                 daily_days=self.storage.daily_retention_days)
             await self.directory.refresh_if_changed(conn)
             await self.rollup(conn, now)
 
-    async def rollup(self, conn: asyncpg.Connection, now: datetime) -> None:
-        """Roll up whole hours since the last run (and the two before it, where late data
-        lands), at most a day per round so a long outage catches up without a huge query.
+    async def compress(self) -> compressor.Report:
+        """Closed days into compressed segments (also ``ioc compress``)."""
+        async with self.pool.acquire() as conn:
+            return await compressor.compress_due(
+                conn, compress_after_days=self.storage.compress_after_days)
 
-        ``ioc_meta.rollup_through`` is the hour up to which rollups are complete; history
-        queries read rollups before it and raw telemetry after it.
-        """
-        # One rollup at a time across processes (and this process's housekeeping): two that
-        # interleave read the same boundary and can move it past hours neither rolled up.
-        await conn.execute("select pg_advisory_lock($1)", ROLLUP_LOCK)
-        try:
-            await self._rollup(conn, now)
-        finally:
-            await conn.execute("select pg_advisory_unlock($1)", ROLLUP_LOCK)
-
-    async def _rollup(self, conn: asyncpg.Connection, now: datetime) -> None:
-        hour = now.replace(minute=0, second=0, microsecond=0)
-        through = await conn.fetchval("select value from ioc_meta where key = 'rollup_through'")
-        if through:
-            start = datetime.fromisoformat(through) - timedelta(hours=2)
-        else:
-            first = await conn.fetchval("select min(ts) from telemetry")
-            start = (first or now).replace(minute=0, second=0, microsecond=0)
-        end = min(hour, start + timedelta(days=1))
-        if end <= start:
-            return
-        await conn.execute(ROLLUP_SQL, start, end)
-        await conn.execute(
-            """insert into ioc_meta (key, value, updated_at) values ('rollup_through', $1, now())
-               on conflict (key) do update set value = excluded.value, updated_at = now()""",
-            end.isoformat())
+    async def rollup(self, conn: asyncpg.Connection, now: datetime) -> list[datetime]:
+        """Hourly and daily rollups of the hours due and of those that got late readings."""
+        hourly = self.storage.hourly_retention_days
+        return await history.rollup(
+            conn, now, raw_cutoff=now - timedelta(days=self.storage.raw_retention_days),
+            hourly_cutoff=now - timedelta(days=hourly) if hourly else None)

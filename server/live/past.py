@@ -4,8 +4,8 @@ instant (``GET /api/v1/state?at=``, and the snapshot a websocket replay starts f
 What history exists, and what each part of a device's past state is read from:
 
 - **values**: telemetry. Per device and metric, the newest reading at or before the
-  instant, through :func:`latest_at_raw` (the one function here that reads raw telemetry;
-  point it at the tier-aware read once compressed telemetry lands). It probes one UTC day
+  instant, through :func:`latest_at_raw` (the one function here that reads telemetry, the
+  row store and compressed days alike). It probes one UTC day
   (one partition) at a time, newest first, for the (device, metric) pairs still missing,
   up to ``LOOKBACK_DAYS``: one index probe per pair instead of a scan of the day.
 - **status**: no history of online/offline is stored. It is derived from the last reading
@@ -38,6 +38,7 @@ import asyncpg
 
 from server.ingest.maintenance import OFFLINE_INTERVALS, STALE_INTERVALS
 from server.live.deltas import iso_ms
+from server.store.history import latest_in_segments
 from server.vocab import Severity
 
 LOOKBACK_DAYS = 8  # UTC days probed for a device's latest values, newest first
@@ -165,7 +166,8 @@ def status_at(at: datetime, last_seen: datetime | None, interval_s: int) -> str:
 async def latest_at_raw(conn: asyncpg.Connection, at: datetime,
                         device_keys: list[int]) -> dict[int, dict[int, tuple[datetime, float, int]]]:
     """Per device and metric id, the newest raw reading at or before ``at``:
-    ``{device_key: {metric_id: (ts, value, quality)}}``. Reads raw telemetry only."""
+    ``{device_key: {metric_id: (ts, value, quality)}}``, from the row store and the
+    compressed days alike."""
     out: dict[int, dict[int, tuple[datetime, float, int]]] = {}
     if not device_keys:
         return out
@@ -179,9 +181,14 @@ async def latest_at_raw(conn: asyncpg.Connection, at: datetime,
         if not keys:
             break
         rows = await conn.fetch(PROBE_SQL, keys, mids, lo, hi)
-        for k, m, ts, value, quality in rows:
-            out.setdefault(k, {})[m] = (ts, value, quality)
-        if rows:
+        found = {(k, m): (ts, value, quality) for k, m, ts, value, quality in rows}
+        # the day's compressed readings too (server/store/history.py): the later one wins
+        for pair, got in (await latest_in_segments(conn, keys, mids, lo, hi)).items():
+            if pair not in found or got[0] >= found[pair][0]:
+                found[pair] = got
+        for (k, m), got in found.items():
+            out.setdefault(k, {})[m] = got
+        if found:
             left = [(k, m) for k, m in zip(keys, mids, strict=True) if m not in out.get(k, ())]
             keys, mids = [k for k, _ in left], [m for _, m in left]
         hi, lo = lo, lo - timedelta(days=1)

@@ -45,6 +45,7 @@ from server.live.past import (
     snapshot_entry,
     state_at,
 )
+from server.store.history import readings_between
 
 if TYPE_CHECKING:
     from server.live.client import Client
@@ -59,14 +60,6 @@ MIN_WINDOW = timedelta(seconds=5)
 MAX_WINDOW = timedelta(hours=6)
 WINDOW_ROWS = 20_000  # readings one window should hold, at most about
 BACKLOG = 2_000  # unsent messages a replay lets pile up before it waits for the client
-
-READINGS_SQL = """
-select t.device_key, t.metric_id, t.ts, t.value, t.quality
-from telemetry t
-where t.ts > $1 and t.ts <= $2 and t.device_key = any($3::int[])
-order by t.ts, t.device_key
-limit $4
-"""
 
 EVENTS_SQL = """
 select e.id as event_id, e.at, e.event, e.alarm as copy, a.*,
@@ -201,13 +194,14 @@ class Replay:
         while t < req.end:
             hi = min(t + window, req.end)
             async with self.hub.pool.acquire() as conn:
-                readings = await conn.fetch(READINGS_SQL, t, hi, keys, WINDOW_ROWS * 2 + 1) \
+                # raw and compressed days alike (server/store/history.py)
+                readings = await readings_between(conn, t, hi, keys, WINDOW_ROWS * 2 + 1) \
                     if keys else []
                 if len(readings) > WINDOW_ROWS * 2:
                     if hi - t > MIN_WINDOW:
                         window = max(MIN_WINDOW, (hi - t) / 4)  # too dense: read less at once
                         continue
-                    readings = await conn.fetch(READINGS_SQL, t, hi, keys, None)  # all of it
+                    readings = await readings_between(conn, t, hi, keys)  # all of it
                 events = await conn.fetch(EVENTS_SQL, t, hi) if req.alarms else []
             await self._play(readings, events, self.metrics, hi)
             if len(readings) < WINDOW_ROWS // 4:
@@ -250,13 +244,13 @@ class Replay:
         return [d.key for d in devices]
 
     # ---------------------------------------------------------------- one window
-    async def _play(self, readings: list[asyncpg.Record], events: list[asyncpg.Record],
+    async def _play(self, readings: list[tuple], events: list[asyncpg.Record],
                     metrics: Metrics, hi: datetime) -> None:
         """Send one window's readings (grouped per device and timestamp), alarm events
         and derived status changes, merged in time order, each when its time comes."""
         i, j, n, m = 0, 0, len(readings), len(events)
         while i < n or j < m:
-            r_ms = epoch_ms(readings[i]["ts"]) if i < n else None
+            r_ms = epoch_ms(readings[i][2]) if i < n else None
             e_ms = epoch_ms(events[j]["at"]) if j < m else None
             if e_ms is not None and (r_ms is None or e_ms < r_ms):
                 await self._due_statuses(e_ms)
@@ -268,10 +262,10 @@ class Replay:
                     self._push({"type": "alarm", "ts": iso_ms(e_ms), "alarm": alarm})
                 continue
             await self._due_statuses(r_ms)
-            key, ts = readings[i]["device_key"], readings[i]["ts"]
+            key, ts = readings[i][0], readings[i][2]  # (device_key, metric_id, ts, value, quality)
             values: dict[str, Any] = {}
             times: dict[str, int] = {}
-            while i < n and readings[i]["device_key"] == key and readings[i]["ts"] == ts:
+            while i < n and readings[i][0] == key and readings[i][2] == ts:
                 _, mid, _, value, quality = readings[i]
                 name = metrics.names.get(mid)
                 if name is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -12,6 +13,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from server import keys
+
+logger = logging.getLogger(__name__)
 
 StatsSource = Callable[[], Mapping[str, Any]]
 
@@ -164,10 +167,54 @@ class Registry:
         self.commands_queued = Gauge(
             "ioc_commands_queued", "Commands accepted and not yet finished (offline devices' too)",
             registry=r)
+        self.telemetry_points = Gauge(
+            "ioc_telemetry_points", "Readings (rollup rows for hourly and daily) kept per tier: raw "
+            "is the row store (planner's estimate), compressed the closed days' segments",
+            ["tier"], registry=r)
+        self.telemetry_bytes = Gauge(
+            "ioc_telemetry_bytes", "Bytes on disk per tier (heap, TOAST and indexes)", ["tier"],
+            registry=r)
+
+
+# From the catalogue and a running total only (no scan of the data): cheap on every scrape.
+TIERS_SQL = """
+with parts as (
+    select c.oid, greatest(c.reltuples, 0) as n from pg_inherits i
+    join pg_class c on c.oid = i.inhrelid where i.inhparent = 'telemetry'::regclass
+)
+select 'raw' as tier, coalesce(sum(n), 0)::float8 as points,
+       coalesce(sum(pg_total_relation_size(oid)), 0)::float8 as bytes from parts
+union all
+select 'compressed', coalesce((select (value #>> '{}')::float8 from ioc_meta
+                               where key = 'compressed_points'), 0),
+       pg_total_relation_size('telemetry_segments')::float8
+union all
+select 'hourly', greatest(reltuples, 0)::float8, pg_total_relation_size(oid)::float8
+from pg_class where oid = 'telemetry_hourly'::regclass
+union all
+select 'daily', greatest(reltuples, 0)::float8, pg_total_relation_size(oid)::float8
+from pg_class where oid = 'telemetry_daily'::regclass
+"""
+
+
+async def _telemetry_tiers(app: web.Application, reg: Registry) -> None:
+    pool = app.get(keys.DB)
+    if pool is None:
+        return
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            rows = await conn.fetch(TIERS_SQL, timeout=2)
+    except Exception as err:  # a scrape still answers with everything else
+        logger.debug("telemetry tier sizes unavailable: %s", err)
+        return
+    for r in rows:
+        reg.telemetry_points.labels(r["tier"]).set(r["points"])
+        reg.telemetry_bytes.labels(r["tier"]).set(r["bytes"])
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
     reg: Registry = request.app[keys.METRICS]
+    await _telemetry_tiers(request.app, reg)
     body = generate_latest(reg.registry)
     resp = web.Response(body=body)
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]

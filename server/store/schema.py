@@ -13,6 +13,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     Computed,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -188,6 +189,50 @@ telemetry_hourly = Table(
     _ts("last_ts", nullable=False),
     Column("last_value", Float, nullable=False),
     PrimaryKeyConstraint("device_key", "metric_id", "hour"),
+)
+# The rollup job reads and re-reads hours and days of it (and retention deletes by hour).
+Index("ix_telemetry_hourly_hour", telemetry_hourly.c.hour, postgresql_using="brin")
+
+# The same points as ``telemetry``, once a day is closed: one row per device x metric x UTC
+# day, its timestamps, values and qualities encoded and zstd-compressed in ``data``
+# (server/store/compress.py). ``data`` is stored EXTERNAL (set by the migration): already
+# compressed, PostgreSQL would only spend time trying again.
+telemetry_segments = Table(
+    "telemetry_segments",
+    metadata,
+    Column("device_key", Integer, nullable=False),
+    Column("metric_id", SmallInteger, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("n", Integer, nullable=False),
+    _ts("ts_first", nullable=False),
+    _ts("ts_last", nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("device_key", "metric_id", "day"),
+)
+Index("ix_telemetry_segments_day", telemetry_segments.c.day)
+
+# Whole UTC days of the hourly rollups, summed (kept after the hourly ones expire).
+telemetry_daily = Table(
+    "telemetry_daily",
+    metadata,
+    Column("device_key", Integer, nullable=False),
+    Column("metric_id", SmallInteger, nullable=False),
+    _ts("day", nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("sum", Float, nullable=False),
+    Column("min", Float, nullable=False),
+    Column("max", Float, nullable=False),
+    _ts("last_ts", nullable=False),
+    Column("last_value", Float, nullable=False),
+    PrimaryKeyConstraint("device_key", "metric_id", "day"),
+)
+
+# Hours that received readings after they had ended (late or backfilled data), marked by a
+# statement trigger on telemetry: the next rollup recomputes them (and their days).
+telemetry_dirty = Table(
+    "telemetry_dirty",
+    metadata,
+    _ts("hour", primary_key=True),
 )
 
 dead_letters = Table(

@@ -7,8 +7,10 @@ import asyncio
 import os
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import yaml
 
+from server.store import compress
 from tests.helpers import aq, publisher, q, running, wait_connected, wait_for
 from tests.server.helpers import first, send, state_of, write_rules
 
@@ -144,6 +146,15 @@ async def test_backtest_over_stored_telemetry(city_db_url, make_settings, token_
             t0 + timedelta(minutes=23)
         # Nothing was stored: a backtest changes nothing.
         assert (await aq(url, "select count(*) from alarms"))[0][0] == 0
+        # The same answer once those days are compressed (as if it were days later).
+        conn = await asyncpg.connect(url)
+        try:
+            await compress.compress_due(conn, datetime.now(UTC) + timedelta(days=3))
+        finally:
+            await conn.close()
+        assert (await aq(url, "select count(*) from telemetry"))[0][0] == 0
+        again = await (await client.post("/api/v1/rules/backtest", json=body, headers=integrator)).json()
+        assert again == got
         r = await client.post("/api/v1/rules/backtest", json={"rule": rule | {"below": "low"}},
                               headers=integrator)
         assert r.status == 400 and "below" in (await r.json())["detail"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import psycopg
 import pytest
 
 from server.http.app import create_app
+from server.store import compress
 from tests.helpers import iso
 
 IV = 300  # a streetlight's reporting interval (the catalogue's)
@@ -198,3 +200,16 @@ async def test_bad_requests_name_the_field(aiohttp_client, db_url, make_settings
         assert resp.content_type == "application/problem+json"
         named = {body.get("field")} | {e.get("field") for e in body.get("errors", [])}
         assert field in named, (params, body)
+
+
+async def test_the_same_once_compressed(app):
+    """Closed days compressed (server/store/compress.py): every answer is the same."""
+    instants = [at(-1), at(32), at(61), at(60 + 3 * IV / 60 + 1)]
+    before = [await app(t) for t in instants]
+    conn = await asyncpg.connect(app.url)
+    try:
+        await compress.compress_due(conn, NOW + timedelta(days=3))
+        assert await conn.fetchval("select count(*) from telemetry") == 0
+    finally:
+        await conn.close()
+    assert [await app(t) for t in instants] == before

@@ -189,7 +189,10 @@ SCHEMAS: dict[str, Any] = {
         "points": arr(arr(ANY, minItems=2, maxItems=2),
                       description="[time, value] pairs; value null for a bad-quality reading"),
         "truncated": BOOL,
-    }, ["device", "metric", "points"]),
+        "tier": {"enum": ["raw", "hourly", "daily"],
+                 "description": "what answered: raw points (row store and compressed "
+                                "segments alike), hourly or daily rollups"},
+    }, ["device", "metric", "points", "tier"]),
     "Alarm": obj({
         "id": INT, "rule": STR, "device": STR, "severity": {"enum": SEVERITIES},
         "priority": INT, "state": {"enum": ALARM_STATES}, "active": BOOL,

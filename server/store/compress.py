@@ -1,0 +1,497 @@
+"""Closed days of telemetry rewritten as compressed segments, in the same database.
+
+A segment is one device x metric x UTC day (``telemetry_segments``), its points encoded
+column by column and compressed together with zstd:
+
+* timestamps (microseconds) as delta-of-delta, zigzagged: one-minute readings are all zeros;
+* values as integers when every value of the segment is a decimal with at most
+  :data:`MAX_DECIMALS` places (what devices send: 230.4, 0.125), delta-encoded; otherwise
+  the float64 bits XOR'd with the previous value's (Gorilla's idea). Either way the 8-byte
+  words are byte-shuffled, so the mostly-zero high bytes lie together for zstd;
+* qualities run-length encoded (runs of 0 are the rule).
+
+Decoding gives back exactly the same timestamps, value bits and qualities.
+
+The job (:func:`compress_due`) takes each closed day that still has rows in the row store
+and, one transaction per range of devices: deletes that range's rows of the day *returning
+them* (so exactly the rows it folds are the rows it removes, whatever ingest does
+meanwhile), merges them with the range's existing segments, and writes the segments anew.
+Killed at any point, a range is either entirely folded or entirely untouched: nothing is
+lost, nothing is stored twice, and running again continues. When a day's partition is
+empty it is truncated (not dropped: the ingest writer keeps a partition for late data).
+Readings that arrive later for a compressed day land in the row store; reads merge them
+(server/store/history.py) and the next run folds them in. A timestamp in both places keeps
+the segment's value: the row store keeps the first write of a (device, metric, ts) too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import struct
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import asyncpg
+import numpy as np
+import zstandard
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+MAX_DECIMALS = 6
+ZSTD_LEVEL = 9  # segments are written once and read often: spend a little more on ratio
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # PostgreSQL's binary timestamps count from here
+US = 1_000_000
+UNIX_OFFSET_US = 946_684_800 * US  # from PG_EPOCH's microseconds to Unix ones
+DAY_US = 86_400 * US
+COMPRESS_LOCK = 0x10C_0002  # pg_advisory_lock key: one compression run at a time
+CHUNK_ROWS = 1_000_000  # points folded per transaction (about 100 MB of memory)
+
+_HEADER = struct.Struct("<BBBxII")  # format, value mode, decimals, -, points, quality runs
+_XOR, _DECIMAL = 0, 1
+_SCALES = [10.0 ** k for k in range(MAX_DECIMALS + 1)]
+_cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+_dctx = zstandard.ZstdDecompressor()
+
+
+# ---------------------------------------------------------------- the codec
+def _shuffle(words: np.ndarray) -> bytes:
+    return words.view(np.uint8).reshape(-1, 8).T.tobytes()
+
+
+def _unshuffle(buf: bytes | memoryview, n: int) -> np.ndarray:
+    return np.frombuffer(buf, np.uint8, 8 * n).reshape(8, n).T.copy().view(np.int64).ravel()
+
+
+def _zigzag(x: np.ndarray) -> np.ndarray:
+    return (x << 1) ^ (x >> 63)
+
+
+def _unzigzag(z: np.ndarray) -> np.ndarray:
+    u = z.view(np.uint64)
+    return ((u >> np.uint64(1)) ^ (np.uint64(0) - (u & np.uint64(1)))).view(np.int64)
+
+
+def _decimals(v: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """(k, v x 10^k as int64) if every value is exactly a k-decimal number, else None."""
+    bits = v.view(np.uint64)
+    for k, scale in enumerate(_SCALES):
+        with np.errstate(invalid="ignore", over="ignore"):
+            q = np.rint(v * scale)
+            if not np.all(np.abs(q) < 2.0 ** 53):  # also False for NaN and infinities
+                return None
+            qi = q.astype(np.int64)  # via int64 as decode() goes: -0.0 comes back as 0.0
+            if np.array_equal((qi.astype(np.float64) / scale).view(np.uint64), bits):
+                return k, qi
+    return None
+
+
+def encode(ts: np.ndarray, value: np.ndarray, quality: np.ndarray) -> bytes:
+    """One segment: ``ts`` int64 microseconds (ascending), ``value`` float64, ``quality`` int16."""
+    n = len(ts)
+    dod = np.diff(np.diff(ts, prepend=0), prepend=0)
+    dec = _decimals(value)
+    if dec is not None:
+        mode, k = _DECIMAL, dec[0]
+        words = _zigzag(np.diff(dec[1], prepend=0))
+    else:
+        mode, k = _XOR, 0
+        bits = value.view(np.int64)
+        words = bits ^ np.concatenate(([0], bits[:-1]))
+    starts = group_starts(quality)
+    runs = np.diff(starts, append=n).astype(np.uint32)
+    body = b"".join((_HEADER.pack(FORMAT, mode, k, n, len(starts)), _shuffle(_zigzag(dod)),
+                     _shuffle(words), quality[starts].astype("<i2").tobytes(), runs.tobytes()))
+    return _cctx.compress(body)
+
+
+def decode(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ts int64 µs, value float64, quality int16) of one segment."""
+    body = memoryview(_dctx.decompress(data))
+    fmt, mode, k, n, r = _HEADER.unpack_from(body)
+    if fmt != FORMAT:
+        raise ValueError(f"unknown telemetry segment format {fmt}")
+    at = _HEADER.size
+    ts = np.cumsum(np.cumsum(_unzigzag(_unshuffle(body[at:], n))))
+    at += 8 * n
+    words = _unshuffle(body[at:], n)
+    at += 8 * n
+    if mode == _DECIMAL:
+        value = np.cumsum(_unzigzag(words)).astype(np.float64) / _SCALES[k]
+    else:
+        value = np.bitwise_xor.accumulate(words).view(np.float64)
+    qv = np.frombuffer(body[at:], "<i2", r)
+    runs = np.frombuffer(body[at + 2 * r:], "<u4", r)
+    quality = np.repeat(qv, runs).astype(np.int16)
+    return ts, value, quality
+
+
+# ---------------------------------------------------------------- points in bulk
+# COPY ... (format binary) of (device_key int4, metric_id int2, ts timestamptz, value float8,
+# quality int2): every row is 46 bytes, so numpy reads them without a Python loop.
+ROW = np.dtype([("nf", ">i2"), ("l1", ">i4"), ("device", ">i4"), ("l2", ">i4"), ("metric", ">i2"),
+                ("l3", ">i4"), ("ts", ">i8"), ("l4", ">i4"), ("value", ">f8"), ("l5", ">i4"),
+                ("quality", ">i2")])
+COPY_HEADER = 19  # signature (11), flags (4), header extension length (4)
+
+
+@dataclass
+class Points:
+    """Readings as columns; ``ts`` in microseconds since 2000-01-01 UTC (PostgreSQL's)."""
+
+    device: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    metric: np.ndarray = field(default_factory=lambda: np.empty(0, np.int16))
+    ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    value: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    quality: np.ndarray = field(default_factory=lambda: np.empty(0, np.int16))
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def rows(self) -> list[tuple[int, int, datetime, float, int]]:
+        """(device_key, metric_id, ts, value, quality) tuples, ts as an aware datetime."""
+        return [(d, m, from_us(t), v, q) for d, m, t, v, q in zip(
+            self.device.tolist(), self.metric.tolist(), self.ts.tolist(), self.value.tolist(),
+            self.quality.tolist(), strict=True)]
+
+    def take(self, idx) -> Points:
+        return Points(self.device[idx], self.metric[idx], self.ts[idx], self.value[idx],
+                      self.quality[idx])
+
+    @staticmethod
+    def concat(parts: list[Points]) -> Points:
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return Points()
+        return Points(*(np.concatenate([getattr(p, f) for p in parts])
+                        for f in ("device", "metric", "ts", "value", "quality")))
+
+
+def parse_copy(buf: bytes) -> Points:
+    n = (len(buf) - COPY_HEADER - 2) // ROW.itemsize
+    if n <= 0:
+        return Points()
+    rows = np.frombuffer(buf, ROW, n, COPY_HEADER)
+    return Points(rows["device"].astype(np.int32), rows["metric"].astype(np.int16),
+                  rows["ts"].astype(np.int64), rows["value"].astype(np.float64),
+                  rows["quality"].astype(np.int16))
+
+
+async def copy_points(conn: asyncpg.Connection, query: str, *args) -> Points:
+    """Run ``query`` (selecting device_key, metric_id, ts, value, quality) through binary COPY."""
+    chunks: list[bytes] = []
+
+    async def sink(chunk: bytes) -> None:
+        chunks.append(chunk)
+
+    await conn.copy_from_query(query, *args, output=sink, format="binary")
+    return parse_copy(b"".join(chunks))
+
+
+def to_us(at: datetime) -> int:
+    d = at - PG_EPOCH
+    return (d.days * 86_400 + d.seconds) * US + d.microseconds
+
+
+def from_us(us: int) -> datetime:
+    return PG_EPOCH + timedelta(microseconds=int(us))
+
+
+def group_starts(*keys: np.ndarray) -> np.ndarray:
+    """Indices where any of ``keys`` (sorted together) changes, starting with 0."""
+    n = len(keys[0])
+    if n == 0:
+        return np.empty(0, np.int64)
+    change = np.zeros(n, bool)
+    change[0] = True
+    for k in keys:
+        change[1:] |= k[1:] != k[:-1]
+    return np.flatnonzero(change)
+
+
+def merge(first: Points, second: Points) -> Points:
+    """Both sets sorted by (device, metric, ts), one reading per key; ``first`` wins a tie."""
+    if not len(second):
+        return first
+    if not len(first):
+        return second
+    both = Points.concat([first, second])
+    tier = np.concatenate([np.zeros(len(first), np.int8), np.ones(len(second), np.int8)])
+    order = np.lexsort((tier, both.ts, both.metric, both.device))
+    p = both.take(order)
+    return p.take(group_starts(p.device, p.metric, p.ts))
+
+
+def sort_unique(p: Points) -> Points:
+    order = np.lexsort((p.ts, p.metric, p.device))
+    p = p.take(order)
+    return p.take(group_starts(p.device, p.metric, p.ts))
+
+
+def decode_segments(rows) -> Points:
+    """Records of (device_key, metric_id, data) → their points, in the records' order."""
+    parts = []
+    for r in rows:
+        ts, value, quality = decode(r["data"])
+        n = len(ts)
+        parts.append(Points(np.full(n, r["device_key"], np.int32),
+                            np.full(n, r["metric_id"], np.int16), ts, value, quality))
+    return Points.concat(parts)
+
+
+def encode_points(p: Points, day: date) -> list[tuple]:
+    """Sorted points of one day → ``telemetry_segments`` records, one per device x metric."""
+    starts = group_starts(p.device, p.metric)
+    ends = np.append(starts[1:], len(p))
+    out = []
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        ts = p.ts[s:e]
+        out.append((int(p.device[s]), int(p.metric[s]), day, e - s, from_us(ts[0]), from_us(ts[-1]),
+                    encode(ts, p.value[s:e], p.quality[s:e])))
+    return out
+
+
+# ---------------------------------------------------------------- the job
+SEGMENT_COLS = ("device_key", "metric_id", "day", "n", "ts_first", "ts_last", "data")
+
+
+@dataclass
+class Report:
+    days: list[date] = field(default_factory=list)
+    points: int = 0  # readings moved out of the row store
+    segments: int = 0  # segments written
+    seconds: float = 0.0
+    encode_seconds: float = 0.0  # of which encoding (CPU only)
+
+
+def closed_before(now: datetime, compress_after_days: int) -> date:
+    """Days strictly before this one are closed and due."""
+    return (now - timedelta(days=compress_after_days)).date()
+
+
+async def due_days(conn: asyncpg.Connection, before: date) -> list[date]:
+    """Closed days whose partition still holds rows (from the catalogue, then one probe each)."""
+    parts = await conn.fetch(
+        """select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid
+           where i.inhparent = 'telemetry'::regclass and c.relname ~ '^telemetry_p[0-9]{8}$'
+           order by 1""")
+    days = []
+    for r in parts:
+        day = datetime.strptime(r["relname"][11:], "%Y%m%d").date()
+        if day < before and await conn.fetchval(f'select exists (select 1 from "{r["relname"]}")'):
+            days.append(day)
+    return days
+
+
+async def compress_due(conn: asyncpg.Connection, now: datetime | None = None, *,
+                       compress_after_days: int = 1, device_keys: list[int] | None = None,
+                       chunk_rows: int = CHUNK_ROWS,
+                       fail_at: Callable[[str], None] | None = None) -> Report:
+    """Compress every closed day that has rows in the row store (``ioc compress``).
+
+    ``device_keys`` limits it to those devices (tests compare them with others left raw);
+    ``fail_at(step)`` is called between steps and may raise (tests of crash safety).
+    """
+    now = now or datetime.now(UTC)
+    report = Report()
+    t0 = time.perf_counter()
+    got = await conn.fetchval("select pg_try_advisory_lock($1)", COMPRESS_LOCK)
+    if not got:
+        logger.info("compression: another run holds the lock; skipped")
+        return report
+    try:
+        for day in await due_days(conn, closed_before(now, compress_after_days)):
+            await _compress_day(conn, day, report, device_keys, chunk_rows, fail_at)
+            report.days.append(day)
+    finally:
+        await conn.execute("select pg_advisory_unlock($1)", COMPRESS_LOCK)
+    report.seconds = time.perf_counter() - t0
+    if report.points:
+        logger.info("compression: %d points of %s into %d segments in %.1f s", report.points,
+                    ", ".join(map(str, report.days)), report.segments, report.seconds)
+    return report
+
+
+async def _ranges(conn: asyncpg.Connection, part: str, chunk_rows: int,
+                  device_keys: list[int] | None) -> list[tuple[int, int]]:
+    """Device key ranges [lo, hi) holding about ``chunk_rows`` of the partition each (the
+    first and last open-ended), or one per key of ``device_keys``."""
+    if device_keys is not None:
+        keys = sorted(set(device_keys))
+        return [(k, k + 1) for k in keys]
+    lo, hi = await conn.fetchrow(f'select min(device_key), max(device_key) from "{part}"')
+    if lo is None:
+        return []
+    # rows: the planner's count, or from the size (never analysed: ~70 bytes a row)
+    rows = await conn.fetchval("select greatest(reltuples, relpages * 8192 / 70.0, 1) from pg_class "
+                               "where relname = $1", part)
+    per_key = max(rows / (hi - lo + 1), 1.0)
+    step = max(1, int(chunk_rows / per_key))
+    edges = [-2**31, *range(lo + step, hi + 1, step), 2**31]
+    return list(itertools.pairwise(edges))
+
+
+PACKED = np.dtype([("device", "<i4"), ("metric", "<i2"), ("ts", "<i8"), ("value", "<f8"),
+                   ("quality", "<i2")])
+
+
+class _Spill:
+    """One pass over a partition (a COPY of all of it), its rows sorted out by device key
+    range into a file per range: the heap is read once, whatever the number of ranges, and
+    memory holds one COPY chunk at a time."""
+
+    def __init__(self, ranges: list[tuple[int, int]], directory: str) -> None:
+        self.edges = np.array([r[0] for r in ranges] + [ranges[-1][1]], np.int64)
+        self.paths = [f"{directory}/{i}.rows" for i in range(len(ranges))]
+        self.files = [open(p, "wb") for p in self.paths]
+        self.counts = [0] * len(ranges)
+        self.pending = b""
+        self.started = False
+
+    async def sink(self, chunk: bytes) -> None:
+        buf = self.pending + chunk
+        at = 0
+        if not self.started:
+            if len(buf) < COPY_HEADER:
+                self.pending = buf
+                return
+            at, self.started = COPY_HEADER, True
+        n = (len(buf) - at) // ROW.itemsize
+        self.pending = buf[at + n * ROW.itemsize:]  # a part row, or the trailer at the end
+        if not n:
+            return
+        rows = np.frombuffer(buf, ROW, n, at)
+        packed = np.empty(n, PACKED)
+        for f in PACKED.names:
+            packed[f] = rows[f]
+        which = np.searchsorted(self.edges, packed["device"], side="right") - 1
+        order = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[order], np.arange(len(self.files) + 1))
+        packed = packed[order]
+        for i in np.flatnonzero(np.diff(bounds)):
+            packed[bounds[i]:bounds[i + 1]].tofile(self.files[i])
+            self.counts[i] += int(bounds[i + 1] - bounds[i])
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+    def points(self, i: int) -> Points:
+        rows = np.fromfile(self.paths[i], PACKED)
+        return Points(rows["device"].copy(), rows["metric"].copy(), rows["ts"].copy(),
+                      rows["value"].copy(), rows["quality"].copy())
+
+
+async def _compress_day(conn: asyncpg.Connection, day: date, report: Report,
+                        device_keys: list[int] | None, chunk_rows: int,
+                        fail_at: Callable[[str], None] | None) -> None:
+    """Fold the day's row store into its segments, a range of devices per transaction.
+
+    The whole day (the server's runs): the partition is read once (into a temporary file
+    per range of devices), each range folded in a transaction of its own, and the partition
+    truncated at the end if it holds exactly the rows folded (checked under a short
+    exclusive lock of this partition only): no row is deleted one by one, so no WAL per
+    row. Killed before the truncate, the folded rows are in both places; reads merge them as
+    one, and the next run folds them again into the same segments.
+
+    Some devices only (``device_keys``): their rows are deleted as they are folded.
+    """
+    part = f"telemetry_p{day:%Y%m%d}"
+    step = fail_at or (lambda _: None)
+    cols = "device_key, metric_id, ts, value, quality"
+    ranges = await _ranges(conn, part, chunk_rows, device_keys)
+    if not ranges:
+        return
+    if device_keys is not None:
+        for k0, k1 in ranges:
+            async with conn.transaction():
+                raw = await copy_points(conn, f'delete from "{part}" where device_key >= $1 '
+                                              f"and device_key < $2 returning {cols}", k0, k1)
+                step("deleted")
+                if len(raw):
+                    await _fold(conn, day, raw, report, step)
+        return
+    with tempfile.TemporaryDirectory(prefix="ioc-compress-") as tmp:
+        spill = _Spill(ranges, tmp)
+        try:
+            await conn.copy_from_query(f'select {cols} from "{part}"', output=spill.sink,
+                                       format="binary")
+        finally:
+            spill.close()
+        step("read")
+        for i, n in enumerate(spill.counts):
+            if n:
+                async with conn.transaction():
+                    await _fold(conn, day, spill.points(i), report, step)
+        await _empty(conn, part, sum(spill.counts), step)
+
+
+async def _fold(conn: asyncpg.Connection, day: date, raw: Points, report: Report,
+                step: Callable[[str], None]) -> None:
+    """Rows of the day (any order) merged into the segments of their series."""
+    t = time.perf_counter()
+    raw = sort_unique(raw)
+    starts = group_starts(raw.device, raw.metric)
+    old = await conn.fetch(
+        """delete from telemetry_segments s using unnest($2::int[], $3::smallint[]) as k(d, m)
+           where s.day = $1 and s.device_key = k.d and s.metric_id = k.m
+           returning s.device_key, s.metric_id, s.n, s.data""",
+        day, raw.device[starts].tolist(), raw.metric[starts].tolist())
+    t1 = time.perf_counter()
+    old = sorted(old, key=lambda r: (r["device_key"], r["metric_id"]))
+    merged = merge(decode_segments(old), raw)
+    records = encode_points(merged, day)
+    t2 = time.perf_counter()
+    report.encode_seconds += (t1 - t) + (t2 - t1)
+    step("encoded")
+    await conn.copy_records_to_table("telemetry_segments", records=records, columns=SEGMENT_COLS)
+    step("written")
+    await _count(conn, "compressed_points", len(merged) - sum(r["n"] for r in old))
+    step("counted")
+    report.points += len(raw)
+    report.segments += len(records)
+
+
+async def _empty(conn: asyncpg.Connection, part: str, folded: int,
+                 step: Callable[[str], None]) -> None:
+    """Truncate the partition if it holds only the ``folded`` rows; rows that arrived
+    meanwhile, or a lock not had within a second, leave it for the next run."""
+    try:
+        async with conn.transaction():
+            await conn.execute("set local lock_timeout = '1s'")
+            await conn.execute(f'lock table "{part}" in access exclusive mode')
+            step("locked")
+            left = await conn.fetchval(f'select count(*) from "{part}"')
+            if left == folded:
+                await conn.execute(f'truncate "{part}"')
+                step("truncated")
+            else:
+                logger.info("compression: %s got %d readings meanwhile; folded next run", part,
+                            left - folded)
+    except asyncpg.LockNotAvailableError:
+        logger.info("compression: %s busy; emptied next run", part)
+
+
+async def _count(conn: asyncpg.Connection, key: str, delta: int) -> None:
+    """A running total in ioc_meta, changed in the transaction that changes the data."""
+    await conn.execute(
+        """insert into ioc_meta (key, value, updated_at) values ($1, to_jsonb($2::bigint), now())
+           on conflict (key) do update
+           set value = to_jsonb(ioc_meta.value::bigint + $2::bigint), updated_at = now()""",
+        key, delta)
+
+
+async def drop_before(conn: asyncpg.Connection, cutoff: date) -> int:
+    """Retention: segments of days before ``cutoff``."""
+    async with conn.transaction():
+        n = await conn.fetchval(
+            "with d as (delete from telemetry_segments where day < $1 returning n) "
+            "select coalesce(sum(n), 0)::bigint from d", cutoff)
+        if n:
+            await _count(conn, "compressed_points", -n)
+    return n

@@ -1,0 +1,322 @@
+"""Compressed telemetry: the codec, the job's crash safety, and reads that do not notice.
+
+The property tests write the same random series for two devices, compress one of them and
+compare every answer (raw points, buckets of every aggregate, latest-at, rollups) between
+the two, before and after late readings (some repeating a compressed timestamp) and after
+the next run folds them in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import numpy as np
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from server.store import compress, history
+from server.store.compress import Points, decode, encode
+from server.store.history import AGGS, bucket_partials, latest_at, read_points
+
+D0 = datetime(2026, 11, 20, tzinfo=UTC)
+NOW = D0 + timedelta(days=10)
+A, B, M = 1, 2, 7  # A is compressed, B stays in the row store; one metric
+US = 1_000_000
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+decimal = st.integers(-10**7, 10**7).map(lambda i: i / 10)
+values = st.one_of(decimal, finite, st.sampled_from([0.0, -0.0, 1.0]))
+
+
+# ---------------------------------------------------------------- the codec alone
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(-2**50, 2**50), st.one_of(values, st.just(float("nan"))),
+                          st.integers(-3, 3)), max_size=300),
+       st.booleans())
+def test_codec_round_trips_bit_for_bit(rows, regular):
+    rows.sort(key=lambda r: r[0])
+    ts = np.array([r[0] for r in rows], np.int64)
+    if regular:
+        ts = np.arange(len(rows), dtype=np.int64) * 60 * US + 123
+    v = np.array([r[1] for r in rows], np.float64)
+    q = np.array([r[2] for r in rows], np.int16)
+    t2, v2, q2 = decode(encode(ts, v, q))
+    assert np.array_equal(t2, ts) and np.array_equal(q2, q)
+    assert np.array_equal(v2.view(np.uint64), v.view(np.uint64))
+
+
+def test_a_regular_decimal_series_takes_about_a_byte_a_point():
+    rng = np.random.default_rng(7)
+    ts = np.arange(1440, dtype=np.int64) * 60 * US
+    v = np.round(100 + 1.5 * rng.standard_normal(1440), 1)
+    assert len(encode(ts, v, np.zeros(1440, np.int16))) < 1.5 * 1440
+
+
+# ---------------------------------------------------------------- against the database
+async def _reset(conn: asyncpg.Connection) -> None:
+    await conn.execute("truncate telemetry, telemetry_segments, telemetry_hourly, telemetry_daily, "
+                       "telemetry_dirty")
+    await conn.execute("delete from ioc_meta where key in ('rollup_through', 'compressed_points')")
+    for d in range(4):
+        await conn.execute("select ioc_ensure_telemetry_partition($1)", (D0 + timedelta(days=d)).date())
+
+
+async def _insert(conn: asyncpg.Connection, rows, keys=(A, B)) -> None:
+    recs = [(k, M, D0 + timedelta(microseconds=t), v, q) for k in keys for t, v, q in rows]
+    async with conn.transaction():
+        await conn.execute("create temp table if not exists stage (like telemetry including defaults) "
+                           "on commit drop")
+        await conn.copy_records_to_table("stage", records=recs,
+                                         columns=("device_key", "metric_id", "ts", "value", "quality"))
+        await conn.execute("insert into telemetry select * from stage on conflict do nothing")
+
+
+def _same(pa: Points, pb: Points) -> None:
+    assert np.array_equal(pa.device, np.full(len(pa), A)) and np.array_equal(pb.device, np.full(len(pb), B))
+    assert np.array_equal(pa.ts, pb.ts) and np.array_equal(pa.quality, pb.quality)
+    assert np.array_equal(pa.value.view(np.uint64), pb.value.view(np.uint64))
+
+
+async def _compare(conn: asyncpg.Connection, queries) -> None:
+    for lo, span, bucket_s, limit in queries:
+        frm = D0 + timedelta(seconds=lo)
+        to = frm + timedelta(seconds=span)
+        _same(await read_points(conn, frm, to, [A], [M], limit=limit),
+              await read_points(conn, frm, to, [B], [M], limit=limit))
+        _same(await latest_at(conn, to, [A], [M]), await latest_at(conn, to, [B], [M]))
+        ra, rb = [await history.readings_between(conn, frm, to, [k], limit) for k in (A, B)]
+        assert [r[1:] for r in ra] == [r[1:] for r in rb]
+        pa, tier_a = await bucket_partials(conn, A, M, frm, to, timedelta(seconds=bucket_s))
+        pb, tier_b = await bucket_partials(conn, B, M, frm, to, timedelta(seconds=bucket_s))
+        assert tier_a == tier_b
+        assert pa.b.tolist() == pb.b.tolist()
+        for agg in AGGS:
+            assert np.array_equal(np.array(pa.values(agg)), np.array(pb.values(agg)), equal_nan=True), agg
+
+
+async def _rollups(conn: asyncpg.Connection, table: str, key: int) -> list[tuple]:
+    start = "hour" if table == "telemetry_hourly" else "day"
+    return [tuple(r) for r in await conn.fetch(
+        f"select {start}, n, sum, min, max, last_ts, last_value from {table} "
+        f"where device_key = $1 order by 1", key)]
+
+
+async def _roll(conn: asyncpg.Connection) -> None:
+    while await history.rollup(conn, D0 + timedelta(days=3)):
+        pass
+
+
+series = st.lists(st.tuples(st.integers(0, 2 * 86_400 * US - 1), values,
+                            st.sampled_from([0, 0, 0, 0, 1, 2])), max_size=120)
+minute_series = st.lists(st.tuples(st.integers(0, 2 * 1440 - 1).map(lambda m: m * 60 * US), decimal,
+                                   st.sampled_from([0, 0, 0, 1])), max_size=120)
+queries = st.lists(st.tuples(st.integers(-3600, 2 * 86_400), st.integers(1, 3 * 86_400),
+                             st.sampled_from([60, 420, 3600, 7200, 86_400]),
+                             st.sampled_from([None, 1, 7, 50])), min_size=1, max_size=4)
+
+
+@pytest.fixture
+def run_db(db_url):
+    """Runs a coroutine against the test database on a connection of its own."""
+    def run(fn, *args):
+        async def go():
+            conn = await asyncpg.connect(db_url)
+            try:
+                return await fn(conn, *args)
+            finally:
+                await conn.close()
+        return asyncio.run(go())
+    return run
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.one_of(series, minute_series), series, queries)
+def test_reads_are_the_same_raw_and_compressed(run_db, rows, late, qs):
+    async def check(conn):
+        await _reset(conn)
+        await _insert(conn, rows)
+        await _roll(conn)
+        report = await compress.compress_due(conn, NOW, device_keys=[A])
+        assert report.points == len({r[0] for r in rows})
+        assert await conn.fetchval("select count(*) from telemetry where device_key = $1", A) == 0
+        await _compare(conn, qs)
+        # late readings, in the row store beside A's segments; some repeat a stored time
+        await _insert(conn, late + [(t, v + 1.0, 1 - q % 2) for t, v, q in rows[::3]])
+        await _compare(conn, qs)
+        await _roll(conn)
+        assert await _rollups(conn, "telemetry_hourly", A) == await _rollups(conn, "telemetry_hourly", B)
+        assert await _rollups(conn, "telemetry_daily", A) == await _rollups(conn, "telemetry_daily", B)
+        await _compare(conn, qs)  # buckets of whole hours now come from the rollups
+        await compress.compress_due(conn, NOW, device_keys=[A])  # folds the late ones in
+        assert await conn.fetchval("select count(*) from telemetry where device_key = $1", A) == 0
+        n = await conn.fetchval("select coalesce(sum(n), 0) from telemetry_segments")
+        assert n == await conn.fetchval("select count(*) from telemetry where device_key = $1", B)
+        assert n == await conn.fetchval("select (value #>> '{}')::bigint from ioc_meta "
+                                        "where key = 'compressed_points'") or n == 0
+        await _compare(conn, qs)
+    run_db(check)
+
+
+# The server's runs (whole days, the partition truncated at the end) and runs for some devices
+# (their rows deleted as they are folded), each failing at every step in turn.
+STEPS = [(step, None) for step in ("read", "encoded", "written", "counted", "locked", "truncated")]
+STEPS += [(step, [A, B, 3, 4]) for step in ("deleted", "encoded", "written", "counted")]
+
+
+@pytest.mark.parametrize(("step", "keys"), STEPS)
+async def test_a_run_killed_at_any_step_loses_nothing_and_stores_nothing_twice(db_url, step, keys):
+    rng = np.random.default_rng(3)
+    rows = [(int(t), float(np.round(rng.normal(50, 5), 1)), int(rng.random() < 0.05))
+            for t in rng.choice(3 * 86_400 * US, 3000, replace=False)]
+    conn = await asyncpg.connect(db_url)
+    try:
+        await _reset(conn)
+        await _insert(conn, rows, keys=(A, B, 3, 4))
+        await conn.execute("analyze telemetry")  # row estimates: the job sizes its chunks by them
+        before = await read_points(conn, D0, D0 + timedelta(days=4))
+        calls = []
+
+        def fail(at: str) -> None:  # the second time (a second range, or the second day)
+            calls.append(at)
+            if at == step and calls.count(step) == 2:
+                raise RuntimeError("killed")
+
+        with pytest.raises(RuntimeError, match="killed"):
+            await compress.compress_due(conn, NOW, device_keys=keys, chunk_rows=1000, fail_at=fail)
+        half = await read_points(conn, D0, D0 + timedelta(days=4))
+        assert await conn.fetchval("select count(*) from telemetry_segments") > 0  # some are in
+        assert await conn.fetchval("select count(*) from telemetry") > 0  # the rest is not
+        report = await compress.compress_due(conn, NOW, device_keys=keys, chunk_rows=1000)
+        assert report.days[-1] == (D0 + timedelta(days=2)).date()
+        after = await read_points(conn, D0, D0 + timedelta(days=4))
+        assert await conn.fetchval("select count(*) from telemetry") == 0
+        assert await conn.fetchval("select sum(n) from telemetry_segments") == len(before)
+        assert await conn.fetchval("select (value #>> '{}')::bigint from ioc_meta "
+                                   "where key = 'compressed_points'") == len(before)
+        for got in (half, after):
+            assert np.array_equal(got.ts, before.ts) and np.array_equal(got.device, before.device)
+            assert np.array_equal(got.value, before.value) and np.array_equal(got.quality, before.quality)
+        # a day whose partition is empty afterwards is truncated, not dropped (late data lands)
+        assert await conn.fetchval("select to_regclass('telemetry_p20261120') is not null")
+        assert (await compress.compress_due(conn, NOW, device_keys=keys)).points == 0  # idempotent
+    finally:
+        await conn.close()
+
+
+async def test_readings_arriving_during_a_run_are_kept(db_url):
+    """A reading for a range already folded: the partition is not truncated, reads see it,
+    and the next run folds it."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await _reset(conn)
+        await _insert(conn, [(m * 60 * US, float(m), 0) for m in range(1440)], keys=(A, B))
+        await conn.execute("analyze telemetry")  # two ranges: A's, then B's (one read)
+
+        def sneak(at: str) -> None:  # once the day is read, from another connection
+            if at == "read" and sneak.calls == 0:
+                with psycopg.connect(db_url, autocommit=True) as other:
+                    other.execute("insert into telemetry (device_key, metric_id, ts, value) "
+                                  "values (%s, %s, %s, 7.5)", (A, M, D0 + timedelta(seconds=30)))
+            sneak.calls += int(at == "read")
+        sneak.calls = 0
+
+        report = await compress.compress_due(conn, NOW, chunk_rows=1000, fail_at=sneak)
+        assert report.points == 2 * 1440
+        assert await conn.fetchval("select count(*) from telemetry") == 2 * 1440 + 1  # not truncated
+        points = await read_points(conn, D0, D0 + timedelta(days=1), [A])
+        assert len(points) == 1441 and points.value[0] == 0.0 and points.value[1] == 7.5
+        await compress.compress_due(conn, NOW)
+        assert await conn.fetchval("select count(*) from telemetry") == 0
+        assert await conn.fetchval("select sum(n) from telemetry_segments") == 2 * 1440 + 1
+        again = await read_points(conn, D0, D0 + timedelta(days=1), [A])
+        assert np.array_equal(again.ts, points.ts) and np.array_equal(again.value, points.value)
+    finally:
+        await conn.close()
+
+
+async def test_late_readings_reach_the_hourly_and_daily_rollups(db_url):
+    """A day backfilled after the rollup passed it: 24 hourly buckets, also from `from` off
+    the hour (the readings before the first whole hour count)."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await _reset(conn)
+        await _insert(conn, [((2 * 86_400 + 1800) * US, 1.0, 0)], keys=(A,))  # one recent point
+        await _roll(conn)
+        assert await history.rollup_boundary(conn) == D0 + timedelta(days=3) - timedelta(hours=1)
+        day = [(m * 60 * US, float(m), 0) for m in range(1440)]
+        await _insert(conn, day, keys=(A,))  # day D0, long rolled up
+        assert await conn.fetchval("select count(*) from telemetry_dirty") == 24
+        # before the next rollup the marked hours are answered from the points
+        parts, tier = await bucket_partials(conn, A, M, D0, D0 + timedelta(days=1), timedelta(hours=1))
+        assert len(parts.b) == 24 and parts.n.tolist() == [60] * 24
+        await _roll(conn)
+        assert await conn.fetchval("select count(*) from telemetry_dirty") == 0
+        assert len(await _rollups(conn, "telemetry_hourly", A)) == 25
+        parts, tier = await bucket_partials(conn, A, M, D0, D0 + timedelta(days=1), timedelta(hours=1))
+        assert tier == "hourly" and parts.n.tolist() == [60] * 24
+        parts, tier = await bucket_partials(conn, A, M, D0, D0 + timedelta(days=2), timedelta(days=1))
+        assert tier == "daily" and parts.n.tolist() == [1440] and parts.values("max") == [1439.0]
+        frm = D0 + timedelta(minutes=30)
+        parts, tier = await bucket_partials(conn, A, M, frm, D0 + timedelta(hours=3), timedelta(hours=1))
+        assert tier == "hourly" and parts.n.tolist() == [30, 60, 60]
+        assert parts.values("min") == [30.0, 60.0, 120.0]
+        # compressed, then a late reading for it: both the segment and the rollups see it
+        await compress.compress_due(conn, NOW)
+        await _insert(conn, [(90 * US, 5000.0, 0)], keys=(A,))
+        await _roll(conn)
+        parts, _ = await bucket_partials(conn, A, M, D0, D0 + timedelta(hours=1), timedelta(hours=1))
+        assert parts.n.tolist() == [61] and parts.values("max") == [5000.0]
+        parts, _ = await bucket_partials(conn, A, M, D0, D0 + timedelta(days=1), timedelta(days=1))
+        assert parts.n.tolist() == [1441]
+        latest = await latest_at(conn, D0 + timedelta(minutes=1, seconds=45), [A])
+        assert latest.rows() == [(A, M, D0 + timedelta(seconds=90), 5000.0, 0)]
+    finally:
+        await conn.close()
+
+
+def test_ioc_compress_compresses_the_closed_days(db_url, monkeypatch, capsys):
+    from server.cli import common
+    from server.cli.main import main
+
+    for name in ("IOC_CONFIG", "IOC_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IOC_DATABASE_URL", db_url)
+    day = (datetime.now(UTC) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    async def load(conn):
+        await conn.execute("select ioc_ensure_telemetry_partition($1)", day.date())
+        await conn.copy_records_to_table("telemetry", records=[
+            (A, M, day + timedelta(minutes=i), float(i), 0) for i in range(1440)],
+            columns=("device_key", "metric_id", "ts", "value", "quality"))
+
+    async def counts(conn):
+        return (await conn.fetchval("select count(*) from telemetry"),
+                await conn.fetchval("select sum(n) from telemetry_segments"))
+
+    async def run():
+        conn = await asyncpg.connect(db_url)
+        try:
+            await load(conn)
+        finally:
+            await conn.close()
+    asyncio.run(run())
+    try:
+        assert main(["compress"]) == 0
+        assert f"compressed {day.date()}: 1,440 points into 1 segments" in capsys.readouterr().out
+        assert main(["compress"]) == 0
+        assert "nothing to compress" in capsys.readouterr().out
+    finally:
+        common.choose_data_dir(None)
+
+    async def check():
+        conn = await asyncpg.connect(db_url)
+        try:
+            return await counts(conn)
+        finally:
+            await conn.close()
+    assert asyncio.run(check()) == (0, 1440)
