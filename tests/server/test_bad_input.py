@@ -67,8 +67,9 @@ async def test_every_documented_query_parameter_refuses_nul_surrogates_and_long_
         for method, op in item.items():
             if method.upper() not in METHODS or method == "parameters":
                 continue
+            # (not ?token=, the auth middleware's: hashed to look up, never stored)
             params = [p["name"] for p in op.get("parameters", []) + item.get("parameters", [])
-                      if p["in"] == "query"]
+                      if p["in"] == "query" and p["name"] != "token"]
             concrete = re.sub(r"\{[^}]+\}", "SL-000001", path).replace(
                 "/tiles/SL-000001/SL-000001/SL-000001/SL-000001.mvt", "/tiles/wards/0/0/0.mvt")
             for name in params:
@@ -79,7 +80,7 @@ async def test_every_documented_query_parameter_refuses_nul_surrogates_and_long_
                     what = f"{method.upper()} {path}?{name}= with {label}"
                     problem = await _problem(resp, what)
                     assert resp.status == 400, what
-                    assert problem["errors"][0]["field"] == name, what
+                    assert problem.get("errors", [{}])[0].get("field") == name, (what, problem)
                     checked += 1
     # and what the document does not list either: alarms' rule and device were 500s
     for name in ("rule", "device", "ward", "crew", "metric", "anything"):

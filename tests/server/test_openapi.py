@@ -19,6 +19,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.checks import CHECKS as REGISTERED_CHECKS
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -162,8 +163,13 @@ def live_schema(city_db_url, mosquitto):
         yield schema
 
 
+# `--checks all`: every check schemathesis registers (conformance of status, content type,
+# headers and body; unsupported methods answer 405 with Allow; a request without its token is
+# refused; missing required headers; and the stateful ones), the data ones per operation below.
+DATA_CHECKS = (positive_data_acceptance, negative_data_rejection)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
+CHECKS += [c for c in REGISTERED_CHECKS.get_all() if c not in CHECKS and c not in DATA_CHECKS]
 # What the document allows the server accepts (positive data), and what it forbids the server
 # refuses (negative data): the models in server/api/models.py are both. Except where a rule
 # cannot be put in a schema, and then the operation says which rule:

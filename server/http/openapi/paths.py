@@ -113,7 +113,7 @@ def paths() -> dict[str, Any]:
         "put": op("Create or replace a rule (integrator)",
                   {200: ok(ref("Rule"), headers=LOCATION),
                    201: ok(ref("Rule"), "Created", headers=LOCATION)},
-                  tags=ru, errors=(400, 403, 409, 415), request=body(ref("RuleDocument"))),
+                  tags=ru, errors=(400, 403, 409, 415), request=body(ref("RuleDocumentPut"))),
         "delete": op("Delete a rule (integrator)", {204: ok(None, "Deleted")}, tags=ru,
                      errors=(403, 404, 409)),
     }
