@@ -11,7 +11,7 @@ import pytest
 
 from server.http.app import create_app
 from server.http.openapi import document
-from tests.helpers import aq
+from tests.helpers import aq, count, q, wait_for
 
 PROBLEM = "application/problem+json"
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
@@ -128,6 +128,10 @@ async def test_telemetry_keeps_good_readings_and_dead_letters_unstorable_ones(ap
     assert doc["accepted"] == 1 and len(doc["rejected"]) == 3, doc
     text = str(doc["rejected"])
     assert "nested deeper" in text and "NUL" in text
+    # stored: the good reading, and a dead letter with its reason for each of the others
+    reasons = await wait_for(lambda: [r[0] for r in q(api.url, "select reason from dead_letters")]
+                             if count(api.url) == 1 else None, blocking=True)
+    assert len(reasons) == 3 and sum("NUL" in r for r in reasons) == 2, reasons
 
 
 async def test_import_dry_run_finds_what_the_import_would_refuse(api):
