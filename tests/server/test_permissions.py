@@ -107,6 +107,25 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "GET /tiles": TOKEN,
     "GET /tiles/{layer}.json": TOKEN,
     "GET /tiles/{layer}/{z}/{x}/{y}.mvt": CREW_OWN,  # per layer: TILE_LAYERS
+    "GET /api/v1/state": CREW_OWN,  # each device's worst alarm at an instant
+    # OGC API - Features and Tiles: devices without alarm fields; tiles are the XYZ route's
+    "GET /ogc": TOKEN,
+    "GET /ogc/": TOKEN,
+    "GET /ogc/conformance": TOKEN,
+    "GET /ogc/api": TOKEN,
+    "GET /ogc/collections": TOKEN,
+    "GET /ogc/collections/{collectionId}": TOKEN,
+    "GET /ogc/collections/{collectionId}/items": TOKEN,
+    "GET /ogc/collections/{collectionId}/items/{featureId}": TOKEN,
+    "GET /ogc/tileMatrixSets": TOKEN,
+    "GET /ogc/tileMatrixSets/{tileMatrixSetId}": TOKEN,
+    "GET /ogc/collections/{collectionId}/tiles": TOKEN,
+    "GET /ogc/collections/{collectionId}/tiles/{tileMatrixSetId}": TOKEN,
+    "GET /ogc/tiles": TOKEN,
+    "GET /ogc/tiles/{tileMatrixSetId}": TOKEN,
+    "GET /ogc/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}":
+        CREW_OWN,  # aggregate tiles count alarms
+    "GET /ogc/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}": CREW_OWN,
 }
 # Tile layers by id; every device kind's layer is "<kind>" (aggregate tiles count alarms).
 TILE_LAYERS: dict[str, dict[str | None, str]] = {
@@ -138,7 +157,9 @@ async def _world(url: str) -> dict[str, Any]:
                  " geom) values (%s, %s, %s, %s, %s, %s, (select geom from devices where id = %s))"
                  " returning id",
             f"rule-{name}", lamp, severity, f"{name} secret message", f"k-{name}", crew, lamp))[0][0]
-    return {"lamps": lamps, "alarms": ids}
+    # an instant after they were raised, the same in both worlds (GET /api/v1/state?at=)
+    at = (await aq(url, "select to_char(now() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"))
+    return {"lamps": lamps, "alarms": ids, "at": at[0][0]}
 
 
 async def _only_the_crews_own(url: str, world: dict[str, Any]) -> None:
@@ -158,7 +179,9 @@ def _requests(key: str, world: dict[str, Any]) -> list[tuple[str, str, Any]]:
     real object of each crew), so they change nothing: whose object it is is checked first."""
     method, template = key.split(" ", 1)
     lamps, alarms = world["lamps"], world["alarms"]
-    fill = {"id": "NOPE-404", "layer": "wards", "z": "0", "x": "0", "y": "0"}
+    fill = {"id": "NOPE-404", "layer": "wards", "z": "0", "x": "0", "y": "0",
+            "collectionId": "streetlight", "featureId": lamps[0], "tileMatrixSetId": "WebMercatorQuad",
+            "tileMatrix": "0", "tileRow": "0", "tileCol": "0"}
     refused = {"probe": "refused"} if method in ("POST", "PUT", "PATCH") else None
     if template.startswith("/api/v1/alarms/{id}"):
         if method == "GET" or template.endswith(("/comment", "/work")):
@@ -184,6 +207,8 @@ def _requests(key: str, world: dict[str, Any]) -> list[tuple[str, str, Any]]:
         path += "?kind=streetlight"
     if template == "/api/v1/alarms":
         path += "?state=all"
+    if template == "/api/v1/state":
+        path += "?at=" + world["at"]
     return [(method, path, refused)]
 
 
@@ -205,9 +230,10 @@ async def _answer(client, method: str, path: str, body: Any, token: str | None):
 
 
 def _stable(doc: Any) -> Any:
-    """Drop what differs between two requests by itself (the request's own URL)."""
+    """Drop what differs between two requests by itself: the request's own URL, and when
+    it was answered (OGC's timeStamp)."""
     if isinstance(doc, dict):
-        return {k: _stable(v) for k, v in doc.items() if k not in ("instance",)}
+        return {k: _stable(v) for k, v in doc.items() if k not in ("instance", "timeStamp")}
     if isinstance(doc, list):
         return [_stable(v) for v in doc]
     return doc
@@ -246,7 +272,7 @@ def _route_keys(app) -> list[str]:
             for action in ACTIONS:
                 out.add(f"{route.method} {template.replace('{action}', action)}")
         else:
-            out.add(f"{route.method} {template.rstrip('/') or '/'}")
+            out.add(f"{route.method} {template}")
     return sorted(out)
 
 
