@@ -203,7 +203,7 @@ MAX_PARAM_CHARS = 1024
 
 
 def _bad_parameter(name: str, where: str, reason: str) -> Problem:
-    return Problem(400, f"{where} parameter {name} {reason}",
+    return Problem(400, f"{where} parameter {name} {reason}", field=name,
                    errors=[{"field": name, "reason": reason}])
 
 
