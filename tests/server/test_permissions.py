@@ -14,7 +14,8 @@ The table's verdicts:
   (``/metrics``): not compared.
 
 The websocket's alarm messages (deltas) to a crew are checked in test_ws.py
-(test_crews_get_only_their_alarms_and_messages); its snapshot is compared here.
+(test_crews_get_only_their_alarms_and_messages); its snapshot, live and replayed, is
+compared here.
 
 A route or a tile layer missing from the table fails the test: the next one added has to say
 who may read it before it can ship.
@@ -157,6 +158,9 @@ async def _world(url: str) -> dict[str, Any]:
                  " geom) values (%s, %s, %s, %s, %s, %s, (select geom from devices where id = %s))"
                  " returning id",
             f"rule-{name}", lamp, severity, f"{name} secret message", f"k-{name}", crew, lamp))[0][0]
+    # raised as the engine records it (replay and state?at= read the events)
+    await aexecute(url, "insert into alarm_events (alarm_id, at, event, actor) "
+                        "select id, raised_at, 'raised', 'rule engine' from alarms")
     # an instant after they were raised, the same in both worlds (GET /api/v1/state?at=)
     at = (await aq(url, "select to_char(now() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"))
     return {"lamps": lamps, "alarms": ids, "at": at[0][0]}
@@ -247,10 +251,12 @@ def _kind(status: int) -> str:
     return "answered"
 
 
-async def _snapshot(client, token: str) -> Any:
+async def _snapshot(client, token: str, at: str | None = None) -> Any:
+    """The websocket's snapshot: live, or (``at``) the replay's of that instant."""
     ws = await client.ws_connect("/api/v1/ws", headers={"Authorization": f"Bearer {token}"})
+    op = {"op": "subscribe"} if at is None else {"op": "replay", "from": at}
     try:
-        await ws.send_str(orjson.dumps({"op": "subscribe", "bbox": [-180, -90, 180, 90],
+        await ws.send_str(orjson.dumps({**op, "bbox": [-180, -90, 180, 90],
                                         "alarms": True}).decode())
         while True:
             msg = orjson.loads((await ws.receive(timeout=20)).data)
@@ -344,6 +350,8 @@ async def test_every_route_and_layer_answers_each_role_as_the_table_says(
             for role in roles:
                 if role is not None:
                     seen[("ws snapshot", role)] = (200, await _snapshot(client, tokens[role]))
+                    seen[("ws replay", role)] = (200, await _snapshot(client, tokens[role],
+                                                                      world["at"]))
             for key in keys_:
                 for method, path, body in _requests(key, world):
                     if method != "GET":
@@ -362,6 +370,8 @@ async def test_every_route_and_layer_answers_each_role_as_the_table_says(
                 continue
             if what == "ws snapshot":
                 own[what] = (200, await _snapshot(client, tokens["admin"]))
+            elif what == "ws replay":
+                own[what] = (200, await _snapshot(client, tokens["admin"], world["at"]))
             elif what.startswith("tile "):
                 own[what] = await _answer(client, "GET", what.split(" ")[-1], None, tokens["admin"])
             else:
@@ -371,12 +381,22 @@ async def test_every_route_and_layer_answers_each_role_as_the_table_says(
                     own[what] = await _answer(client, method, path, body, tokens["admin"])
 
     def verdicts(what: str) -> dict[str | None, str]:
-        if what == "ws snapshot":
+        if what in ("ws snapshot", "ws replay"):
             return ROUTES["GET /api/v1/ws"]
         if what.startswith("tile "):
             return TILE_LAYERS[what.split(" ")[1]]
         method, template = what.split(" ")[:2]
         return ROUTES[f"{method} {template}"]
+
+    # The probes see the alarms at all (else equal answers would prove nothing).
+    listed = seen[("GET /api/v1/alarms /api/v1/alarms?state=all", "admin")][1]["alarms"]
+    assert {a["id"] for a in listed} == set(world["alarms"].values())
+    assert len(seen[("ws replay", "admin")][1]["alarms"]) == 3
+    assert len(seen[("ws replay", "crew")][1]["alarms"]) == 1
+    severities = {d["alarm_severity"] for d in seen[("ws snapshot", "admin")][1]["devices"]}
+    assert {"minor", "major", "critical"} <= severities
+    past = seen[(f"GET /api/v1/state /api/v1/state?at={world['at']}", "admin")][1]
+    assert {"minor", "major", "critical"} <= {f["properties"]["alarm_severity"] for f in past["features"]}
 
     checked = 0
     for (what, role), (status, data) in seen.items():
