@@ -11,7 +11,7 @@ import pytest
 
 from server.http.app import create_app
 from server.http.openapi import document
-from tests.helpers import aq, count, q, wait_for
+from tests.helpers import aq, count, q, running, wait_for
 
 PROBLEM = "application/problem+json"
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
@@ -162,3 +162,19 @@ async def test_import_dry_run_finds_what_the_import_would_refuse(api):
         problem = await _problem(resp, f"csv dry_run={dry}")
         assert resp.status == 422 and problem["errors"][0]["field"] == "name", problem
     assert await aq(api.url, "select count(*) from devices where id like 'SL-IMP-%%'") == [(0,)]
+
+
+async def test_websocket_answers_an_over_deep_message_with_an_error_and_stays_open(
+        city_db_url, make_settings, token_for):
+    token = await token_for(city_db_url, "viewer")
+    async with running(make_settings(city_db_url, mqtt_url=None)) as client:
+        ws = await client.ws_connect("/api/v1/ws", headers={"Authorization": f"Bearer {token}"})
+        deep = "1"
+        for _ in range(300):
+            deep = "[" + deep + "]"
+        await ws.send_str('{"op": "ping", "id": ' + deep + "}")
+        msg = await ws.receive_json(timeout=10)  # was: the handler failed, the socket broke
+        assert msg["type"] == "error" and "nested deeper" in msg["message"], msg
+        await ws.send_str('{"op": "ping", "id": 7}')
+        assert await ws.receive_json(timeout=10) == {"type": "pong", "id": 7}
+        await ws.close()
