@@ -3,6 +3,7 @@ request bodies read with the limits every stored document must keep (:func:`flaw
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -98,5 +99,10 @@ async def read_json(request: web.Request) -> Any:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as err:
+        if "surrogate" in str(err):  # orjson refuses "\ud800"; Python's json reads it, and
+            try:                     # then the member that holds it can be named
+                refuse_flaws(json.loads(body))
+            except (ValueError, RecursionError):
+                pass
         raise Problem(400, f"the body is not valid JSON: {err}") from None
     return refuse_flaws(doc)

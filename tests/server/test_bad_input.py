@@ -96,6 +96,7 @@ async def test_json_bodies_refuse_nul_long_text_and_deep_nesting_naming_the_memb
     cases = [
         ("POST", "/api/v1/crews", {"id": "c1", "name": "a\u0000b"}, "name", "NUL"),
         ("POST", "/api/v1/crews", {"id": "c1", "name": "n" * 20_000}, "name", "too long"),
+        ("POST", "/api/v1/crews", {"id": "c1", "name": "a\ud800"}, "name", "surrogate"),
         ("POST", "/api/v1/devices", {"type": "Feature", "id": "SL-NEW-1",
                                      "geometry": {"type": "Point", "coordinates": [105.8, 21.5]},
                                      "properties": {"kind": "streetlight", "note": deep}},
