@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system venv web demo test bench lint clean
+.PHONY: setup system venv web demo test bench schemathesis lint clean
 
 setup: system venv web
 
@@ -48,6 +48,11 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# schemathesis --checks all with every phase (fuzzing and stateful too): minutes, so not in `make test`
+schemathesis: setup
+	IOC_SCHEMATHESIS_PHASES=examples,coverage,fuzzing,stateful $(VENV)/bin/pytest \
+	    -p no:cacheprovider --timeout 900 tests/server/test_openapi.py -k schemathesis_cli
 
 bench: setup
 	$(PY) bench/run_all.py

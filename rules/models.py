@@ -50,6 +50,15 @@ def parse_duration(v: Any) -> float:
     raise ValueError(f"{v!r} is not a duration; write it like 30s, 5m, 2h or 1d")
 
 
+def _number(v: Any) -> Any:
+    if isinstance(v, bool):  # JSON's true is not 1: the document says number
+        raise ValueError("must be a number, not true or false")
+    return v
+
+
+# A number; true and false are refused (pydantic's lax float would take them as 1 and 0).
+Real = Annotated[float, BeforeValidator(_number)]
+
 MAX_DURATION_S = 366 * 86400.0  # a year: longer delays and windows are mistakes
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=MAX_DURATION_S)]
 
@@ -72,7 +81,7 @@ class Select(_Model):
     devices: StrList | None = None
     ward: StrList | None = None
     parent: StrList | None = None
-    bbox: tuple[float, float, float, float] | None = Field(
+    bbox: tuple[Real, Real, Real, Real] | None = Field(
         default=None, description="minLon, minLat, maxLon, maxLat")
 
     @model_validator(mode="after")
@@ -121,12 +130,12 @@ class ThresholdRule(_Rule, _Delays):
 
     kind: Literal["threshold"]
     metric: str
-    above: float | None = None
-    below: float | None = None
-    high_high: float | None = None
-    low_low: float | None = None
+    above: Real | None = None
+    below: Real | None = None
+    high_high: Real | None = None
+    low_low: Real | None = None
     high_high_severity: Severity = Severity.CRITICAL
-    deadband: float = Field(default=0.0, ge=0)
+    deadband: Real = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _limits(self) -> ThresholdRule:
@@ -147,10 +156,10 @@ class RateOfChangeRule(_Rule, _Delays):
     kind: Literal["rate_of_change"]
     metric: str
     window: Duration
-    above: float | None = None
-    below: float | None = None
-    deadband: float = Field(default=0.0, ge=0)
-    min_span: float = Field(default=0.5, gt=0, le=1,
+    above: Real | None = None
+    below: Real | None = None
+    deadband: Real = Field(default=0.0, ge=0)
+    min_span: Real = Field(default=0.5, gt=0, le=1,
                             description="fraction of the window the samples must cover")
 
     @model_validator(mode="after")
@@ -167,7 +176,7 @@ class StaleRule(_Rule):
     """No data for ``missed_intervals`` of the device's expected reporting interval."""
 
     kind: Literal["stale"]
-    missed_intervals: float = Field(default=3.0, gt=0)
+    missed_intervals: Real = Field(default=3.0, gt=0)
     interval: Duration | None = Field(
         default=None, description="overrides the device's (or its kind's) expected interval")
 
@@ -178,14 +187,14 @@ class FaultRule(_Rule, _Delays):
 
     kind: Literal["fault"]
     metric: str | None = Field(default=None, description="none: a bad reading of any metric")
-    bad_quality: bool = True
-    offline: bool = False
+    bad_quality: StrictBool = True
+    offline: StrictBool = False
 
 
 class StateRule(_Rule, _Delays):
     kind: Literal["state"]
     metric: str
-    in_: list[float] = Field(alias="in", min_length=1)
+    in_: list[Real] = Field(alias="in", min_length=1)
 
 
 class LightingScheduleRule(_Rule, _Delays):
@@ -210,7 +219,7 @@ class TopologyRule(_Rule):
     within: Duration = 300.0
     clear_below: int = Field(default=1, ge=1,
                              description="the incident clears when fewer children are in alarm")
-    suppress_children: bool = True
+    suppress_children: StrictBool = True
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -224,10 +233,10 @@ class NeighbourhoodRule(_Rule):
     kind: Literal["neighbourhood"]
     member: str = Field(pattern=RULE_ID)
     min_count: int = Field(default=2, ge=2)
-    radius_m: float = Field(gt=0, le=50_000)
+    radius_m: Real = Field(gt=0, le=50_000)
     within: Duration = 180.0
     clear_below: int = Field(default=1, ge=1)
-    suppress_children: bool = True
+    suppress_children: StrictBool = True
 
     @property
     def members(self) -> tuple[str, ...]:

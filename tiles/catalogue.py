@@ -73,6 +73,11 @@ class Layer:
     def live_at(self, z: int) -> bool:
         return self.live or self.aggregated(z)
 
+    def crew_scoped(self, z: int) -> bool:
+        """Whether the tile at ``z`` shows alarms (their details, counts or worst severity):
+        a crew token's tile then holds only its own crew's alarms."""
+        return self.source in ("alarms", "ward_stats") or self.aggregated(z)
+
     def simplify(self) -> bool:
         return self.geometry != "point"
 

@@ -155,12 +155,15 @@ class TileService:
         return BASEMAP_TTL_S
 
     # ------------------------------------------------------------ tiles
-    async def tile(self, layer: Layer, z: int, x: int, y: int) -> Entry:
-        """The encoded tile (possibly empty) from the cache or from one query."""
+    async def tile(self, layer: Layer, z: int, x: int, y: int, crew: str | None = None) -> Entry:
+        """The encoded tile (possibly empty) from the cache or from one query; ``crew``: the
+        tile a crew token sees, with its own crew's alarms only (None: every alarm)."""
         now = time.monotonic()
         self._maybe_refresh(now)
         version = self.layer_version(layer, z)
-        key = (layer.id, z, x, y)
+        if not layer.crew_scoped(z):
+            crew = None
+        key = (layer.id, z, x, y) if crew is None else (layer.id, z, x, y, crew)
         if self.cache.max_bytes:
             entry = self.cache.get(key, version, now)
             if entry is not None:
@@ -170,7 +173,7 @@ class TileService:
         # others.
         task = self._inflight.get(key)
         if task is None or task.done():
-            task = asyncio.create_task(self._render(layer, z, x, y, version, key))
+            task = asyncio.create_task(self._render(layer, z, x, y, version, key, crew))
             self._inflight[key] = task
             task.add_done_callback(self._forget(key))
         return await asyncio.shield(task)
@@ -185,8 +188,8 @@ class TileService:
         return done
 
     async def _render(self, layer: Layer, z: int, x: int, y: int, version: Hashable,
-                      key: Hashable) -> Entry:
-        statement, args = sql.query(layer, sql.bounds(z, x, y))
+                      key: Hashable, crew: str | None = None) -> Entry:
+        statement, args = sql.query(layer, sql.bounds(z, x, y), crew)
         async with self.pool.acquire() as conn:
             data = await conn.fetchval(statement, *args)
         data = bytes(data or b"")

@@ -37,6 +37,12 @@ _SEVERITY = severity_of_rank_sql("{}")
 _RESERVED = "'{id,key,kind,name,status,ward,parent}'::text[]"
 
 
+def crew_scope(n: int, column: str = "assigned_crew") -> str:
+    """A crew token's tiles hold its own crew's alarms only, as the API does: parameter
+    ``$n`` is that crew, or null for every alarm."""
+    return f"(${n}::text is null or {column} = ${n}::text)"
+
+
 @dataclass(frozen=True, slots=True)
 class TileBounds:
     z: int
@@ -123,14 +129,16 @@ DEVICE_SIMPLIFIED = _DEVICE.replace("{geom}", _SIMPLIFIED).replace("{props}", ""
 DEVICE_POINTS_PROPS = _DEVICE.replace("{geom}", _POINT).replace("{props}", _PROPS)
 DEVICE_SIMPLIFIED_PROPS = _DEVICE.replace("{geom}", _SIMPLIFIED).replace("{props}", _PROPS)
 
-# $10 kind, $11 cell size (m), $12 z, $13/$14 the tile's first global cell column/row.
+# $10 kind, $11 cell size (m), $12 z, $13/$14 the tile's first global cell column/row,
+# $15 the crew whose alarms alone count (null: every alarm).
 # Devices are binned by their stored Web Mercator coordinates (devices.merc_x/merc_y): 3x
 # faster than ST_Transform per row, and a further 30 % faster than computing them per tile.
 # Only the exact tile is searched (no buffer), so every device falls into one of its cells;
 # the clamp keeps devices on the tile's edge in the edge cells.
 DEVICE_CELLS = f"""
 with a as (
-  select device, min({_RANK}) as rank from alarms where {_ACTIVE_ALARM} group by device
+  select device, min({_RANK}) as rank from alarms
+  where {_ACTIVE_ALARM} and {crew_scope(15)} group by device
 ), p as (
   select d.key, d.id, d.merc_x as px, d.merc_y as py
   from devices d cross join (select ST_MakeEnvelope($6, $7, $8, $9, 4326) as box) e
@@ -176,14 +184,14 @@ select ST_AsMVT(t, $1, {EXTENT}, 'geom', 'key') from (
   where r.geom && e.box and ($11 >= {ROADS_RESIDENTIAL_MINZOOM} or r.class <> 'residential')
 ) t"""
 
-# $10 tolerance
+# $10 tolerance, $11 crew scope
 WARD_STATS = f"""
 with w as (
   select w.code, w.name, w.geom from wards w
   where w.geom && ST_MakeEnvelope($6, $7, $8, $9, 4326)
 ), a as (
-  select device, count(*) as n, min({_RANK}) as rank from alarms where {_ACTIVE_ALARM}
-  group by device
+  select device, count(*) as n, min({_RANK}) as rank from alarms
+  where {_ACTIVE_ALARM} and {crew_scope(11)} group by device
 ), c as (
   select d.ward, count(*) as devices,
          count(*) filter (where s.status = 'online') as online,
@@ -210,7 +218,7 @@ select ST_AsMVT(t, $1, {EXTENT}, 'geom') from (
   from w left join c on c.ward = w.code {_ENV}
 ) t"""
 
-# $10 tolerance. One feature per device: its worst active alarm, newest first among equals.
+# $10 tolerance, $11 crew scope. One feature per device: its worst active alarm, newest first among equals.
 ALARMS = f"""
 select ST_AsMVT(t, $1, {EXTENT}, 'geom', 'key') from (
   select distinct on (a.device) d.key, a.device as id, a.id as alarm, a.severity, a.state, a.rule,
@@ -221,13 +229,14 @@ select ST_AsMVT(t, $1, {EXTENT}, 'geom', 'key') from (
            as geom
   from alarms a left join devices d on d.id = a.device {_ENV}
   where a.active and a.state <> 'closed' and not a.suppressed and not a.out_of_service
-    and coalesce(a.geom, d.geom) && e.box
+    and coalesce(a.geom, d.geom) && e.box and {crew_scope(11, "a.assigned_crew")}
   order by a.device, {_RANK.replace("severity", "a.severity")}, a.raised_at desc
 ) t"""
 
 
-def query(layer: Layer, t: TileBounds) -> tuple[str, tuple]:
-    """The statement and its arguments for one tile of ``layer``."""
+def query(layer: Layer, t: TileBounds, crew: str | None = None) -> tuple[str, tuple]:
+    """The statement and its arguments for one tile of ``layer``; ``crew``: only this crew's
+    alarms count (for a layer that is :meth:`~tiles.catalogue.Layer.crew_scoped`)."""
     base = (layer.id, t.left, t.bottom, t.right, t.top, t.west, t.south, t.east, t.north)
     src = layer.source
     if src == "kind":
@@ -235,7 +244,7 @@ def query(layer: Layer, t: TileBounds) -> tuple[str, tuple]:
             box = (t.left, t.bottom, t.right, t.top, _lon(t.left), _lat(t.bottom), _lon(t.right),
                    _lat(t.top))
             return DEVICE_CELLS, (layer.id, *box, layer.kind, t.width / CELLS, t.z, t.x * CELLS,
-                                  t.y * CELLS)
+                                  t.y * CELLS, crew)
         props = layer.detail_minzoom == 0
         if layer.simplify():
             sql = DEVICE_SIMPLIFIED_PROPS if props else DEVICE_SIMPLIFIED
@@ -246,7 +255,7 @@ def query(layer: Layer, t: TileBounds) -> tuple[str, tuple]:
     if src == "roads":
         return ROADS, (*base, tolerance(t), t.z)
     if src == "ward_stats":
-        return WARD_STATS, (*base, tolerance(t))
+        return WARD_STATS, (*base, tolerance(t), crew)
     if src == "alarms":
-        return ALARMS, (*base, tolerance(t))
+        return ALARMS, (*base, tolerance(t), crew)
     raise ValueError(f"no SQL for layer source {src!r}")

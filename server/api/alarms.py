@@ -2,7 +2,7 @@
 
 Roles: everyone may read; operators (and admins) acknowledge, shelve, unshelve, assign and
 take alarms out of service; a crew token reads, comments on and sets the work state of
-the alarms assigned to its crew, and only those.
+the alarms assigned to its crew, and only those (not the KPIs, which count every alarm).
 """
 
 from __future__ import annotations
@@ -171,6 +171,9 @@ async def act(request: web.Request) -> web.Response:
     if roles is None:
         raise NotFound(f"no alarm action {action!r}; actions: {', '.join(ACTIONS)}")
     who = require(request, *roles)
+    if who.role == "crew":  # another crew's alarm is a 403 whatever the body says
+        async with request.app[keys.DB].acquire() as conn:
+            await _visible(request, conn, _alarm_id(request))
     model = ALARM_ACTIONS[action][0]
     body = (await validate.body(request, model, optional=True)).model_dump(exclude_unset=True)
     engine = request.app[keys.ALARMS]
@@ -180,6 +183,8 @@ async def act(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/alarms/kpis")
 async def kpis(request: web.Request) -> web.Response:
+    # Every alarm's activations and rates: not a crew's business (its own alarms only).
+    require(request, "viewer", "operator", "integrator")
     q = validate.query(request, KpiQuery)
     now = datetime.now(UTC)
     end = _time(q.to, "to", now)

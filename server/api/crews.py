@@ -4,8 +4,8 @@ A crew: ``id``, ``name``, ``ward`` (the ward it answers for), ``location`` (a Ge
 its depot or last reported position, for nearest-crew routing), ``available``,
 ``escalation_level`` (1 first line, 2 supervisors, ...), ``contacts`` (``email``,
 ``webhook``, ``webhook_secret``, ``phone``). Everyone may read (the secret is never
-shown); operators and admins write; a crew's own token may update its ``available`` and
-``location`` (from the crew page on a phone).
+shown; a crew token reads its own crew only); operators and admins write; a crew's own token
+may update its ``available`` and ``location`` (from the crew page on a phone).
 """
 
 from __future__ import annotations
@@ -80,9 +80,12 @@ async def _fetch(conn: asyncpg.Connection, crew_id: str) -> dict[str, Any]:
 
 @routes.get("/api/v1/crews")
 async def list_crews(request: web.Request) -> web.Response:
-    require(request, *READERS)
+    who = require(request, *READERS)
     q = validate.query(request, CrewQuery)
     where, args = [], []
+    if who.role == "crew":  # its own crew only: others' contacts and open alarms are not its
+        args.append(who.crew or "")
+        where.append(f"c.id = ${len(args)}")
     if q.ward:
         args.append(q.ward)
         where.append(f"c.ward = ${len(args)}")
@@ -97,9 +100,12 @@ async def list_crews(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/crews/{id}")
 async def get_crew(request: web.Request) -> web.Response:
-    require(request, *READERS)
+    who = require(request, *READERS)
+    crew_id = request.match_info["id"]
+    if who.role == "crew" and crew_id != who.crew:
+        raise Forbidden(f"a crew token reads its own crew ({who.crew or 'none'}) only")
     async with request.app[keys.DB].acquire() as conn:
-        return json_response(await _fetch(conn, request.match_info["id"]))
+        return json_response(await _fetch(conn, crew_id))
 
 
 @routes.post("/api/v1/crews")
@@ -130,12 +136,12 @@ async def patch_crew(request: web.Request) -> web.Response:
     """JSON merge patch (RFC 7396); ``contacts`` merge key by key, null removes one."""
     crew_id = request.match_info["id"]
     who = require(request, *WRITERS, "crew")
+    if who.role == "crew" and who.crew != crew_id:  # before the body: whose it is comes first
+        raise Forbidden(f"a crew token may only update its own crew ({who.crew})")
     cols = parse(await read_json(request), patch=True)
     if cols.pop("id", crew_id) != crew_id:
         raise Invalid("a crew id cannot be changed; create a new crew instead", field="id")
     if who.role == "crew":
-        if who.crew != crew_id:
-            raise Forbidden(f"a crew token may only update its own crew ({who.crew})")
         extra = sorted(set(cols) - CREW_SELF_FIELDS)
         if extra:
             raise Forbidden(f"a crew token may update only available and location, not "

@@ -15,7 +15,7 @@ from server import keys
 from server.api.models import DeviceCollectionIn, DeviceFeatureIn, DevicePatchIn, DeviceQuery
 from server.errors import Conflict, Invalid, NotFound
 from server.http import validate
-from server.http.auth import require
+from server.http.auth import principal, require
 from server.http.jsonutil import json_response, read_json
 from server.registry.devices import (
     COMPUTED,
@@ -31,8 +31,30 @@ from server.registry.devices import (
     known_kinds,
 )
 from server.store.audit import audit
+from server.vocab import severity_rank_sql
 
 routes = web.RouteTableDef()
+
+# A device's worst active alarm among one crew's alarms: what a crew token sees as its
+# alarm_severity (its own crew's alarms only, as /api/v1/alarms and the tiles show).
+CREW_SEVERITY = f"""
+select device, (array_agg(severity order by {severity_rank_sql()}))[1] as severity
+from alarms
+where device = any($1::text[]) and assigned_crew = $2 and active and state <> 'closed'
+  and not suppressed and not out_of_service
+group by device"""
+
+
+async def _crew_view(request: web.Request, conn: asyncpg.Connection,
+                     features: list[dict[str, Any]]) -> None:
+    """For a crew token, each feature's alarm_severity from its own crew's alarms only."""
+    who = principal(request)
+    if who.role != "crew" or not features:
+        return
+    rows = await conn.fetch(CREW_SEVERITY, [f["id"] for f in features], who.crew or "")
+    own = {r["device"]: r["severity"] for r in rows}
+    for f in features:
+        f["properties"]["alarm_severity"] = own.get(f["id"])
 
 GEOJSON = "application/geo+json"
 
@@ -76,11 +98,13 @@ async def list_devices(request: web.Request) -> web.Response:
             sql += " where " + " and ".join(where)
         sql += f" order by d.id limit {arg(limit + 1)}"
         rows = await conn.fetch(sql, *args)
-    more = len(rows) > limit
-    rows = rows[:limit]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        features = [feature(r) for r in rows]
+        await _crew_view(request, conn, features)
     body: dict[str, Any] = {
         "type": "FeatureCollection",
-        "features": [feature(r) for r in rows],
+        "features": features,
         "numberReturned": len(rows),
     }
     if more:
@@ -96,6 +120,8 @@ async def get_device(request: web.Request) -> web.Response:
     dev_id = request.match_info["id"]
     async with request.app[keys.DB].acquire() as conn:
         feat = await fetch_one(conn, dev_id)
+        if feat is not None:
+            await _crew_view(request, conn, [feat])
     if feat is None:
         raise NotFound(f"no device with id {dev_id!r}")
     return json_response(feat, content_type=GEOJSON)

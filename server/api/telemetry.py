@@ -10,12 +10,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from adapters.mqtt import protocol as native
+from adapters.sdk import DecodeError
 from server import keys
 from server.api.models import HistoryQuery, ReadingIn
 from server.errors import Invalid, NotFound
 from server.http import validate
 from server.http.auth import require
-from server.http.jsonutil import json_response
+from server.http.jsonutil import flaw, json_response
 from server.store.history import history_query
 
 routes = web.RouteTableDef()
@@ -47,6 +48,11 @@ async def push(request: web.Request) -> web.Response:
             if not isinstance(entry, Mapping):
                 raise Invalid(f"{where}expected an object with device_id, ts and values") from None
             raise Invalid(f"{where}device_id is missing; each object names its device") from None
+        found = flaw(entry)
+        if found:  # unstorable (a NUL, nesting orjson cannot write back): a dead letter
+            errors.append(DecodeError(f"{where}{found[0]} {found[1]}", field=found[0],
+                                      device_id=device_id))
+            continue
         body = {k: v for k, v in entry.items() if k != "device_id"}
         got, errs = native.decode_telemetry(device_id, orjson.dumps(body), now)
         readings.extend(got)

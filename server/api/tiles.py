@@ -6,7 +6,9 @@ the cache on its own), so a map needs one request per tile position instead of o
 layer.
 
 Any valid token may read tiles (viewers included); the auth middleware checks it, from the
-``Authorization`` header or ``?token=`` (which MapLibre tile URLs can carry).
+``Authorization`` header or ``?token=`` (which MapLibre tile URLs can carry). A crew token's
+tiles show its own crew's alarms only, as ``/api/v1/alarms`` does: the ``alarms`` layer, and
+the alarm counts and severities of ``ward_stats`` and of aggregate device tiles.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncpg
 from aiohttp import web
 
 from server import keys
+from server.http.auth import principal
 from server.http.jsonutil import json_response
 from server.http.problems import Problem
 from server.store.db import create_pool
@@ -128,11 +131,13 @@ async def get_tile(request: web.Request) -> web.Response:
     match = request.match_info
     layers = _layers(service, match["layer"])
     z, x, y = _zxy(layers, match)
+    who = principal(request)
+    crew = (who.crew or "") if who.role == "crew" else None  # "": a crew token of no crew
     if len(layers) == 1:
-        entry = await service.tile(layers[0], z, x, y)
+        entry = await service.tile(layers[0], z, x, y, crew)
         data, etag, max_age = entry.data, entry.etag, service.max_age(layers[0], z)
     else:
-        entries = await asyncio.gather(*(service.tile(layer, z, x, y) for layer in layers))
+        entries = await asyncio.gather(*(service.tile(layer, z, x, y, crew) for layer in layers))
         data = b"".join(e.data for e in entries)
         etag = etag_of("".join(e.etag for e in entries).encode())
         max_age = min(service.max_age(layer, z) for layer in layers)

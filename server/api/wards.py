@@ -31,6 +31,7 @@ with open_alarms as (
                              limit 1)) as ward
     from alarms a left join devices d on d.id = a.device
     where a.state <> 'closed'
+      and ($1::text is null or a.assigned_crew = $1::text)  -- a crew sees its own alarms
 ),
 alarmed as (select distinct device from open_alarms),
 dev as (
@@ -112,9 +113,10 @@ def _ward(r) -> dict:
 
 @routes.get("/api/v1/wards/summary")
 async def wards_summary(request: web.Request) -> web.Response:
-    require(request, "viewer", "crew", "operator", "integrator")
+    who = require(request, "viewer", "crew", "operator", "integrator")
+    crew = (who.crew or "") if who.role == "crew" else None
     async with request.app[keys.DB].acquire() as conn:
-        rows = await conn.fetch(SUMMARY_SQL)
+        rows = await conn.fetch(SUMMARY_SQL, crew)
         extent = await conn.fetchrow(EXTENT_SQL)
     bbox = list(extent) if extent and extent[0] is not None else None
     wards = [_ward(r) for r in rows]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 from pydantic import (
@@ -26,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from server.http.jsonutil import read_json
+from server.http.jsonutil import read_json, text_flaw
 from server.http.problems import Problem
 
 M = TypeVar("M", bound=BaseModel)
@@ -197,6 +198,52 @@ def query(request: web.Request, model: type[M]) -> M:
     return parse(model, data, "the query")
 
 
+# Path segments and query values: ids, codes, times, bboxes and lists of a few dozen names.
+MAX_PARAM_CHARS = 1024
+
+
+def _bad_parameter(name: str, where: str, reason: str) -> Problem:
+    return Problem(400, f"{where} parameter {name} {reason}", field=name,
+                   errors=[{"field": name, "reason": reason}])
+
+
+def _undecodable(raw: str) -> bool:
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+@web.middleware
+async def input_middleware(request: web.Request, handler):
+    """Path and query values every handler can store or look up, checked in one place: valid
+    UTF-8 (no unpaired surrogates), no NUL, at most ``MAX_PARAM_CHARS``; else a 400 that
+    names the parameter. (asyncpg refuses a NUL in any text: an id with one was a 500.)"""
+    raw_path, _, raw_query = request.raw_path.partition("?")
+    bad = [seg for seg in raw_path.split("/") if _undecodable(seg)]
+    for name, value in request.match_info.items():
+        # yarl leaves a segment that is not UTF-8 percent-encoded as it came
+        reason = ("is not valid UTF-8 (an unpaired surrogate?)" if any(seg in value for seg in bad)
+                  else text_flaw(value, MAX_PARAM_CHARS))
+        if reason:
+            raise _bad_parameter(name, "path", reason)
+    if bad:
+        raise Problem(400, "the path is not valid UTF-8 once percent-decoded",
+                      errors=[{"field": "(path)", "reason": "is not valid UTF-8"}])
+    for pair in raw_query.split("&") if raw_query else ():
+        raw_name, _, raw_value = pair.partition("=")
+        name = unquote_to_bytes(raw_name.replace("+", " ")).decode("utf-8", "replace")
+        try:
+            value = unquote_to_bytes(raw_value.replace("+", " ")).decode("utf-8")
+            reason = text_flaw(name, MAX_PARAM_CHARS) or text_flaw(value, MAX_PARAM_CHARS)
+        except UnicodeDecodeError:
+            reason = "is not valid UTF-8 (an unpaired surrogate?)"
+        if reason and name != "token":  # the auth middleware's: hashed, never stored
+            raise _bad_parameter(name.replace("\x00", "\\x00")[:100], "query", reason)
+    return await handler(request)
+
+
 __all__ = [
     "Body",
     "Flag",
@@ -207,6 +254,7 @@ __all__ = [
     "csv_of",
     "csv_pattern",
     "field_name",
+    "input_middleware",
     "number",
     "parse",
     "problem",

@@ -84,6 +84,7 @@ with v as (
         select device, (array_agg(severity order by {severity_rank_sql()}))[1] as severity
         from alarms
         where active and state <> 'closed' and not suppressed and not out_of_service
+          and ($7::text is null or assigned_crew = $7::text)  -- a crew sees its own alarms
         group by device
     ) a on a.device = d.id
     where d.geom && ST_MakeEnvelope($1, $2, $3, $4, 4326) and d.kind = any($5::text[])
@@ -205,7 +206,8 @@ class Hub:
         client.alarms = alarms
         self._subs_dirty = True
         try:
-            count, devices = await self._snapshot(viewport)
+            count, devices = await self._snapshot(
+                viewport, (client.crew or "") if client.crew_scoped else None)
         except BaseException:
             client.viewport = None
             self._subs_dirty = True
@@ -255,12 +257,14 @@ class Hub:
         client.drop(REPLAY_KIND)
         return True
 
-    async def _snapshot(self, viewport: Viewport) -> tuple[int, str]:
+    async def _snapshot(self, viewport: Viewport, crew: str | None = None) -> tuple[int, str]:
+        """The devices in ``viewport``, with the worst alarm severity of each: of every
+        alarm, or for a crew token (``crew``) of its own crew's alarms only."""
         if viewport.bbox is None or not viewport.kinds:
             return 0, "[]"
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(SNAPSHOT_SQL, *viewport.bbox, list(viewport.kinds),
-                                      self.settings.max_snapshot)
+                                      self.settings.max_snapshot, crew)
         return row["n"], row["devices"]
 
     # ---------------------------------------------------------------- producers

@@ -35,7 +35,7 @@ from aiohttp import WSMsgType, web
 
 from server import keys
 from server.http.auth import principal
-from server.http.jsonutil import dumps
+from server.http.jsonutil import dumps, flaw
 from server.live.client import CLOSE_GRACE_S, Client
 from server.live.hub import Hub
 from server.live.index import Viewport
@@ -103,6 +103,9 @@ async def handle_message(hub: Hub, client: Client, data: str | bytes) -> None:
             raise BadMessage(f"not JSON: {err}") from None
         if not isinstance(msg, dict):
             raise BadMessage('send a JSON object such as {"op": "subscribe", "bbox": [...]}')
+        found = flaw(msg)  # an id nested 300 deep cannot be echoed back (orjson stops at 254)
+        if found:
+            raise BadMessage(f"{found[0]} {found[1]}")
         request_id = msg.get("id")
         op = msg.get("op")
         if op == "subscribe":

@@ -39,6 +39,7 @@ import orjson
 import shapely
 from shapely.geometry import mapping
 
+from server.http.jsonutil import flaw, text_flaw
 from server.registry.devices import DeviceIn, known_kinds, parse_feature
 from server.store.audit import audit
 
@@ -311,6 +312,17 @@ def validate_rows(candidates: Iterator[Candidate], kinds: frozenset[str], plan: 
         if issues:
             plan.issues.extend(issues)
         if feat is None:
+            continue
+        found = flaw(feat)
+        if found:
+            # What PostgreSQL would refuse on writing (a NUL, text too long for an index,
+            # nesting orjson cannot write back): found here, so a dry run finds it too.
+            fieldname, reason = found
+            if row is not None:
+                fieldname = fieldname.removeprefix("properties.")
+            dev_id = feat.get("id") if isinstance(feat, Mapping) else None
+            plan.issues.append(Issue(row, index, dev_id if isinstance(dev_id, str)
+                                     and not text_flaw(dev_id) else None, fieldname, reason))
             continue
         item, errs = parse_feature(feat, index, kinds)
         for e in errs:

@@ -9,8 +9,12 @@ no server error and match the document: status code, content type, headers and b
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import orjson
 import pytest
@@ -19,6 +23,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.checks import CHECKS as REGISTERED_CHECKS
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -150,20 +155,31 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_schema(city_db_url, mosquitto):
+def live_server(city_db_url, mosquitto):
     settings = Settings(database_url=city_db_url, mqtt_url=mosquitto.url,
                         mqtt_client_id="ioc-schemathesis")
     token = create_token_sync(city_db_url, "admin", "schemathesis")
-    headers = {"Authorization": f"Bearer {token}"}
     with LiveServer(settings) as server:
-        schema = schemathesis.openapi.from_url(f"{server.url}/api/v1/openapi.json",
-                                               headers=headers, timeout=30)
-        schema.config.update(base_url=server.url, headers=headers, request_timeout=60)
-        yield schema
+        server.headers = {"Authorization": f"Bearer {token}"}
+        yield server
 
 
+@pytest.fixture
+def live_schema(live_server):
+    server, headers = live_server, live_server.headers
+    schema = schemathesis.openapi.from_url(f"{server.url}/api/v1/openapi.json",
+                                           headers=headers, timeout=30)
+    schema.config.update(base_url=server.url, headers=headers, request_timeout=60)
+    return schema
+
+
+# `--checks all`: every check schemathesis registers (conformance of status, content type,
+# headers and body; unsupported methods answer 405 with Allow; a request without its token is
+# refused; missing required headers; and the stateful ones), the data ones per operation below.
+DATA_CHECKS = (positive_data_acceptance, negative_data_rejection)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
+CHECKS += [c for c in REGISTERED_CHECKS.get_all() if c not in CHECKS and c not in DATA_CHECKS]
 # What the document allows the server accepts (positive data), and what it forbids the server
 # refuses (negative data): the models in server/api/models.py are both. Except where a rule
 # cannot be put in a schema, and then the operation says which rule:
@@ -261,3 +277,40 @@ async def test_routes_are_unambiguous_and_bad_queries_name_the_field(aiohttp_cli
         assert [e["field"] for e in problem["errors"]] == [field] and field in problem["detail"]
     resp = await client.post("/api/v1/tokens", headers=admin, json={"role": "viewer", "name": "a\0b"})
     assert resp.status == 400 and "NUL" in (await resp.json())["detail"]
+
+
+def _cli_config(path) -> str:
+    """schemathesis.toml for the CLI: every check on (what `--checks all` selects, which on
+    the command line would also override the exceptions), and the same exceptions, with the
+    same reasons."""
+    lines = [f"checks.{check.__name__}.enabled = true" for check in REGISTERED_CHECKS.get_all()]
+    lines.append("")
+    for gaps, check in ((POSITIVE_GAPS, "positive_data_acceptance"),
+                        (NEGATIVE_GAPS, "negative_data_rejection")):
+        for label, reason in gaps.items():
+            lines += [f"# {reason}", "[[operations]]", f"include-name = {orjson.dumps(label).decode()}",
+                      f"checks.{check}.enabled = false", ""]
+    lines += ["# 503 by design when a dependency is down", "[[operations]]",
+              'include-name = "GET /readyz"', "checks.not_a_server_error.enabled = false", ""]
+    path.write_text("\n".join(lines))
+    return str(path)
+
+
+def test_schemathesis_cli_checks_all(live_server, tmp_path):
+    """The command line as an outside tester runs it: `schemathesis run --checks all`, its
+    examples and coverage phases (boundary values: NUL, empty, huge, wrong types, missing
+    members...), against the live app. No server error, no answer the document does not
+    describe; the only exceptions are the rules a schema cannot state, each with its reason.
+    (`make schemathesis` runs every phase, fuzzing and stateful included: minutes.)"""
+    cli = Path(sys.executable).with_name("schemathesis")
+    header = "Authorization: " + live_server.headers["Authorization"]
+    run = subprocess.run(
+        [str(cli), "--config-file", _cli_config(tmp_path / "schemathesis.toml"), "run",
+         f"{live_server.url}/api/v1/openapi.json", "--url", live_server.url, "-H", header,
+         "--phases", os.environ.get("IOC_SCHEMATHESIS_PHASES", "examples,coverage"),
+         "--generation-deterministic",
+         "--request-timeout", "30", "--workers", "1", "--continue-on-failure",
+         "--output-truncate", "false"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, f"schemathesis found problems:\n{run.stdout[-20000:]}\n{run.stderr}"
+    assert re.search(r"Tested: [1-9][0-9]", run.stdout), run.stdout[-3000:]

@@ -119,7 +119,9 @@ def op(summary: str, responses: dict[int | str, Any], *, tags: list[str],
     if request:
         out["requestBody"] = request
     resp = {str(k): v for k, v in responses.items()}
-    codes = set(errors) | (set() if public else set(AUTH_ERRORS))
+    # 400 everywhere: any path or query value with a NUL, invalid UTF-8 or over 1,024
+    # characters is refused on every route (server/http/validate.py, input_middleware).
+    codes = set(errors) | {400} | (set() if public else set(AUTH_ERRORS))
     if request:
         codes |= {413}
     for code in sorted(codes):

@@ -94,8 +94,8 @@ def paths() -> dict[str, Any]:
                            f.is_required() for f in model.model_fields.values()))),
         }
     p["/api/v1/alarms/kpis"] = {
-        "get": op("Alarm system performance over a period", {200: ok(ref("AlarmKpis"))},
-                  tags=al, errors=(400,),
+        "get": op("Alarm system performance over a period (not a crew token)",
+                  {200: ok(ref("AlarmKpis"))}, tags=al, errors=(400, 403),
                   params=query_params(models.KpiQuery)),
     }
 
@@ -113,7 +113,7 @@ def paths() -> dict[str, Any]:
         "put": op("Create or replace a rule (integrator)",
                   {200: ok(ref("Rule"), headers=LOCATION),
                    201: ok(ref("Rule"), "Created", headers=LOCATION)},
-                  tags=ru, errors=(400, 403, 409, 415), request=body(ref("RuleDocument"))),
+                  tags=ru, errors=(400, 403, 409, 415), request=body(ref("RuleDocumentPut"))),
         "delete": op("Delete a rule (integrator)", {204: ok(None, "Deleted")}, tags=ru,
                      errors=(403, 404, 409)),
     }
@@ -163,7 +163,7 @@ def paths() -> dict[str, Any]:
     }
     p["/api/v1/crews/{id}"] = {
         "parameters": [path_id()],
-        "get": op("One crew", {200: ok(ref("Crew"))}, tags=cr, errors=(403, 404)),
+        "get": op("One crew (a crew token: its own)", {200: ok(ref("Crew"))}, tags=cr, errors=(403, 404)),
         "patch": op("Change a crew (operator; a crew's own token: available, location)",
                     {200: ok(ref("Crew"))}, tags=cr, errors=(400, 403, 404, 409, 415),
                     request=body(ref("CrewPatch"))),

@@ -3,10 +3,12 @@ command catalogue, and (responses, GeoJSON) written here."""
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from rules import models as rule_models
 from rules.models import Rule as RuleModel
 from server.api import models
 from server.commands.catalog import CATALOGUE
@@ -101,12 +103,29 @@ def rule_components() -> dict[str, Any]:
     schema = TypeAdapter(RuleModel).json_schema(ref_template=REF)
     out = schema.pop("$defs", {})
     out["RuleDocument"] = {**schema, "description": "a rule as in the YAML rule files (CONTRACT.md)"}
-    for definition in out.values():
+    for name, definition in out.items():
         props = definition.get("properties", {})
+        model = getattr(rule_models, name, None)
+        for field, info in getattr(model, "model_fields", {}).items():
+            # one string or a list of them (StrList): say both, as the parser takes both
+            if rule_models.StrList in (info.annotation, *typing.get_args(info.annotation)):
+                many = {"type": "array", "items": {"type": "string"}}
+                props[field] = {"anyOf": [{"type": "string"}, many, {"type": "null"}]}
         if "metric" in props:
             known = {"type": "string", "enum": sorted(METRIC_NAMES)}
             nullable = {"type": "null"} in props["metric"].get("anyOf", ())
             props["metric"] = {"anyOf": [known, {"type": "null"}]} if nullable else known
+    # PUT /api/v1/rules/{id} takes the id from the path: in its body the id may be left out.
+    put_refs = {}
+    for kind, target in out["RuleDocument"]["discriminator"]["mapping"].items():
+        name = target.rsplit("/", 1)[1]
+        put = {**out[name], "required": [r for r in out[name].get("required", ()) if r != "id"]}
+        out[name + "Put"] = put
+        put_refs[kind] = target + "Put"
+    out["RuleDocumentPut"] = {
+        "oneOf": [{"$ref": ref} for ref in put_refs.values()],
+        "discriminator": {"propertyName": "kind", "mapping": put_refs},
+        "description": "a rule document; its id, if given, must be the path's"}
     return _json_schema_words(out)
 
 
