@@ -324,7 +324,16 @@ class Settings(BaseSettings):
     )
 
     database_url: str | None = Field(default=None, description="postgresql://user:pw@host:port/db")
-    mqtt_url: str | None = Field(default=None, description="mqtt://[user:password@]host:port")
+    mqtt_url: str | None = Field(default=None, description="mqtt[s]://[user:password@]host:port")
+    mqtt_ca_file: Path | None = Field(default=None, description="mqtts://: the CA that signed the "
+                                      "broker's certificate (default: the system's CAs)")
+    mqtt_cert_file: Path | None = Field(default=None, description="mqtts://: a client certificate")
+    mqtt_key_file: Path | None = Field(default=None, description="mqtts://: its private key")
+    mqtt_admin_file: Path | None = Field(
+        default=None, description="JSON {username, password} of the broker's dynamic-security "
+                                  "admin: devices created or deleted update the broker at once")
+    mqtt_simulator_url: str | None = Field(
+        default=None, description="the in-process simulator's own broker account (default: mqtt_url)")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65_535)
     event_loop: Literal["uvloop", "asyncio"] = Field(
@@ -363,11 +372,12 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql:// (e.g. postgresql://ioc@127.0.0.1:5432/ioc)")
         return v
 
-    @field_validator("mqtt_url")
+    @field_validator("mqtt_url", "mqtt_simulator_url")
     @classmethod
     def _mqtt_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("mqtt://", "tcp://")):
-            raise ValueError("must look like mqtt://host:1883 or mqtt://user:password@host:1883")
+        if v is not None and not v.startswith(("mqtt://", "tcp://", "mqtts://")):
+            raise ValueError("must look like mqtt://host:1883, mqtt://user:password@host:1883 "
+                             "or mqtts://user:password@host:8883")
         return v
 
     @model_validator(mode="after")

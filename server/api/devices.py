@@ -17,6 +17,7 @@ from server.errors import Conflict, Invalid, NotFound
 from server.http import validate
 from server.http.auth import principal, require
 from server.http.jsonutil import json_response, read_json
+from server.mqtt.dynsec import devices_changed
 from server.registry.devices import (
     COMPUTED,
     ID_RE,
@@ -160,6 +161,7 @@ async def create_devices(request: web.Request) -> web.Response:
                         device=items[0].id if len(items) == 1 else None,
                         details={"ids": ids[:100]})
         await request.app[keys.DIRECTORY].sync(conn, ids)
+        await devices_changed(request.app, added=ids)
         if single:
             feat = await fetch_one(conn, items[0].id)
             return json_response(feat, status=201, content_type=GEOJSON,
@@ -307,4 +309,5 @@ async def delete_device(request: web.Request) -> web.Response:
             raise NotFound(f"no device with id {dev_id!r}")
         await audit(conn, who.actor, "device.delete", device=dev_id)
     request.app[keys.DIRECTORY].remove(dev_id)
+    await devices_changed(request.app, removed=[dev_id])  # the broker disconnects it
     return web.Response(status=204)

@@ -22,6 +22,7 @@ from server.http.auth import require
 from server.http.jsonutil import json_response
 from server.http.problems import Problem
 from server.http.ratelimit import large_body, read_bounded
+from server.mqtt.dynsec import devices_changed
 from server.registry import exporter, importer
 
 routes = web.RouteTableDef()
@@ -63,6 +64,7 @@ async def import_devices(request: web.Request) -> web.Response:
         if q.dry_run:
             return json_response(plan.report(dry_run=True))
         applied = await importer.apply(conn, plan, who.actor, source=f"api ({fmt})")
+        await devices_changed(request.app, added=[d.id for d in plan.items])
         directory = request.app.get(keys.DIRECTORY)
         if directory is not None:
             await directory.load(conn)

@@ -34,6 +34,15 @@ def register(subparsers) -> None:
     e.add_argument("--server-password", help="its password (default: from IOC_MQTT_URL)")
     e.add_argument("--reload-pid", type=int, metavar="PID",
                    help="send SIGHUP to this mosquitto afterwards so it rereads the files")
+    g = sub.add_parser("gateway", help="a gateway's own broker account (dynamic security): "
+                                       "prints its password")
+    g.add_argument("name", help="its MQTT user name (a Sparkplug edge node: any name)")
+    g.add_argument("--role", choices=["chirpstack", "sparkplug"], required=True)
+    d = sub.add_parser("dynsec-file", help="write mosquitto's dynamic-security.json with every "
+                                           "device (before the broker first starts)")
+    d.add_argument("path", type=Path)
+    d.add_argument("--admin-user", default="ioc-admin")
+    d.add_argument("--server-user", help="the server's MQTT account (default: from IOC_MQTT_URL)")
     c.set_defaults(func=cmd_credentials)
 
 
@@ -42,13 +51,16 @@ def cmd_credentials(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     url = need_database(settings)
+    from server.mqtt.dynsec import DynSec, DynSecError
+
     try:
-        return asyncio.run(_run(url, settings.mqtt_url, args))
-    except CredentialError as err:
+        dyn = DynSec.from_settings(settings)
+        return asyncio.run(_run(url, settings.mqtt_url, args, dyn))
+    except (CredentialError, DynSecError) as err:
         raise SystemExit(f"ioc credentials: {err}") from None
 
 
-async def _run(url: str, mqtt_url: str | None, args: argparse.Namespace) -> int:
+async def _run(url: str, mqtt_url: str | None, args: argparse.Namespace, dyn=None) -> int:
     conn = await connect(url)
     try:
         if args.credentials_cmd == "issue":
@@ -56,10 +68,27 @@ async def _run(url: str, mqtt_url: str | None, args: argparse.Namespace) -> int:
             if args.kind:
                 ids += [r["id"] for r in await conn.fetch(
                     "select id from devices where kind = $1 order by id", args.kind)]
-            for dev, password in (await issue(conn, ids, "cli")).items():
+            passwords = await issue(conn, ids, "cli")
+            if dyn is not None:  # the broker takes the new passwords at once
+                await dyn.set_passwords(passwords)
+            for dev, password in passwords.items():
                 print(f"{dev}\t{password}")
+        elif args.credentials_cmd == "gateway":
+            from server.mqtt.dynsec import GATEWAY_ROLES, new_password
+
+            if dyn is None:
+                raise CredentialError("gateway accounts need the broker's dynamic-security admin: "
+                                      "set IOC_MQTT_ADMIN_FILE (the demo does)")
+            password = new_password()
+            await dyn.add_account(args.name, password, GATEWAY_ROLES[args.role])
+            print(f"{args.name}\t{password}")
+        elif args.credentials_cmd == "dynsec-file":
+            await _dynsec_file(conn, args, mqtt_url)
         elif args.credentials_cmd == "revoke":
             gone = await revoke(conn, args.devices, "cli")
+            if dyn is not None and gone:  # no password: cannot log in; disconnected now
+                await dyn.remove_devices(gone)
+                await dyn.add_devices(gone)
             print(f"revoked {len(gone)}: {' '.join(gone)}" if gone else "no such credentials")
         elif args.credentials_cmd == "list":
             for r in await conn.fetch("select device_id, issued_at, issued_by "
@@ -74,6 +103,32 @@ async def _run(url: str, mqtt_url: str | None, args: argparse.Namespace) -> int:
     finally:
         await conn.close()
     return 0
+
+
+async def _dynsec_file(conn, args: argparse.Namespace, mqtt_url: str | None) -> None:
+    """The plugin's file for a broker set up by hand: a new admin (its password printed
+    once, for IOC_MQTT_ADMIN_FILE), the server's account and every device."""
+    import json
+
+    from server.mqtt.dynsec import ADMIN_ROLE, SERVER_ROLE, config_document, device_hashes, new_password
+    from server.registry.credentials import mosquitto_hash, write_private
+
+    user = args.server_user
+    password = None
+    if mqtt_url and not user:
+        from server.mqtt.link import parse_mqtt_url
+
+        parts = parse_mqtt_url(mqtt_url)
+        user, password = parts["username"], parts["password"]
+    if not user or not password:
+        raise CredentialError("the server's account comes from IOC_MQTT_URL "
+                              "(mqtt://user:password@host:port)")
+    admin_password = new_password()
+    accounts = {args.admin_user: (mosquitto_hash(admin_password), [ADMIN_ROLE]),
+                user: (mosquitto_hash(password), [SERVER_ROLE])}
+    doc = config_document(accounts, await device_hashes(conn))
+    write_private(args.path, json.dumps(doc, indent=1))
+    print(json.dumps({"username": args.admin_user, "password": admin_password}))
 
 
 def _server_account(args: argparse.Namespace, mqtt_url: str | None) -> tuple[str, str]:

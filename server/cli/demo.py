@@ -28,6 +28,16 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _device_hashes(url: str) -> list[tuple[str, str | None]]:
+    """Every device and its MQTT password hash (None: no password issued yet)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return [tuple(r) for r in conn.execute(
+            "select d.id, c.password_hash from devices d left join device_credentials c "
+            "on c.device_id = d.id order by d.id")]
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -49,12 +59,6 @@ def run_demo(args: argparse.Namespace) -> int:
             pg.start()
             services.append(pg)
             updates["database_url"] = pg.create_database("ioc")
-        if not settings.mqtt_url:
-            mq = EmbeddedMosquitto(home / "mosquitto")
-            mq.start()
-            services.append(mq)
-            logger.info("mosquitto on %s", mq.url)
-            updates["mqtt_url"] = mq.url
         settings = settings.model_copy(update=updates)
         url = settings.database_url
         migrate.upgrade(url)
@@ -64,6 +68,18 @@ def run_demo(args: argparse.Namespace) -> int:
             logger.info("seeding the synthetic city (%d streetlights)", args.devices)
             counts = seed_city(url, streetlights=args.devices, seed=args.seed, progress=True)
             logger.info("seeded %s devices", sum(counts.values()))
+        if not settings.mqtt_url:
+            # No anonymous clients: every device, the server and the simulator log in with
+            # their own accounts (mosquitto's dynamic security plugin, server/mqtt/dynsec.py).
+            mq = EmbeddedMosquitto(home / "mosquitto", dynsec=True)
+            accounts = mq.write_dynsec(_device_hashes(url))
+            mq.start()
+            services.append(mq)
+            logger.info("mosquitto on %s (authenticated clients only)", mq.url)
+            settings = settings.model_copy(update={
+                "mqtt_url": mq.url_for(*accounts["server"]),
+                "mqtt_simulator_url": mq.url_for(*accounts["simulator"]),
+                "mqtt_admin_file": mq.admin_file})
         if not args.no_simulator:
             settings = settings.model_copy(update={"simulate": True})
         if not settings.rules.paths:  # the demo's alarm rules, unless IOC_CONFIG names others
@@ -79,7 +95,8 @@ def run_demo(args: argparse.Namespace) -> int:
                   "  Ctrl-C stops everything.\n", flush=True)
 
         # While it runs, the other ioc commands find its database and broker here.
-        with advertise_services(home, database_url=url, mqtt_url=settings.mqtt_url, http_base=base):
+        with advertise_services(home, database_url=url, mqtt_url=settings.mqtt_url, http_base=base,
+                                mqtt_admin_file=settings.mqtt_admin_file):
             web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port,
                         access_log=None, print=banner, loop=new_event_loop(settings.event_loop))
     except KeyboardInterrupt:

@@ -293,11 +293,24 @@ log_type notice
 """
 
 
+DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+
+
+def dynsec_plugin() -> str:
+    found = glob.glob("/usr/lib/*/mosquitto_dynamic_security.so")
+    return DYNSEC_PLUGIN if Path(DYNSEC_PLUGIN).exists() or not found else found[0]
+
+
+#: The broker accounts of a secured embedded broker: (user name, dynsec role).
+SERVICE_ACCOUNTS = {"admin": ("ioc-admin", "admin"), "server": ("ioc-server", "ioc-server"),
+                    "simulator": ("ioc-simulator", "ioc-simulator")}
+
+
 class EmbeddedMosquitto:
     """A mosquitto broker in ``data_dir`` owned by this process."""
 
     def __init__(self, data_dir: Path, *, port: int | None = None, extra_conf: str = "",
-                 auth: bool = False):
+                 auth: bool = False, dynsec: bool = False):
         self.data_dir = Path(data_dir).resolve()
         self.host = "127.0.0.1"
         self.port = port
@@ -305,12 +318,72 @@ class EmbeddedMosquitto:
         # auth: no anonymous clients; users and topics from the password and ACL files that
         # server/registry/credentials.py writes (install_auth), reread on SIGHUP.
         self.auth = auth
+        # dynsec: no anonymous clients; accounts and roles from mosquitto's dynamic security
+        # plugin (server/mqtt/dynsec.py), changed at run time by the server as admin.
+        self.dynsec = dynsec
         self.log_path = self.data_dir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
+
+    def url_for(self, user: str, password: str, scheme: str = "mqtt", port: int | None = None) -> str:
+        from urllib.parse import quote
+
+        return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{self.host}:" \
+               f"{port or self.port}"
+
+    # -- dynamic security
+    @property
+    def dynsec_file(self) -> Path:
+        return self.data_dir / "dynamic-security.json"
+
+    @property
+    def admin_file(self) -> Path:
+        """The dynsec admin's {username, password} (IOC_MQTT_ADMIN_FILE), mode 0600."""
+        return self.data_dir / "admin.json"
+
+    @property
+    def accounts_file(self) -> Path:
+        return self.data_dir / "accounts.json"
+
+    def accounts(self) -> dict[str, tuple[str, str]]:
+        """{"admin"|"server"|"simulator": (user, password)}: generated on first use and kept
+        in the data directory (mode 0600), so a second run reuses them."""
+        import json
+
+        from server.registry.credentials import new_password, write_private
+
+        try:
+            doc = json.loads(self.accounts_file.read_text())
+            accounts = {k: (doc[k]["username"], doc[k]["password"]) for k in SERVICE_ACCOUNTS}
+        except (OSError, ValueError, KeyError, TypeError):
+            accounts = {k: (user, new_password()) for k, (user, _) in SERVICE_ACCOUNTS.items()}
+            write_private(self.accounts_file, json.dumps(
+                {k: {"username": u, "password": p} for k, (u, p) in accounts.items()}, indent=2))
+        user, password = accounts["admin"]
+        write_private(self.admin_file, json.dumps({"username": user, "password": password}))
+        return accounts
+
+    def write_dynsec(self, devices) -> dict[str, tuple[str, str]]:
+        """The plugin's file, made afresh from the service accounts and ``devices`` ((id,
+        password hash or None), from the registry: the source of truth) before the broker
+        starts; the accounts."""
+        import json
+
+        from server.mqtt.dynsec import config_document
+        from server.registry.credentials import mosquitto_hash, write_private
+
+        accounts = self.accounts()
+        hashed = {user: (mosquitto_hash(pw), [SERVICE_ACCOUNTS[k][1]])
+                  for k, (user, pw) in accounts.items()}
+        owner = None
+        if _running_as_root():
+            pw = _ensure_service_user()
+            owner = (pw.pw_uid, pw.pw_gid)
+        write_private(self.dynsec_file, json.dumps(config_document(hashed, devices)), owner)
+        return accounts
 
     @property
     def password_file(self) -> Path:
@@ -349,9 +422,13 @@ class EmbeddedMosquitto:
                 if not path.exists():  # nobody may connect until credentials are installed
                     path.touch(mode=0o600)
             auth_conf = f"password_file {self.password_file}\nacl_file {self.acl_file}\n"
+        if self.dynsec:
+            if not self.dynsec_file.exists():
+                self.write_dynsec([])
+            auth_conf += f"plugin {dynsec_plugin()}\nplugin_opt_config_file {self.dynsec_file}\n"
         conf.write_text(
             MOSQUITTO_CONF.format(port=self.port, host=self.host, persistence=persistence,
-                                  anonymous="false" if self.auth else "true")
+                                  anonymous="false" if self.auth or self.dynsec else "true")
             + auth_conf + self.extra_conf
         )
         _own(self.data_dir)

@@ -98,6 +98,7 @@ async def _import(url: str, data: bytes, name: str | None, args, console) -> int
                 return 2
             if plan.ok and not args.dry_run:
                 applied = await importer.apply(conn, plan, "cli", source=name, progress=progress)
+                await _tell_broker([d.id for d in plan.items])
         if args.report:
             args.report.write_bytes(orjson.dumps(
                 {"format": plan.format, "devices": plan.count,
@@ -158,3 +159,13 @@ async def _export(url: str, args) -> int:
         else:
             out.flush()
     return 0
+
+
+async def _tell_broker(ids: list[str]) -> None:
+    """Device accounts on the broker at once, when this command may administer it."""
+    from server.cli.common import load_settings
+    from server.mqtt.dynsec import DynSec
+
+    dyn = DynSec.from_settings(load_settings())
+    if dyn is not None:
+        await dyn.add_devices(ids)

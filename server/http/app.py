@@ -33,6 +33,7 @@ from server.ingest.contexts import directory_ctx, ingest_ctx, mqtt_ctx
 from server.ingest.downtime import downtime_ctx
 from server.live import ws as ws_api
 from server.live.hub import hub_ctx
+from server.mqtt.dynsec import dynsec_ctx
 from server.notify import notify_ctx
 from server.polling.adapters import adapters_ctx
 from server.polling.modbus import modbus_ctx
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> web.Application:
             downtime_ctx,  # measured before ingest stores anything (server/ingest/downtime.py)
             token_store,
             directory_ctx,
+            dynsec_ctx,  # the broker's device accounts, when the server administers them
             tiles_ctx,  # layer catalogue, versions and the tile cache
             hub_ctx,  # websocket fan-out: alarms, notifications and ingest publish to it
             notify_ctx,  # the notifier: handed to the alarm engine, next, for its transitions

@@ -83,6 +83,9 @@ async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.MQTT_INGEST] = handler
     gauge = app[keys.METRICS].mqtt_connected
     # Scale-out: processes sharing ingest watch each other and serve a dead one's share.
+    from server.mqtt.dynsec import mqtt_tls
+
+    tls = mqtt_tls(settings)  # mqtts://: every link of this process uses it
     share = IngestShare(settings.mqtt_url, group, settings.mqtt_client_id, app[keys.DB],
                         make_handler) if group else None
 
@@ -95,7 +98,7 @@ async def mqtt_ctx(app: web.Application) -> AsyncIterator[None]:
 
     link = MqttLink(settings.mqtt_url, settings.mqtt_client_id,
                     subscriptions=handler.subscriptions, on_messages=handler.handle_batch,
-                    on_connected=connected, will=share.will if share else handler.will)
+                    on_connected=connected, will=share.will if share else handler.will, tls=tls)
     handler.link = link
     app[keys.MQTT] = link
     if share is not None:

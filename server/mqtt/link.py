@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 
@@ -63,6 +64,10 @@ __all__ = ["CONNECT_TIMEOUT_S", "Message", "MqttError", "MqttLink", "Topic", "To
            "parse_mqtt_url", "topic_matches"]
 
 logger = logging.getLogger(__name__)
+
+#: The TLS context given for a broker URL (mqtts://), for the links of the same process
+#: that are made without one (the websocket relay, the ingest share's helpers).
+_TLS: dict[str, ssl.SSLContext] = {}
 
 KEEPALIVE_S = 30
 CONNECT_TIMEOUT_S = 10.0
@@ -95,8 +100,13 @@ class MqttLink:
         keepalive_s: int = KEEPALIVE_S,
         will: tuple[str, bytes] | None = None,
         reconnect: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._params = parse_mqtt_url(url)
+        self._url = url
+        if tls is not None:
+            _TLS[url] = tls
+        self._tls = tls
         self.client_id = client_id
         # (topic, payload) the broker publishes, retained at QoS 1, when this connection
         # ends without a DISCONNECT (the process died or the network went away).
@@ -176,7 +186,10 @@ class MqttLink:
         p = self._params
         self._session = session
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            await loop.create_connection(lambda: session, p["hostname"], p["port"])
+            tls = self._tls or _TLS.get(self._url)
+            if tls is None and self._url.startswith("mqtts://"):
+                tls = ssl.create_default_context()  # the system's CAs
+            await loop.create_connection(lambda: session, p["hostname"], p["port"], ssl=tls)
             flags = 0  # clean_session=0: the broker keeps our subscriptions and queue
             payload = string(self.client_id)
             if self._will is not None:

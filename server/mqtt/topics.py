@@ -68,11 +68,11 @@ class TopicRouter:
 
 def parse_mqtt_url(url: str) -> dict:
     parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp"):
-        raise ValueError(f"IOC_MQTT_URL must start with mqtt://, got {url!r}")
+    if parts.scheme not in ("mqtt", "tcp", "mqtts"):
+        raise ValueError(f"IOC_MQTT_URL must start with mqtt:// or mqtts://, got {url!r}")
     return {
         "hostname": parts.hostname or "127.0.0.1",
-        "port": parts.port or 1883,
+        "port": parts.port or (8883 if parts.scheme == "mqtts" else 1883),
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
     }

@@ -50,7 +50,7 @@ class Simulator:
                  fault_interval_s: float = 180.0, tz: str = DEFAULT_TZ,
                  modbus_host: str = "127.0.0.1", modbus_port: int = 0,
                  units_per_gateway: int = 10, start_time: float | None = None,
-                 speed: float = 1.0, client_id: str | None = None) -> None:
+                 speed: float = 1.0, client_id: str | None = None, tls=None) -> None:
         """``rate``: msgs/s load mode instead of per-device intervals. ``faults``: the
         seeded fault schedule (one every ``fault_interval_s`` on average); on-request
         faults work either way. ``modbus_port``: first gateway port, the next ones follow;
@@ -62,6 +62,7 @@ class Simulator:
             raise ValueError("speed must be positive")
         self.database_url = database_url
         self.mqtt_url = mqtt_url
+        self.tls = tls  # an ssl.SSLContext for mqtts://
         self.seed = seed
         self.rate = rate
         self.faults_enabled = faults
@@ -104,7 +105,7 @@ class Simulator:
         if self.mqtt_enabled and self.mqtt_url:
             self.mqtt = MqttFleet(self.world, self.mqtt_url, intervals=self.intervals,
                                   rate=self.rate, client_id=self.client_id,
-                                  clock=self.clock, seed=self.seed)
+                                  clock=self.clock, seed=self.seed, tls=self.tls)
         elif self.mqtt_enabled:
             logger.warning("no MQTT URL: the MQTT devices are not simulated")
         return self.fleet
@@ -204,7 +205,12 @@ async def simulator_ctx(app: web.Application) -> AsyncIterator[None]:
     if not settings.simulate:
         yield
         return
-    sim = Simulator(settings.database_url, settings.mqtt_url)
+    from server.mqtt.dynsec import mqtt_tls
+
+    # Its own broker account when the settings give one (the demo does), else the server's.
+    url = settings.mqtt_simulator_url or settings.mqtt_url
+    sim = Simulator(settings.database_url, url,
+                    tls=mqtt_tls(settings.model_copy(update={"mqtt_url": url})))
     await sim.start()
     app[keys.SIMULATOR] = sim
     try:

@@ -69,9 +69,10 @@ class MqttFleet:
     def __init__(self, world: World, url: str, *, intervals: dict[str, float],
                  rate: float | None = None, client_id: str | None = None,
                  clock: Callable[[], float], warmup_s: float = 10.0, tick_s: float = 1.0,
-                 seed: int = 42) -> None:
+                 seed: int = 42, tls=None) -> None:
         self.world = world
         self._params = parse_mqtt_url(url)
+        self._tls = tls
         self.client_id = client_id or f"ioc-sim-{random.getrandbits(32):08x}"
         self.rate = rate
         self.clock = clock
@@ -98,7 +99,7 @@ class MqttFleet:
         attempt = 0
         while True:
             try:
-                async with aiomqtt.Client(**self._params, identifier=self.client_id,
+                async with aiomqtt.Client(**self._params, identifier=self.client_id, tls_context=self._tls,
                                           keepalive=30, timeout=10,
                                           max_inflight_messages=4 * WINDOW) as client:
                     client.pending_calls_threshold = WINDOW + 10  # no warning per publish
