@@ -43,6 +43,11 @@ def register(subparsers) -> None:
     d.add_argument("path", type=Path)
     d.add_argument("--admin-user", default="ioc-admin")
     d.add_argument("--server-user", help="the server's MQTT account (default: from IOC_MQTT_URL)")
+    d.add_argument("--admin-file", type=Path,
+                   help="write the new admin's {username, password} here (mode 0600; the "
+                        "server's IOC_MQTT_ADMIN_FILE) instead of printing it")
+    d.add_argument("--if-missing", action="store_true", help="do nothing if PATH exists")
+    d.add_argument("--owner", metavar="UID:GID", help="give both files to the broker's user")
     c.set_defaults(func=cmd_credentials)
 
 
@@ -113,6 +118,9 @@ async def _dynsec_file(conn, args: argparse.Namespace, mqtt_url: str | None) -> 
     from server.mqtt.dynsec import ADMIN_ROLE, SERVER_ROLE, config_document, device_hashes, new_password
     from server.registry.credentials import mosquitto_hash, write_private
 
+    if args.if_missing and args.path.exists():
+        print(f"{args.path} exists: unchanged")
+        return
     user = args.server_user
     password = None
     if mqtt_url and not user:
@@ -127,8 +135,14 @@ async def _dynsec_file(conn, args: argparse.Namespace, mqtt_url: str | None) -> 
     accounts = {args.admin_user: (mosquitto_hash(admin_password), [ADMIN_ROLE]),
                 user: (mosquitto_hash(password), [SERVER_ROLE])}
     doc = config_document(accounts, await device_hashes(conn))
-    write_private(args.path, json.dumps(doc, indent=1))
-    print(json.dumps({"username": args.admin_user, "password": admin_password}))
+    owner = tuple(int(x) for x in args.owner.split(":")) if args.owner else None
+    write_private(args.path, json.dumps(doc, indent=1), owner)
+    admin = json.dumps({"username": args.admin_user, "password": admin_password})
+    if args.admin_file:
+        write_private(args.admin_file, admin)
+        print(f"wrote {args.path} ({len(doc['clients'])} accounts) and {args.admin_file}")
+    else:
+        print(admin)
 
 
 def _server_account(args: argparse.Namespace, mqtt_url: str | None) -> tuple[str, str]:
