@@ -136,8 +136,18 @@ class EmbeddedPostgres:
         self.fast_unsafe = fast_unsafe
         self.proc: subprocess.Popen | None = None
 
+    @property
+    def password_file(self) -> Path:
+        """The superuser's password, generated at initdb (mode 0600)."""
+        return self.data_dir / "password"
+
     def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{self.superuser}@{self.host}:{self.port}/{dbname}"
+        # A cluster made before passwords (trust) has no file: it keeps working as it was.
+        try:
+            secret = ":" + self.password_file.read_text().strip()
+        except FileNotFoundError:
+            secret = ""
+        return f"postgresql://{self.superuser}{secret}@{self.host}:{self.port}/{dbname}"
 
     def initialized(self) -> bool:
         return (self.pgdata / "PG_VERSION").exists()
@@ -150,10 +160,18 @@ class EmbeddedPostgres:
             Path("/usr/share/postgresql").glob("*/extension/postgis.control")
         ):
             logger.warning("PostGIS extension files not found; migrations will fail")
+        import secrets
+
+        from server.registry.credentials import write_private
+
+        # No trust: every login, local ones included, proves the generated password
+        # (scram-sha-256); the URLs the demo hands out carry it.
+        write_private(self.password_file, secrets.token_urlsafe(24) + "\n")
         _own(self.data_dir)
         cmd = _as_service_user([
             str(bindir / "initdb"), "-D", str(self.pgdata), "-U", self.superuser,
-            "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions",
+            "--auth=scram-sha-256", f"--pwfile={self.password_file}", "--encoding=UTF8",
+            "--locale=C.UTF-8", "--no-instructions",
         ])
         with open(self.data_dir / "initdb.log", "wb") as log:
             done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd="/")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import stat
 import subprocess
 import uuid
 
@@ -184,3 +185,19 @@ async def test_mqtts_with_the_test_ca_and_not_with_another(secure_broker):
     with pytest.raises((ssl.SSLError, ConnectionError)):
         await asyncio.open_connection(secure_broker.host, secure_broker.port,
                                       ssl=tls_context(tls / "test-ca.crt"))
+
+
+def test_embedded_postgres_wants_its_password(pg_cluster):
+    import psycopg
+
+    assert stat.S_IMODE(pg_cluster.password_file.stat().st_mode) == 0o600
+    with psycopg.connect(pg_cluster.url(), connect_timeout=5) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    hba = (pg_cluster.pgdata / "pg_hba.conf").read_text()
+    assert "trust" not in [line.split()[-1] for line in hba.splitlines()
+                           if line.strip() and not line.lstrip().startswith("#")]
+    good = pg_cluster.url()
+    for url in (good.replace(pg_cluster.password_file.read_text().strip(), "wrong"),
+                f"postgresql://{pg_cluster.superuser}@{pg_cluster.host}:{pg_cluster.port}/postgres"):
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(url, connect_timeout=5)
