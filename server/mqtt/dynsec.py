@@ -321,11 +321,27 @@ async def devices_changed(app: web.Application, *, added: Sequence[str] = (),
     dyn = app.get(DYNSEC)
     if dyn is None:
         return
-    try:
-        if removed:
-            await dyn.remove_devices(list(removed))
-        if added:
-            await dyn.add_devices(list(added))
-    except Exception as err:
-        logger.error("broker accounts not updated (%d added, %d removed): %s",
-                     len(added), len(removed), err)
+
+    async def change(added: Sequence[str], removed: Sequence[str]) -> None:
+        try:
+            if removed:
+                await dyn.remove_devices(list(removed))
+            if added:
+                await dyn.add_devices(list(added))
+        except Exception as err:  # logged; the next start reconciles
+            logger.error("broker accounts not updated (%d added, %d removed): %s",
+                         len(added), len(removed), err)
+
+    # Removals are awaited: a deleted device is off the broker when the request answers.
+    # A new account has no password yet (it cannot log in), and the plugin saves its
+    # whole file per command: a large import's accounts are made in the background.
+    if len(added) > INLINE_ADDS:
+        task = asyncio.create_task(change(added, ()), name="dynsec-add")
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        added = ()
+    await change(added, removed)
+
+
+INLINE_ADDS = 100
+_background: set[asyncio.Task] = set()

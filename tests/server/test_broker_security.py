@@ -201,3 +201,95 @@ def test_embedded_postgres_wants_its_password(pg_cluster):
                 f"postgresql://{pg_cluster.superuser}@{pg_cluster.host}:{pg_cluster.port}/postgres"):
         with pytest.raises(psycopg.OperationalError, match="password"):
             psycopg.connect(url, connect_timeout=5)
+
+
+def _demo(data, port: int, env: dict, log_path):
+    import sys
+
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "demo", "--port", str(port), "--data-dir", str(data),
+         "--devices", "40"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    log.close()
+    return proc
+
+
+def _stop(proc) -> None:
+    import signal
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        assert proc.wait(60) == 0
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+def _wait_ready(proc, data, log_path) -> dict:
+    import json
+    import time
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log_path.read_text()
+        if "admin token:" in log_path.read_text(errors="replace"):
+            with contextlib.suppress(OSError, ValueError):
+                return json.loads((data / "services.json").read_text())
+        time.sleep(0.2)
+    raise AssertionError(log_path.read_text())
+
+
+async def _connects(host: str, port: int, user: str | None, password: str | None) -> bool:
+    try:
+        async with aiomqtt.Client(host, port, username=user, password=password, timeout=5,
+                                  identifier=f"{user}-{uuid.uuid4().hex[:6]}"):
+            return True
+    except aiomqtt.MqttError:
+        return False
+
+
+async def test_the_demo_broker_is_secure_and_its_accounts_survive_a_restart(tmp_path):
+    """Anonymous clients refused; the simulator's readings arrive under its own account; a
+    password from `ioc credentials issue` beside the demo lets the device in, and still does
+    after a restart (the plugin's file is made again from the registry's hashes)."""
+    import os
+    import sys
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    data, log_path = tmp_path / "data", tmp_path / "demo.log"
+    proc = _demo(data, free_port(), env, log_path)
+    try:
+        services = await asyncio.to_thread(_wait_ready, proc, data, log_path)
+        broker = urlsplit(services["mqtt_url"])
+        host, port = broker.hostname, broker.port
+        assert "ioc-server" in services["mqtt_url"]
+        assert stat.S_IMODE((data / "mosquitto" / "accounts.json").stat().st_mode) == 0o600
+        assert stat.S_IMODE((data / "mosquitto" / "admin.json").stat().st_mode) == 0o600
+        assert not await _connects(host, port, None, None)
+
+        def readings() -> int:
+            with psycopg.connect(services["database_url"]) as conn:
+                return conn.execute("select count(*) from telemetry").fetchone()[0]
+
+        await wait_for(readings, 60, blocking=True, what="the simulator's readings")
+        issued = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "server", "credentials", "issue", "SL-000001",
+            "--data-dir", str(data)], capture_output=True, text=True, env=env, timeout=60)
+        assert issued.returncode == 0, issued.stderr
+        dev, password = issued.stdout.split()
+        assert dev == "SL-000001"
+        assert await _connects(host, port, dev, password)
+        assert not await _connects(host, port, "SL-000002", password)
+    finally:
+        await asyncio.to_thread(_stop, proc)
+    log_path = tmp_path / "demo2.log"
+    proc = _demo(data, free_port(), env, log_path)
+    try:
+        services = await asyncio.to_thread(_wait_ready, proc, data, log_path)
+        broker = urlsplit(services["mqtt_url"])
+        assert await _connects(broker.hostname, broker.port, dev, password)
+    finally:
+        await asyncio.to_thread(_stop, proc)
