@@ -293,3 +293,68 @@ async def test_the_demo_broker_is_secure_and_its_accounts_survive_a_restart(tmp_
         assert await _connects(broker.hostname, broker.port, dev, password)
     finally:
         await asyncio.to_thread(_stop, proc)
+
+
+async def _clients(dyn: DynSec) -> set[str]:
+    answer = await dyn.checked([{"command": "listClients", "count": -1}])
+    return set(answer[0]["data"]["clients"])
+
+
+async def test_gateways_have_accounts_scoped_to_their_topics(secure_broker, db_url):
+    dyn = DynSec.from_settings(server_settings(secure_broker, db_url))
+    await dyn.checked([{"command": "deleteClient", "username": u} for u in ("gw-cs", "gw-sp")],
+                      tolerate=("not found",))
+    await dyn.add_account("gw-cs", "cs-pass", "ioc-chirpstack")
+    await dyn.add_account("gw-sp", "sp-pass", "ioc-sparkplug")
+    server_user, server_pw = secure_broker.accounts()["server"]
+    async with aiomqtt.Client(secure_broker.host, secure_broker.port, username=server_user,
+                              password=server_pw, identifier="gwwatch-" + uuid.uuid4().hex[:6]
+                              ) as watch:
+        await watch.subscribe("#", qos=1)
+        for user, password, foreign, own in (
+                ("gw-cs", "cs-pass", "ioc/v1/SL-1/telemetry", "application/1/device/0011/event/up"),
+                ("gw-sp", "sp-pass", "application/1/device/0011/event/up", "spBv1.0/city/NBIRTH/edge1")):
+            with contextlib.suppress(aiomqtt.MqttError):
+                async with device_client(secure_broker, user, password) as gw:
+                    await gw.publish(foreign, b"{}", qos=1)
+            async with device_client(secure_broker, user, password) as gw:
+                await gw.publish(own, b"{}", qos=1)
+            async with asyncio.timeout(5):
+                async for msg in watch.messages:
+                    assert str(msg.topic) == own, f"{user} published on {msg.topic}"
+                    break
+
+
+async def test_the_server_reconciles_device_accounts_when_it_starts(secure_broker, db_url):
+    from tests.helpers import aexecute
+
+    settings = server_settings(secure_broker, db_url)
+    dyn = DynSec.from_settings(settings)
+    await dyn.add_devices(["SEC-GONE"])  # deleted from the registry while the server was down
+    await aexecute(db_url, "insert into devices (id, kind, name, geom) values ('SEC-NEW', "
+                   "'streetlight', 'new', st_setsrid(st_makepoint(2.17, 41.38), 4326))")
+    async with running(settings):
+        async def reconciled() -> bool:
+            clients = await _clients(dyn)
+            return "SEC-NEW" in clients and "SEC-GONE" not in clients
+
+        await wait_for(reconciled, 15, what="the device accounts reconciled")
+
+
+def test_ioc_import_makes_the_broker_accounts_at_once(secure_broker, db_url, tmp_path):
+    import json
+    import os
+    import sys
+
+    settings = server_settings(secure_broker, db_url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    env.update(IOC_DATABASE_URL=db_url, IOC_MQTT_URL=settings.mqtt_url,
+               IOC_MQTT_ADMIN_FILE=str(secure_broker.admin_file))
+    path = tmp_path / "two.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection",
+                                "features": [feature("SEC-IMP1"), feature("SEC-IMP2")]}))
+    done = subprocess.run([sys.executable, "-m", "server", "import", str(path)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    clients = asyncio.run(_clients(DynSec.from_settings(settings)))
+    assert {"SEC-IMP1", "SEC-IMP2"} <= clients
