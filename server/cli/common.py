@@ -77,14 +77,16 @@ def running_demo(directory: Path | None = None) -> dict[str, Any] | None:
 
 @contextlib.contextmanager
 def advertise_services(directory: Path, *, database_url: str | None, mqtt_url: str | None,
-                       http_base: str, mqtt_admin_file: Path | None = None) -> Iterator[Path]:
+                       http_base: str, mqtt_admin_file: Path | None = None,
+                       mqtt_simulator_url: str | None = None) -> Iterator[Path]:
     """Write ``services.json`` (mode 0600: the URLs may hold passwords) for as long as the
     block runs; remove it afterwards."""
     path = directory / SERVICES_FILE
     tmp = path.with_name(f".{SERVICES_FILE}.{os.getpid()}")
     body = json.dumps({"pid": os.getpid(), "database_url": database_url, "mqtt_url": mqtt_url,
                        "http_base": http_base,
-                       "mqtt_admin_file": str(mqtt_admin_file) if mqtt_admin_file else None},
+                       "mqtt_admin_file": str(mqtt_admin_file) if mqtt_admin_file else None,
+                       "mqtt_simulator_url": mqtt_simulator_url},
                       indent=2) + "\n"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -127,6 +129,9 @@ def load_settings(*, find_demo: bool = True, **overrides) -> Settings:
                     and settings.mqtt_url == demo.get("mqtt_url"):
                 settings = settings.model_copy(
                     update={"mqtt_admin_file": Path(demo["mqtt_admin_file"])})
+            if settings.mqtt_simulator_url is None and settings.mqtt_url == demo.get("mqtt_url"):
+                settings = settings.model_copy(
+                    update={"mqtt_simulator_url": demo.get("mqtt_simulator_url")})
     return settings
 
 

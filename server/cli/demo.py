@@ -96,7 +96,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
         # While it runs, the other ioc commands find its database and broker here.
         with advertise_services(home, database_url=url, mqtt_url=settings.mqtt_url, http_base=base,
-                                mqtt_admin_file=settings.mqtt_admin_file):
+                                mqtt_admin_file=settings.mqtt_admin_file,
+                                mqtt_simulator_url=settings.mqtt_simulator_url):
             web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port,
                         access_log=None, print=banner, loop=new_event_loop(settings.event_loop))
     except KeyboardInterrupt:

@@ -61,11 +61,15 @@ def to_toml(gateways: list[dict]) -> str:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from server.cli.common import load_settings, need_database
+    from server.mqtt.dynsec import mqtt_tls
     from server.simulate import Simulator
 
     settings = load_settings()
+    # The simulator's own broker account when there is one (a running demo's), else the server's.
+    url = settings.mqtt_simulator_url or settings.mqtt_url
     sim = Simulator(
-        need_database(settings), settings.mqtt_url, seed=args.seed, rate=args.rate,
+        need_database(settings), url, seed=args.seed, rate=args.rate,
+        tls=mqtt_tls(settings.model_copy(update={"mqtt_url": url})),
         faults=not args.no_faults, modbus=not args.no_modbus, mqtt=not args.no_mqtt,
         fault_interval_s=args.fault_interval, modbus_host=args.modbus_host,
         modbus_port=args.modbus_port,
