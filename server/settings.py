@@ -336,6 +336,9 @@ class Settings(BaseSettings):
         default=None, description="the in-process simulator's own broker account (default: mqtt_url)")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65_535)
+    http_trusted_proxies: list[str] = Field(
+        default=[], description="addresses or CIDRs of the reverse proxies whose X-Forwarded-"
+                                "Proto/Host/For are believed (from anyone else they are ignored)")
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop",
         description="uvloop (libuv) spends about a tenth less CPU per request than asyncio's own"
@@ -364,6 +367,18 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     adapters: dict[str, dict[str, Any]] = {}
     sparkplug: SparkplugSettings = SparkplugSettings()
+
+    @field_validator("http_trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for n in v:
+            try:
+                ipaddress.ip_network(n, strict=False)
+            except ValueError:
+                raise ValueError(f"{n!r} is not an IP address or CIDR") from None
+        return v
 
     @field_validator("database_url")
     @classmethod

@@ -26,6 +26,7 @@ from server.commands.service import commands_ctx
 from server.http import openapi, pages
 from server.http.auth import TokenStore, auth_middleware
 from server.http.problems import problem_middleware
+from server.http.proxy import forwarded_middleware
 from server.http.ratelimit import body_limit_middleware, rate_limit_middleware
 from server.http.ratelimit import install as install_rate_limits
 from server.http.validate import input_middleware
@@ -62,7 +63,8 @@ async def count_requests(request: web.Request, handler):
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[problem_middleware, count_requests, body_limit_middleware(settings.api),
+        middlewares=[forwarded_middleware(settings.http_trusted_proxies),  # first: all see it
+                     problem_middleware, count_requests, body_limit_middleware(settings.api),
                      auth_middleware(keys.TOKENS), rate_limit_middleware, input_middleware],
         # Ordinary endpoints; the import reads its own, larger body (server/http/ratelimit.py).
         client_max_size=settings.api.max_body_bytes,

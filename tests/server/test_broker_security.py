@@ -390,3 +390,19 @@ def test_dynsec_file_sets_up_a_broker_by_hand(db_url, tmp_path):
         asyncio.run(check())
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize("trusted", [[], ["127.0.0.1/32"]])
+async def test_forwarded_headers_only_from_configured_proxies(db_url, token_for, trusted):
+    settings = Settings(database_url=db_url, http_trusted_proxies=trusted)
+    token = await token_for(db_url, "viewer")
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "ioc.example.org",
+               "X-Forwarded-For": "203.0.113.9, 127.0.0.1"}
+    async with running(settings) as client:
+        r = await client.get("/ogc", headers=headers | {"Accept": "application/json"} | auth(token))
+        assert r.status == 200, await r.text()
+        hrefs = [link["href"] for link in (await r.json())["links"]]
+    if trusted:
+        assert all(h.startswith("https://ioc.example.org/") for h in hrefs), hrefs
+    else:
+        assert not any("example.org" in h or h.startswith("https:") for h in hrefs), hrefs
