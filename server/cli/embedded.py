@@ -142,7 +142,8 @@ class EmbeddedPostgres:
         return self.data_dir / "password"
 
     def url(self, dbname: str = "postgres") -> str:
-        # A cluster made before passwords (trust) has no file: it keeps working as it was.
+        # A cluster made before passwords (trust) gets its file when it starts
+        # (_secure_old_cluster); until then it has none.
         try:
             secret = ":" + self.password_file.read_text().strip()
         except FileNotFoundError:
@@ -239,7 +240,49 @@ class EmbeddedPostgres:
         )
         log.close()
         wait_for_port(self.host, self.port, timeout, self.proc, "PostgreSQL", self.log_path)
+        self._secure_old_cluster(timeout)
         self._wait_ready(timeout)
+
+    def _secure_old_cluster(self, timeout: float) -> None:
+        """A data directory an earlier version made with ``--auth=trust`` (a demo's, reused
+        by a second run): give the superuser a generated password and switch pg_hba.conf to
+        scram-sha-256, once, so no local user is trusted any more."""
+        hba = self.pgdata / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+
+        def trusted(line: str) -> bool:
+            return not line.lstrip().startswith("#") and line.split()[-1:] == ["trust"]
+
+        if not any(trusted(ln) for ln in lines):
+            return
+        import secrets
+
+        import psycopg
+        from psycopg import sql
+
+        from server.registry.credentials import write_private
+
+        logger.warning("switching %s from trust to scram-sha-256 authentication", self.pgdata)
+        if not self.password_file.exists():
+            write_private(self.password_file, secrets.token_urlsafe(24) + "\n")
+        password = self.password_file.read_text().strip()
+        trust_url = f"postgresql://{self.superuser}@{self.host}:{self.port}/postgres"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                conn = psycopg.connect(trust_url, autocommit=True, connect_timeout=2)
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with conn:
+            conn.execute("set password_encryption = 'scram-sha-256'")
+            conn.execute(sql.SQL("alter role {} password {}").format(
+                sql.Identifier(self.superuser), sql.Literal(password)))
+            hba.write_text("\n".join(" ".join([*ln.split()[:-1], "scram-sha-256"])
+                                     if trusted(ln) else ln for ln in lines) + "\n")
+            conn.execute("select pg_reload_conf()")
 
     def _wait_ready(self, timeout: float) -> None:
         import psycopg
