@@ -283,14 +283,22 @@ def mqtt_tls(settings) -> ssl.SSLContext | None:
 DYNSEC: web.AppKey[DynSec | None] = web.AppKey("dynsec", object)  # type: ignore[arg-type]
 
 
+#: Set once the broker's device accounts follow the registry (tests wait on it).
+FOLLOWING: web.AppKey[asyncio.Event] = web.AppKey("dynsec_following", asyncio.Event)
+DELETED_CHANNEL = "ioc_devices_deleted"  # migrations/versions/0009_devices_deleted_notify.py
+
+
 async def dynsec_ctx(app: web.Application) -> AsyncIterator[None]:
     """The admin client when the settings name one; device accounts reconciled with the
-    registry in the background (what changed while the server was down)."""
+    registry in the background: what changed while the server was down, then after every
+    deletion any process commits (``ioc_devices_deleted``), so a device deleted by the CLI
+    or by hand is off the broker at once too."""
     from server import keys
 
     settings = app[keys.SETTINGS]
     dyn = DynSec.from_settings(settings)
     app[DYNSEC] = dyn
+    following = app[FOLLOWING] = asyncio.Event()
     task = None
     if dyn is not None:
         async def reconcile() -> None:
@@ -298,13 +306,37 @@ async def dynsec_ctx(app: web.Application) -> AsyncIterator[None]:
                 ids = [r["id"] for r in await conn.fetch("select id from devices")]
             try:
                 created, deleted = await dyn.reconcile(ids)
-            except Exception as err:  # logged; the next start reconciles again
+            except Exception as err:  # logged; the next notification or start tries again
                 logger.warning("broker accounts not reconciled: %s", err)
                 return
             if created or deleted:
                 logger.info("broker accounts: %d device(s) added, %d removed", created, deleted)
 
-        task = asyncio.create_task(reconcile(), name="dynsec-reconcile")
+        async def follow() -> None:
+            import asyncpg
+
+            wake = asyncio.Event()
+            while True:
+                try:
+                    conn = await asyncpg.connect(settings.database_url)
+                except (OSError, asyncpg.PostgresError) as err:
+                    logger.warning("cannot listen for device deletions (%s); retrying", err)
+                    await asyncio.sleep(2)
+                    continue
+                try:
+                    await conn.add_listener(DELETED_CHANNEL, lambda *_: wake.set())
+                    while not conn.is_closed():
+                        await reconcile()
+                        following.set()
+                        with contextlib.suppress(TimeoutError):
+                            # Woken by a deletion; now and then to notice a lost connection.
+                            await asyncio.wait_for(wake.wait(), 30)
+                        wake.clear()
+                finally:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+
+        task = asyncio.create_task(follow(), name="dynsec-follow")
     try:
         yield
     finally:

@@ -165,6 +165,44 @@ async def test_a_device_deleted_through_the_api_is_cut_off_at_once(secure_broker
                 pass
 
 
+async def test_a_device_deleted_by_another_process_is_cut_off_at_once(secure_broker, db_url,
+                                                                       token_for):
+    """Not through the API: ``ioc seed --replace``, an import without a server, SQL by hand.
+    The commit notifies ioc_devices_deleted and the running server reconciles."""
+    from server.mqtt.dynsec import FOLLOWING
+
+    settings = server_settings(secure_broker, db_url)
+    async with running(settings) as client:
+        token = await token_for(db_url, "admin")
+        r = await client.post("/api/v1/devices", json=feature("SEC-SQL"), headers=auth(token))
+        assert r.status == 201
+        async with asyncio.timeout(10):  # the server follows deletions (first reconcile done)
+            await client.app[FOLLOWING].wait()
+        conn = await connect(db_url)
+        try:
+            passwords = await issue(conn, ["SEC-SQL"], "test")
+            await DynSec.from_settings(settings).set_passwords(passwords)
+            async with device_client(secure_broker, "SEC-SQL", passwords["SEC-SQL"]) as dev:
+                cut = asyncio.Event()
+
+                async def listen():
+                    try:
+                        async for _ in dev.messages:
+                            pass
+                    except aiomqtt.MqttError:
+                        cut.set()
+
+                listener = asyncio.create_task(listen())
+                await conn.execute("delete from devices where id = 'SEC-SQL'")
+                await asyncio.wait_for(cut.wait(), 1.0)  # dropped within a second of the commit
+                listener.cancel()
+        finally:
+            await conn.close()
+        with pytest.raises(aiomqtt.MqttError, match=r"[Nn]ot authori"):
+            async with device_client(secure_broker, "SEC-SQL", passwords["SEC-SQL"]):
+                pass
+
+
 async def test_mqtts_with_the_test_ca_and_not_with_another(secure_broker):
     tls = secure_broker.data_dir / "tls"
     user, pw = secure_broker.accounts()["server"]
