@@ -316,6 +316,21 @@ class ApiSettings(_Section):
         return {**_default_rate_limits(), **v}
 
 
+class ReportsSettings(_Section):
+    """Citizens' reports: photo storage, SLAs and which unit answers a category in a ward."""
+
+    photo_dir: Path = Field(default=Path("data/report-photos"),
+                            description="where report photos are kept, named by content hash")
+    photo_quota_bytes: int = Field(default=2_000_000_000, ge=0,
+                                   description="all photos together; past it uploads get 503")
+    sla_hours: dict[str, float] = Field(default={"water_leak": 24.0}, description=(
+        "hours to resolve per category (service_code); the others get default_sla_hours"))
+    default_sla_hours: float = Field(default=72.0, gt=0)
+    units: dict[str, str] = Field(default={}, description=(
+        "responsible unit per 'category' or 'category/ward' (the latter wins); default 'crews'"))
+    rate_per_min: float = Field(default=5.0, gt=0, description="reports per client address per minute")
+
+
 class Settings(BaseSettings):
     """Every knob of one server process."""
 
@@ -365,6 +380,7 @@ class Settings(BaseSettings):
     hub: HubSettings = HubSettings()
     tiles: TilesSettings = TilesSettings()
     api: ApiSettings = ApiSettings()
+    reports: ReportsSettings = ReportsSettings()
     adapters: dict[str, dict[str, Any]] = {}
     sparkplug: SparkplugSettings = SparkplugSettings()
 

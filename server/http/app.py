@@ -16,6 +16,7 @@ from server.api import commands as command_api
 from server.api import crews as crew_api
 from server.api import devices, health, state, telemetry
 from server.api import io as io_api
+from server.api import reports as report_api
 from server.api import rules as rule_api
 from server.api import tokens as token_api
 from server.api import wards as ward_api
@@ -104,6 +105,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(ward_api.routes)
     app.add_routes(crew_api.routes)  # crews: routing and escalation targets
     app.add_routes(token_api.routes)
+    app.add_routes(report_api.routes)  # citizens' reports: public and operators'
     ws_api.setup(app)  # /api/v1/ws, and closing websockets at shutdown
     app.add_routes(io_api.routes)  # bulk import and export
     app.add_routes(openapi.routes)  # GET /api/v1/openapi.json

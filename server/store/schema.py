@@ -459,3 +459,68 @@ meta = Table(
     Column("value", JSONB, nullable=False),
     _ts("updated_at", nullable=False, server_default=NOW),
 )
+
+# ---------------------------------------------------------------- citizens' reports (0010)
+reports = Table(
+    "reports",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    # the public tracking code: random (secrets.token_urlsafe(12), 96 bits), never guessable
+    Column("code", Text, nullable=False, unique=True),
+    Column("category", Text, nullable=False),
+    Column("geom", Geometry("POINT", srid=4326, spatial_index=True), nullable=False),
+    Column("ward", Text),
+    Column("description", Text, nullable=False),
+    Column("contact", Text),  # private: never in a public answer
+    Column("status", Text, nullable=False, server_default=text("'received'")),
+    Column("unit", Text),
+    Column("crew", Text, ForeignKey("crews.id", ondelete="SET NULL")),
+    Column("device", Text),
+    Column("alarm_id", BigInteger, ForeignKey("alarms.id", ondelete="SET NULL")),
+    Column("reporters", Integer, nullable=False, server_default=text("1")),
+    _ts("created_at", nullable=False, server_default=NOW),
+    _ts("updated_at", nullable=False, server_default=NOW),
+    _ts("resolved_at"),
+    _ts("sla_due", nullable=False),
+)
+Index("ix_reports_status", reports.c.status)
+Index("ix_reports_created_at", reports.c.created_at)
+
+report_codes = Table(  # every code handed out; a merged report's code points at the kept one
+    "report_codes",
+    metadata,
+    Column("code", Text, primary_key=True),
+    Column("report_id", BigInteger, ForeignKey("reports.id", ondelete="CASCADE"), nullable=False),
+)
+
+report_events = Table(
+    "report_events",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("report_id", BigInteger, ForeignKey("reports.id", ondelete="CASCADE"), nullable=False),
+    _ts("at", nullable=False, server_default=NOW),
+    Column("status", Text, nullable=False),
+    Column("note", Text),
+    Column("by", Text),
+)
+Index("ix_report_events_report_id", report_events.c.report_id)
+
+report_photos = Table(
+    "report_photos",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("report_id", BigInteger, ForeignKey("reports.id", ondelete="CASCADE"), nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("role", Text, nullable=False, server_default=text("'before'")),
+    Column("bytes", Integer, nullable=False),
+)
+Index("ix_report_photos_report_id", report_photos.c.report_id)
+
+report_ratings = Table(
+    "report_ratings",
+    metadata,
+    Column("report_id", BigInteger, ForeignKey("reports.id", ondelete="CASCADE"), primary_key=True),
+    Column("stars", SmallInteger, nullable=False),
+    Column("comment", Text),
+    _ts("at", nullable=False, server_default=NOW),
+)

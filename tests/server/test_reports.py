@@ -1,0 +1,141 @@
+"""Citizens' reports: the public side with a real DB, photos cleaned, lying images refused,
+merging, the lamp-alarm join, the lifecycle, ratings and stats."""
+
+from __future__ import annotations
+
+import io
+
+import aiohttp
+import pytest
+from PIL import Image
+
+from server.reports import CATEGORIES
+from server.settings import ReportsSettings
+from tests.helpers import aq, running
+
+
+def _jpeg_with_gps() -> bytes:
+    img = Image.new("RGB", (2400, 1200), (200, 30, 30))
+    exif = Image.Exif()
+    exif[0x010F] = "SpyCam"  # Make
+    exif[0x8825] = {1: "N", 2: (21.0, 1.0, 30.0), 3: "E", 4: (105.0, 50.0, 10.0)}  # GPS IFD
+    out = io.BytesIO()
+    img.save(out, "JPEG", exif=exif)
+    return out.getvalue()
+
+
+def _form(category="pothole", lat="21.0285", lon="105.8542", description="<script>alert(1)</script> hole",
+          photos=(), **extra) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    for k, v in {"category": category, "lat": lat, "lon": lon, "description": description, **extra}.items():
+        form.add_field(k, v)
+    for name, data in photos:
+        form.add_field("photo", data, filename=name, content_type="image/jpeg")
+    return form
+
+
+@pytest.fixture
+def settings(city_db_url, make_settings, tmp_path):
+    return make_settings(city_db_url, mqtt_url=None,
+                         reports=ReportsSettings(photo_dir=tmp_path, rate_per_min=6000))
+
+
+async def test_report_with_gps_photo_is_stored_and_served_without_metadata(settings, tmp_path):
+    raw = _jpeg_with_gps()
+    assert Image.open(io.BytesIO(raw)).getexif().get_ifd(0x8825)  # the input does carry GPS
+    async with running(settings) as client:
+        resp = await client.post("/api/v1/public/reports", data=_form(photos=[("a.jpg", raw)],
+                                                                       contact="me@example.org"))
+        assert resp.status == 201, await resp.text()
+        made = await resp.json()
+        assert made["status"] == "received" and len(made["code"]) >= 16
+        resp = await client.get(made["url"])
+        doc = await resp.json()
+        assert "contact" not in doc and "me@example.org" not in await resp.text()
+        assert doc["category"] == "pothole" and doc["events"][0]["status"] == "received"
+        (url,) = doc["photos"]
+        resp = await client.get(url)
+        assert resp.status == 200 and resp.content_type == "image/jpeg"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        img = Image.open(io.BytesIO(await resp.read()))
+        assert img.format == "JPEG" and max(img.size) == 1600
+        assert len(img.getexif()) == 0 and not img.getexif().get_ifd(0x8825)
+        assert "icc_profile" not in img.info and "exif" not in img.info
+
+
+@pytest.mark.parametrize("name,data,reason", [
+    ("png.jpg", b"\x89PNG\r\n\x1a\n" + b"garbage" * 100, "photo"),
+    ("text.jpg", b"hello, I am a text file\n" * 10, "photo"),
+])
+async def test_lying_images_are_refused_and_nothing_stored(settings, tmp_path, city_db_url, name, data,
+                                                           reason):
+    before = (await aq(city_db_url, "select count(*) from reports"))[0][0]
+    async with running(settings) as client:
+        resp = await client.post("/api/v1/public/reports", data=_form(photos=[(name, data)]))
+        assert resp.status == 400
+        assert (await resp.json())["errors"][0]["field"] == reason
+    assert (await aq(city_db_url, "select count(*) from reports"))[0][0] == before
+    assert not list(tmp_path.glob("*"))
+
+
+async def test_decompression_bomb_is_refused(settings, tmp_path):
+    out = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(out, "PNG")  # 400 megapixels, a few kB compressed
+    async with running(settings) as client:
+        resp = await client.post("/api/v1/public/reports", data=_form(photos=[("bomb.png", out.getvalue())]))
+        assert resp.status == 400, await resp.text()
+        assert "too large" in (await resp.json())["detail"]
+    assert not list(tmp_path.glob("*"))
+
+
+@pytest.mark.parametrize("fields,field", [
+    ({"lat": "91"}, "lat"), ({"lon": "abc"}, "lon"), ({"category": "ufo"}, "category"),
+    ({"description": "a\x00b"}, "description"), ({"website": "http://spam"}, "website"),
+])
+async def test_bad_input_names_the_field(settings, city_db_url, fields, field):
+    before = (await aq(city_db_url, "select count(*) from reports"))[0][0]
+    async with running(settings) as client:
+        resp = await client.post("/api/v1/public/reports", data=_form(**fields))
+        assert resp.status == 400
+        assert (await resp.json())["errors"][0]["field"] == field
+    assert (await aq(city_db_url, "select count(*) from reports"))[0][0] == before
+
+
+async def test_merge_lamp_alarm_join_rating_and_stats(settings, city_db_url):
+    lamp, lon, lat = (await aq(city_db_url, "select id, ST_X(geom), ST_Y(geom) from devices "
+                                            "where kind = 'streetlight' order by id limit 1"))[0]
+    alarm = (await aq(city_db_url, "insert into alarms (rule, device, severity, message, dedup_key, geom) "
+                                   "values ('r', %s, 'major', 'lamp out', 'k-rep', "
+                                   "(select geom from devices where id = %s)) returning id",
+                      lamp, lamp))[0][0]
+    async with running(settings) as client:
+        first = await (await client.post("/api/v1/public/reports", data=_form(
+            "streetlight_out", str(lat + 0.0001), str(lon), "dark"))).json()
+        second = await (await client.post("/api/v1/public/reports", data=_form(
+            "streetlight_out", str(lat - 0.0002), str(lon), "still dark"))).json()
+        assert first["code"] != second["code"]
+        a = await (await client.get(first["url"])).json()
+        b = await (await client.get(second["url"])).json()
+        assert a["reporters"] == b["reporters"] == 2 and a["events"] == b["events"]
+        rid, device, linked = (await aq(city_db_url, "select r.id, device, alarm_id from report_codes c "
+                                                     "join reports r on r.id = c.report_id where c.code = %s",
+                                        first["code"]))[0]
+        assert device == lamp and linked == alarm
+        notes = await aq(city_db_url, "select reason from alarm_events where alarm_id = %s", alarm)
+        assert any("citizens confirmed" in (n[0] or "") for n in notes)
+        # rating before resolution: 409
+        resp = await client.post(f"{first['url']}/rating", json={"stars": 5})
+        assert resp.status == 409
+        await aq(city_db_url, "update reports set status = 'resolved', resolved_at = now() where id = %s "
+                              "returning id", rid)
+        assert (await client.post(f"{first['url']}/rating", json={"stars": 5, "comment": "ok"})).status == 201
+        assert (await client.post(f"{second['url']}/rating", json={"stars": 1})).status == 409
+        assert (await client.post(f"{first['url']}/rating", json={"stars": 9})).status == 400
+        stats = await (await client.get("/api/v1/public/reports/stats?category=streetlight_out")).json()
+        assert stats["received"] >= 1 and stats["resolved"] >= 1
+        assert stats["within_sla_pct"] == 100.0 and stats["satisfaction_pct"] == 100.0
+
+
+def test_categories_have_both_languages():
+    assert {"streetlight_out", "water_leak", "fallen_tree", "pothole", "flooding", "traffic_signal",
+            "other"} <= set(CATEGORIES)
