@@ -15,6 +15,7 @@ from aiohttp import web
 from server import keys
 from server import reports as domain
 from server.errors import Invalid, NotFound
+from server.http.auth import require
 from server.http.jsonutil import json_response
 from server.http.problems import Problem
 
@@ -52,18 +53,28 @@ def _take(request: web.Request) -> None:
 
 @routes.post("/api/v1/public/reports")
 async def create_report(request: web.Request) -> web.Response:
-    settings = request.app[keys.SETTINGS].reports
     fields: dict[str, str] = {}
     raw_photos: list[bytes] = []
     if request.content_type == "application/x-www-form-urlencoded":  # a form without photos
         try:
             fields = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
-        except UnicodeDecodeError:
+        except (UnicodeDecodeError, ValueError):
             raise _bad("(body)", "is not UTF-8 text") from None
     elif not request.content_type.startswith("multipart/"):
         raise _bad("(body)", "send multipart/form-data")
-    reader = await request.multipart() if request.content_type.startswith("multipart/") else None
-    while reader is not None and (part := await reader.next()) is not None:
+    else:
+        try:
+            await _read_multipart(request, fields, raw_photos)
+        except (Invalid, Problem):
+            raise
+        except Exception:
+            raise _bad("(body)", "is not readable multipart/form-data") from None
+    return await _store(request, fields, raw_photos)
+
+
+async def _read_multipart(request: web.Request, fields: dict[str, str], raw_photos: list[bytes]) -> None:
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
         if part.name == "photo":
             if len(raw_photos) >= domain.MAX_PHOTOS:
                 raise _bad("photo", f"at most {domain.MAX_PHOTOS} photos")
@@ -73,6 +84,10 @@ async def create_report(request: web.Request) -> web.Response:
                 fields[part.name] = await part.text()
             except UnicodeDecodeError:
                 raise _bad(part.name, "is not UTF-8 text") from None
+
+
+async def _store(request: web.Request, fields: dict[str, str], raw_photos: list[bytes]) -> web.Response:
+    settings = request.app[keys.SETTINGS].reports
     if fields.get("website"):  # the honeypot: hidden from people, filled by bots
         raise _bad("website", "must be left empty")
     _take(request)
@@ -131,7 +146,7 @@ async def stats(request: web.Request) -> web.Response:
 
 
 def _when(value: str | None, field: str):
-    if not value:
+    if value is None:
         return None
     from datetime import datetime
     try:
@@ -165,6 +180,8 @@ async def rating(request: web.Request) -> web.Response:
     except ValueError:
         raise _bad("(body)", "is not JSON") from None
     stars = doc.get("stars") if isinstance(doc, dict) else None
+    if isinstance(stars, float) and stars.is_integer():
+        stars = int(stars)
     if not isinstance(stars, int) or isinstance(stars, bool) or not 1 <= stars <= 5:
         raise _bad("stars", "must be an integer from 1 to 5")
     comment = doc.get("comment")
@@ -174,3 +191,142 @@ async def rating(request: web.Request) -> web.Response:
     async with request.app[keys.DB].acquire() as conn:
         await domain.rate(conn, request.match_info["code"], stars, comment)
     return json_response({"code": request.match_info["code"], "stars": stars}, status=201)
+
+
+# ---------------------------------------------------------------- operators
+_OP_SQL = """select r.id, r.code, r.category, r.status, r.ward, r.unit, r.crew, r.description, r.contact,
+                    r.device, r.alarm_id, r.reporters, r.created_at, r.updated_at, r.resolved_at, r.sla_due,
+                    ST_X(r.geom) as lon, ST_Y(r.geom) as lat
+             from reports r"""
+
+
+def _op_view(r) -> dict:
+    return {"id": r["id"], "code": r["code"], "category": r["category"], "status": r["status"],
+            "ward": r["ward"], "unit": r["unit"], "crew": r["crew"], "description": r["description"],
+            "contact": r["contact"], "device": r["device"], "alarm": r["alarm_id"],
+            "reporters": r["reporters"], "lon": r["lon"], "lat": r["lat"],
+            "created_at": r["created_at"].isoformat(), "updated_at": r["updated_at"].isoformat(),
+            "resolved_at": r["resolved_at"].isoformat() if r["resolved_at"] else None,
+            "sla_due": r["sla_due"].isoformat()}
+
+
+@routes.get("/api/v1/reports")
+async def list_reports(request: web.Request) -> web.Response:
+    who = require(request, "operator", "integrator", "viewer", "crew")
+    q = request.query
+    status = q.get("status")
+    if status is not None and status not in (*domain.STATUSES, "open", "all"):
+        raise _bad("status", f"is not one of {', '.join(domain.STATUSES)}, open, all")
+    bbox = None
+    if q.get("bbox") is not None:
+        try:
+            bbox = [float(v) for v in q["bbox"].split(",")]
+        except ValueError:
+            raise _bad("bbox", "is not minLon,minLat,maxLon,maxLat") from None
+        if len(bbox) != 4 or not all(math.isfinite(v) for v in bbox):
+            raise _bad("bbox", "is not minLon,minLat,maxLon,maxLat")
+    statuses = (list(domain.OPEN) if status == "open" else None if status in (None, "all")
+                else [status])
+    async with request.app[keys.DB].acquire() as conn:
+        rows = await conn.fetch(
+            _OP_SQL + """ where ($1::text[] is null or r.status = any($1))
+               and ($2::text is null or r.ward = $2)
+               and ($3::text is null or r.category = $3) and ($4::text is null or r.crew = $4)
+               and ($5::float8[] is null or r.geom && ST_MakeEnvelope($5[1], $5[2], $5[3], $5[4], 4326))
+               order by r.created_at desc, r.id desc limit 1000""",
+            statuses, q.get("ward") or None, q.get("category") or None,
+            who.crew if who.role == "crew" else None, bbox)
+    return json_response({"reports": [_op_view(r) for r in rows]})
+
+
+async def _load(conn, request: web.Request):
+    who = require(request, "operator", "integrator", "viewer", "crew")
+    rid = request.match_info["id"]
+    row = None
+    if rid.isdigit() and len(rid) < 19:
+        row = await conn.fetchrow(_OP_SQL + " where r.id = $1", int(rid))
+    if who.role == "crew" and (row is None or row["crew"] != who.crew):
+        raise Problem(403, "a crew token sees only the reports assigned to its crew")
+    if row is None:
+        raise NotFound(f"no report {rid!r}")
+    return who, row
+
+
+@routes.get("/api/v1/reports/{id}")
+async def get_report(request: web.Request) -> web.Response:
+    async with request.app[keys.DB].acquire() as conn:
+        _, row = await _load(conn, request)
+        doc = _op_view(row)
+        doc["events"] = [{"at": e["at"].isoformat(), "status": e["status"], "note": e["note"], "by": e["by"]}
+                         for e in await conn.fetch("select * from report_events where report_id = $1 "
+                                                   "order by at, id", row["id"])]
+        doc["photos"] = [domain.photo_url(p["sha256"]) for p in await conn.fetch(
+            "select sha256 from report_photos where report_id = $1 order by id", row["id"])]
+        doc["devices"] = [dict(d) for d in await conn.fetch(
+            "select id, kind, name from devices where id = $1", row["device"])] if row["device"] else []
+        if row["alarm_id"]:
+            a = await conn.fetchrow("select id, state, severity, message, assigned_crew from alarms "
+                                    "where id = $1", row["alarm_id"])
+            doc["alarm"] = dict(a) if a else None
+        rating = await conn.fetchrow("select stars, comment from report_ratings where report_id = $1",
+                                     row["id"])
+        doc["rating"] = dict(rating) if rating else None
+    return json_response(doc)
+
+
+# action -> (roles besides admin, statuses it may start from, the status it leads to)
+ACTIONS = {
+    "verify": (("operator",), ("received",), "verified"),
+    "assign": (("operator",), ("received", "verified", "assigned", "in_progress"), "assigned"),
+    "reject": (("operator",), ("received", "verified", "assigned", "in_progress"), "rejected"),
+    "resolve": (("operator", "crew"), ("received", "verified", "assigned", "in_progress"), "resolved"),
+    "comment": (("operator", "crew"), domain.STATUSES, None),
+}
+
+
+def _action(name: str):
+    roles, sources, target = ACTIONS[name]
+
+    async def handler(request: web.Request) -> web.Response:
+        require(request, *roles)
+        try:
+            doc = await request.json() if request.can_read_body else {}
+        except ValueError:
+            raise _bad("(body)", "is not JSON") from None
+        if not isinstance(doc, dict):
+            raise _bad("(body)", "must be a JSON object")
+        async with request.app[keys.DB].acquire() as conn, conn.transaction():
+            who, row = await _load(conn, request)
+            unknown = set(doc) - {"note", "crew"}
+            if unknown:
+                raise _bad(sorted(unknown)[0], "is not a field of this action")
+            note = doc.get("note")
+            if note is not None and not isinstance(note, str):
+                raise _bad("note", "must be text")
+            note = _text(note, "note", required=name in ("reject", "resolve", "comment"))
+            crew = None
+            if name == "assign":
+                crew = doc.get("crew")
+                known = isinstance(crew, str) and await conn.fetchval(
+                    "select 1 from crews where id = $1", crew)
+                if not known:
+                    raise _bad("crew", "is not a known crew id")
+            if row["status"] not in sources:
+                raise Problem(409, f"the report is {row['status']}: it cannot be {name} now")
+            status = target or row["status"]
+            await conn.execute(
+                "update reports set status = $2, updated_at = now(), crew = coalesce($3, crew), "
+                "resolved_at = case when $2 = 'resolved' then now() else resolved_at end where id = $1",
+                row["id"], status, crew)
+            await conn.execute("insert into report_events (report_id, status, note, by) "
+                               "values ($1, $2, $3, $4)", row["id"], status,
+                               note if name != "assign" else (note or f"crew {crew}"), who.actor)
+            fresh = await conn.fetchrow(_OP_SQL + " where r.id = $1", row["id"])
+        return json_response(_op_view(fresh))
+
+    handler.__name__ = f"report_{name}"
+    return handler
+
+
+for _name in ACTIONS:
+    routes.post(f"/api/v1/reports/{{id}}/{_name}")(_action(_name))

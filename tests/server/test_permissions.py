@@ -108,7 +108,20 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "GET /tiles": TOKEN,
     "GET /tiles/{layer}.json": TOKEN,
     "GET /tiles/{layer}/{z}/{x}/{y}.mvt": CREW_OWN,  # per layer: TILE_LAYERS
-    "GET /api/v1/state": CREW_OWN,  # each device's worst alarm at an instant
+    "GET /api/v1/state": CREW_OWN,
+    # citizens' reports: the public side needs no token and shows nothing personal
+    "POST /api/v1/public/reports": PUBLIC,
+    "GET /api/v1/public/reports/stats": PUBLIC,
+    "GET /api/v1/public/reports/photos/{name}": PUBLIC,
+    "GET /api/v1/public/reports/{code}": PUBLIC,
+    "POST /api/v1/public/reports/{code}/rating": PUBLIC,
+    "GET /api/v1/reports": CREW_OWN,  # a crew token: the reports assigned to its crew
+    "GET /api/v1/reports/{id}": CREW_OWN,
+    "POST /api/v1/reports/{id}/verify": OPERATOR,
+    "POST /api/v1/reports/{id}/assign": OPERATOR,
+    "POST /api/v1/reports/{id}/reject": OPERATOR,
+    "POST /api/v1/reports/{id}/resolve": row(A, A, F, F, OWN, F),
+    "POST /api/v1/reports/{id}/comment": row(A, A, F, F, OWN, F),  # each device's worst alarm at an instant
     # OGC API - Features and Tiles: devices without alarm fields; tiles are the XYZ route's
     "GET /ogc": TOKEN,
     "GET /ogc/": TOKEN,
@@ -184,7 +197,8 @@ def _requests(key: str, world: dict[str, Any]) -> list[tuple[str, str, Any]]:
     method, template = key.split(" ", 1)
     lamps, alarms = world["lamps"], world["alarms"]
     fill = {"id": "NOPE-404", "layer": "wards", "z": "0", "x": "0", "y": "0",
-            "collectionId": "streetlight", "featureId": lamps[0], "tileMatrixSetId": "WebMercatorQuad",
+            "collectionId": "streetlight", "featureId": lamps[0],
+            "code": "NOPE-404", "name": "nope.jpg", "tileMatrixSetId": "WebMercatorQuad",
             "tileMatrix": "0", "tileRow": "0", "tileCol": "0"}
     refused = {"probe": "refused"} if method in ("POST", "PUT", "PATCH") else None
     if template.startswith("/api/v1/alarms/{id}"):

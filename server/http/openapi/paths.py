@@ -289,6 +289,82 @@ def paths() -> dict[str, Any]:
                                503: {"description": "not ready; the checks say why",
                                      "content": {PROBLEM: {"schema": ref("Ready")}}}},
                               tags=["meta"], public=True)}
+    # ---------------------------------------------------------------- citizens' reports
+    rp = ["reports"]
+    num = r"-?[0-9]+(\\.[0-9]+)?"
+    BBOX = f"^{num},{num},{num},{num}$"
+    cats = {"type": "string", "enum": ["streetlight_out", "water_leak", "fallen_tree", "pothole",
+                                       "flooding", "traffic_signal", "other"]}
+    public_report = {"type": "object", "properties": {
+        "code": STR, "status": STR, "category": STR, "ward": STR, "unit": STR, "reporters": INT,
+        "events": arr({"type": "object", "properties": {"at": STR, "status": STR, "note": STR}}),
+        "photos": arr(STR)}}
+    p["/api/v1/public/reports"] = {
+        "post": op("Report a problem (no token): category, lat, lon, description, optional contact, "
+                   "up to 3 files 'photo'", {201: ok({"type": "object", "properties": {
+                       "code": STR, "status": STR, "url": STR}}, "Received")},
+                   tags=rp, errors=(400, 413, 429, 503), public=True,
+                   request=body({"type": "object", "required": ["category", "lat", "lon", "description"],
+                                 "description": "and up to 3 files 'photo' (JPEG, PNG or WebP)",
+                                 "properties": {"category": cats,
+                                                "lat": {"type": "number", "minimum": -90, "maximum": 90},
+                                                "lon": {"type": "number", "minimum": -180, "maximum": 180},
+                                                "description": {"type": "string", "pattern": r"\S",
+                                                                "maxLength": 4000},
+                                                "contact": {"type": "string", "maxLength": 200}}},
+                                "multipart/form-data", "application/x-www-form-urlencoded")),
+    }
+    p["/api/v1/public/reports/stats"] = {
+        "get": op("Reports received and resolved, within SLA, median hours, satisfaction (no token)",
+                  {200: ok(OBJ)}, tags=rp, errors=(400,), public=True,
+                  params=[param("from", schema={"type": "string", "format": "date-time"}),
+                          param("to", schema={"type": "string", "format": "date-time"}),
+                          param("ward"), param("category")]),
+    }
+    p["/api/v1/public/reports/photos/{name}"] = {
+        "parameters": [path_id("name")],
+        "get": op("A report's photo: a JPEG without metadata (no token)",
+                  {200: ok({"type": "string", "format": "binary"}, ctype="image/jpeg")},
+                  tags=rp, errors=(404,), public=True),
+    }
+    p["/api/v1/public/reports/{code}"] = {
+        "parameters": [path_id("code")],
+        "get": op("A report by its tracking code (no token; never the contact)",
+                  {200: ok(public_report)}, tags=rp, errors=(404,), public=True),
+    }
+    p["/api/v1/public/reports/{code}/rating"] = {
+        "parameters": [path_id("code")],
+        "post": op("Rate a resolved report once: stars 1-5, comment (no token)", {201: ok(OBJ)},
+                   tags=rp, errors=(400, 404, 409), public=True,
+                   request=body({"type": "object", "required": ["stars"], "properties": {
+                       "stars": {"type": "integer", "minimum": 1, "maximum": 5}, "comment": STR}})),
+    }
+    p["/api/v1/reports"] = {
+        "get": op("Citizens' reports, newest first (a crew token: its crew's)", {200: ok(OBJ)}, tags=rp,
+                  errors=(400, 403), params=[
+                      param("status", schema={"type": "string", "enum": [
+                          "received", "verified", "assigned", "in_progress", "resolved", "rejected",
+                          "open", "all"]}),
+                      param("ward"), param("category"),
+                      param("bbox", schema={"type": "string", "pattern": BBOX},
+                            description="minLon,minLat,maxLon,maxLat")]),
+    }
+    p["/api/v1/reports/{id}"] = {
+        "parameters": [path_id()],
+        "get": op("One report with its events, photos, linked devices and alarm", {200: ok(OBJ)},
+                  tags=rp, errors=(403, 404)),
+    }
+    for action, what in (("verify", "Verify a report (operator)"),
+                         ("assign", "Assign a report to a crew: {\"crew\": id} (operator)"),
+                         ("reject", "Reject a report: {\"note\"} (operator)"),
+                         ("resolve", "Resolve a report: {\"note\"} (operator; a crew: its own)"),
+                         ("comment", "Comment on a report: {\"note\"} (operator; a crew: its own)")):
+        p[f"/api/v1/reports/{{id}}/{action}"] = {
+            "parameters": [path_id()],
+            "post": op(what, {200: ok(OBJ)}, tags=rp, errors=(400, 403, 404, 409),
+                       request=body({"type": "object", "properties": {"note": STR, "crew": STR}},
+                                    required=False)),
+        }
     return p
 
 
