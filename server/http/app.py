@@ -14,7 +14,7 @@ from server.api import alarms as alarm_api
 from server.api import audit as audit_api
 from server.api import commands as command_api
 from server.api import crews as crew_api
-from server.api import devices, health, state, telemetry
+from server.api import devices, health, open311, state, telemetry
 from server.api import io as io_api
 from server.api import reports as report_api
 from server.api import rules as rule_api
@@ -65,7 +65,8 @@ async def count_requests(request: web.Request, handler):
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[forwarded_middleware(settings.http_trusted_proxies),  # first: all see it
-                     problem_middleware, count_requests, body_limit_middleware(settings.api),
+                     problem_middleware, open311.open311_errors,  # Open311's own error shape
+                     count_requests, body_limit_middleware(settings.api),
                      auth_middleware(keys.TOKENS), rate_limit_middleware, input_middleware],
         # Ordinary endpoints; the import reads its own, larger body (server/http/ratelimit.py).
         client_max_size=settings.api.max_body_bytes,
@@ -106,6 +107,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(crew_api.routes)  # crews: routing and escalation targets
     app.add_routes(token_api.routes)
     app.add_routes(report_api.routes)  # citizens' reports: public and operators'
+    app.add_routes(open311.routes)  # /open311/v2: GeoReport v2 over the same reports
     ws_api.setup(app)  # /api/v1/ws, and closing websockets at shutdown
     app.add_routes(io_api.routes)  # bulk import and export
     app.add_routes(openapi.routes)  # GET /api/v1/openapi.json

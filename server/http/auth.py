@@ -27,7 +27,7 @@ CACHE_TTL_S = 5.0
 
 # Paths anyone may fetch: probes, and the static pages that then ask for a token.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/crew", "/api/docs", "/favicon.ico"})
-PUBLIC_PREFIXES = ("/static/", "/api/v1/public/")  # citizens' reports: no token
+PUBLIC_PREFIXES = ("/static/", "/api/v1/public/", "/open311/")  # citizens' reports: no token
 
 
 @dataclass(frozen=True, slots=True)

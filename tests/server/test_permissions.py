@@ -115,6 +115,11 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "GET /api/v1/public/reports/photos/{name}": PUBLIC,
     "GET /api/v1/public/reports/{code}": PUBLIC,
     "POST /api/v1/public/reports/{code}/rating": PUBLIC,
+    "GET /open311/v2/services.json": PUBLIC,  # GeoReport v2: public by design, no contact
+    "GET /open311/v2/services/{code}.json": PUBLIC,
+    "GET /open311/v2/requests.json": PUBLIC,
+    "POST /open311/v2/requests.json": PUBLIC,
+    "GET /open311/v2/requests/{id}.json": PUBLIC,
     "GET /api/v1/reports": CREW_OWN,  # a crew token: the reports assigned to its crew
     "GET /api/v1/reports/{id}": CREW_OWN,
     "POST /api/v1/reports/{id}/verify": OPERATOR,

@@ -139,3 +139,62 @@ async def test_merge_lamp_alarm_join_rating_and_stats(settings, city_db_url):
 def test_categories_have_both_languages():
     assert {"streetlight_out", "water_leak", "fallen_tree", "pothole", "flooding", "traffic_signal",
             "other"} <= set(CATEGORIES)
+
+
+async def test_open311_client_round_trip(settings, city_db_url):
+    """GeoReport v2 as published: services list, a form-encoded POST, the request read back."""
+    async with running(settings) as client:
+        services = await (await client.get("/open311/v2/services.json")).json()
+        assert {"service_code", "service_name", "description", "metadata", "type", "keywords",
+                "group"} <= set(services[0])
+        assert {s["service_code"] for s in services} >= {"water_leak", "pothole"}
+        resp = await client.post("/open311/v2/requests.json", data={
+            "service_code": "water_leak", "lat": "21.03", "long": "105.85",
+            "description": "pipe burst", "email": "a@b.vn", "first_name": "An"})
+        assert resp.status == 201, await resp.text()
+        (made,) = await resp.json()
+        assert set(made) >= {"service_request_id", "service_notice", "account_id"}
+        rid = made["service_request_id"]
+        (req,) = await (await client.get(f"/open311/v2/requests/{rid}.json")).json()
+        assert req["status"] == "open" and req["service_code"] == "water_leak"
+        assert {"status_notes", "service_name", "agency_responsible", "requested_datetime",
+                "updated_datetime", "expected_datetime", "address", "lat", "long", "media_url"} <= set(req)
+        assert "a@b.vn" not in str(req)
+        listed = await (await client.get("/open311/v2/requests.json?status=open&service_code=water_leak"))\
+            .json()
+        assert rid in {r["service_request_id"] for r in listed}
+        resp = await client.post("/open311/v2/requests.json", json={"service_code": "nope", "lat": 1,
+                                                                     "long": 2, "description": "x"})
+        assert resp.status == 400
+        (err,) = await resp.json()
+        assert err["code"] == 400 and "service_code" in err["description"]
+        assert (await client.get("/open311/v2/requests/nope.json")).status == 404
+
+
+async def test_lifecycle_with_events_and_crew_scope(settings, city_db_url, token_for):
+    await aq(city_db_url, "insert into crews (id, name) values ('c1', 'Crew 1'), ('c2', 'Crew 2') "
+                          "on conflict do nothing returning id")
+    op = {"Authorization": f"Bearer {await token_for(city_db_url, 'operator')}"}
+    c1 = {"Authorization": f"Bearer {await token_for(city_db_url, 'crew', 'c1')}"}
+    c2 = {"Authorization": f"Bearer {await token_for(city_db_url, 'crew', 'c2')}"}
+    async with running(settings) as client:
+        made = await (await client.post("/api/v1/public/reports", data=_form(
+            "flooding", "21.01", "105.80", "street under water"))).json()
+        rid = (await aq(city_db_url, "select report_id from report_codes where code = %s",
+                        made["code"]))[0][0]
+        base = f"/api/v1/reports/{rid}"
+        assert (await client.post(f"{base}/verify", headers=op)).status == 200
+        assert (await client.post(f"{base}/verify", headers=op)).status == 409
+        assert (await client.post(f"{base}/assign", json={"crew": "nope"}, headers=op)).status == 400
+        assert (await client.post(f"{base}/assign", json={"crew": "c1"}, headers=op)).status == 200
+        assert (await client.get(base, headers=c2)).status == 403
+        assert (await client.post(f"{base}/resolve", json={"note": "x"}, headers=c2)).status == 403
+        assert rid not in {r["id"] for r in (await (await client.get("/api/v1/reports", headers=c2)).json())
+                           ["reports"]}
+        resp = await client.post(f"{base}/resolve", json={"note": "pumped out"}, headers=c1)
+        assert resp.status == 200 and (await resp.json())["status"] == "resolved"
+        doc = await (await client.get(base, headers=op)).json()
+        assert [e["status"] for e in doc["events"]] == ["received", "verified", "assigned", "resolved"]
+        assert all(e["by"] for e in doc["events"][1:]) and doc["contact"] is None
+        public = await (await client.get(made["url"])).json()
+        assert public["status"] == "resolved" and public["events"][-1]["note"] == "pumped out"

@@ -1,0 +1,178 @@
+"""Open311 GeoReport v2 under /open311/v2/ (JSON): services, and requests read and posted.
+
+A request's ``service_request_id`` is the report's public tracking code; ``status`` is
+``open`` or ``closed`` (resolved and rejected are closed). The reporter's email, phone and
+names are kept as the report's private contact, never shown. Errors come in the Open311
+shape ``[{"code": 400, "description": ...}]``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import orjson
+from aiohttp import web
+
+from server import keys
+from server import reports as domain
+from server.api.reports import _take, _text
+from server.errors import DomainError, Invalid
+from server.http.problems import Problem
+
+routes = web.RouteTableDef()
+BASE = "/open311/v2"
+
+
+def _json(doc, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
+
+
+def _error(status: int, description: str) -> web.Response:
+    return _json([{"code": status, "description": description}], status)
+
+
+@web.middleware
+async def open311_errors(request: web.Request, handler):
+    """Errors under /open311/ in the spec's shape, not problem+json."""
+    if not request.path.startswith(BASE + "/"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except Problem as p:
+        return _error(p.status, p.detail)
+    except DomainError as e:
+        return _error(404 if type(e).__name__ == "NotFound" else 409 if type(e).__name__ == "Conflict"
+                      else 503 if type(e).__name__ == "Unavailable" else 400, e.detail)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _error(e.status, e.reason or "error")
+
+
+def _service(code: str) -> dict:
+    en, vi = domain.CATEGORIES[code]
+    return {"service_code": code, "service_name": en, "description": f"{en} / {vi}", "metadata": False,
+            "type": "realtime", "keywords": code.replace("_", ", "), "group": "city"}
+
+
+@routes.get(BASE + "/services.json")
+async def services(request: web.Request) -> web.Response:
+    return _json([_service(c) for c in domain.CATEGORIES])
+
+
+@routes.get(BASE + "/services/{code}.json")
+async def service_definition(request: web.Request) -> web.Response:
+    code = request.match_info["code"]
+    if code not in domain.CATEGORIES:
+        return _error(404, f"no service {code!r}")
+    return _json({"service_code": code, "attributes": []})
+
+
+_SQL = """select r.*, c.code as asked, ST_X(r.geom) as lon, ST_Y(r.geom) as lat,
+                 (select note from report_events e where e.report_id = r.id and e.note is not null
+                  order by at desc, id desc limit 1) as last_note,
+                 (select sha256 from report_photos p where p.report_id = r.id order by id limit 1) as photo
+          from report_codes c join reports r on r.id = c.report_id"""
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def _request_doc(request: web.Request, r) -> dict:
+    settings = request.app[keys.SETTINGS].reports
+    name = domain.CATEGORIES.get(r["category"], (r["category"],))[0]
+    del settings
+    return {
+        "service_request_id": r["asked"], "status": "closed" if r["status"] in ("resolved", "rejected")
+        else "open", "status_notes": r["last_note"], "service_name": name, "service_code": r["category"],
+        "description": r["description"], "agency_responsible": r["unit"], "service_notice": None,
+        "requested_datetime": _iso(r["created_at"]), "updated_datetime": _iso(r["updated_at"]),
+        "expected_datetime": _iso(r["sla_due"]), "address": r["ward"], "address_id": None,
+        "zipcode": None, "lat": r["lat"], "long": r["lon"],
+        "media_url": (f"{request.scheme}://{request.host}{domain.photo_url(r['photo'])}"
+                      if r["photo"] else None)}
+
+
+def _when(value: str | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise Invalid(f"{field} is not a W3C date-time") from None
+
+
+@routes.get(BASE + "/requests.json")
+async def list_requests(request: web.Request) -> web.Response:
+    q = request.query
+    status = q.get("status")
+    if status is not None and status not in ("open", "closed"):
+        raise Invalid("status must be open or closed")
+    codes = q.get("service_code")
+    codes = [c for c in codes.split(",")] if codes else None
+    start, end = _when(q.get("start_date"), "start_date"), _when(q.get("end_date"), "end_date")
+    ids = q.get("service_request_id")
+    async with request.app[keys.DB].acquire() as conn:
+        rows = await conn.fetch(
+            _SQL + """ where c.code = (select min(code) from report_codes k where k.report_id = r.id)
+                and ($1::text[] is null or r.category = any($1))
+                and ($2::timestamptz is null or r.created_at >= $2)
+                and ($3::timestamptz is null or r.created_at <= $3)
+                and ($4::text is null or (r.status in ('resolved', 'rejected')) = ($4 = 'closed'))
+                and ($5::text[] is null or r.id in (select report_id from report_codes where code = any($5)))
+                order by r.created_at desc limit 1000""",
+            codes, start, end, status, ids.split(",") if ids else None)
+    return _json([_request_doc(request, r) for r in rows])
+
+
+@routes.get(BASE + "/requests/{id}.json")
+async def get_request(request: web.Request) -> web.Response:
+    async with request.app[keys.DB].acquire() as conn:
+        row = await conn.fetchrow(_SQL + " where c.code = $1", request.match_info["id"])
+    if row is None:
+        return _error(404, "no such service request")
+    return _json([_request_doc(request, row)])
+
+
+@routes.post(BASE + "/requests.json")
+async def post_request(request: web.Request) -> web.Response:
+    if request.content_type == "application/json":
+        try:
+            doc = await request.json()
+        except ValueError:
+            raise Invalid("the body is not JSON") from None
+        if not isinstance(doc, dict):
+            raise Invalid("the body must be a JSON object")
+        fields = {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in doc.items()
+                  if v is not None}
+    else:
+        try:
+            fields = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        except (UnicodeDecodeError, ValueError):
+            raise Invalid("the body is not a readable form") from None
+    code = _text(fields.get("service_code"), "service_code", limit=100)
+    if code not in domain.CATEGORIES:
+        raise Invalid(f"service_code {code!r} is not one of {', '.join(domain.CATEGORIES)}")
+    coords = {}
+    for name, lo, hi in (("lat", -90, 90), ("long", -180, 180)):
+        try:
+            coords[name] = float(_text(fields.get(name), name, limit=40))
+        except ValueError:
+            raise Invalid(f"{name} is not a number") from None
+        if not math.isfinite(coords[name]) or not lo <= coords[name] <= hi:
+            raise Invalid(f"{name} must be between {lo} and {hi}")
+    description = _text(fields.get("description"), "description")
+    who = [_text(fields.get(k), k, required=False, limit=200)
+           for k in ("first_name", "last_name", "email", "phone")]
+    contact = " ".join(w for w in who if w) or None
+    _take(request)
+    settings = request.app[keys.SETTINGS].reports
+    async with request.app[keys.DB].acquire() as conn:
+        out = await domain.create(
+            conn, category=code, lat=coords["lat"], lon=coords["long"], description=description,
+            contact=contact, photos=[], sla_hours=settings.sla_hours.get(code, settings.default_sla_hours),
+            units=settings.units)
+    return _json([{"service_request_id": out["code"], "service_notice": None, "account_id": None,
+                   "token": None}], 201)
