@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-Source = Literal["kind", "wards", "roads", "alarms", "ward_stats"]
+Source = Literal["kind", "wards", "roads", "alarms", "ward_stats", "reports"]
 
 MAXZOOM = 18  # beyond it MapLibre over-zooms the z18 tile: nothing new to draw at 1 px ≈ 0.6 m
 EXTENT = 4096
@@ -27,7 +27,7 @@ BUFFER = 64  # tile units: icons and line joins drawn across tile edges are not 
 CELLS = 8  # aggregate grid: cells per tile side (64 CSS px on a 512 px vector tile)
 # Bump when the SQL or the attributes of any layer change: cached tiles of the old shape
 # must not be served (the version is part of every cache key and ETag).
-CONFIG_VERSION = 2  # 2: detail device tiles no longer carry status
+CONFIG_VERSION = 3  # 2: detail device tiles no longer carry status; 3: the reports layer
 
 # Zoom below which a point kind's tiles hold grid aggregates instead of devices.
 DETAIL_MINZOOM = {"streetlight": 14, "water_meter": 13, "lighting_cabinet": 12}
@@ -98,6 +98,12 @@ BASE_LAYERS = (
            "alarms": "Number: active alarms of the device", "severity": "String",
            "state": "String", "rule": "String", "message": "String", "raised_at": "String (RFC 3339)",
            "shelved": "Boolean", "crew": "String: assigned crew", "kind": "String", "name": "String"},
+          live=True),
+    # Citizens' reports still open: public fields only (never the contact or the description).
+    Layer("reports", "reports", "Citizens' reports", "Phản ánh của người dân", "point",
+          {"id": "Number: report id", "category": "String: service_code", "status": "String",
+           "ward": "String: ward code", "reporters": "Number: citizens who reported it",
+           "created_at": "String (RFC 3339)"},
           live=True),
 )
 

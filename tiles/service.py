@@ -46,6 +46,8 @@ union all
 select 'alarms', count(*), max(updated_at)::text || '/' || coalesce(max(id), 0) from alarms
   where state in ('active_unacked', 'active_acked', 'rtn_unacked')
 union all
+select 'reports', count(*), max(updated_at)::text || '/' || coalesce(max(id), 0) from reports
+union all
 select 'wards', count(*), (select updated_at::text from ioc_meta where key = 'city') from wards
 union all
 select 'roads', count(*), (select updated_at::text from ioc_meta where key = 'city') from roads
@@ -59,6 +61,7 @@ _EXTENT = {
     "roads": "select ST_Extent(geom) from roads",
     "ward_stats": "select ST_Extent(geom) from wards",
     "alarms": "select ST_Extent(geom) from devices",
+    "reports": "select ST_Extent(geom) from wards",
 }
 
 

@@ -234,6 +234,17 @@ select ST_AsMVT(t, $1, {EXTENT}, 'geom', 'key') from (
 ) t"""
 
 
+# $10 tolerance (unused: points). Open citizens' reports, with their public fields only.
+REPORTS = f"""
+select ST_AsMVT(t, $1, {EXTENT}, 'geom', 'id') from (
+  select r.id, r.category, r.status, r.ward, r.reporters,
+         to_char(r.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as created_at,
+         {_MVTGEOM.format("ST_Transform(r.geom, 3857)")} as geom
+  from reports r {_ENV}
+  where r.status in ('received', 'verified', 'assigned', 'in_progress') and r.geom && e.box
+) t"""
+
+
 def query(layer: Layer, t: TileBounds, crew: str | None = None) -> tuple[str, tuple]:
     """The statement and its arguments for one tile of ``layer``; ``crew``: only this crew's
     alarms count (for a layer that is :meth:`~tiles.catalogue.Layer.crew_scoped`)."""
@@ -258,4 +269,6 @@ def query(layer: Layer, t: TileBounds, crew: str | None = None) -> tuple[str, tu
         return WARD_STATS, (*base, tolerance(t), crew)
     if src == "alarms":
         return ALARMS, (*base, tolerance(t), crew)
+    if src == "reports":
+        return REPORTS, base
     raise ValueError(f"no SQL for layer source {src!r}")

@@ -152,6 +152,7 @@ TILE_LAYERS: dict[str, dict[str | None, str]] = {
     "roads": TOKEN,
     "ward_stats": CREW_OWN,  # open alarms and the worst severity per ward
     "alarms": CREW_OWN,  # one feature per device with an alarm: id, rule, message, crew...
+    "reports": TOKEN,  # open citizens' reports: public fields only (no contact, no description)
     "<kind>": CREW_OWN,  # below detail zoom: alarm counts and worst severity per cell
 }
 

@@ -198,3 +198,21 @@ async def test_lifecycle_with_events_and_crew_scope(settings, city_db_url, token
         assert all(e["by"] for e in doc["events"][1:]) and doc["contact"] is None
         public = await (await client.get(made["url"])).json()
         assert public["status"] == "resolved" and public["events"][-1]["note"] == "pumped out"
+
+
+async def test_reports_tile_layer_carries_public_fields_only(settings, city_db_url, token_for):
+    import mapbox_vector_tile
+    from morecantile import tms
+
+    headers = {"Authorization": f"Bearer {await token_for(city_db_url, 'viewer')}"}
+    async with running(settings) as client:
+        made = await (await client.post("/api/v1/public/reports", data=_form(
+            "pothole", "21.0201", "105.8101", "deep hole", contact="0900 000 000"))).json()
+        t = tms.get("WebMercatorQuad").tile(105.8101, 21.0201, 16)
+        resp = await client.get(f"/tiles/reports/{t.z}/{t.x}/{t.y}.mvt", headers=headers)
+        assert resp.status == 200
+        feats = mapbox_vector_tile.decode(await resp.read())["reports"]["features"]
+        props = [f["properties"] for f in feats]
+        assert any(p["category"] == "pothole" and p["status"] == "received" for p in props)
+        text = str(props)
+        assert "0900" not in text and "deep hole" not in text and made["code"] not in text

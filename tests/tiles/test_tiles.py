@@ -109,7 +109,7 @@ async def test_layer_list_names_every_kind_and_the_base_layers(api, db):
     assert resp.status == 200
     layers = {lyr["id"]: lyr for lyr in (await resp.json())["layers"]}
     kinds = {r["kind"] for r in await db.fetch("select kind from kinds")}
-    assert kinds | {"wards", "roads", "alarms", "ward_stats"} == set(layers)
+    assert kinds | {"wards", "roads", "alarms", "ward_stats", "reports"} == set(layers)
     lamp = layers["streetlight"]
     assert lamp["detail_minzoom"] == 14 and lamp["title_vi"] == "Đèn đường"
     assert lamp["tiles"].endswith("/tiles/streetlight/{z}/{x}/{y}.mvt")
