@@ -112,6 +112,10 @@ KINDS: tuple[Kind, ...] = (
         60,
     ),
     Kind("camera", "Camera", "Camera", ("online", "recording"), 60),
+    # Assets without telemetry (CONTRACT: citizens' reports link a fallen tree to its tree):
+    # no metric is accepted, and a day's expected interval keeps the availability check idle.
+    Kind("tree", "Tree", "Cây xanh", (), 86400),
+    Kind("green_area", "Green area", "Mảng xanh", (), 86400),
 )
 
 KIND_NAMES = frozenset(k.kind for k in KINDS)

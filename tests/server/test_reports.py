@@ -216,3 +216,17 @@ async def test_reports_tile_layer_carries_public_fields_only(settings, city_db_u
         assert any(p["category"] == "pothole" and p["status"] == "received" for p in props)
         text = str(props)
         assert "0900" not in text and "deep hole" not in text and made["code"] not in text
+
+
+async def test_fallen_tree_links_to_a_tree_within_30_m(settings, city_db_url):
+    await aq(city_db_url, "insert into devices (id, kind, name, geom) values ('tree-1', 'tree', 'Sao đen', "
+                          "ST_SetSRID(ST_MakePoint(105.8301, 21.0301), 4326)) returning id")
+    async with running(settings) as client:
+        near = await (await client.post("/api/v1/public/reports", data=_form(
+            "fallen_tree", "21.0302", "105.8301", "tree down"))).json()
+        far = await (await client.post("/api/v1/public/reports", data=_form(
+            "fallen_tree", "21.0401", "105.8301", "another tree down"))).json()
+    linked = dict(await aq(city_db_url, "select c.code, r.device from report_codes c join reports r "
+                                        "on r.id = c.report_id where c.code = any(%s)",
+                           [near["code"], far["code"]]))
+    assert linked == {near["code"]: "tree-1", far["code"]: None}
