@@ -230,3 +230,14 @@ async def test_fallen_tree_links_to_a_tree_within_30_m(settings, city_db_url):
                                         "on r.id = c.report_id where c.code = any(%s)",
                            [near["code"], far["code"]]))
     assert linked == {near["code"]: "tree-1", far["code"]: None}
+
+
+async def test_full_photo_store_answers_503_and_keeps_nothing(city_db_url, make_settings, tmp_path):
+    settings = make_settings(city_db_url, mqtt_url=None,
+                             reports=ReportsSettings(photo_dir=tmp_path, photo_quota_bytes=1000))
+    before = (await aq(city_db_url, "select count(*) from reports"))[0][0]
+    async with running(settings) as client:
+        resp = await client.post("/api/v1/public/reports", data=_form(photos=[("a.jpg", _jpeg_with_gps())]))
+        assert resp.status == 503 and int(resp.headers["Retry-After"]) > 0
+    assert (await aq(city_db_url, "select count(*) from reports"))[0][0] == before
+    assert not list(tmp_path.glob("*.jpg"))
