@@ -110,6 +110,29 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """``ioc audit verify``: recompute the hash chains; non-zero at the first broken link."""
+    import asyncio
+
+    import asyncpg
+
+    from server.store import chain
+
+    url = need_database(load_settings())
+
+    async def run():
+        conn = await asyncpg.connect(url)
+        try:
+            return await chain.verify_all(conn)
+        finally:
+            await conn.close()
+
+    verdicts = asyncio.run(run())
+    for v in verdicts:
+        print(v)
+    return 0 if all(v.ok for v in verdicts) else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from server.cli.demo import run_demo
 
@@ -164,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr = tsub.add_parser("revoke", help="revoke a token by id or prefix")
     tr.add_argument("token")
     t.set_defaults(func=cmd_token)
+
+    a = sub.add_parser("audit", help="the audit log")
+    asub = a.add_subparsers(dest="audit_cmd", required=True)
+    asub.add_parser("verify", help="check the hash chains of the audit log and alarm events; "
+                                   "exit status 1 at the first broken link")
+    a.set_defaults(func=cmd_audit)
 
     # Sub-commands with their own modules; each imports its heavy parts when it runs.
     from server.cli import credentials, io
