@@ -13,7 +13,8 @@ never link to the same head. A unique index on chain_seq makes a fork (a REPEATA
 transaction that could not see the newest head) fail instead of passing silently.
 
 api_tokens: ``kind`` ('api', 'sign_in', 'session'), ``expires_at``, ``parent_id`` (a session's
-token: revoking or deleting a token ends the sessions made from it).
+token: revoking or deleting a token ends the sessions made from it). dead_letters:
+``payload_size`` (the payload is kept cut to a few KiB; this says how long it was).
 
 Revision ID: 0010_security_chain
 Revises: 0009_devices_deleted_notify
@@ -94,6 +95,7 @@ end $$;
 
 
 def upgrade() -> None:
+    op.add_column('dead_letters', sa.Column('payload_size', sa.Integer(), nullable=True))
     op.add_column('api_tokens', sa.Column('kind', sa.Text(), server_default=sa.text("'api'"),
                                           nullable=False))
     op.add_column('api_tokens', sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True))
@@ -130,3 +132,4 @@ def downgrade() -> None:
     op.drop_column('api_tokens', 'parent_id')
     op.drop_column('api_tokens', 'expires_at')
     op.drop_column('api_tokens', 'kind')
+    op.drop_column('dead_letters', 'payload_size')

@@ -251,7 +251,9 @@ dead_letters = Table(
     Column("topic", Text),
     Column("field", Text),
     Column("reason", Text, nullable=False),
+    # At most [ingest] dead_letter_max_kib of it, once per input; payload_size: its length.
     Column("payload", LargeBinary),
+    Column("payload_size", Integer),
 )
 Index("ix_dead_letters_received_at", dead_letters.c.received_at)
 
