@@ -47,7 +47,7 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
             "summary": "Realtime GIS and telemetry for a city Intelligent Operations Center",
             "description": (
                 "Every endpoint but /healthz and /readyz takes `Authorization: Bearer <token>` "
-                "(the pages: their session cookie; `?token=` only on the websocket and tiles, "
+                "(the pages: their session cookie; `?token=` only on the websocket, tiles and /ogc, "
                 "where a client cannot set headers). Roles: viewer (read), crew "
                 "(read, its own alarms), operator (alarms, commands), integrator (devices, "
                 "adapters, rules), admin (everything, tokens). Errors are "
