@@ -139,6 +139,9 @@ def _forget(request: web.Request, *token_ids: int) -> None:
 async def sign_in(request: web.Request) -> web.Response:
     """Any valid token (a sign-in link's included, which this uses up) → a session cookie."""
     who = principal(request)
+    if request.can_read_body and (await request.read()).strip() not in (b"", b"{}"):
+        raise Invalid("POST /api/v1/session takes no body: the token to sign in with is the "
+                      "bearer token", errors=[{"field": "body", "reason": "must be empty"}])
     settings = request.app[keys.SETTINGS].security
     now = datetime.now(UTC)
     expires = now + timedelta(hours=settings.session_hours)

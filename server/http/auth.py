@@ -225,16 +225,17 @@ def _token_from(request: web.Request) -> tuple[str | None, str]:
 def _same_origin(request: web.Request) -> bool:
     """A cookie-borne request that changes something (or opens the websocket) comes from our
     own pages. SameSite=Strict already keeps other sites' requests cookie-less; this is the
-    second lock (RFC 6454 origins: scheme, host and port)."""
+    second lock. Host names are compared, not scheme and port: behind a TLS proxy that is not
+    in http_trusted_proxies the server sees http and the proxy's port, and another port of
+    the same host is the same site to the cookie anyway."""
     origin = request.headers.get(hdrs.ORIGIN)
     if origin is None:
         return True  # not a browser's cross-origin request: browsers send Origin on those
     try:
-        o = URL(origin)
-        return o.host is not None and f"{o.host}:{o.port}" == f"{request.url.host}:{request.url.port}" \
-            and o.scheme == request.scheme
+        host = URL(origin).host
     except ValueError:
         return False
+    return host is not None and host.lower() == (request.url.host or "").lower()
 
 
 def auth_middleware(store_key: web.AppKey):
