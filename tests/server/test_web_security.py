@@ -135,6 +135,14 @@ async def test_tokens_expire(api, tmp_path, monkeypatch, capsys):
     assert timedelta(hours=1, minutes=59) < left <= timedelta(hours=2)
     with pytest.raises(SystemExit, match="duration"):
         await asyncio.to_thread(main, ["token", "create", "--role", "viewer", "--expires", "soon"])
+    # ioc token link: a sign-in link for minutes
+    monkeypatch.setenv("IOC_DATA_DIR", str(tmp_path))  # no running demo to find
+    assert await asyncio.to_thread(main, ["token", "link", "--minutes", "2"]) == 0
+    link = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"http://127\.0\.0\.1:8080/\?token=ioc_\S+", link), link
+    [(kind, role, left)] = await aq(api.url, "select kind, role, expires_at - now() from api_tokens "
+                                             "where prefix = %s", link.split("token=")[1][:10])
+    assert (kind, role) == ("sign_in", "admin") and left <= timedelta(minutes=2)
 
 
 async def test_last_used_at_is_not_a_write_per_request(api):
