@@ -4,7 +4,7 @@
     .venv/bin/python bench/audit_chain.py --quick    # 1,000
 
 Every row of ``alarm_events`` and ``audit_log`` is chained by a trigger (migration
-0010_security_chain, server/store/chain.py). On PostgreSQL with fsync on, in one run:
+0011_security_chain, server/store/chain.py). On PostgreSQL with fsync on, in one run:
 
 1. **Alarm transitions, the persister's way**: one transaction per transition (update the
    alarm, insert its event), one writer, then four writers at once (the persister, the

@@ -1,6 +1,6 @@
 """The hash chains of ``audit_log`` and ``alarm_events``, and their verification.
 
-A BEFORE INSERT trigger (migration 0010_security_chain) gives every row of both tables
+A BEFORE INSERT trigger (migration 0011_security_chain) gives every row of both tables
 ``chain_seq`` (1, 2, 3, … in the order rows were chained), ``prev_hash`` (the hash of the
 row before it; 32 zero bytes for the first) and ``hash`` = sha256(prev_hash || the row's
 canonical text, :data:`ROW_TEXT`). Changing any chained column of a row breaks its own hash;

@@ -16,8 +16,8 @@ api_tokens: ``kind`` ('api', 'sign_in', 'session'), ``expires_at``, ``parent_id`
 token: revoking or deleting a token ends the sessions made from it). dead_letters:
 ``payload_size`` (the payload is kept cut to a few KiB; this says how long it was).
 
-Revision ID: 0010_security_chain
-Revises: 0009_devices_deleted_notify
+Revision ID: 0011_security_chain
+Revises: 0010_reports
 Create Date: 2026-12-05 02:30:00
 """
 
@@ -26,8 +26,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0010_security_chain'
-down_revision: str | None = '0009_devices_deleted_notify'
+revision: str = '0011_security_chain'
+down_revision: str | None = '0010_reports'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
