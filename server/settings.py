@@ -237,6 +237,11 @@ class IngestSettings(_Section):
         "each tier keeps them)"))
     future_tolerance_s: int = Field(default=300, ge=0)
     partitions_ahead_days: int = Field(default=3, ge=1, le=60)
+    # Anyone who can reach the broker can send garbage: what it costs is bounded.
+    dead_letter_max_kib: int = Field(default=4, ge=0, le=1024, description=(
+        "payload bytes a dead letter keeps (KiB; the rest is cut, the row says how long it was)"))
+    dead_letter_retention_days: int = Field(default=14, ge=1, le=3650,
+                                            description="dead letters older than this are deleted")
 
 
 class StorageSettings(_Section):
@@ -252,6 +257,32 @@ class StorageSettings(_Section):
                                        description="hourly rollups kept (0: forever)")
     daily_retention_days: int = Field(default=0, ge=0, le=36_500,
                                       description="daily rollups kept (0: forever)")
+
+
+def _check_networks(v: list[str]) -> list[str]:
+    import ipaddress
+
+    for n in v:
+        try:
+            ipaddress.ip_network(n, strict=False)
+        except ValueError:
+            raise ValueError(f"{n!r} is not an IP address or CIDR") from None
+    return v
+
+
+class SecuritySettings(_Section):
+    """``[security]``: outbound requests, sign-in links and the pages' sessions."""
+
+    allow_outbound: list[str] = Field(default=[], description=(
+        "CIDRs that webhook and media URLs may reach although they are loopback, link-local, "
+        "private or otherwise not public (e.g. [\"10.20.0.0/16\"] for an intranet ticketing "
+        "system); everything public is always allowed"))
+    sign_in_minutes: float = Field(default=15.0, gt=0, le=1440, description=(
+        "how long the sign-in link `ioc demo` (and `ioc token link`) prints stays valid"))
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 90, description=(
+        "how long a page's session lasts after signing in (never longer than its token)"))
+
+    _networks = field_validator("allow_outbound")(_check_networks)
 
 
 class HubSettings(_Section):
@@ -381,6 +412,7 @@ class Settings(BaseSettings):
     tiles: TilesSettings = TilesSettings()
     api: ApiSettings = ApiSettings()
     reports: ReportsSettings = ReportsSettings()
+    security: SecuritySettings = SecuritySettings()
     adapters: dict[str, dict[str, Any]] = {}
     sparkplug: SparkplugSettings = SparkplugSettings()
 

@@ -22,6 +22,7 @@ from server.errors import Conflict, Forbidden, Invalid, NotFound
 from server.http import validate
 from server.http.auth import require
 from server.http.jsonutil import json_response, read_json
+from server.notify.outbound import OutboundPolicy
 from server.settings import ROLES
 from server.store.audit import audit
 
@@ -61,6 +62,14 @@ def parse(doc: Any, *, patch: bool) -> dict[str, Any]:
     if out.get("location") is not None:
         out["location"] = orjson.dumps(out["location"]).decode()
     return out
+
+
+async def _check_outbound(request: web.Request, cols: dict[str, Any]) -> None:
+    """A webhook must not lead the notifier inward (server/notify/outbound.py): 400 if it does."""
+    hook = (cols.get("contacts") or {}).get("webhook")
+    if hook:
+        policy = OutboundPolicy(request.app[keys.SETTINGS].security.allow_outbound)
+        await policy.check_url(hook, field="contacts.webhook")
 
 
 async def _check_ward(conn: asyncpg.Connection, ward: str | None) -> None:
@@ -112,6 +121,7 @@ async def get_crew(request: web.Request) -> web.Response:
 async def create_crew(request: web.Request) -> web.Response:
     who = require(request, *WRITERS)
     cols = parse(await read_json(request), patch=False)
+    await _check_outbound(request, cols)
     async with request.app[keys.DB].acquire() as conn:
         await _check_ward(conn, cols.get("ward"))
         try:
@@ -146,6 +156,7 @@ async def patch_crew(request: web.Request) -> web.Response:
         if extra:
             raise Forbidden(f"a crew token may update only available and location, not "
                             f"{', '.join(extra)}")
+    await _check_outbound(request, cols)
     async with request.app[keys.DB].acquire() as conn:
         if "ward" in cols:
             await _check_ward(conn, cols["ward"])

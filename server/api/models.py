@@ -467,6 +467,8 @@ class TokenIn(Body):
     name: Annotated[Name, StringConstraints(max_length=200)] | None = Field(
         None, description="default: the role")
     crew: Word | None = Field(None, description="required for the crew role")
+    expires_at: Time | None = Field(None, description=(
+        "when the token stops working (RFC 3339, in the future); it never does when absent"))
 
     model_config = Body.model_config | {"json_schema_extra": {
         "if": {"properties": {"role": {"const": "crew"}}, "required": ["role"]},

@@ -1,7 +1,7 @@
 """``ioc demo``: the whole system on one machine with no configuration.
 
 Order of start: private PostgreSQL (unless IOC_DATABASE_URL), private mosquitto (unless
-IOC_MQTT_URL), migrations, the synthetic city (first run), a fresh admin token, the
+IOC_MQTT_URL), migrations, the synthetic city (first run), a sign-in link for the map, the
 server (with the simulator inside it). Stop order is the reverse. Ctrl-C or SIGTERM at
 any point stops everything that was started, and nothing is left running.
 """
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from server.cli.embedded import EmbeddedMosquitto, EmbeddedPostgres
-from server.http.auth import create_token_sync
+from server.http.auth import sign_in_link_sync
 from server.runtime.eventloop import new_event_loop
 from server.store import migrate
 
@@ -85,12 +85,18 @@ def run_demo(args: argparse.Namespace) -> int:
         if not settings.rules.paths:  # the demo's alarm rules, unless IOC_CONFIG names others
             settings = settings.model_copy(update={"rules": settings.rules.model_copy(
                 update={"paths": [str(DEMO_RULES)]})})
-        token = create_token_sync(url, "admin", "demo-admin")
         shown_host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
         base = f"http://{shown_host}:{settings.http_port}"
+        # Not the admin token itself: a sign-in link, good for minutes and once (the page
+        # trades it for a session cookie), so a terminal's scrollback holds nothing lasting.
+        minutes = settings.security.sign_in_minutes
+        link = sign_in_link_sync(url, base, role="admin", name="demo-admin", minutes=minutes)
 
         def banner(*_):
-            print(f"\n  IOC map:     {base}/?token={token}\n  admin token: {token}\n"
+            print(f"\n  IOC map:     {link}\n"
+                  f"               (a sign-in link: once, within {minutes:g} minutes; "
+                  "`ioc token link` prints another)\n"
+                  "  admin token: `ioc token create --role admin` in another terminal prints one\n"
                   f"  API:         {base}/api/v1/devices  (Authorization: Bearer <token>)\n"
                   "  Ctrl-C stops everything.\n", flush=True)
 

@@ -54,30 +54,67 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_expiry(text: str | None):
+    """``--expires``: a duration from now (``30m``, ``12h``, ``90d``) or an RFC 3339 time."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*", text)
+    if m:
+        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
+        return datetime.now(UTC) + timedelta(**{unit: float(m.group(1))})
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise SystemExit(f"--expires {text!r}: give a duration (30m, 12h, 90d, 2w) or an RFC 3339 "
+                         "time (2027-01-31T00:00:00Z)") from None
+    t = t if t.tzinfo else t.replace(tzinfo=UTC)
+    if t <= datetime.now(UTC):
+        raise SystemExit(f"--expires {text!r} has passed: give a time in the future")
+    return t
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     import psycopg
 
-    from server.http.auth import create_token_sync
+    from server.http.auth import create_token_sync, sign_in_link_sync
 
-    url = need_database(load_settings())
+    settings = load_settings()
+    url = need_database(settings)
     if args.token_cmd == "create":
-        print(create_token_sync(url, args.role, args.name, args.crew))
+        print(create_token_sync(url, args.role, args.name, args.crew,
+                                expires_at=parse_expiry(args.expires)))
+        return 0
+    if args.token_cmd == "link":
+        from server.cli.common import running_demo
+
+        demo = running_demo() or {}
+        base = demo.get("http_base") or f"http://{settings.http_host}:{settings.http_port}"
+        minutes = args.minutes or settings.security.sign_in_minutes
+        print(sign_in_link_sync(url, base, role=args.role, minutes=minutes))
         return 0
     with psycopg.connect(url) as conn:
         if args.token_cmd == "list":
             rows = conn.execute(
-                "select id, name, role, prefix, created_at, last_used_at, revoked_at "
-                "from api_tokens order by id").fetchall()
+                "select id, name, role, prefix, created_at, last_used_at, revoked_at, kind, "
+                "expires_at, expires_at <= now() from api_tokens order by id").fetchall()
             for r in rows:
-                state = "revoked" if r[6] else "active"
-                print(f"{r[0]:>5}  {r[3]}…  {r[2]:<10}  {state:<7}  {r[1]}  "
-                      f"created {r[4]:%Y-%m-%d %H:%M}")
+                state = "revoked" if r[6] else "expired" if r[9] else "active"
+                until = f"  until {r[8]:%Y-%m-%d %H:%M}" if r[8] else ""
+                used = f"  used {r[5]:%Y-%m-%d %H:%M}" if r[5] else ""
+                print(f"{r[0]:>5}  {r[3]}…  {r[2]:<10}  {r[7]:<7}  {state:<7}  {r[1]}  "
+                      f"created {r[4]:%Y-%m-%d %H:%M}{until}{used}")
             return 0
         row = conn.execute(
             "update api_tokens set revoked_at = now() where (id::text = %s or prefix = %s) "
             "and revoked_at is null returning id", (args.token, args.token)).fetchone()
         if not row:
             raise SystemExit(f"no active token with id or prefix {args.token!r}")
+        # The pages signed in with it are signed out too.
+        conn.execute("update api_tokens set revoked_at = now() where parent_id = %s "
+                     "and revoked_at is null", (row[0],))
         print(f"revoked token {row[0]}")
     return 0
 
@@ -108,6 +145,29 @@ def cmd_compress(args: argparse.Namespace) -> int:
     print(f"compressed {', '.join(map(str, r.days))}: {r.points:,} points into {r.segments:,} "
           f"segments in {r.seconds:.1f} s (encoding {rate:,.0f} points/s)")
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """``ioc audit verify``: recompute the hash chains; non-zero at the first broken link."""
+    import asyncio
+
+    import asyncpg
+
+    from server.store import chain
+
+    url = need_database(load_settings())
+
+    async def run():
+        conn = await asyncpg.connect(url)
+        try:
+            return await chain.verify_all(conn)
+        finally:
+            await conn.close()
+
+    verdicts = asyncio.run(run())
+    for v in verdicts:
+        print(v)
+    return 0 if all(v.ok for v in verdicts) else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -160,10 +220,23 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--role", required=True, choices=ROLES)
     tc.add_argument("--name")
     tc.add_argument("--crew", help="the crew a crew-role token acts for")
+    tc.add_argument("--expires", metavar="WHEN",
+                    help="when it stops working: 30m, 12h, 90d, 2w or an RFC 3339 time "
+                         "(default: never)")
+    tl = tsub.add_parser("link", help="print a sign-in link for the map: valid for minutes, once "
+                                      "(the page trades it for a session)")
+    tl.add_argument("--role", default="admin", choices=[r for r in ROLES if r != "crew"])
+    tl.add_argument("--minutes", type=float, help="default: [security] sign_in_minutes (15)")
     tsub.add_parser("list", help="list tokens (never their secrets)")
     tr = tsub.add_parser("revoke", help="revoke a token by id or prefix")
     tr.add_argument("token")
     t.set_defaults(func=cmd_token)
+
+    a = sub.add_parser("audit", help="the audit log")
+    asub = a.add_subparsers(dest="audit_cmd", required=True)
+    asub.add_parser("verify", help="check the hash chains of the audit log and alarm events; "
+                                   "exit status 1 at the first broken link")
+    a.set_defaults(func=cmd_audit)
 
     # Sub-commands with their own modules; each imports its heavy parts when it runs.
     from server.cli import credentials, io

@@ -114,6 +114,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(tile_routes)  # /tiles: layer list, TileJSON, MVT
     app.add_routes(ogc_routes)  # /ogc: OGC API - Features and Tiles (server/api/ogc/)
     app.add_routes(pages.routes)  # / , /crew and /api/docs
+    pages.install(app)  # CSP, nosniff, Referrer-Policy, no framing: on every response
     app.router.add_get("/metrics", metrics_handler)
     static = settings.static_dir or STATIC_DIR
     if static.exists():

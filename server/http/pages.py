@@ -8,15 +8,26 @@ public: they ask for a token themselves (a login form, or ``?token=`` from the l
 ``ioc demo`` prints) and send it with every API, tile and websocket request.
 
 ``GET /api/v1/me`` tells a page who its token belongs to (the crew page needs its crew id).
+
+Headers (:func:`install`): every response is ``nosniff`` with ``Referrer-Policy: same-origin``
+(no address, with whatever it holds, goes to another site); the pages carry a strict
+Content-Security-Policy: scripts only from this origin plus the one inline import map, by its
+hash (the ``application/json`` config block is data, which CSP does not govern); MapLibre's
+workers from this origin or blob: URLs; no framing. Everything else (the API, tiles, error
+pages) gets ``default-src 'none'``: nothing in it may run or load anything. Static files get
+none, as a module worker takes its policy from its script's response.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 from pathlib import Path
 
 import orjson
 from aiohttp import web
+from yarl import URL
 
 from server import keys
 from server.http.auth import principal
@@ -63,6 +74,53 @@ def _script_json(obj: dict) -> str:
     return orjson.dumps(obj).decode().replace("</", "<\\/")
 
 
+def _source(url: str | None) -> str:
+    """The origin of a configured URL, as a CSP source ('' when there is none)."""
+    if not url:
+        return ""
+    u = URL(url)
+    if u.scheme not in ("http", "https") or not u.host:
+        return ""
+    return f" {u.scheme}://{u.host}" + ("" if u.is_default_port() else f":{u.port}")
+
+
+def page_csp(request: web.Request, import_map: str) -> str:
+    """The pages' policy; ``import_map`` is the inline import map's exact text."""
+    digest = base64.b64encode(hashlib.sha256(import_map.encode()).digest()).decode()
+    # An external basemap style (settings.web_style_url) loads its style, sprites, glyphs and
+    # tiles from its own origin.
+    style = _source(request.app[keys.SETTINGS].web_style_url)
+    host = request.host
+    return "; ".join([
+        "default-src 'none'",
+        f"script-src 'self' 'sha256-{digest}'",
+        "style-src 'self'",
+        f"img-src 'self' data: blob:{style}",
+        "font-src 'self'",
+        f"connect-src 'self' ws://{host} wss://{host}{style}",
+        "worker-src 'self' blob:",
+        "child-src 'self' blob:",
+        "manifest-src 'self'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ])
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    h = response.headers
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("Referrer-Policy", "same-origin")
+    if not request.path.startswith("/static/"):
+        h.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        h.setdefault("X-Frame-Options", "DENY")  # frame-ancestors for browsers before CSP 2
+
+
+def install(app: web.Application) -> None:
+    """The security headers on every response (static files, errors and websockets too)."""
+    app.on_response_prepare.append(_security_headers)
+
+
 def _page(request: web.Request, name: str, vendor: str = "maplibre-gl",
           hint: str = VENDOR_HINT) -> web.Response:
     static = _static_dir(request)
@@ -77,10 +135,12 @@ def _page(request: web.Request, name: str, vendor: str = "maplibre-gl",
         "version": version,
         "vendorMissing": None if (static / "vendor" / vendor).is_dir() else hint,
     }
+    import_map = _script_json(_import_map(static, version))
     text = (text.replace("{{CONFIG}}", _script_json(config))
-            .replace("{{IMPORTMAP}}", _script_json(_import_map(static, version)))
+            .replace("{{IMPORTMAP}}", import_map)
             .replace("{{VERSION}}", html.escape(version)))
-    return web.Response(text=text, content_type="text/html", charset="utf-8", headers=_NO_STORE)
+    headers = {**_NO_STORE, "Content-Security-Policy": page_csp(request, import_map)}
+    return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
 
 
 @routes.get("/")

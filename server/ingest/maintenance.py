@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from server.ingest import deadletters
 from server.ingest.directory import Directory
 from server.ingest.downtime import NONE as NO_DOWNTIME
 from server.ingest.downtime import Downtime
@@ -153,6 +154,7 @@ class Maintenance:
                             "points before %s", dropped, dropped_points, cutoff.date())
             await history.expire(conn, now, hourly_days=self.storage.hourly_retention_days,
                                  daily_days=self.storage.daily_retention_days)
+            await deadletters.expire(conn, now, self.settings.dead_letter_retention_days)
             await self.directory.refresh_if_changed(conn)
             await self.rollup(conn, now)
 

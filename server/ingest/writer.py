@@ -26,6 +26,7 @@ from operator import itemgetter
 import asyncpg
 
 from adapters.sdk import DecodeError, Reading, StatusUpdate
+from server.ingest.deadletters import DeadLetterCounter, kept
 from server.ingest.directory import Directory
 from server.ingest.state import apply_status, latest_by_device, upsert_state
 from server.registry.devices import ID_RE
@@ -35,7 +36,8 @@ from server.settings import IngestSettings
 logger = logging.getLogger(__name__)
 
 TELEMETRY_COLS = ("device_key", "metric_id", "ts", "value", "quality", "received_at")
-DEAD_COLS = ("received_at", "source", "device_id", "topic", "field", "reason", "payload")
+DEAD_COLS = ("received_at", "source", "device_id", "topic", "field", "reason", "payload",
+             "payload_size")
 
 
 @dataclass(slots=True)
@@ -99,6 +101,7 @@ class Ingest:
         self._received: dict[str, object] = {}
         self.last_error: str | None = None
         self.stop_drain_timeout = 10.0
+        self.dead_counter = DeadLetterCounter(metrics, directory)
         metrics.queue_capacity.set(self.capacity)
 
     # ------------------------------------------------------------------ producers
@@ -133,7 +136,8 @@ class Ingest:
         oldest = now - timedelta(days=self.settings.retention_days)
         results: list[SubmitResult] = []
         received: dict[str, int] = {}
-        reject = _Rejecter(self.metrics, env, now)  # one per call, pointed at each input
+        reject = _Rejecter(self.metrics, env, now, self.dead_counter,
+                           self.settings.dead_letter_max_kib * 1024)  # pointed at each input
         for inp in inputs:
             before = len(env.rows)
             reject.inp, reject.rejected = inp, []
@@ -456,19 +460,28 @@ class _Rejecter:
     sender. One per :meth:`Ingest.submit_many` call, pointed at each input in turn (not a
     closure per message: making one cost more than validating the message's readings)."""
 
-    __slots__ = ("env", "inp", "metrics", "now", "rejected")
+    __slots__ = ("by_device", "env", "inp", "max_bytes", "metrics", "now", "rejected", "stored")
 
-    def __init__(self, metrics: Registry, env: Envelope, now: datetime) -> None:
+    def __init__(self, metrics: Registry, env: Envelope, now: datetime,
+                 by_device: DeadLetterCounter, max_bytes: int) -> None:
         self.metrics, self.env, self.now = metrics, env, now
+        self.by_device, self.max_bytes = by_device, max_bytes
         self.inp: Inbound = Inbound(())
+        self.stored: Inbound | None = None  # the input whose payload is kept already
         self.rejected: list[str] = []
 
     def __call__(self, device_id: str | None, fieldname: str | None, reason: str) -> None:
         inp = self.inp
+        # The payload once per input, cut to max_bytes (server/ingest/deadletters.py).
+        first = self.stored is not inp
+        self.stored = inp
+        raw = inp.raw if first else None
         self.env.dead.append((self.now, inp.source, _pg_text(device_id), _pg_text(inp.topic),
-                              _pg_text(fieldname), _pg_text(reason), inp.raw))
+                              _pg_text(fieldname), _pg_text(reason), kept(raw, self.max_bytes),
+                              None if raw is None else len(raw)))
         self.rejected.append(f"{device_id or '?'}.{fieldname}: {reason}" if fieldname else reason)
         self.metrics.dead_letters.labels(inp.source, _reason_label(reason)).inc()
+        self.by_device.count(device_id, inp.source, inp.raw, first)
 
 
 def _with_device(item, device_id: str):

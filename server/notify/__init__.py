@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -24,6 +24,7 @@ from aiohttp import web
 from server import keys
 from server.notify.channels import CrewFeedChannel, EmailChannel, WebhookChannel
 from server.notify.escalation import Escalator
+from server.notify.outbound import GuardedResolver, OutboundPolicy
 from server.notify.outbox import WAKE_CHANNEL, Enqueuer
 from server.notify.worker import OutboxWorker
 from server.settings import NotifySettings
@@ -40,8 +41,11 @@ class Notifier:
     """One server's notification machinery; enqueueing needs none of it to be running."""
 
     def __init__(self, pool: asyncpg.Pool, settings: NotifySettings, metrics, *, hub=None,
-                 database_url: str | None = None, name: str = "notify") -> None:
+                 database_url: str | None = None, name: str = "notify",
+                 allow_outbound: Sequence[str] = ()) -> None:
         self.pool = pool
+        # Webhooks reach public addresses only, unless [security] allow_outbound says more.
+        self.outbound = OutboundPolicy(allow_outbound)
         self.settings = settings
         self.metrics = metrics
         self.database_url = database_url
@@ -69,12 +73,14 @@ class Notifier:
 
     async def start(self) -> None:
         s = self.settings
-        self._session = aiohttp.ClientSession()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=GuardedResolver(self.outbound)))
         email = None
         if s.smtp is not None:
             email = EmailChannel(s.smtp, self.enqueuer.quiet.tz)
-        self.worker = OutboxWorker(self.pool, s, self.metrics, webhook=WebhookChannel(self._session),
-                                   email=email, crew=CrewFeedChannel(self.hub), name=self.name)
+        webhook = WebhookChannel(self._session, self.outbound)
+        self.worker = OutboxWorker(self.pool, s, self.metrics, webhook=webhook, email=email,
+                                   crew=CrewFeedChannel(self.hub), name=self.name)
         for hook in s.webhooks:
             if not hook.secret:
                 logger.warning("webhook %r (%s) has no secret: its requests are not signed",
@@ -142,7 +148,8 @@ class Notifier:
 async def notify_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     notifier = Notifier(app[keys.DB], settings.notify, app[keys.METRICS], hub=app.get(keys.HUB),
-                        database_url=settings.database_url)
+                        database_url=settings.database_url,
+                        allow_outbound=settings.security.allow_outbound)
     app[keys.NOTIFIER] = notifier
     await notifier.start()
     try:

@@ -17,6 +17,7 @@ import aiohttp
 import aiosmtplib
 
 from server.notify import signing
+from server.notify.outbound import OutboundPolicy, RefusedAddress
 from server.settings import SmtpSettings
 
 USER_AGENT = "ioc-server-notify/1"
@@ -48,13 +49,21 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class WebhookChannel:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    """POSTs through a session whose resolver refuses inner addresses (server/notify/
+    outbound.py); literal addresses are checked here, as aiohttp does not resolve them."""
+
+    def __init__(self, session: aiohttp.ClientSession, policy: OutboundPolicy | None = None) -> None:
         self.session = session
+        self.policy = policy or OutboundPolicy()
 
     async def send(self, url: str, msg_id: str, body: bytes, *, secret: str | None,
                    timeout_s: float) -> None:
         headers = {"content-type": "application/json", "user-agent": USER_AGENT,
                    **signing.headers(secret, msg_id, body)}
+        try:
+            self.policy.check_literal(url)
+        except RefusedAddress as err:
+            raise DeliveryError(f"refused to post to {err}", permanent=True) from err
         try:
             async with self.session.post(
                 url, data=body, headers=headers, allow_redirects=False,
@@ -67,6 +76,11 @@ class WebhookChannel:
                 raise DeliveryError(
                     f"HTTP {resp.status} from {url}", permanent=resp.status == 410,
                     retry_after=_retry_after(resp.headers.get("Retry-After")))
+        except aiohttp.ClientConnectorError as err:
+            if isinstance(err.os_error, RefusedAddress):  # the guarded resolver said no
+                raise DeliveryError(f"refused to post to {url}: {err.os_error}",
+                                    permanent=True) from err
+            raise DeliveryError(f"{type(err).__name__} posting to {url}: {err}".rstrip(": ")) from err
         except (TimeoutError, aiohttp.ClientError, OSError) as err:
             raise DeliveryError(f"{type(err).__name__} posting to {url}: {err}".rstrip(": ")) from err
 

@@ -101,6 +101,13 @@ class Registry:
         self.dead_letters = Counter(
             "ioc_dead_letters", "Inputs rejected to the dead-letter table", ["source", "reason"],
             registry=r)
+        # Who sends garbage (server/ingest/deadletters.py): bounded label values.
+        self.dead_letters_by_device = Counter(
+            "ioc_dead_letters_by_device", "Dead letters by the device they name", ["device"],
+            registry=r)
+        self.dead_letter_bytes = Counter(
+            "ioc_dead_letter_bytes", "Raw bytes of the inputs refused to dead letters", ["source"],
+            registry=r)
         self.queue_depth = Gauge(
             "ioc_ingest_queue_depth", "Readings waiting for the writer", registry=r)
         self.queue_capacity = Gauge(

@@ -59,6 +59,12 @@ def _ts(name: str, **kw) -> Column:
     return Column(name, DateTime(timezone=True), **kw)
 
 
+def chain_columns() -> list[Column]:
+    """A row's link in its table's hash chain, set by a trigger (server/store/chain.py)."""
+    return [Column("chain_seq", BigInteger), Column("prev_hash", LargeBinary),
+            Column("hash", LargeBinary)]
+
+
 # ---------------------------------------------------------------- catalogue
 kinds = Table(
     "kinds",
@@ -245,7 +251,9 @@ dead_letters = Table(
     Column("topic", Text),
     Column("field", Text),
     Column("reason", Text, nullable=False),
+    # At most [ingest] dead_letter_max_kib of it, once per input; payload_size: its length.
     Column("payload", LargeBinary),
+    Column("payload_size", Integer),
 )
 Index("ix_dead_letters_received_at", dead_letters.c.received_at)
 
@@ -331,7 +339,9 @@ alarm_events = Table(
     Column("details", JSONB, nullable=False, server_default=EMPTY_JSON),
     # The alarm row as it stood after this event, copied by a trigger (migration 0007).
     Column("alarm", JSONB),
+    *chain_columns(),
 )
+Index("ix_alarm_events_chain_seq", alarm_events.c.chain_seq, unique=True)
 Index("ix_alarm_events_alarm_id", alarm_events.c.alarm_id)
 Index("ix_alarm_events_at", alarm_events.c.at)
 
@@ -418,11 +428,18 @@ api_tokens = Table(
     _ts("created_at", nullable=False, server_default=NOW),
     _ts("last_used_at"),
     _ts("revoked_at"),
+    # 'api': made by an admin; 'sign_in': a short-lived link's token, only exchanged for a
+    # 'session' (the pages' cookie), which is revoked with the token it came from (parent).
+    Column("kind", Text, nullable=False, server_default=text("'api'")),
+    _ts("expires_at"),
+    Column("parent_id", Integer, ForeignKey("api_tokens.id", ondelete="CASCADE")),
     UniqueConstraint("token_hash"),
     CheckConstraint(
         "role in ('viewer', 'crew', 'operator', 'integrator', 'admin')", name="role"
     ),
+    CheckConstraint("kind in ('api', 'sign_in', 'session')", name="kind"),
 )
+Index("ix_api_tokens_parent_id", api_tokens.c.parent_id)
 
 # A device's MQTT password, kept only as mosquitto's own PBKDF2-SHA512 hash ("$7$..."), so
 # the broker's password file can be written from here without anyone knowing the password.
@@ -447,8 +464,10 @@ audit_log = Table(
     Column("device", Text),
     Column("target", Text),
     Column("details", JSONB, nullable=False, server_default=EMPTY_JSON),
+    *chain_columns(),
 )
 Index("ix_audit_log_at", audit_log.c.at)
+Index("ix_audit_log_chain_seq", audit_log.c.chain_seq, unique=True)
 Index("ix_audit_log_actor", audit_log.c.actor)
 Index("ix_audit_log_device", audit_log.c.device)
 

@@ -121,6 +121,11 @@ class Mailbox:
             await asyncio.to_thread(self.controller.stop)
 
 
+# The tests' webhook receivers listen on loopback, which the notifier refuses unless allowed
+# (server/notify/outbound.py): the tests allow-list their own, as an administrator would.
+RECEIVERS = ("127.0.0.0/8",)
+
+
 def fast_settings(**kw: Any) -> NotifySettings:
     """Quick retries and polling, no quiet hours or escalation unless asked for."""
     kw.setdefault("backoff_initial_s", 0.1)
@@ -136,9 +141,11 @@ def smtp(port: int) -> SmtpSettings:
 
 
 @asynccontextmanager
-async def notifier_running(url: str, settings: NotifySettings, *, hub=None, start: bool = True):
+async def notifier_running(url: str, settings: NotifySettings, *, hub=None, start: bool = True,
+                           allow_outbound=RECEIVERS):
     pool = await create_pool(url, min_size=1, max_size=6)
-    notifier = Notifier(pool, settings, Registry(), hub=hub, database_url=url)
+    notifier = Notifier(pool, settings, Registry(), hub=hub, database_url=url,
+                        allow_outbound=allow_outbound)
     try:
         if start:
             await notifier.start()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import psycopg
 
 from server.notify.signing import new_secret
-from server.settings import WebhookChannel
+from server.settings import SecuritySettings, WebhookChannel
 from tests.helpers import aexecute, free_port, running, until
-from tests.server.helpers import Receiver, fast_settings
+from tests.server.helpers import RECEIVERS, Receiver, fast_settings
 
 DEPOT = {"type": "Point", "coordinates": [105.84, 21.59]}
 
@@ -137,7 +137,8 @@ async def test_the_app_runs_the_outbox_and_exports_its_metrics(db_url, make_sett
     viewer = _auth(await token_for(db_url, "viewer"))
     await receiver.start()
     try:
-        async with running(make_settings(db_url, mqtt_url=None, notify=notify)) as client:
+        async with running(make_settings(db_url, mqtt_url=None, notify=notify,
+                                         security=SecuritySettings(allow_outbound=RECEIVERS))) as client:
             from server import keys
             from tests.server.helpers import new_alarm
 

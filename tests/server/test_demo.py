@@ -30,6 +30,26 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
         return 0, b""
 
 
+def _session(link: str) -> str:
+    """What the map does with the printed link: trade its sign-in token for a session (the
+    cookie's value). The link's token itself opens nothing else, and only once."""
+    sign_in = link.split("?token=", 1)[1]
+    assert _get(link.split("?")[0].rstrip("/") + "/api/v1/me", sign_in)[0] == 401
+    req = urllib.request.Request(link.split("?")[0].rstrip("/") + "/api/v1/session", method="POST",
+                                 headers={"Authorization": f"Bearer {sign_in}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.status == 201
+        cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie, cookie
+    again = urllib.request.Request(req.full_url, method="POST", headers=req.headers)
+    try:
+        urllib.request.urlopen(again, timeout=5)
+        raise AssertionError("a sign-in link works once")
+    except urllib.error.HTTPError as err:
+        assert err.code in (401, 409)
+    return cookie.split(";", 1)[0].split("=", 1)[1]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_demo_serves_the_city_and_stops_cleanly(tmp_path, sig):
     port = free_port()
@@ -46,9 +66,9 @@ def test_demo_serves_the_city_and_stops_cleanly(tmp_path, sig):
         token = None
         while time.monotonic() < deadline:
             text = (tmp_path / "demo.log").read_text(errors="replace")
-            m = re.search(r"admin token: (\S+)", text)
-            if m and _get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
-                token = m.group(1)
+            m = re.search(r"IOC map: +(\S+)", text)
+            if m and "admin token:" in text and _get(f"http://127.0.0.1:{port}/readyz")[0] == 200:
+                token = _session(m.group(1))
                 break
             assert proc.poll() is None, text
             time.sleep(0.3)

@@ -102,6 +102,8 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "GET /api/v1/tokens": ADMIN,
     "POST /api/v1/tokens": ADMIN,
     "DELETE /api/v1/tokens/{id}": ADMIN,
+    "POST /api/v1/session": TOKEN,  # any token may start a page's session (the probe's body: 400)
+    "DELETE /api/v1/session": TOKEN,
     "GET /api/v1/ws": CREW_OWN,  # the snapshot's alarm_severity, and alarm messages
     "POST /api/v1/import": INTEGRATOR,
     "GET /api/v1/export": TOKEN,

@@ -26,6 +26,9 @@ async def new_page(browser: Browser, **kw) -> Page:
     page = await context.new_page()
     page.errors = []
     page.on("pageerror", lambda err: page.errors.append(str(err)))
+    # The pages' Content-Security-Policy must not refuse anything they need.
+    page.on("console", lambda m: page.errors.append(m.text)
+            if m.type == "error" and "Content Security Policy" in m.text else None)
     if os.environ.get("IOC_WEB_DEBUG"):  # the browser's console, for a failing test
         page.on("console", lambda m: print(f"console.{m.type}: {m.text}"))
     return page

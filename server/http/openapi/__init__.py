@@ -47,14 +47,15 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
             "summary": "Realtime GIS and telemetry for a city Intelligent Operations Center",
             "description": (
                 "Every endpoint but /healthz and /readyz takes `Authorization: Bearer <token>` "
-                "(or `?token=` where a browser cannot set headers). Roles: viewer (read), crew "
+                "(the pages: their session cookie; `?token=` only on the websocket, tiles and /ogc, "
+                "where a client cannot set headers). Roles: viewer (read), crew "
                 "(read, its own alarms), operator (alarms, commands), integrator (devices, "
                 "adapters, rules), admin (everything, tokens). Errors are "
                 "application/problem+json (RFC 9457). Each token has a rate limit by role "
                 "(429 with Retry-After); request bodies are bounded (413)."),
         },
         "servers": [{"url": "/"}],
-        "security": [{"bearer": []}, {"query_token": []}],
+        "security": [{"bearer": []}, {"session": []}],
         "tags": [{"name": t} for t in (
             "devices", "telemetry", "alarms", "rules", "commands", "crews", "audit", "tokens",
             "import and export", "map", "tiles", "meta")],
@@ -64,7 +65,9 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
             "responses": RESPONSES,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
-                "query_token": {"type": "apiKey", "in": "query", "name": "token"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "ioc_session"},
+                "query_token": {"type": "apiKey", "in": "query", "name": "token",
+                                "description": "only /api/v1/ws, /tiles and /ogc (GET)"},
             },
         },
     }

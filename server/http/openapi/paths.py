@@ -187,6 +187,14 @@ def paths() -> dict[str, Any]:
                             headers={**LOCATION, "Cache-Control": {"schema": STR}})},
                    tags=tk, errors=(400, 403, 415), request=body(ref("TokenIn"))),
     }
+    p["/api/v1/session"] = {
+        "post": op("Sign in: trade the bearer token (a sign-in link's, used up, or any other) for "
+                   "a session cookie (ioc_session: HttpOnly, SameSite=Strict)",
+                   {201: ok(ref("Session"), "Signed in",
+                            headers={"Set-Cookie": {"schema": STR}})}, tags=tk, errors=(409,)),
+        "delete": op("Sign out: end this session and clear its cookie",
+                     {204: ok(None, "Signed out")}, tags=tk),
+    }
     p["/api/v1/tokens/{id}"] = {
         "parameters": [path_id(schema=INT)],
         "delete": op("Revoke a token (admin); effective at once", {204: ok(None, "Revoked")},
@@ -365,6 +373,10 @@ def paths() -> dict[str, Any]:
                        request=body({"type": "object", "properties": {"note": STR, "crew": STR}},
                                     required=False)),
         }
+    # ?token= is taken only where a client cannot send a header (server/http/auth.py).
+    for path, item in p.items():
+        if path == "/api/v1/ws" or path == "/tiles" or path.startswith("/tiles/"):
+            item["get"]["security"] = [{"bearer": []}, {"session": []}, {"query_token": []}]
     return p
 
 

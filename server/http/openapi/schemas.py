@@ -275,8 +275,14 @@ SCHEMAS: dict[str, Any] = {
         "prefix": {**STR, "description": "the token's first characters, to recognise it"},
         "created_at": TIME, "last_used_at": nullable(TIME), "revoked_at": nullable(TIME),
         "active": BOOL,
+        "kind": {"enum": ["api", "sign_in", "session"], "description": (
+            "api: made by an admin; sign_in: a sign-in link's; session: a page's")},
+        "expires_at": nullable(TIME),
+        "parent": nullable({**INT, "description": "a session's token: revoking it ends them"}),
     }, ["id", "name", "role", "crew", "prefix", "created_at", "last_used_at", "revoked_at",
         "active"]),
+    "Session": obj({"name": STR, "role": {"enum": ROLES}, "crew": nullable(STR),
+                    "expires_at": TIME}, ["name", "role", "crew", "expires_at"]),
     "TokenList": obj({"tokens": arr(ref("Token"))}, ["tokens"]),
     "TokenCreated": {"allOf": [ref("Token"), obj({"token": {
         **STR, "description": "the bearer token itself: shown this once, stored only hashed"}},

@@ -2,26 +2,59 @@
 
 import { lang, onLangChange, t } from "./i18n.js";
 
-const TOKEN_KEY = "ioc.token";
+// ---------------------------------------------------------------- session
 
-// ---------------------------------------------------------------- token
+// No page keeps a token. A token given to a page (the login form, or ?token= of the link
+// `ioc demo` prints) is traded at once for a session (POST /api/v1/session), which lives in
+// an HttpOnly, SameSite=Strict cookie: no script, ours or an injected one, can read it, it
+// is sent with every same-origin request (API, tiles, websocket), and it survives a phone
+// reloading the page, for the session's hours.
 
-// A token in the address (the link `ioc demo` prints) wins over a stored one; it is then
-// removed from the address bar so it does not end up in screenshots or the history.
+// The token in the address, if any, taken out of the address bar and the history (so it
+// ends up in no screenshot, bookmark or Referer).
 export function takeTokenFromUrl() {
   const url = new URL(location.href);
   const token = url.searchParams.get("token");
-  if (token) {
-    sessionStorage.setItem(TOKEN_KEY, token.trim());
-    url.searchParams.delete("token");
-    history.replaceState(null, "", url.pathname + url.search + url.hash);
-  }
-  return sessionStorage.getItem(TOKEN_KEY);
+  if (!token) return null;
+  url.searchParams.delete("token");
+  history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+  return token.trim();
 }
 
-export const getToken = () => sessionStorage.getItem(TOKEN_KEY);
-export const setToken = (token) => sessionStorage.setItem(TOKEN_KEY, token.trim());
-export const clearToken = () => sessionStorage.removeItem(TOKEN_KEY);
+// Trade a token for this browser's session; throws ApiError (401: unknown, revoked or
+// expired; 409: a sign-in link already used).
+export async function signIn(token) {
+  return api("/api/v1/session", { method: "POST", token, quiet: true });
+}
+
+export async function signOut() {
+  try {
+    await api("/api/v1/session", { method: "DELETE", quiet: true });
+  } catch {
+    // already ended: nothing to undo
+  }
+}
+
+// The URL's token, if any, becomes the session; then who we are. Resolves to the caller
+// ({name, role, crew}) or rejects with the reason to show beside the login form ("" when
+// there simply is no session yet).
+export async function startSession() {
+  const token = takeTokenFromUrl();
+  let linkProblem = "";
+  if (token) {
+    try {
+      await signIn(token);
+    } catch (err) {
+      // A used or expired link may still find the session it started earlier.
+      linkProblem = err.status === 401 || err.status === 409 ? t("link_invalid") : err.message;
+    }
+  }
+  try {
+    return await api("/api/v1/me", { quiet: true });
+  } catch (err) {
+    throw new ApiError(err.status, err.status === 401 ? linkProblem : err.message);
+  }
+}
 
 export class ApiError extends Error {
   constructor(status, detail) {
@@ -36,8 +69,11 @@ export function whenUnauthorized(fn) {
 }
 
 // JSON in, JSON out; errors carry the problem+json detail, which is written for people.
-export async function api(path, { method = "GET", body, signal } = {}) {
-  const headers = { Authorization: `Bearer ${getToken() ?? ""}`, Accept: "application/json" };
+// ``token``: sent as the bearer instead of the session cookie (signing in); ``quiet``: a 401
+// is the caller's business, not a reason to show the login form.
+export async function api(path, { method = "GET", body, signal, token, quiet = false } = {}) {
+  const headers = { Accept: "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let resp;
   try {
@@ -59,7 +95,7 @@ export async function api(path, { method = "GET", body, signal } = {}) {
   }
   if (!resp.ok) {
     const detail = (data && (data.detail || data.title)) || `${resp.status} ${resp.statusText}`;
-    if (resp.status === 401) onUnauthorized(detail);
+    if (resp.status === 401 && !quiet) onUnauthorized(detail);
     throw new ApiError(resp.status, detail);
   }
   return data;
@@ -96,7 +132,7 @@ export class LiveSocket {
   connect() {
     this.closed = false;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const url = `${scheme}://${location.host}/api/v1/ws?token=${encodeURIComponent(getToken() ?? "")}`;
+    const url = `${scheme}://${location.host}/api/v1/ws`; // the session cookie goes along
     this.onStatus(this.attempt ? "reconnecting" : "connecting");
     const ws = new WebSocket(url);
     this.ws = ws;

@@ -3,8 +3,8 @@
 // Kept current through the websocket; a slow poll covers a phone that slept.
 
 import {
-  api, clearToken, fmtTime, getToken, h, linkIndicator, listOf, LiveSocket, pointOf, setToken, SEVERITY_RANK,
-  takeTokenFromUrl, timeAgo, toast, whenUnauthorized,
+  api, fmtTime, h, linkIndicator, listOf, LiveSocket, pointOf, SEVERITY_RANK, signIn, signOut,
+  startSession, timeAgo, toast, whenUnauthorized,
 } from "./common.js";
 import { alarmStateLabel, applyStatic, onLangChange, setLang, severityLabel, t } from "./i18n.js";
 
@@ -29,33 +29,33 @@ function showLogin(message) {
 
 $("#login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  setToken($("#login-token").value);
+  const token = $("#login-token").value.trim();
+  if (!token) return;
   try {
-    await api("/api/v1/me");
+    await signIn(token);
     $("#login").hidden = true;
+    $("#login-token").value = "";
     if (crew) location.reload();
     else start();
   } catch (err) {
-    clearToken();
-    $("#login-error").textContent = err.status === 401 ? t("bad_token") : err.message;
+    $("#login-error").textContent = err.status === 401 || err.status === 409 ? t("bad_token") : err.message;
   }
 });
 
-$("#sign-out").addEventListener("click", () => {
-  clearToken();
+$("#sign-out").addEventListener("click", async () => {
+  await signOut();
   location.replace("/crew");
 });
 
-async function start() {
+async function start(session = api("/api/v1/me", { quiet: true })) {
   let me;
   try {
-    me = await api("/api/v1/me");
+    me = await session;
   } catch (err) {
-    if (err.status === 401) clearToken();
-    showLogin(err.status === 401 ? t("bad_token") : err.message);
+    showLogin(err.message);
     return;
   }
-  whenUnauthorized(() => showLogin(t("bad_token")));
+  whenUnauthorized(() => showLogin(t("session_ended")));
   // Supervisors (operator, admin) may look at a crew's page with ?crew=ID.
   crew = me.crew ?? new URL(location.href).searchParams.get("crew");
   if (!crew) {
@@ -130,8 +130,8 @@ function job(a) {
   if (at) {
     const [lon, lat] = at.map((v) => +v.toFixed(6));
     const device = a.device ? `&device=${encodeURIComponent(a.device)}` : "";
-    // rel=opener: the map's tab then starts with this tab's session (the token).
-    links.push(h("a", { href: `/#map=17/${lat}/${lon}${device}`, target: "_blank", rel: "opener",
+    // The map's tab shares this browser's session (the cookie).
+    links.push(h("a", { href: `/#map=17/${lat}/${lon}${device}`, target: "_blank", rel: "noopener",
       dataset: { link: "map" } }, t("open_map")));
     links.push(h("a", { href: `geo:${lat},${lon}?q=${lat},${lon}(${encodeURIComponent(a.device ?? id)})`,
       dataset: { link: "geo" } }, t("navigate")));
@@ -177,6 +177,4 @@ async function setWork(a, state) {
 
 const config = JSON.parse(document.getElementById("config").textContent);
 if (config.vendorMissing) console.warn(config.vendorMissing);
-takeTokenFromUrl();
-if (getToken()) start();
-else showLogin();
+start(startSession());

@@ -4,7 +4,7 @@
 
 import * as maplibregl from "maplibre-gl";
 
-import { api, getToken, h, listOf, pointOf, SEVERITY_RANK } from "./common.js";
+import { api, h, listOf, pointOf, SEVERITY_RANK } from "./common.js";
 import { kindLabel, kindName } from "./i18n.js";
 
 export { maplibregl };
@@ -231,12 +231,7 @@ export class LiveMap {
       hash: "map",
       attributionControl: false,
       maxPitch: 60,
-      transformRequest: (url) => {
-        if (url.startsWith(location.origin) || url.startsWith("/")) {
-          return { url, headers: { Authorization: `Bearer ${getToken() ?? ""}` } };
-        }
-        return undefined;
-      },
+      // Our tiles and TileJSON go with the session cookie (same origin); nothing to add.
     });
     // A tile that fails is logged with its reason (MapLibre alone logs a bare error object).
     this.map.on("error", (e) => console.warn(`map: ${e.error?.message ?? e.error ?? e}`,

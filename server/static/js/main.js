@@ -3,7 +3,7 @@
 
 import { AlarmPanel, AlarmStore } from "./alarms.js";
 import {
-  api, clearToken, fmtNumber, getToken, h, linkIndicator, listOf, LiveSocket, setToken, takeTokenFromUrl, toast,
+  api, fmtNumber, h, linkIndicator, listOf, LiveSocket, signIn, signOut, startSession, toast,
   whenUnauthorized,
 } from "./common.js";
 import { DevicePanel } from "./device.js";
@@ -37,12 +37,10 @@ $("#login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const token = $("#login-token").value.trim();
   if (!token) return;
-  setToken(token);
   try {
-    await api("/api/v1/me");
+    await signIn(token);
   } catch (err) {
-    clearToken();
-    $("#login-error").textContent = err.status === 401 ? t("bad_token") : err.message;
+    $("#login-error").textContent = err.status === 401 || err.status === 409 ? t("bad_token") : err.message;
     return;
   }
   $("#login").hidden = true;
@@ -51,8 +49,8 @@ $("#login-form").addEventListener("submit", async (ev) => {
   else start();
 });
 
-$("#sign-out").addEventListener("click", () => {
-  clearToken();
+$("#sign-out").addEventListener("click", async () => {
+  await signOut();
   location.replace("/");
 });
 
@@ -60,22 +58,18 @@ $("#sign-out").addEventListener("click", () => {
 
 let started = false;
 
-async function start() {
+async function start(session = api("/api/v1/me", { quiet: true })) {
   let me;
   try {
-    me = await api("/api/v1/me");
+    me = await session;
   } catch (err) {
-    if (err.status === 401) clearToken();
-    showLogin(err.status === 401 ? t("bad_token") : err.message);
+    showLogin(err.status === 401 ? err.message : err.message || t("bad_token"));
     return;
   }
   if (started) return;
   started = true;
   $("#login").hidden = true;
-  whenUnauthorized(() => {
-    clearToken();
-    showLogin(t("bad_token"));
-  });
+  whenUnauthorized(() => showLogin(t("session_ended")));
   $("#user").textContent = `${me.name} · ${me.role}`;
   document.body.classList.add("signed-in");
   let replay = null; // the time slider, once the socket exists
@@ -321,7 +315,5 @@ setInterval(() => {
 if (config.vendorMissing) {
   document.body.append(h("div.fatal", config.vendorMissing));
 } else {
-  takeTokenFromUrl();
-  if (getToken()) start();
-  else showLogin();
+  start(startSession());
 }
