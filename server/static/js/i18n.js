@@ -338,6 +338,13 @@ export function setLang(value) {
   for (const fn of listeners) fn(current);
 }
 
+// A page module brings its own labels (one table per feature keeps features out of each
+// other's way): addStrings({key: "English"}, {key: "Tiếng Việt"}) before its first t(key).
+export function addStrings(en, vi) {
+  Object.assign(EN, en);
+  Object.assign(VI, vi);
+}
+
 export function onLangChange(fn) {
   listeners.add(fn);
 }
