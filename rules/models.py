@@ -20,6 +20,7 @@ from pydantic import (
     StrictBool,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -67,7 +68,11 @@ def _one_or_many(v: Any) -> Any:
     return [v] if isinstance(v, str) else v
 
 
-StrList = Annotated[list[str], BeforeValidator(_one_or_many)]
+# One value or a list of them; the published schema says so, so clients (and schemathesis)
+# are not told a lone string is wrong when the server takes it.
+StrList = Annotated[list[str], BeforeValidator(_one_or_many), WithJsonSchema({
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+    "description": "one value or a list of them"})]
 
 
 class _Model(BaseModel):

@@ -12,16 +12,18 @@ import argparse
 import logging
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from server.cli.embedded import EmbeddedMosquitto, EmbeddedPostgres
-from server.http.auth import sign_in_link_sync
+from server.http.auth import create_token_sync, sign_in_link_sync
 from server.runtime.eventloop import new_event_loop
 from server.store import migrate
 
 logger = logging.getLogger("ioc.demo")
 
 DEMO_RULES = Path(__file__).parent / "demo_rules.yaml"
+DEMO_TOKEN_HOURS = 12  # the printed admin token's life; the sign-in link lives minutes
 
 
 def _interrupt(signum, frame):
@@ -91,12 +93,18 @@ def run_demo(args: argparse.Namespace) -> int:
         # trades it for a session cookie), so a terminal's scrollback holds nothing lasting.
         minutes = settings.security.sign_in_minutes
         link = sign_in_link_sync(url, base, role="admin", name="demo-admin", minutes=minutes)
+        # CONTRACT: the demo prints an admin token. It expires (DEMO_TOKEN_HOURS), so a
+        # forgotten terminal's scrollback does not hold a lasting key to the city.
+        expires = datetime.now(UTC) + timedelta(hours=DEMO_TOKEN_HOURS)
+        admin = create_token_sync(url, "admin", "demo admin (expires)", expires_at=expires)
 
         def banner(*_):
             print(f"\n  IOC map:     {link}\n"
                   f"               (a sign-in link: once, within {minutes:g} minutes; "
                   "`ioc token link` prints another)\n"
-                  "  admin token: `ioc token create --role admin` in another terminal prints one\n"
+                  f"  admin token: {admin}\n"
+                  f"               (expires in {DEMO_TOKEN_HOURS} h; "
+                  "`ioc token create --role admin --expires 12h` prints another)\n"
                   f"  API:         {base}/api/v1/devices  (Authorization: Bearer <token>)\n"
                   "  Ctrl-C stops everything.\n", flush=True)
 

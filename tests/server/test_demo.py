@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -78,6 +79,12 @@ def test_demo_serves_the_city_and_stops_cleanly(tmp_path, sig):
         status, body = _get(devices, token)
         assert status == 200
         assert b'"streetlight"' in body
+        # CONTRACT: the demo prints an admin token; it works as a bearer and expires.
+        admin = re.search(r"admin token: +(\S+)", (tmp_path / "demo.log").read_text()).group(1)
+        status, body = _get(f"http://127.0.0.1:{port}/api/v1/tokens", admin)
+        assert status == 200, body
+        mine = [t for t in json.loads(body)["tokens"] if t["name"] == "demo admin (expires)"]
+        assert mine and mine[0]["role"] == "admin" and mine[0]["expires_at"], body
         # Another ioc command beside the demo, with no IOC_DATABASE_URL, finds its database.
         services = tmp_path / "data" / "services.json"
         assert stat.S_IMODE(services.stat().st_mode) == 0o600
