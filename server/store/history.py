@@ -32,10 +32,10 @@ from server.store.compress import (
     US,
     Points,
     copy_points,
-    decode,
     decode_segments,
     from_us,
     group_starts,
+    latest_upto,
     merge,
     to_us,
 )
@@ -193,24 +193,14 @@ async def latest_at(conn: asyncpg.Connection, at: datetime,
             since.astimezone(UTC).date(), at.astimezone(UTC).date(), at, since, *seg_args)
     if not segs:
         return raw
-    since_us = to_us(since)
-    dev, met, ts, val, qual = [], [], [], [], []
     # the newest segment of each series: it has a reading at or before ``at`` (ts_first)
     newest = [r for i, r in enumerate(segs) if i == 0 or segs[i - 1]["device_key"] != r["device_key"]
               or segs[i - 1]["metric_id"] != r["metric_id"]]
-    for r in newest:
-        pair = (r["device_key"], r["metric_id"])
-        t, v, q = decode(r["data"])
-        i = int(np.searchsorted(t, at_us, side="right")) - 1
-        if i < 0 or t[i] <= since_us:
-            continue
-        dev.append(pair[0])
-        met.append(pair[1])
-        ts.append(t[i])
-        val.append(v[i])
-        qual.append(q[i])
-    packed = Points(np.array(dev, np.int32), np.array(met, np.int16), np.array(ts, np.int64),
-                    np.array(val, np.float64), np.array(qual, np.int16))
+    found, ts, val, qual = latest_upto([r["data"] for r in newest], at_us)
+    found &= ts > to_us(since)
+    packed = Points(np.array([r["device_key"] for r in newest], np.int32)[found],
+                    np.array([r["metric_id"] for r in newest], np.int16)[found],
+                    ts[found], val[found], qual[found])
     both = Points.concat([packed, raw])
     tier = np.concatenate([np.zeros(len(packed), np.int8), np.ones(len(raw), np.int8)])
     order = np.lexsort((tier, -both.ts, both.metric, both.device))
@@ -232,14 +222,10 @@ async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int
            where s.day = $3 and s.ts_first < $4""",
         [int(k) for k in device_keys], [int(m) for m in metric_ids],
         day.astimezone(UTC).date(), before)
-    out = {}
-    limit = to_us(before)
-    for r in rows:
-        t, v, q = decode(r["data"])
-        i = int(np.searchsorted(t, limit, side="left")) - 1
-        if i >= 0:
-            out[(r["device_key"], r["metric_id"])] = (from_us(t[i]), float(v[i]), int(q[i]))
-    return out
+    found, ts, value, quality = latest_upto([r["data"] for r in rows], to_us(before) - 1)
+    ts_, value_, quality_ = ts.tolist(), value.tolist(), quality.tolist()
+    return {(rows[i]["device_key"], rows[i]["metric_id"]): (from_us(ts_[i]), value_[i], quality_[i])
+            for i in np.flatnonzero(found).tolist()}
 
 
 async def readings_between(conn: asyncpg.Connection, after: datetime, upto: datetime,
