@@ -82,11 +82,15 @@ cross join lateral (
 
 # Alarms that may be open at $1 (raised by then, not closed by then), each with its newest
 # event at or before $1 (with its copy of the alarm) and, for events older than the copies,
-# its newest raise/clear/close.
+# its newest raise/clear/close; and its ward (its device's, else where it was raised).
 ALARMS_AT_SQL = """
 select a.id, a.device, a.severity, a.suppressed, a.out_of_service, a.assigned_crew,
-       c.alarm as copy, f.event as last_activity
+       a.shelved_until, c.alarm as copy, f.event as last_activity,
+       coalesce(d.ward, (select w.code from wards w
+                         where a.geom is not null and ST_Intersects(w.geom, a.geom)
+                         limit 1)) as ward
 from alarms a
+left join devices d on d.id = a.device
 join lateral (
     select e.alarm from alarm_events e
     where e.alarm_id = a.id and e.at <= $1
@@ -197,15 +201,33 @@ async def latest_at_raw(conn: asyncpg.Connection, at: datetime,
 
 def _alarm_now(row: Mapping[str, Any]) -> dict[str, Any]:
     """What an alarm row of ALARMS_AT_SQL was at the instant: its copy, or the fold."""
+    where = {"id": row["id"], "device": row["device"], "ward": row["ward"]}
     copy = row["copy"]
     if copy is not None:
-        return {"active": copy.get("active"), "state": copy.get("state"),
-                "suppressed": copy.get("suppressed"), "out_of_service": copy.get("out_of_service"),
-                "severity": copy.get("severity"), "assigned_crew": copy.get("assigned_crew")}
+        shelved = copy.get("shelved_until")
+        return where | {
+            "active": copy.get("active"), "state": copy.get("state"),
+            "suppressed": copy.get("suppressed"), "out_of_service": copy.get("out_of_service"),
+            "severity": copy.get("severity"), "assigned_crew": copy.get("assigned_crew"),
+            "shelved_until": datetime.fromisoformat(shelved) if shelved else None}
     active = row["last_activity"] == "raised"
-    return {"active": active, "state": "active_unacked" if active else "rtn_unacked",
-            "suppressed": row["suppressed"], "out_of_service": row["out_of_service"],
-            "severity": row["severity"], "assigned_crew": row["assigned_crew"]}
+    return where | {"active": active, "state": "active_unacked" if active else "rtn_unacked",
+                    "suppressed": row["suppressed"], "out_of_service": row["out_of_service"],
+                    "severity": row["severity"], "assigned_crew": row["assigned_crew"],
+                    "shelved_until": row["shelved_until"]}
+
+
+async def alarms_at(conn: asyncpg.Connection, at: datetime, device_ids: list[str] | None = None,
+                    crew: str | None = None) -> list[dict[str, Any]]:
+    """The alarms open at ``at`` (not closed then) that the caller may see, each as it then
+    was: id, device, ward, severity, state, active, suppressed, out_of_service,
+    shelved_until, assigned_crew."""
+    out = []
+    for row in await conn.fetch(ALARMS_AT_SQL, at, device_ids):
+        a = _alarm_now(row)
+        if a["state"] != "closed" and visible(a, crew):
+            out.append(a)
+    return out
 
 
 def counts(alarm: Mapping[str, Any]) -> bool:
@@ -223,11 +245,10 @@ async def alarm_severity_at(conn: asyncpg.Connection, at: datetime, device_ids: 
     """Per device, the highest severity among the alarms active at ``at`` that the caller
     may see."""
     worst: dict[str, str] = {}
-    for row in await conn.fetch(ALARMS_AT_SQL, at, device_ids):
-        a = _alarm_now(row)
-        if not counts(a) or not visible(a, crew):
+    for a in await alarms_at(conn, at, device_ids, crew):
+        if not counts(a):
             continue
-        dev, sev = row["device"], a["severity"]
+        dev, sev = a["device"], a["severity"]
         if RANK.get(sev, 0) > RANK.get(worst.get(dev), 0):
             worst[dev] = sev
     return worst
