@@ -38,7 +38,7 @@ import asyncpg
 
 from server.ingest.maintenance import OFFLINE_INTERVALS, STALE_INTERVALS
 from server.live.deltas import iso_ms
-from server.store.history import latest_in_segments
+from server.store.history import latest_in_segments, snapshot
 from server.vocab import Severity
 
 LOOKBACK_DAYS = 8  # UTC days probed for a device's latest values, newest first
@@ -79,6 +79,13 @@ cross join lateral (
     order by t.ts desc limit 1
 ) t
 """
+
+# Whether the row store, or the compressed segments, hold anything of a UTC day: a day's
+# partition with rows answers at its first row, an empty one (compressed, or before the data
+# begins) at once.
+RAW_DAY_SQL = ("select exists (select 1 from telemetry where ts >= $1 "
+               "and ts < $1 + interval '1 day')")
+SEGMENTS_DAY_SQL = "select exists (select 1 from telemetry_segments where day = $1)"
 
 # Alarms that may be open at $1 (raised by then, not closed by then), each with its newest
 # event at or before $1 (with its copy of the alarm) and, for events older than the copies,
@@ -181,15 +188,26 @@ async def latest_at_raw(conn: asyncpg.Connection, at: datetime,
     # Windows [lo, hi) of one UTC day each (one partition), the first ending just after ``at``.
     hi = at + timedelta(microseconds=1)
     lo = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    async with snapshot(conn):  # a compression committing meanwhile shows nothing twice
+        return await _latest_by_day(conn, out, keys, mids, lo, hi)
+
+
+async def _latest_by_day(conn: asyncpg.Connection, out: dict, keys: list[int], mids: list[int],
+                         lo: datetime, hi: datetime) -> dict:
     for _ in range(LOOKBACK_DAYS):
         if not keys:
             break
-        rows = await conn.fetch(PROBE_SQL, keys, mids, lo, hi)
-        found = {(k, m): (ts, value, quality) for k, m, ts, value, quality in rows}
-        # the day's compressed readings too (server/store/history.py): the later one wins
-        for pair, got in (await latest_in_segments(conn, keys, mids, lo, hi)).items():
-            if pair not in found or got[0] >= found[pair][0]:
-                found[pair] = got
+        # Either store may hold nothing of the day: one probe each says so, instead of one
+        # per pair (most of the lookback, for metrics a device never reported).
+        found = {}
+        if await conn.fetchval(RAW_DAY_SQL, lo):
+            rows = await conn.fetch(PROBE_SQL, keys, mids, lo, hi)
+            found = {(k, m): (ts, value, quality) for k, m, ts, value, quality in rows}
+        if await conn.fetchval(SEGMENTS_DAY_SQL, lo.date()):
+            # the day's compressed readings too (server/store/history.py): the later one wins
+            for pair, got in (await latest_in_segments(conn, keys, mids, lo, hi)).items():
+                if pair not in found or got[0] >= found[pair][0]:
+                    found[pair] = got
         for (k, m), got in found.items():
             out.setdefault(k, {})[m] = got
         if found:
