@@ -17,6 +17,7 @@ sources is still exact. :func:`rollup` writes the rollups and folds late reading
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -29,6 +30,7 @@ import numpy as np
 
 from server.errors import Invalid
 from server.store.compress import (
+    LOOKUP_ROWS,
     US,
     Points,
     copy_points,
@@ -208,24 +210,46 @@ async def latest_at(conn: asyncpg.Connection, at: datetime,
     return both.take(group_starts(both.device, both.metric))
 
 
+SEGMENTS_OF_PAIRS_SQL = """
+select s.device_key, s.metric_id, s.data from telemetry_segments s
+join unnest($1::int[], $2::smallint[]) as p(k, m) on s.device_key = p.k and s.metric_id = p.m
+where s.day = $3 and s.ts_first < $4
+"""
+
+
 async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int],
                              metric_ids: Sequence[int], day: datetime,
                              before: datetime) -> dict[tuple[int, int], tuple[datetime, float, int]]:
     """For each (device_keys[i], metric_ids[i]) pair, its newest compressed reading of the UTC
     ``day`` that is earlier than ``before``: ``{(key, metric): (ts, value, quality)}``. With
     the row store's newest of the same day (the later wins; a tie is the segment's), this is
-    the day's answer of :func:`latest_at` pair by pair (server/live/past.py probes so)."""
-    rows = await conn.fetch(
-        """select s.device_key, s.metric_id, s.data from telemetry_segments s
-           join unnest($1::int[], $2::smallint[]) as p(k, m)
-             on s.device_key = p.k and s.metric_id = p.m
-           where s.day = $3 and s.ts_first < $4""",
-        [int(k) for k in device_keys], [int(m) for m in metric_ids],
-        day.astimezone(UTC).date(), before)
-    found, ts, value, quality = latest_upto([r["data"] for r in rows], to_us(before) - 1)
-    ts_, value_, quality_ = ts.tolist(), value.tolist(), quality.tolist()
-    return {(rows[i]["device_key"], rows[i]["metric_id"]): (from_us(ts_[i]), value_[i], quality_[i])
-            for i in np.flatnonzero(found).tolist()}
+    the day's answer of :func:`latest_at` pair by pair (server/live/past.py probes so).
+
+    The segments come in parts of :data:`~server.store.compress.LOOKUP_ROWS` through a
+    cursor, each part decoded in a worker thread while the next one arrives: a whole city's
+    lookup neither waits for all its segments nor holds the event loop while it decodes."""
+    out: dict[tuple[int, int], tuple[datetime, float, int]] = {}
+    limit = to_us(before) - 1
+
+    def lookup(rows: list) -> None:
+        found, ts, value, quality = latest_upto([r["data"] for r in rows], limit)
+        ts_, value_, quality_ = ts.tolist(), value.tolist(), quality.tolist()
+        for i in np.flatnonzero(found).tolist():
+            out[(rows[i]["device_key"], rows[i]["metric_id"])] = (from_us(ts_[i]), value_[i],
+                                                                   quality_[i])
+
+    async with snapshot(conn):  # a cursor lives in a transaction
+        cursor = await conn.cursor(SEGMENTS_OF_PAIRS_SQL, [int(k) for k in device_keys],
+                                   [int(m) for m in metric_ids], day.astimezone(UTC).date(), before)
+        decoding = None
+        while True:
+            rows = await cursor.fetch(LOOKUP_ROWS)
+            if decoding is not None:
+                await decoding
+            if not rows:
+                break
+            decoding = asyncio.ensure_future(asyncio.to_thread(lookup, rows))
+    return out
 
 
 async def readings_between(conn: asyncpg.Connection, after: datetime, upto: datetime,
