@@ -7,15 +7,30 @@ whole city, which the map fits on first load.
 A lamp counts as *out* when it is offline, reports a lamp or driver fault, or has an open
 alarm: each of those means a dark street a crew has to visit. A lamp that is off in
 daylight is not out.
+
+``?at=`` gives the roll-up as it was at a past instant (the map's time slider shows it while
+replaying): the devices as ``GET /api/v1/state?at=`` derives them (:mod:`server.live.past`)
+and the alarms open then, counted by the same rules.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
 from aiohttp import web
+from pydantic import Field
 
 from server import keys
+from server.api.models import Time
+from server.errors import Invalid
+from server.http import validate
 from server.http.auth import require
 from server.http.jsonutil import json_response
+from server.live.past import Scope, alarms_at, state_at
+from server.store.history import parse_time
 from server.vocab import Severity, values
 
 routes = web.RouteTableDef()
@@ -94,6 +109,54 @@ from (select ST_Extent(geom)::geometry as e
 """
 
 
+# The wards alone, for the roll-up at a past instant (counted in Python from the past state).
+WARDS_SQL = """
+select w.code, w.name, ST_X(p.pt) as label_lon, ST_Y(p.pt) as label_lat,
+       ST_XMin(w.geom) as xmin, ST_YMin(w.geom) as ymin,
+       ST_XMax(w.geom) as xmax, ST_YMax(w.geom) as ymax
+from wards w cross join lateral (select ST_PointOnSurface(w.geom) as pt) p
+order by w.code
+"""
+
+COUNTS = ("devices", "online", "stale", "offline", "unknown", "lamps", "lamps_on", "lamps_out",
+          "alarms", "unacked", "shelved", *values(Severity))
+
+
+class SummaryQuery(validate.Query):
+    at: Time | None = Field(None, description="a past instant, RFC 3339: the roll-up as it was "
+                                              "then (default: now)")
+
+
+async def rows_at(conn: asyncpg.Connection, at: datetime, crew: str | None) -> list[dict[str, Any]]:
+    """SUMMARY_SQL's rows as they were at ``at``."""
+    devices, _ = await state_at(conn, at, Scope(crew=crew, limit=10_000_000))
+    alarms = await alarms_at(conn, at, None, crew)
+    alarmed = {a["device"] for a in alarms}
+    n: dict[str, Counter] = {}
+    for d in devices:
+        ward = d.row["ward"]
+        if ward is None:
+            continue
+        c = n.setdefault(ward, Counter())
+        c["devices"] += 1
+        c[d.status] += 1
+        if d.row["kind"] == "streetlight":
+            c["lamps"] += 1
+            c["lamps_on"] += d.values.get("lamp_on") is True
+            c["lamps_out"] += (d.status == "offline" or d.values.get("lamp_fault") is True
+                               or d.values.get("driver_fault") is True or d.row["id"] in alarmed)
+    for a in alarms:
+        if a["ward"] is None:
+            continue
+        c = n.setdefault(a["ward"], Counter())
+        c["alarms"] += 1
+        c["unacked"] += a["state"] in ("active_unacked", "rtn_unacked")
+        c["shelved"] += a["shelved_until"] is not None and a["shelved_until"] > at
+        c[a["severity"]] += 1
+    return [dict(r) | {k: n.get(r["code"], Counter())[k] for k in COUNTS}
+            for r in await conn.fetch(WARDS_SQL)]
+
+
 def _ward(r) -> dict:
     return {
         "code": r["code"],
@@ -115,8 +178,14 @@ def _ward(r) -> dict:
 async def wards_summary(request: web.Request) -> web.Response:
     who = require(request, "viewer", "crew", "operator", "integrator")
     crew = (who.crew or "") if who.role == "crew" else None
+    q = validate.query(request, SummaryQuery)
+    at = None
+    if q.at is not None:
+        at = parse_time(q.at, "at")
+        if at > datetime.now(UTC):
+            raise Invalid(f"at {q.at} is in the future; the roll-up is known up to now", field="at")
     async with request.app[keys.DB].acquire() as conn:
-        rows = await conn.fetch(SUMMARY_SQL, crew)
+        rows = await conn.fetch(SUMMARY_SQL, crew) if at is None else await rows_at(conn, at, crew)
         extent = await conn.fetchrow(EXTENT_SQL)
     bbox = list(extent) if extent and extent[0] is not None else None
     wards = [_ward(r) for r in rows]
@@ -129,5 +198,7 @@ async def wards_summary(request: web.Request) -> web.Response:
         "online": sum(w["devices"]["online"] for w in wards),
         "offline": sum(w["devices"]["offline"] for w in wards),
     }
-    return json_response({"bbox": bbox, "totals": totals, "wards": wards},
-                         headers={"Cache-Control": "no-store"})
+    body: dict[str, Any] = {"bbox": bbox, "totals": totals, "wards": wards}
+    if at is not None:
+        body["at"] = at
+    return json_response(body, headers={"Cache-Control": "no-store"})

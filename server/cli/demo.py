@@ -4,14 +4,20 @@ Order of start: private PostgreSQL (unless IOC_DATABASE_URL), private mosquitto 
 IOC_MQTT_URL), migrations, the synthetic city (first run), a sign-in link for the map, the
 server (with the simulator inside it). Stop order is the reverse. Ctrl-C or SIGTERM at
 any point stops everything that was started, and nothing is left running.
+
+While the map comes up, the city's last day of history is written in the background
+(:mod:`server.simulate.history`; what is missing of it on later starts), so the time
+slider has a day to replay from the first minute.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,6 +34,39 @@ DEMO_TOKEN_HOURS = 12  # the printed admin token's life; the sign-in link lives 
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def history_ctx(began: datetime, demo_rules: bool):
+    """A cleanup context writing the city's last day before ``began`` (when this start
+    began, before any live reading) in a background task; stopping the server stops it
+    between two hours of history, and the next start resumes there."""
+    from server import keys
+    from server.simulate.history import backfill
+
+    async def run(app) -> None:
+        await asyncio.sleep(1)  # the map first
+        rules = {}
+        if demo_rules:
+            from server.alarms.rulefiles import read_rule_file
+
+            rules = {r.id: r for r in read_rule_file(DEMO_RULES)[0] or []}
+        try:
+            report = await backfill(app[keys.SETTINGS].database_url, app[keys.DB], began,
+                                    rules=rules, progress=logger.debug)
+        except Exception:
+            logger.exception("the demo city's history could not be written")
+            return
+        if report.points:
+            logger.info("history: %s readings and %d alarms of the city's last day written in "
+                        "%.0f s", f"{report.points:,}", report.alarms, report.seconds)
+
+    async def ctx(app) -> AsyncIterator[None]:
+        task = asyncio.create_task(run(app), name="demo.history")
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return ctx
 
 
 def _device_hashes(url: str) -> list[tuple[str, str | None]]:
@@ -84,7 +123,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 "mqtt_admin_file": mq.admin_file})
         if not args.no_simulator:
             settings = settings.model_copy(update={"simulate": True})
-        if not settings.rules.paths:  # the demo's alarm rules, unless IOC_CONFIG names others
+        demo_rules = not settings.rules.paths
+        if demo_rules:  # the demo's alarm rules, unless IOC_CONFIG names others
             settings = settings.model_copy(update={"rules": settings.rules.model_copy(
                 update={"paths": [str(DEMO_RULES)]})})
         shown_host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
@@ -108,11 +148,14 @@ def run_demo(args: argparse.Namespace) -> int:
                   f"  API:         {base}/api/v1/devices  (Authorization: Bearer <token>)\n"
                   "  Ctrl-C stops everything.\n", flush=True)
 
+        app = create_app(settings)
+        if not args.no_history:  # history ends where this start's live readings begin
+            app.cleanup_ctx.append(history_ctx(datetime.now(UTC), demo_rules))
         # While it runs, the other ioc commands find its database and broker here.
         with advertise_services(home, database_url=url, mqtt_url=settings.mqtt_url, http_base=base,
                                 mqtt_admin_file=settings.mqtt_admin_file,
                                 mqtt_simulator_url=settings.mqtt_simulator_url):
-            web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port,
+            web.run_app(app, host=settings.http_host, port=settings.http_port,
                         access_log=None, print=banner, loop=new_event_loop(settings.event_loop))
     except KeyboardInterrupt:
         pass

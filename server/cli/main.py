@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--devices", type=int, default=5000, help="streetlights in the synthetic city")
     d.add_argument("--seed", type=int, default=42)
     d.add_argument("--no-simulator", action="store_true", help="do not simulate devices")
+    d.add_argument("--no-history", action="store_true",
+                   help="do not write the city's last day of readings and alarms")
     d.set_defaults(func=cmd_demo)
 
     m = sub.add_parser("migrate", help="upgrade the schema (Alembic)")

@@ -38,7 +38,7 @@ import asyncpg
 
 from server.ingest.maintenance import OFFLINE_INTERVALS, STALE_INTERVALS
 from server.live.deltas import iso_ms
-from server.store.history import latest_in_segments
+from server.store.history import latest_in_segments, snapshot
 from server.vocab import Severity
 
 LOOKBACK_DAYS = 8  # UTC days probed for a device's latest values, newest first
@@ -80,13 +80,24 @@ cross join lateral (
 ) t
 """
 
+# Whether the row store, or the compressed segments, hold anything of a UTC day: a day's
+# partition with rows answers at its first row, an empty one (compressed, or before the data
+# begins) at once.
+RAW_DAY_SQL = ("select exists (select 1 from telemetry where ts >= $1 "
+               "and ts < $1 + interval '1 day')")
+SEGMENTS_DAY_SQL = "select exists (select 1 from telemetry_segments where day = $1)"
+
 # Alarms that may be open at $1 (raised by then, not closed by then), each with its newest
 # event at or before $1 (with its copy of the alarm) and, for events older than the copies,
-# its newest raise/clear/close.
+# its newest raise/clear/close; and its ward (its device's, else where it was raised).
 ALARMS_AT_SQL = """
 select a.id, a.device, a.severity, a.suppressed, a.out_of_service, a.assigned_crew,
-       c.alarm as copy, f.event as last_activity
+       a.shelved_until, c.alarm as copy, f.event as last_activity,
+       coalesce(d.ward, (select w.code from wards w
+                         where a.geom is not null and ST_Intersects(w.geom, a.geom)
+                         limit 1)) as ward
 from alarms a
+left join devices d on d.id = a.device
 join lateral (
     select e.alarm from alarm_events e
     where e.alarm_id = a.id and e.at <= $1
@@ -177,15 +188,26 @@ async def latest_at_raw(conn: asyncpg.Connection, at: datetime,
     # Windows [lo, hi) of one UTC day each (one partition), the first ending just after ``at``.
     hi = at + timedelta(microseconds=1)
     lo = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    async with snapshot(conn):  # a compression committing meanwhile shows nothing twice
+        return await _latest_by_day(conn, out, keys, mids, lo, hi)
+
+
+async def _latest_by_day(conn: asyncpg.Connection, out: dict, keys: list[int], mids: list[int],
+                         lo: datetime, hi: datetime) -> dict:
     for _ in range(LOOKBACK_DAYS):
         if not keys:
             break
-        rows = await conn.fetch(PROBE_SQL, keys, mids, lo, hi)
-        found = {(k, m): (ts, value, quality) for k, m, ts, value, quality in rows}
-        # the day's compressed readings too (server/store/history.py): the later one wins
-        for pair, got in (await latest_in_segments(conn, keys, mids, lo, hi)).items():
-            if pair not in found or got[0] >= found[pair][0]:
-                found[pair] = got
+        # Either store may hold nothing of the day: one probe each says so, instead of one
+        # per pair (most of the lookback, for metrics a device never reported).
+        found = {}
+        if await conn.fetchval(RAW_DAY_SQL, lo):
+            rows = await conn.fetch(PROBE_SQL, keys, mids, lo, hi)
+            found = {(k, m): (ts, value, quality) for k, m, ts, value, quality in rows}
+        if await conn.fetchval(SEGMENTS_DAY_SQL, lo.date()):
+            # the day's compressed readings too (server/store/history.py): the later one wins
+            for pair, got in (await latest_in_segments(conn, keys, mids, lo, hi)).items():
+                if pair not in found or got[0] >= found[pair][0]:
+                    found[pair] = got
         for (k, m), got in found.items():
             out.setdefault(k, {})[m] = got
         if found:
@@ -197,15 +219,33 @@ async def latest_at_raw(conn: asyncpg.Connection, at: datetime,
 
 def _alarm_now(row: Mapping[str, Any]) -> dict[str, Any]:
     """What an alarm row of ALARMS_AT_SQL was at the instant: its copy, or the fold."""
+    where = {"id": row["id"], "device": row["device"], "ward": row["ward"]}
     copy = row["copy"]
     if copy is not None:
-        return {"active": copy.get("active"), "state": copy.get("state"),
-                "suppressed": copy.get("suppressed"), "out_of_service": copy.get("out_of_service"),
-                "severity": copy.get("severity"), "assigned_crew": copy.get("assigned_crew")}
+        shelved = copy.get("shelved_until")
+        return where | {
+            "active": copy.get("active"), "state": copy.get("state"),
+            "suppressed": copy.get("suppressed"), "out_of_service": copy.get("out_of_service"),
+            "severity": copy.get("severity"), "assigned_crew": copy.get("assigned_crew"),
+            "shelved_until": datetime.fromisoformat(shelved) if shelved else None}
     active = row["last_activity"] == "raised"
-    return {"active": active, "state": "active_unacked" if active else "rtn_unacked",
-            "suppressed": row["suppressed"], "out_of_service": row["out_of_service"],
-            "severity": row["severity"], "assigned_crew": row["assigned_crew"]}
+    return where | {"active": active, "state": "active_unacked" if active else "rtn_unacked",
+                    "suppressed": row["suppressed"], "out_of_service": row["out_of_service"],
+                    "severity": row["severity"], "assigned_crew": row["assigned_crew"],
+                    "shelved_until": row["shelved_until"]}
+
+
+async def alarms_at(conn: asyncpg.Connection, at: datetime, device_ids: list[str] | None = None,
+                    crew: str | None = None) -> list[dict[str, Any]]:
+    """The alarms open at ``at`` (not closed then) that the caller may see, each as it then
+    was: id, device, ward, severity, state, active, suppressed, out_of_service,
+    shelved_until, assigned_crew."""
+    out = []
+    for row in await conn.fetch(ALARMS_AT_SQL, at, device_ids):
+        a = _alarm_now(row)
+        if a["state"] != "closed" and visible(a, crew):
+            out.append(a)
+    return out
 
 
 def counts(alarm: Mapping[str, Any]) -> bool:
@@ -223,11 +263,10 @@ async def alarm_severity_at(conn: asyncpg.Connection, at: datetime, device_ids: 
     """Per device, the highest severity among the alarms active at ``at`` that the caller
     may see."""
     worst: dict[str, str] = {}
-    for row in await conn.fetch(ALARMS_AT_SQL, at, device_ids):
-        a = _alarm_now(row)
-        if not counts(a) or not visible(a, crew):
+    for a in await alarms_at(conn, at, device_ids, crew):
+        if not counts(a):
             continue
-        dev, sev = row["device"], a["severity"]
+        dev, sev = a["device"], a["severity"]
         if RANK.get(sev, 0) > RANK.get(worst.get(dev), 0):
             worst[dev] = sev
     return worst

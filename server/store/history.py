@@ -17,6 +17,7 @@ sources is still exact. :func:`rollup` writes the rollups and folds late reading
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -29,13 +30,14 @@ import numpy as np
 
 from server.errors import Invalid
 from server.store.compress import (
+    LOOKUP_ROWS,
     US,
     Points,
     copy_points,
-    decode,
     decode_segments,
     from_us,
     group_starts,
+    latest_upto,
     merge,
     to_us,
 )
@@ -193,29 +195,26 @@ async def latest_at(conn: asyncpg.Connection, at: datetime,
             since.astimezone(UTC).date(), at.astimezone(UTC).date(), at, since, *seg_args)
     if not segs:
         return raw
-    since_us = to_us(since)
-    dev, met, ts, val, qual = [], [], [], [], []
     # the newest segment of each series: it has a reading at or before ``at`` (ts_first)
     newest = [r for i, r in enumerate(segs) if i == 0 or segs[i - 1]["device_key"] != r["device_key"]
               or segs[i - 1]["metric_id"] != r["metric_id"]]
-    for r in newest:
-        pair = (r["device_key"], r["metric_id"])
-        t, v, q = decode(r["data"])
-        i = int(np.searchsorted(t, at_us, side="right")) - 1
-        if i < 0 or t[i] <= since_us:
-            continue
-        dev.append(pair[0])
-        met.append(pair[1])
-        ts.append(t[i])
-        val.append(v[i])
-        qual.append(q[i])
-    packed = Points(np.array(dev, np.int32), np.array(met, np.int16), np.array(ts, np.int64),
-                    np.array(val, np.float64), np.array(qual, np.int16))
+    found, ts, val, qual = latest_upto([r["data"] for r in newest], at_us)
+    found &= ts > to_us(since)
+    packed = Points(np.array([r["device_key"] for r in newest], np.int32)[found],
+                    np.array([r["metric_id"] for r in newest], np.int16)[found],
+                    ts[found], val[found], qual[found])
     both = Points.concat([packed, raw])
     tier = np.concatenate([np.zeros(len(packed), np.int8), np.ones(len(raw), np.int8)])
     order = np.lexsort((tier, -both.ts, both.metric, both.device))
     both = both.take(order)
     return both.take(group_starts(both.device, both.metric))
+
+
+SEGMENTS_OF_PAIRS_SQL = """
+select s.device_key, s.metric_id, s.data from telemetry_segments s
+join unnest($1::int[], $2::smallint[]) as p(k, m) on s.device_key = p.k and s.metric_id = p.m
+where s.day = $3 and s.ts_first < $4
+"""
 
 
 async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int],
@@ -224,21 +223,32 @@ async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int
     """For each (device_keys[i], metric_ids[i]) pair, its newest compressed reading of the UTC
     ``day`` that is earlier than ``before``: ``{(key, metric): (ts, value, quality)}``. With
     the row store's newest of the same day (the later wins; a tie is the segment's), this is
-    the day's answer of :func:`latest_at` pair by pair (server/live/past.py probes so)."""
-    rows = await conn.fetch(
-        """select s.device_key, s.metric_id, s.data from telemetry_segments s
-           join unnest($1::int[], $2::smallint[]) as p(k, m)
-             on s.device_key = p.k and s.metric_id = p.m
-           where s.day = $3 and s.ts_first < $4""",
-        [int(k) for k in device_keys], [int(m) for m in metric_ids],
-        day.astimezone(UTC).date(), before)
-    out = {}
-    limit = to_us(before)
-    for r in rows:
-        t, v, q = decode(r["data"])
-        i = int(np.searchsorted(t, limit, side="left")) - 1
-        if i >= 0:
-            out[(r["device_key"], r["metric_id"])] = (from_us(t[i]), float(v[i]), int(q[i]))
+    the day's answer of :func:`latest_at` pair by pair (server/live/past.py probes so).
+
+    The segments come in parts of :data:`~server.store.compress.LOOKUP_ROWS` through a
+    cursor, each part decoded in a worker thread while the next one arrives: a whole city's
+    lookup neither waits for all its segments nor holds the event loop while it decodes."""
+    out: dict[tuple[int, int], tuple[datetime, float, int]] = {}
+    limit = to_us(before) - 1
+
+    def lookup(rows: list) -> None:
+        found, ts, value, quality = latest_upto([r["data"] for r in rows], limit)
+        ts_, value_, quality_ = ts.tolist(), value.tolist(), quality.tolist()
+        for i in np.flatnonzero(found).tolist():
+            out[(rows[i]["device_key"], rows[i]["metric_id"])] = (from_us(ts_[i]), value_[i],
+                                                                   quality_[i])
+
+    async with snapshot(conn):  # a cursor lives in a transaction
+        cursor = await conn.cursor(SEGMENTS_OF_PAIRS_SQL, [int(k) for k in device_keys],
+                                   [int(m) for m in metric_ids], day.astimezone(UTC).date(), before)
+        decoding = None
+        while True:
+            rows = await cursor.fetch(LOOKUP_ROWS)
+            if decoding is not None:
+                await decoding
+            if not rows:
+                break
+            decoding = asyncio.ensure_future(asyncio.to_thread(lookup, rows))
     return out
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from unittest.mock import patch
 
 import asyncpg
 import numpy as np
 import psycopg
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -47,6 +49,49 @@ def test_codec_round_trips_bit_for_bit(rows, regular):
     t2, v2, q2 = decode(encode(ts, v, q))
     assert np.array_equal(t2, ts) and np.array_equal(q2, q)
     assert np.array_equal(v2.view(np.uint64), v.view(np.uint64))
+
+
+def _v1(ts: np.ndarray, v: np.ndarray, q: np.ndarray) -> bytes:
+    """A segment as format 1 wrote it (no checkpoints): still read."""
+    dod = np.diff(np.diff(ts, prepend=0), prepend=0)
+    bits = v.view(np.int64)
+    starts = compress.group_starts(q)
+    runs = np.diff(starts, append=len(ts)).astype(np.uint32)
+    body = b"".join((compress._HEADER.pack(1, compress._XOR, 0, len(ts), len(starts)),
+                     compress._shuffle(compress._zigzag(dod)),
+                     compress._shuffle(bits ^ np.concatenate(([0], bits[:-1]))),
+                     q[starts].astype("<i2").tobytes(), runs.tobytes()))
+    return zstandard.ZstdCompressor(level=9).compress(body)
+
+
+segment_rows = st.lists(st.tuples(st.integers(0, 2 * 86_400 * US), values, st.sampled_from([0, 0, 0, 1, 2])),
+                        min_size=1, max_size=3 * compress.BLOCK + 5, unique_by=lambda r: r[0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(segment_rows, st.booleans()), min_size=1, max_size=6),
+       st.lists(st.integers(-US, 2 * 86_400 * US + US), min_size=1, max_size=5), st.data())
+def test_latest_upto_is_a_search_of_the_decoded_segments(segments, limits, data):
+    """The map at a past instant decodes one block per segment: the same reading as a full
+    decode and a search, on both sides of each checkpoint, for either format."""
+    series = []
+    for rows, old in segments:
+        rows.sort(key=lambda r: r[0])
+        ts = np.array([r[0] for r in rows], np.int64)
+        v = np.array([r[1] for r in rows], np.float64)
+        q = np.array([r[2] for r in rows], np.int16)
+        series.append((ts, v, q, _v1(ts, v, q) if old else encode(ts, v, q)))
+        limits += [int(t) + d for t in data.draw(st.lists(st.sampled_from(ts.tolist()), max_size=3))
+                   for d in (-1, 0)]
+    for limit in limits:
+        with patch.object(compress, "LOOKUP_ROWS", 4):  # more segments than that: in parts
+            found, ts, v, q = compress.latest_upto([s[3] for s in series], limit)
+        for i, (t0, v0, q0, _) in enumerate(series):
+            j = int(np.searchsorted(t0, limit, side="right")) - 1
+            assert found[i] == (j >= 0)
+            if j >= 0:
+                assert (ts[i], q[i]) == (t0[j], q0[j])
+                assert v[i].view(np.uint64) == v0[j].view(np.uint64)
 
 
 def test_a_regular_decimal_series_takes_about_a_byte_a_point():

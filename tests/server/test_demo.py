@@ -96,6 +96,20 @@ def test_demo_serves_the_city_and_stops_cleanly(tmp_path, sig):
         status, body = _get(devices, crew.stdout.strip())
         assert status == 200, body
         assert b'"streetlight"' in body
+        if sig == signal.SIGINT:
+            # The city's last day, written in the background: lamps as they were 12 h ago.
+            # (The SIGTERM run stops while it is still being written.)
+            while "history:" not in (tmp_path / "demo.log").read_text() and time.monotonic() < deadline + 60:
+                assert proc.poll() is None
+                time.sleep(0.5)
+            then = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 12 * 3600))
+            status, body = _get(f"http://127.0.0.1:{port}/api/v1/state?at={then}&kind=streetlight",
+                                token)
+            assert status == 200, body
+            lamps = json.loads(body)["features"]
+            assert len(lamps) == 300
+            assert sum(f["properties"]["values"].get("lamp_on") is not None for f in lamps) > 250
+            assert sum(f["properties"]["status"] == "online" for f in lamps) > 250
     finally:
         descendants = []
         try:

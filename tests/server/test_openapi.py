@@ -189,6 +189,7 @@ POSITIVE_GAPS = {
     "GET /api/v1/audit": "from before to",
     "GET /api/v1/devices": "bbox min <= max",
     "GET /api/v1/state": "bbox min <= max; at not in the future",
+    "GET /api/v1/wards/summary": "at not in the future",
     "GET /api/v1/export": "bbox min <= max",
     "GET /api/v1/devices/{id}/telemetry": "from before to, at most 100,000 buckets",
     "POST /api/v1/alarms/{id}/assign": "the crew exists",

@@ -213,3 +213,51 @@ async def test_the_same_once_compressed(app):
     finally:
         await conn.close()
     assert [await app(t) for t in instants] == before
+
+
+async def test_ward_roll_up_at_a_past_instant(app, token_for):
+    """``GET /api/v1/wards/summary?at=``: the roll-up (and its totals, the map's KPIs) as it
+    was, from the same past state; crews count their crew's alarms only."""
+    a, b = app.devices["a"], app.devices["b"]
+    with psycopg.connect(app.url) as conn:
+        ward_a, ward_b = (conn.execute("select ward from devices where id = %s", (d,)).fetchone()[0]
+                          for d in (a, b))
+        major = alarm(conn, b, "major", at(10), crew="c1")
+        change(conn, major, at(40), "cleared", state="closed", active=False, cleared_at=at(40),
+               closed_at=at(40))
+    client, headers = app.client, {"Authorization": f"Bearer {app.token}"}
+
+    async def summary(when=None, headers=headers):
+        params = {"at": iso(when)} if when is not None else {}
+        resp = await client.get("/api/v1/wards/summary", params=params, headers=headers)
+        assert resp.status == 200
+        body = await resp.json()
+        return body["totals"], {w["code"]: w for w in body["wards"]}
+
+    # 23:20: lamp A online and on; B's alarm open (B is out)
+    totals, wards = await summary(at(20))
+    assert totals["alarms"] == 1 and totals["unacked"] == 1 and totals["lamps_out"] == 1
+    assert totals["online"] == 2 and totals["offline"] == 0  # A, and C read at 23:10
+    assert wards[ward_b]["alarms"]["by_severity"]["major"] == 1
+    assert wards[ward_b]["lamps"]["out"] == 1
+    assert wards[ward_a]["lamps"]["on"] >= 1
+    # 23:50: the alarm closed, lamp A off; now (live): nothing open, nothing out
+    totals, wards = await summary(at(50))
+    assert totals["alarms"] == 0 and totals["lamps_out"] == 0
+    assert wards[ward_a]["lamps"]["on"] == 0
+    totals, _ = await summary()
+    assert totals["alarms"] == 0 and totals["lamps_out"] == 0
+    # a crew sees its crew's alarms only
+    c2 = {"Authorization": f"Bearer {await token_for(app.url, 'crew', 'c2')}"}
+    totals, _ = await summary(at(20), headers=c2)
+    assert totals["alarms"] == 0 and totals["lamps_out"] == 0
+    c1 = {"Authorization": f"Bearer {await token_for(app.url, 'crew', 'c1')}"}
+    totals, _ = await summary(at(20), headers=c1)
+    assert totals["alarms"] == 1
+    # a bad or future instant: a 400 naming the field
+    for bad in ("yesterday", iso(NOW + timedelta(hours=1))):
+        resp = await client.get("/api/v1/wards/summary", params={"at": bad}, headers=headers)
+        body = await resp.json()
+        assert resp.status == 400, body
+        named = {body.get("field")} | {e.get("field") for e in body.get("errors", [])}
+        assert "at" in named, body

@@ -45,6 +45,8 @@ def seed(url: str) -> tuple[str, float, float]:
 
 SEVERITY = "(id) => window.ioc.store.severityOf(id)"
 LAMP_ON = "(id) => window.ioc.live.state.get(id)?.values?.lamp_on"
+# The top bar's "Lamps out" KPI (the ward roll-up's total: live, or of the replayed instant)
+LAMPS_OUT = "(want) => document.querySelector('#kpi-lamps-out')?.textContent === want"
 
 
 async def test_replay_shows_the_past_and_returns_to_live(browser, city_db_url, make_settings,
@@ -57,6 +59,7 @@ async def test_replay_shows_the_past_and_returns_to_live(browser, city_db_url, m
         await map_ready(page)
         assert await page.evaluate(SEVERITY, lamp) is None
         await page.wait_for_function(f"(id) => ({LAMP_ON})(id) === true", arg=lamp)
+        await page.wait_for_function(LAMPS_OUT, arg="0")  # live: the lamp is fine
 
         replay = page.get_by_role("button", name="Replay", exact=True)
         pressed = datetime.now(UTC)
@@ -81,6 +84,13 @@ async def test_replay_shows_the_past_and_returns_to_live(browser, city_db_url, m
         await page.locator("#alarm-list .alarm", has_text=lamp).wait_for()
         shown = (start + timedelta(minutes=minutes)).astimezone().strftime("%H:%M")
         await page.locator("#replay-badge", has_text=f"Replaying — {shown}").wait_for()
+        # The KPIs and the ward roll-up are those of then: the lamp was out (its alarm open).
+        await page.wait_for_function(LAMPS_OUT, arg="1")
+        await page.click("label[for=tab-wards]")
+        assert await page.locator("#kpi-alarms").inner_text() == "1"
+        await page.locator("#ward-table .wards-as-of", has_text=f"As at {shown}").wait_for()
+        out = page.locator("#ward-table tfoot td").nth(1)
+        assert (await out.inner_text()).startswith("1")
         # Historical alarms are not acted on.
         assert await page.locator("#alarm-list button[data-action=ack]").is_disabled()
         await map_idle(page)
@@ -94,12 +104,14 @@ async def test_replay_shows_the_past_and_returns_to_live(browser, city_db_url, m
         await page.get_by_role("button", name="Pause", exact=True).click()
         await page.get_by_role("button", name="Play", exact=True).wait_for()
 
-        # Back to live.
+        # Back to live: today's figures again.
         await page.get_by_role("button", name="Back to live").click()
         await badge.wait_for(state="hidden")
         assert await replay.get_attribute("aria-pressed") == "false"
         await page.locator("#link.live").wait_for()
         await page.wait_for_function(f"(id) => ({SEVERITY})(id) === null", arg=lamp)
+        await page.wait_for_function(LAMPS_OUT, arg="0")
+        await page.locator("#ward-table .wards-as-of").wait_for(state="detached")
 
         # Vietnamese, and a narrower window.
         await page.click("[data-lang=vi]")
@@ -108,6 +120,8 @@ async def test_replay_shows_the_past_and_returns_to_live(browser, city_db_url, m
         await page.get_by_role("button", name="Về trực tiếp").wait_for()
         await page.get_by_role("slider", name="Thời điểm").fill(str(minutes))
         await page.wait_for_function(f"(id) => ({SEVERITY})(id) === 'major'", arg=lamp)
+        await page.wait_for_function(LAMPS_OUT, arg="1")
+        await page.locator("#ward-table .wards-as-of", has_text=f"Vào lúc {shown}").wait_for()
         await map_idle(page)
         await page.screenshot(path=artifact("replay-vi.png"))
         await page.set_viewport_size({"width": 1000, "height": 760})

@@ -6,6 +6,7 @@ from typing import Any
 
 from server.api import models
 from server.api.state import StateQuery
+from server.api.wards import SummaryQuery
 from server.http.openapi.build import (
     GEOJSON,
     INT,
@@ -233,8 +234,12 @@ def paths() -> dict[str, Any]:
     }
 
     p["/api/v1/wards/summary"] = {
-        "get": op("Per ward: devices by status, lamps out, open alarms",
-                  {200: ok(ref("WardSummary"))}, tags=["map"], errors=(403,)),
+        "get": op("Per ward: devices by status, lamps out, open alarms (now, or at a past instant)",
+                  {200: ok(ref("WardSummary"))}, tags=["map"], errors=(400, 403),
+                  params=query_params(SummaryQuery),
+                  description="With `at`, the roll-up as it was then: devices' status and values "
+                              "as GET /api/v1/state?at= derives them, the alarms open then. A "
+                              "future or unparsable `at` is a 400 naming the field."),
     }
     p["/api/v1/me"] = {
         "get": op("Who this token is", {200: ok(ref("Me"))}, tags=["map"]),

@@ -290,7 +290,7 @@ SCHEMAS: dict[str, Any] = {
     "ImportReport": obj({"dry_run": BOOL, "format": {"enum": ["geojson", "csv"]},
                          "devices": INT, "created": INT, "updated": INT},
                         ["dry_run", "format", "devices", "created", "updated"]),
-    "WardSummary": obj({"bbox": nullable(arr(NUM)), "totals": OBJ, "wards": arr(OBJ)},
+    "WardSummary": obj({"bbox": nullable(arr(NUM)), "totals": OBJ, "wards": arr(OBJ), "at": TIME},
                        ["totals", "wards"]),
     "Me": obj({"name": STR, "role": {"enum": ROLES}, "crew": nullable(STR)},
               ["name", "role", "crew"]),

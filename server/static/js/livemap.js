@@ -305,6 +305,7 @@ export class LiveMap {
     }
     this.sources.set(id, {
       role, tilejson: tj, styleIds, visible: true, title: entry.title, titleVi: entry.title_vi,
+      live: !entry.source || entry.source === "kind", // a device kind: the websocket has it
       sourceLayers: vlayers.map((v) => v.id),
       // Per-device live state is worth subscribing to only where devices are drawn.
       minzoom: Math.max(tj.minzoom ?? 0, detailMinzoom),
@@ -335,7 +336,7 @@ export class LiveMap {
   subscribedLayers() {
     const z = this.map.getZoom();
     return [...this.sources.entries()]
-      .filter(([, s]) => s.role === "devices" && s.visible && z >= s.minzoom - 0.5)
+      .filter(([, s]) => s.role === "devices" && s.live && s.visible && z >= s.minzoom - 0.5)
       .map(([id]) => id);
   }
 

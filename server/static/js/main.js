@@ -94,7 +94,10 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
     onZoom: (d) => live.map.easeTo({ center: pointOfFeature(d), zoom: Math.max(live.map.getZoom(), 17) }),
     wardName: (code) => wards.data?.wards.find((w) => w.code === code)?.name ?? code,
   });
-  const wards = new WardRollup($("#ward-table"), live, { onTotals: (tot) => renderKpis(tot) });
+  const wards = new WardRollup($("#ward-table"), live, {
+    onTotals: (tot) => renderKpis(tot),
+    instant: () => (replay?.active ? replay.now() : null), // replaying: the figures of then
+  });
   Object.assign(window.ioc, { live, map: live.map, store, alarmPanel, devicePanel, wards, me });
 
   function openDevice(id) {
@@ -187,6 +190,7 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
             if (!replay?.active) break; // a late one, after going back to live
             replay.onSnapshot(msg);
             store.replaceAll(msg.alarms ?? []);
+            wards.refresh(); // the roll-up and the KPIs of that moment
           }
           for (const d of msg.devices ?? []) {
             live.applyDevice(d, (id) => store.severityOf(id));
@@ -223,6 +227,7 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
     view: () => ({ bbox: live.viewportBbox(), layers: live.subscribedLayers() }),
     onMode: (active) => {
       alarmPanel.render();
+      wards.refresh(); // today's figures, or those of the replayed moment
       if (active) socket.subscription = null; // a reconnect resumes the replay, not live
       else {
         socket.subscription = { op: "subscribe", bbox: live.viewportBbox(),

@@ -1,19 +1,30 @@
 // The ward roll-up: lamps out and open alarms per ward (a table, refreshed every few
 // seconds and after alarm transitions), ward labels on the map, and an optional
-// choropleth of the share of lamps out.
+// choropleth of the share of lamps out. While the time slider replays the past, the
+// roll-up (and the KPIs fed from its totals) is the one of the replayed instant
+// (GET /api/v1/wards/summary?at=), refreshed as the replay moves.
 
 import { api, fmtNumber, h } from "./common.js";
-import { onLangChange, t } from "./i18n.js";
+import { addStrings, lang, onLangChange, t } from "./i18n.js";
 import { maplibregl } from "./livemap.js";
 
 const REFRESH_MS = 10000;
+const REPLAY_REFRESH_MS = 2000; // while replaying: the figures follow the moving instant
+const MINUTE = 60_000;
+
+addStrings({ wards_as_of: "As at {t}" }, { wards_as_of: "Vào lúc {t}" });
 
 export class WardRollup {
-  constructor(root, live, { onTotals }) {
+  // instant(): the replayed moment (epoch ms), or null when live.
+  constructor(root, live, { onTotals, instant }) {
     this.root = root;
     this.live = live;
     this.onTotals = onTotals;
+    this.instant = instant ?? (() => null);
     this.data = null;
+    this.seq = 0; // loads asked for; an answer to an older one is dropped
+    this.loadedAt = 0; // when the last load was asked (performance.now())
+    this.loadedFor = null; // the replayed minute it was for (null: live)
     this.labels = [];
     this.choropleth = false;
     this.sort = "lamps_out";
@@ -22,7 +33,15 @@ export class WardRollup {
   }
 
   async load() {
-    this.data = await api("/api/v1/wards/summary");
+    const seq = ++this.seq;
+    const at = this.instant();
+    this.loadedAt = performance.now();
+    this.loadedFor = at === null ? null : Math.floor(at / MINUTE);
+    const url = at === null ? "/api/v1/wards/summary"
+      : `/api/v1/wards/summary?at=${encodeURIComponent(new Date(Math.min(at, Date.now())).toISOString())}`;
+    const data = await api(url);
+    if (seq !== this.seq) return this.data; // a newer load (another instant, or live) won
+    this.data = data;
     this.render();
     this.renderLabels();
     this.paintWards();
@@ -31,7 +50,15 @@ export class WardRollup {
   }
 
   start() {
-    setInterval(() => this.refresh(), REFRESH_MS);
+    setInterval(() => {
+      const at = this.instant();
+      if (at === null) {
+        if (this.loadedFor !== null || performance.now() - this.loadedAt >= REFRESH_MS) this.refresh();
+      } else if (Math.floor(at / MINUTE) !== this.loadedFor
+                 && performance.now() - this.loadedAt >= REPLAY_REFRESH_MS) {
+        this.refresh(); // the past does not change: only when the replay has moved
+      }
+    }, 500);
   }
 
   // Alarm transitions come in bursts: one refresh for a burst.
@@ -68,6 +95,9 @@ export class WardRollup {
       },
     }, label);
     const tot = this.data.totals;
+    const asOf = this.data.at ? h("p.wards-as-of", t("wards_as_of", { t: new Date(this.data.at)
+      .toLocaleTimeString(lang() === "vi" ? "vi-VN" : "en-GB", { hour: "2-digit", minute: "2-digit" }) }))
+      : "";
     const rows = this.sorted().map((w) => {
       const sev = Object.entries(w.alarms.by_severity).find(([, n]) => n > 0)?.[0];
       const outShare = w.lamps.total ? w.lamps.out / w.lamps.total : 0;
@@ -81,6 +111,7 @@ export class WardRollup {
         h("td.num", w.devices.offline || "·"));
     });
     this.root.replaceChildren(
+      asOf,
       h("label.toggle-row",
         h("input", { type: "checkbox", checked: this.choropleth, onchange: (e) => {
           this.choropleth = e.target.checked;
