@@ -166,11 +166,22 @@ async def public_view(conn, code: str) -> dict:
         raise NotFound(f"no report with the code {code!r}")
     events = await conn.fetch("select at, status, note from report_events where report_id = $1 "
                               "order by at, id", r["id"])
-    photos = await conn.fetch("select sha256 from report_photos where report_id = $1 order by id", r["id"])
+    photos = await conn.fetch("select sha256, role from report_photos where report_id = $1 order by id",
+                              r["id"])
+    extra = await conn.fetchrow(
+        "select (select name from wards where code = $2) as ward_name, ST_X(geom) as lon, ST_Y(geom) as lat, "
+        "(select stars from report_ratings where report_id = $1) as stars from reports where id = $1",
+        r["id"], r["ward"])
     return {"code": code, "status": r["status"], "category": r["category"], "ward": r["ward"],
             "unit": r["unit"], "reporters": r["reporters"],
             "events": [{"at": e["at"].isoformat(), "status": e["status"], "note": e["note"]} for e in events],
-            "photos": [photo_url(p["sha256"]) for p in photos]}
+            "photos": [photo_url(p["sha256"]) for p in photos],
+            # for the tracking page: which photos show the problem, which the work done
+            "before": [photo_url(p["sha256"]) for p in photos if p["role"] != "after"],
+            "after": [photo_url(p["sha256"]) for p in photos if p["role"] == "after"],
+            "ward_name": extra["ward_name"], "lon": extra["lon"], "lat": extra["lat"],
+            "created_at": r["created_at"].isoformat(), "sla_due": r["sla_due"].isoformat(),
+            "rated": extra["stars"] is not None, "stars": extra["stars"]}
 
 
 async def rate(conn, code: str, stars: int, comment: str | None) -> None:
