@@ -84,7 +84,12 @@ addStrings({
   cz_open_data: "Open data",
   cz_download_geojson: "Download GeoJSON",
   cz_download_csv: "Download CSV",
-  cz_shown: "{n} reports on the map",
+  cz_shown: "Reports on the map: {n}",
+  cz_minutes: "{n} min",
+  cz_col_sla: "On time",
+  cz_col_median: "Median",
+  cz_col_sat: "Satisfied",
+  cz_unit_crews: "The city's maintenance crews",
   cz_map_label: "Map of reports",
   cz_no_rows: "No reports in this period.",
   cz_total: "Total",
@@ -170,7 +175,12 @@ addStrings({
   cz_open_data: "Dữ liệu mở",
   cz_download_geojson: "Tải GeoJSON",
   cz_download_csv: "Tải CSV",
-  cz_shown: "{n} phản ánh trên bản đồ",
+  cz_shown: "Số phản ánh trên bản đồ: {n}",
+  cz_minutes: "{n} phút",
+  cz_col_sla: "Đúng hạn",
+  cz_col_median: "Trung vị",
+  cz_col_sat: "Hài lòng",
+  cz_unit_crews: "Đội bảo trì của thành phố",
   cz_map_label: "Bản đồ phản ánh",
   cz_no_rows: "Không có phản ánh trong khoảng thời gian này.",
   cz_total: "Tổng",
@@ -201,6 +211,8 @@ const STATUS = {
 export const STATUSES = Object.keys(STATUS.en);
 
 export const categoryLabel = (c) => (CATEGORIES[c] ? CATEGORIES[c][lang() === "vi" ? 1 : 0] : c);
+// The unit the server names when none is configured for a category ([reports] units).
+export const unitLabel = (u) => (u === "crews" ? t("cz_unit_crews") : u);
 export const reportStatusLabel = (s) => STATUS[lang()][s] ?? s;
 
 // The citizens' pages open in Vietnamese unless the citizen picked English with the toggle.

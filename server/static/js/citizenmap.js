@@ -11,8 +11,13 @@ function loadMapLibre() {
     css.rel = "stylesheet";
     const v = JSON.parse(document.getElementById("config").textContent).version;
     css.href = `/static/vendor/maplibre-gl/maplibre-gl.css?v=${v}`;
+    // The map measures its container when it starts: its stylesheet must be in force first.
+    const styled = new Promise((resolve) => {
+      css.onload = resolve;
+      css.onerror = resolve;
+    });
     document.head.append(css);
-    loading = import("maplibre-gl");
+    loading = Promise.all([import("maplibre-gl"), styled]).then(([lib]) => lib);
   }
   return loading;
 }

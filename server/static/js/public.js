@@ -61,6 +61,7 @@ async function loadMap() {
   $("#dl-csv").href = `/api/v1/public/reports.csv?${q}`;
   const data = await publicApi(`/api/v1/public/reports.geojson?${q}`);
   shown = data.features.length;
+  window.iocPublic.features = data.features;
   $("#shown").textContent = t("cz_shown", { n: shown });
   if (!map) return;
   map.getSource("reports").setData(data);
@@ -78,7 +79,8 @@ function kpi(label, value) {
 }
 
 const pct = (v) => (v === null || v === undefined ? "–" : `${fmtNum(v)} %`);
-const hours = (v) => (v === null || v === undefined ? "–" : t("cz_hours", { n: fmtNum(v) }));
+const hours = (v) => (v === null || v === undefined ? "–"
+  : v < 1 ? t("cz_minutes", { n: fmtNum(v * 60, 0) }) : t("cz_hours", { n: fmtNum(v) }));
 
 function renderStats() {
   if (!stats) return;
@@ -87,20 +89,25 @@ function renderStats() {
     kpi(t("cz_resolved_n"), fmtNum(tot.resolved, 0)), kpi(t("cz_within_sla"), pct(tot.within_sla_pct)),
     kpi(t("cz_median"), hours(tot.median_hours_to_resolve)), kpi(t("cz_satisfaction"), pct(tot.satisfaction_pct)));
   const head = document.createElement("tr");
-  for (const label of [stats.by === "ward" ? t("cz_by_ward") : t("cz_by_category"), t("cz_received_n"),
-    t("cz_resolved_n"), t("cz_within_sla"), t("cz_median"), t("cz_satisfaction")]) {
+  // Short headings (a phone is 390 px wide); the full wording is their title and the KPIs'.
+  const columns = [[stats.by === "ward" ? t("cz_by_ward") : t("cz_by_category")],
+    [t("cz_received_n")], [t("cz_resolved_n")], [t("cz_col_sla"), t("cz_within_sla")],
+    [t("cz_col_median"), t("cz_median")], [t("cz_col_sat"), t("cz_satisfaction")]];
+  for (const [label, title] of columns) {
     const th = document.createElement("th");
     th.scope = "col";
     th.textContent = label;
+    if (title) th.title = title;
     head.append(th);
   }
   const rows = stats.rows.map((r) => {
     const tr = document.createElement("tr");
     const name = stats.by === "ward" ? (r.name ?? r.ward ?? "–") : categoryLabel(r.category);
-    for (const v of [name, fmtNum(r.received, 0), fmtNum(r.resolved, 0), pct(r.within_sla_pct),
-      hours(r.median_hours_to_resolve), pct(r.satisfaction_pct)]) {
+    for (const [i, v] of [name, fmtNum(r.received, 0), fmtNum(r.resolved, 0), pct(r.within_sla_pct),
+      hours(r.median_hours_to_resolve), pct(r.satisfaction_pct)].entries()) {
       const td = document.createElement("td");
       td.textContent = v;
+      td.dataset.label = columns[i][1] ?? columns[i][0]; // a phone shows each row as a card
       tr.append(td);
     }
     return tr;

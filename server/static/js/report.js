@@ -236,6 +236,8 @@ function done(code) {
   $("#done").hidden = false;
   $("#done-code").textContent = code;
   $("#done-link").href = url;
+  $("#done-url").href = url;
+  $("#done-url").textContent = new URL(url, location.href).href;
   try {
     // The phone remembers the codes it sent (nowhere else), so the citizen can find them again.
     const mine = JSON.parse(localStorage.getItem("ioc.reports") || "[]");

@@ -3,7 +3,9 @@
 // a rating (1-5 stars and a comment), once.
 
 import { applyStatic } from "./i18n.js";
-import { categoryLabel, fmtDateTime, publicApi, reportStatusLabel, startLanguage, t } from "./citizen.js";
+import {
+  categoryLabel, fmtDateTime, publicApi, reportStatusLabel, startLanguage, t, unitLabel,
+} from "./citizen.js";
 
 const $ = (sel) => document.querySelector(sel);
 const code = decodeURIComponent(location.pathname.split("/").pop());
@@ -44,7 +46,7 @@ function render() {
     el("dt", {}, t("cz_status")), el("dd", {}, el("span", { class: `status-pill st-${r.status}`, id: "status" },
       reportStatusLabel(r.status))),
     el("dt", {}, t("cz_ward")), el("dd", {}, r.ward_name || r.ward || "–"),
-    el("dt", {}, t("cz_unit")), el("dd", { id: "unit" }, r.unit || "–"),
+    el("dt", {}, t("cz_unit")), el("dd", { id: "unit" }, r.unit ? unitLabel(r.unit) : "–"),
     el("dt", {}, t("cz_received_at")), el("dd", {}, fmtDateTime(r.created_at)),
     r.status === "resolved" || r.status === "rejected" ? null : el("dt", {}, t("cz_due")),
     r.status === "resolved" || r.status === "rejected" ? null : el("dd", {}, fmtDateTime(r.sla_due)),
