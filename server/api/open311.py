@@ -8,7 +8,6 @@ shape ``[{"code": 400, "description": ...}]``.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 
 import orjson
@@ -16,7 +15,7 @@ from aiohttp import web
 
 from server import keys
 from server import reports as domain
-from server.api.reports import _take, _text
+from server.api.reports import _coordinate, _take, _text
 from server.errors import DomainError, Invalid
 from server.http.problems import Problem
 
@@ -155,14 +154,8 @@ async def post_request(request: web.Request) -> web.Response:
     code = _text(fields.get("service_code"), "service_code", limit=100)
     if code not in domain.CATEGORIES:
         raise Invalid(f"service_code {code!r} is not one of {', '.join(domain.CATEGORIES)}")
-    coords = {}
-    for name, lo, hi in (("lat", -90, 90), ("long", -180, 180)):
-        try:
-            coords[name] = float(_text(fields.get(name), name, limit=40))
-        except ValueError:
-            raise Invalid(f"{name} is not a number") from None
-        if not math.isfinite(coords[name]) or not lo <= coords[name] <= hi:
-            raise Invalid(f"{name} must be between {lo} and {hi}")
+    coords = {name: _coordinate(fields.get(name), name, lo, hi)
+              for name, lo, hi in (("lat", -90, 90), ("long", -180, 180))}
     description = _text(fields.get("description"), "description")
     who = [_text(fields.get(k), k, required=False, limit=200)
            for k in ("first_name", "last_name", "email", "phone")]
