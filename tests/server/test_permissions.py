@@ -130,6 +130,11 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "GET /open311/v2/requests.json": PUBLIC,
     "POST /open311/v2/requests.json": PUBLIC,
     "GET /open311/v2/requests/{id}.json": PUBLIC,
+    "GET /open311/v2/services.xml": PUBLIC,  # the same in XML
+    "GET /open311/v2/services/{code}.xml": PUBLIC,
+    "GET /open311/v2/requests.xml": PUBLIC,
+    "POST /open311/v2/requests.xml": PUBLIC,
+    "GET /open311/v2/requests/{id}.xml": PUBLIC,
     "GET /api/v1/reports": CREW_OWN,  # a crew token: the reports assigned to its crew
     "GET /api/v1/reports/{id}": CREW_OWN,
     "POST /api/v1/reports/{id}/verify": OPERATOR,
