@@ -2,7 +2,7 @@
 
 - ``GET /api/v1/public/reports.geojson`` and ``.csv``: every report's public fields (id,
   category, status, ward, reporters, when received and resolved, the point), filtered by
-  ``category``, ``status`` (or ``open``/``closed``), ``ward``, ``from``, ``to``. Never the
+  ``category``, ``status`` (or ``open``/``closed``), ``ward``, ``from``, ``to`` (RFC 3339). Never the
   contact, the description or the tracking code (the code is what lets its holder rate the
   report; the public id is the report's number).
 - ``GET /api/v1/public/reports/stats/breakdown?by=ward|category&from=&to=``: the figures of
@@ -38,28 +38,33 @@ def _bad(field: str, reason: str) -> Invalid:
 
 
 def _when(value: str | None, field: str) -> datetime | None:
-    if not value:
+    if value is None:
         return None
     try:
         out = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _bad(field, "is not an RFC 3339 date-time (or a date)") from None
-    if out.tzinfo is None:  # a bare date from a date picker: the city's day, in UTC+7
-        from datetime import timedelta, timezone
-        out = out.replace(tzinfo=timezone(timedelta(hours=7)))
+        out = None
+    if out is None or out.tzinfo is None or "T" not in value.upper():
+        raise _bad(field, "is not an RFC 3339 date-time (with its offset, e.g. 2026-12-01T00:00:00+07:00)")
     return out
 
 
+def _choice(q, name: str, allowed) -> str | None:
+    value = q.get(name)
+    if value is not None and value not in allowed:
+        raise _bad(name, f"is not one of {', '.join(allowed)}")
+    return value
+
+
 def _filters(q) -> tuple:
-    category = q.get("category") or None
-    if category is not None and category not in domain.CATEGORIES:
-        raise _bad("category", f"is not one of {', '.join(domain.CATEGORIES)}")
-    status = q.get("status") or None
-    if status is not None and status not in (*domain.STATUSES, "open", "closed"):
-        raise _bad("status", f"is not one of {', '.join(domain.STATUSES)}, open, closed")
+    category = _choice(q, "category", domain.CATEGORIES)
+    status = _choice(q, "status", (*domain.STATUSES, "open", "closed"))
     statuses = (list(domain.OPEN) if status == "open" else list(CLOSED) if status == "closed"
                 else [status] if status else None)
-    return category, statuses, q.get("ward") or None, _when(q.get("from"), "from"), _when(q.get("to"), "to")
+    ward = q.get("ward")
+    if ward is not None and (not ward or "\x00" in ward or len(ward) > 200):
+        raise _bad("ward", "is not a ward code")
+    return category, statuses, ward, _when(q.get("from"), "from"), _when(q.get("to"), "to")
 
 
 async def _rows(request: web.Request):
@@ -138,9 +143,7 @@ def stats_doc(row) -> dict:
 @routes.get("/api/v1/public/reports/stats/breakdown")
 async def stats_breakdown(request: web.Request) -> web.Response:
     q = request.query
-    by = q.get("by", "ward")
-    if by not in ("ward", "category"):
-        raise _bad("by", "is ward or category")
+    by = _choice(q, "by", ("ward", "category")) or "ward"
     start, end = _when(q.get("from"), "from"), _when(q.get("to"), "to")
     async with request.app[keys.DB].acquire() as conn:
         rows = await conn.fetch(STATS_SQL.format(key="r.ward" if by == "ward" else "r.category"), start, end)

@@ -310,11 +310,12 @@ def paths() -> dict[str, Any]:
         "photos": arr(STR), "before": arr(STR), "after": arr(STR), "ward_name": nullable(STR),
         "lon": {"type": "number"}, "lat": {"type": "number"}, "created_at": STR, "sla_due": STR,
         "rated": {"type": "boolean"}, "stars": nullable(INT)}}
-    period = [param("from", schema={"type": "string"}, description="RFC 3339 date-time, or a date "
-                    "(the city's day, UTC+7)"), param("to", schema={"type": "string"})]
+    period = [param("from", schema={"type": "string", "format": "date-time"},
+                    description="RFC 3339 date-time, with its offset"),
+              param("to", schema={"type": "string", "format": "date-time"})]
     open_data = [param("category", schema=cats), param("status", schema={"type": "string", "enum": [
         "received", "verified", "assigned", "in_progress", "resolved", "rejected", "open", "closed"]}),
-        param("ward"), *period]
+        param("ward", schema={"type": "string", "minLength": 1, "maxLength": 200}), *period]
     p["/api/v1/public/reports"] = {
         "post": op("Report a problem (no token): category, lat, lon, description, optional contact, "
                    "up to 3 files 'photo'", {201: ok({"type": "object", "properties": {

@@ -47,10 +47,11 @@ function query(withMapFilters = true) {
   const q = new URLSearchParams();
   if (withMapFilters && $("#f-category").value) q.set("category", $("#f-category").value);
   if (withMapFilters && $("#f-status").value) q.set("status", $("#f-status").value);
-  if ($("#f-from").value) q.set("from", $("#f-from").value);
+  // The city's days (UTC+7), whatever the phone's time zone; "to" is the next day's start.
+  if ($("#f-from").value) q.set("from", `${$("#f-from").value}T00:00:00+07:00`);
   if ($("#f-to").value) {
-    // the day after the last one, as a date: the server reads it as that day's start
-    q.set("to", new Date(Date.parse(`${$("#f-to").value}T00:00:00Z`) + DAY).toISOString().slice(0, 10));
+    const next = new Date(Date.parse(`${$("#f-to").value}T00:00:00Z`) + DAY).toISOString().slice(0, 10);
+    q.set("to", `${next}T00:00:00+07:00`);
   }
   return q;
 }
