@@ -7,6 +7,7 @@ one report, and the lifecycle actions; a crew token sees and resolves only its c
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -138,11 +139,17 @@ async def _store(request: web.Request, fields: dict[str, str], raw_photos: list[
               for name, lo, hi in (("lat", -90, 90), ("lon", -180, 180))}
     description = _text(fields.get("description"), "description")
     contact = _text(fields.get("contact"), "contact", required=False, limit=200)
-    cleaned = [domain.clean_photo(p) for p in raw_photos]  # all checked before anything is kept
     store = domain.PhotoStore(settings.photo_dir, settings.photo_quota_bytes)
-    if cleaned:
-        store.check_room(sum(map(len, cleaned)))
-    digests = [store.put(c) for c in cleaned]
+    digests: list[str] = []
+    if raw_photos:
+        # Decoding and re-encoding cost ~10 ms of CPU a photo (bench/reports.py): in a thread,
+        # where Pillow releases the GIL, so ingest's event loop does not wait for it.
+        def clean_and_keep() -> list[str]:
+            cleaned = [domain.clean_photo(p) for p in raw_photos]  # all checked before any is kept
+            store.check_room(sum(map(len, cleaned)))
+            return [store.put(c) for c in cleaned]
+
+        digests = await asyncio.to_thread(clean_and_keep)
     async with request.app[keys.DB].acquire() as conn:
         out = await domain.create(
             conn, category=category, lat=coords["lat"], lon=coords["lon"], description=description,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,13 +71,23 @@ def clean_photo(data: bytes, field: str = "photo") -> bytes:
                              f"({type(exc).__name__})") from None
 
 
+# Bytes in each photo directory: counted once by a scan, then kept up to date by put() (one
+# process writes there), instead of a stat of every photo on every upload.
+_USED: dict[Path, int] = {}
+_USED_LOCK = threading.Lock()  # uploads clean and store their photos in worker threads
+
+
 @dataclass
 class PhotoStore:
     root: Path
     quota: int
 
     def used(self) -> int:
-        return sum(p.stat().st_size for p in self.root.glob("*.jpg")) if self.root.exists() else 0
+        with _USED_LOCK:
+            if self.root not in _USED:
+                _USED[self.root] = (sum(p.stat().st_size for p in self.root.glob("*.jpg"))
+                                    if self.root.exists() else 0)
+            return _USED[self.root]
 
     def check_room(self, incoming: int) -> None:
         import shutil
@@ -91,6 +102,9 @@ class PhotoStore:
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(jpeg)
             tmp.replace(path)
+            with _USED_LOCK:
+                if self.root in _USED:
+                    _USED[self.root] += len(jpeg)
         return digest
 
     def path(self, digest: str) -> Path | None:
