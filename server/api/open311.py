@@ -1,7 +1,9 @@
 """Open311 GeoReport v2 under /open311/v2/, in JSON (``.json``) and XML (``.xml``): services,
 and requests read and posted.
 
-A request's ``service_request_id`` is the report's public tracking code; ``status`` is
+A request's ``service_request_id`` is the report's public number, not its tracking code: the
+code is the reporter's (it rates the work), so only the POST's ``service_notice`` says it,
+to the one who posted; ``requests/{id}`` takes either. ``status`` is
 ``open`` or ``closed`` (resolved and rejected are closed). The reporter's email, phone and
 names are kept as the report's private contact, never shown. Errors come in the Open311
 shape: ``[{"code": 400, "description": ...}]`` in JSON, ``<errors><error><code>…`` in XML.
@@ -117,11 +119,11 @@ async def service_definition(request: web.Request) -> web.Response:
     return _out(request, {"service_code": code, "attributes": []}, "service_definition", None)
 
 
-_SQL = """select r.*, c.code as asked, ST_X(r.geom) as lon, ST_Y(r.geom) as lat,
+_SQL = """select r.*, ST_X(r.geom) as lon, ST_Y(r.geom) as lat,
                  (select note from report_events e where e.report_id = r.id and e.note is not null
                   order by at desc, id desc limit 1) as last_note,
                  (select sha256 from report_photos p where p.report_id = r.id order by id limit 1) as photo
-          from report_codes c join reports r on r.id = c.report_id"""
+          from reports r"""
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -133,7 +135,7 @@ def _request_doc(request: web.Request, r) -> dict:
     name = domain.CATEGORIES.get(r["category"], (r["category"],))[0]
     del settings
     return {
-        "service_request_id": r["asked"], "status": "closed" if r["status"] in ("resolved", "rejected")
+        "service_request_id": str(r["id"]), "status": "closed" if r["status"] in ("resolved", "rejected")
         else "open", "status_notes": r["last_note"], "service_name": name, "service_code": r["category"],
         "description": r["description"], "agency_responsible": r["unit"], "service_notice": None,
         "requested_datetime": _iso(r["created_at"]), "updated_datetime": _iso(r["updated_at"]),
@@ -141,6 +143,16 @@ def _request_doc(request: web.Request, r) -> dict:
         "zipcode": None, "lat": r["lat"], "long": r["lon"],
         "media_url": (f"{request.scheme}://{request.host}{domain.photo_url(r['photo'])}"
                       if r["photo"] else None)}
+
+
+def _ids(value: str | None) -> list[int] | None:
+    """``service_request_id``: the reports' public numbers, comma-separated."""
+    if not value:
+        return None
+    parts = value.split(",")
+    if not all(p.isascii() and p.isdigit() and len(p) < 19 for p in parts):
+        raise Invalid("service_request_id must be request ids (numbers), comma-separated")
+    return [int(p) for p in parts]
 
 
 def _when(value: str | None, field: str) -> datetime | None:
@@ -165,14 +177,13 @@ async def list_requests(request: web.Request) -> web.Response:
     ids = q.get("service_request_id")
     async with request.app[keys.DB].acquire() as conn:
         rows = await conn.fetch(
-            _SQL + """ where c.code = (select min(code) from report_codes k where k.report_id = r.id)
-                and ($1::text[] is null or r.category = any($1))
+            _SQL + """ where ($1::text[] is null or r.category = any($1))
                 and ($2::timestamptz is null or r.created_at >= $2)
                 and ($3::timestamptz is null or r.created_at <= $3)
                 and ($4::text is null or (r.status in ('resolved', 'rejected')) = ($4 = 'closed'))
-                and ($5::text[] is null or r.id in (select report_id from report_codes where code = any($5)))
+                and ($5::bigint[] is null or r.id = any($5))
                 order by r.created_at desc limit 1000""",
-            codes, start, end, status, ids.split(",") if ids else None)
+            codes, start, end, status, _ids(ids))
     return _out(request, [_request_doc(request, r) for r in rows], "service_requests", "request")
 
 
@@ -180,7 +191,13 @@ async def list_requests(request: web.Request) -> web.Response:
 @routes.get(BASE + "/requests/{id}.xml")
 async def get_request(request: web.Request) -> web.Response:
     async with request.app[keys.DB].acquire() as conn:
-        row = await conn.fetchrow(_SQL + " where c.code = $1", request.match_info["id"])
+        asked = request.match_info["id"]
+        # the public number, or the poster's own tracking code (said in the POST's service_notice)
+        if asked.isascii() and asked.isdigit() and len(asked) < 19:
+            row = await conn.fetchrow(_SQL + " where r.id = $1", int(asked))
+        else:
+            row = await conn.fetchrow(
+                _SQL + " where r.id = (select report_id from report_codes where code = $1)", asked)
     if row is None:
         return _error(request, 404, "no such service request")
     return _out(request, [_request_doc(request, row)], "service_requests", "request")
@@ -219,5 +236,7 @@ async def post_request(request: web.Request) -> web.Response:
             conn, category=code, lat=coords["lat"], lon=coords["long"], description=description,
             contact=contact, photos=[], sla_hours=settings.sla_hours.get(code, settings.default_sla_hours),
             units=settings.units)
-    return _out(request, [{"service_request_id": out["code"], "service_notice": None, "account_id": None,
+    notice = (f"Tracking code {out['code']}: {request.scheme}://{request.host}/reports/{out['code']} "
+              f"(keep it: it rates the work once it is done) / Mã theo dõi {out['code']}")
+    return _out(request, [{"service_request_id": str(out["id"]), "service_notice": notice, "account_id": None,
                            "token": None}], "service_requests", "request", 201)

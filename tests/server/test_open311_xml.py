@@ -54,6 +54,10 @@ async def test_open311_xml_and_json_through_a_georeport_client(settings):
         posted = xmltodict.parse(await resp.read())["service_requests"]["request"]
         assert set(posted) >= POSTED
         rid = posted["service_request_id"]
+        # the tracking code goes to the poster only (it rates the work): in the notice, never listed
+        code = posted["service_notice"].split()[2].rstrip(":")
+        assert code != rid and f"/reports/{code}" in posted["service_notice"]
+        assert (await asyncio.to_thread(xml.get_service_request, code))["service_request_id"] == rid
 
         req = await asyncio.to_thread(xml.get_service_request, rid)
         assert set(req) == REQUEST
@@ -66,9 +70,13 @@ async def test_open311_xml_and_json_through_a_georeport_client(settings):
         listed = _one_or_many(await asyncio.to_thread(xml.get_service_requests, status="open",
                                                       service_code="water_leak"))
         assert rid in {r["service_request_id"] for r in listed}
-        for doc in (req, listed):
-            assert "an@example.vn" not in str(doc) and "An" not in str(doc).split("'")
+        everything = await (await client.get("/open311/v2/requests.xml")).text()
+        for text in (str(req), str(listed), everything):
+            assert "an@example.vn" not in text and code not in text
 
+        one = await (await client.get(f"/open311/v2/requests.json?service_request_id={rid}")).json()
+        assert [r["service_request_id"] for r in one] == [rid]
+        assert (await client.get("/open311/v2/requests.json?service_request_id=a,b")).status == 400
         # errors in the spec's shape, in XML too
         resp = await client.get("/open311/v2/requests/nope.xml")
         assert resp.status == 404
