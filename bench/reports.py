@@ -100,7 +100,8 @@ async def send_reports(base: str, rate_per_min: float, duration: float, photos: 
         form.add_field("lat", f"{rnd.uniform(s, n):.6f}")
         form.add_field("lon", f"{rnd.uniform(w, e):.6f}")
         form.add_field("description", f"bench report {i}: something is wrong here")
-        form.add_field("photo", photos[i % len(photos)], filename="p.jpg", content_type="image/jpeg")
+        if photos:
+            form.add_field("photo", photos[i % len(photos)], filename="p.jpg", content_type="image/jpeg")
         try:
             async with session.post(f"{base}/api/v1/public/reports", data=form) as resp:
                 await resp.read()
@@ -156,10 +157,11 @@ async def bench(args: argparse.Namespace, stack: Stack) -> int:
     srv = stack.start_server(url, {"IOC_REPORTS__RATE_PER_MIN": "100000000",
                                    "IOC_REPORTS__PHOTO_DIR": str(photo_dir)})
     bounds = (w, s, e, n)
+    sent_photos = [] if args.no_photos else phone
 
     log(f"reports alone: {args.rate:g}/min for {duration:g} s, one {len(phone[0]) // 1024} kB photo each")
     cpu0 = srv.ps.cpu_times()
-    alone = await send_reports(srv.base_url, args.rate, duration, phone, bounds, 1)
+    alone = await send_reports(srv.base_url, args.rate, duration, sent_photos, bounds, 1)
     cpu1 = srv.ps.cpu_times()
     server_cpu_ms = ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / max(1, alone["ok"]) * 1000
 
@@ -171,7 +173,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> int:
         await pubs.start()
         await asyncio.sleep(1.0)  # ingest running before the first report
         busy0, wall0, srv0 = system_busy_seconds(), time.monotonic(), srv.ps.cpu_times()
-        beside = await send_reports(srv.base_url, args.rate, duration, phone, bounds, 2)
+        beside = await send_reports(srv.base_url, args.rate, duration, sent_photos, bounds, 2)
         busy1, wall1, srv1 = system_busy_seconds(), time.monotonic(), srv.ps.cpu_times()
         machine_pct = 100 * (busy1 - busy0) / (wall1 - wall0)  # 200 % = both cores of a 2-core machine
         server_pct = 100 * ((srv1.user + srv1.system) - (srv0.user + srv0.system)) / (wall1 - wall0)
@@ -192,7 +194,8 @@ async def bench(args: argparse.Namespace, stack: Stack) -> int:
     for label, r in (("reports alone", alone), (f"beside ingest {args.ingest_rate:g} msg/s", beside)):
         rows.append([label, f"{r['ok']}/{r['sent']}", f"{r['p50']:.0f}", f"{r['p99']:.0f}", f"{r['max']:.0f}",
                      ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"])
-    console.print(table(f"{args.rate:g} reports/min with a photo each, {duration:g} s",
+    what = "without photos" if args.no_photos else "with a photo each"
+    console.print(table(f"{args.rate:g} reports/min {what}, {duration:g} s",
                         ["run", "stored", "p50 ms", "p99 ms", "max ms", "errors"], rows))
     console.print(f"photo CPU: {phone_ms:.1f} ms (1600 px from the page), {camera_ms:.1f} ms "
                   f"(4000 × 3000 camera original); server CPU per report {server_cpu_ms:.1f} ms; "
@@ -223,6 +226,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=60.0, help="seconds per phase (default 60)")
     ap.add_argument("--rate", type=float, default=1000.0, help="reports a minute (default 1,000)")
     ap.add_argument("--ingest-rate", type=float, default=5000.0, help="MQTT messages/s beside (5,000)")
+    ap.add_argument("--no-photos", action="store_true", help="reports without photos (what the DB costs)")
     ap.add_argument("--devices", type=int, default=5000, help="streetlights in the city (default 5,000)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = ap.parse_args()
