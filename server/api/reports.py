@@ -7,10 +7,12 @@ one report, and the lifecycle actions; a crew token sees and resolves only its c
 
 from __future__ import annotations
 
+import asyncio
 import math
+import re
 import time
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from server import keys
 from server import reports as domain
@@ -28,6 +30,14 @@ def _bad(field: str, reason: str) -> Invalid:
     return Invalid(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
 
 
+# Text here is plain text, shown to the public as text: markup in it is refused, not stored
+# (a tag-like "<" before a letter, "/x", "?x" or "!"; "< 5 m" stays fine), as are control
+# characters other than tab and line breaks.
+_MARKUP = re.compile(r"<\s*(?:[/?]?\s*[A-Za-z]|!)")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_DECIMAL = re.compile(r"[+-]?[0-9]{1,3}(\.[0-9]{1,15})?")
+
+
 def _text(value: str | None, field: str, required: bool = True, limit: int = MAX_TEXT) -> str | None:
     if value is None or not value.strip():
         if required:
@@ -37,7 +47,22 @@ def _text(value: str | None, field: str, required: bool = True, limit: int = MAX
         raise _bad(field, "contains a NUL character")
     if len(value) > limit:
         raise _bad(field, f"is longer than {limit} characters")
+    if _CONTROL.search(value):
+        raise _bad(field, "contains control characters")
+    if _MARKUP.search(value):
+        raise _bad(field, "contains HTML markup; send plain text")
     return value.strip()
+
+
+def _coordinate(value: str | None, field: str, lo: float, hi: float) -> float:
+    """A decimal number in [lo, hi]: no exponent, hex, underscores, NaN or infinity."""
+    text = _text(value, field, limit=40)
+    if not _DECIMAL.fullmatch(text):
+        raise _bad(field, "is not a decimal number of degrees")
+    number = float(text)
+    if not lo <= number <= hi:
+        raise _bad(field, f"must be between {lo} and {hi}")
+    return number
 
 
 def _take(request: web.Request) -> None:
@@ -73,17 +98,33 @@ async def create_report(request: web.Request) -> web.Response:
 
 
 async def _read_multipart(request: web.Request, fields: dict[str, str], raw_photos: list[bytes]) -> None:
+    # request.multipart() streams past client_max_size, and a gzip-encoded body inflates
+    # while it is read: every part is counted against the body limit as it arrives.
+    budget = [request.app[keys.SETTINGS].api.max_body_bytes]
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise _bad(part.name or "(body)", "nested multipart is not accepted")
+        data = await _read_part(part, budget)
         if part.name == "photo":
             if len(raw_photos) >= domain.MAX_PHOTOS:
                 raise _bad("photo", f"at most {domain.MAX_PHOTOS} photos")
-            raw_photos.append(await part.read())
+            raw_photos.append(data)
         elif part.name:
             try:
-                fields[part.name] = await part.text()
+                fields[part.name] = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise _bad(part.name, "is not UTF-8 text") from None
+
+
+async def _read_part(part: BodyPartReader, budget: list[int]) -> bytes:
+    chunks = []
+    while chunk := await part.read_chunk(1 << 16):
+        budget[0] -= len(chunk)
+        if budget[0] < 0:
+            raise Problem(413, "the report is larger than this endpoint accepts; send smaller photos")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _store(request: web.Request, fields: dict[str, str], raw_photos: list[bytes]) -> web.Response:
@@ -94,21 +135,21 @@ async def _store(request: web.Request, fields: dict[str, str], raw_photos: list[
     category = _text(fields.get("category"), "category")
     if category not in domain.CATEGORIES:
         raise _bad("category", f"is not one of {', '.join(domain.CATEGORIES)}")
-    coords = {}
-    for name, lo, hi in (("lat", -90, 90), ("lon", -180, 180)):
-        try:
-            coords[name] = float(_text(fields.get(name), name, limit=40))
-        except ValueError:
-            raise _bad(name, "is not a number") from None
-        if not math.isfinite(coords[name]) or not lo <= coords[name] <= hi:
-            raise _bad(name, f"must be between {lo} and {hi}")
+    coords = {name: _coordinate(fields.get(name), name, lo, hi)
+              for name, lo, hi in (("lat", -90, 90), ("lon", -180, 180))}
     description = _text(fields.get("description"), "description")
     contact = _text(fields.get("contact"), "contact", required=False, limit=200)
-    cleaned = [domain.clean_photo(p) for p in raw_photos]  # all checked before anything is kept
     store = domain.PhotoStore(settings.photo_dir, settings.photo_quota_bytes)
-    if cleaned:
-        store.check_room(sum(map(len, cleaned)))
-    digests = [store.put(c) for c in cleaned]
+    digests: list[str] = []
+    if raw_photos:
+        # Decoding and re-encoding cost ~10 ms of CPU a photo (bench/reports.py): in a thread,
+        # where Pillow releases the GIL, so ingest's event loop does not wait for it.
+        def clean_and_keep() -> list[str]:
+            cleaned = [domain.clean_photo(p) for p in raw_photos]  # all checked before any is kept
+            store.check_room(sum(map(len, cleaned)))
+            return [store.put(c) for c in cleaned]
+
+        digests = await asyncio.to_thread(clean_and_keep)
     async with request.app[keys.DB].acquire() as conn:
         out = await domain.create(
             conn, category=category, lat=coords["lat"], lon=coords["lon"], description=description,

@@ -14,7 +14,7 @@ from server.api import alarms as alarm_api
 from server.api import audit as audit_api
 from server.api import commands as command_api
 from server.api import crews as crew_api
-from server.api import devices, health, open311, state, telemetry
+from server.api import devices, health, open311, public_reports, state, telemetry
 from server.api import io as io_api
 from server.api import reports as report_api
 from server.api import rules as rule_api
@@ -24,7 +24,7 @@ from server.api.ogc import routes as ogc_routes
 from server.api.tiles import routes as tile_routes
 from server.api.tiles import tiles_ctx
 from server.commands.service import commands_ctx
-from server.http import openapi, pages
+from server.http import citizen, openapi, pages
 from server.http.auth import TokenStore, auth_middleware
 from server.http.problems import problem_middleware
 from server.http.proxy import forwarded_middleware
@@ -108,12 +108,14 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(token_api.routes)
     app.add_routes(report_api.routes)  # citizens' reports: public and operators'
     app.add_routes(open311.routes)  # /open311/v2: GeoReport v2 over the same reports
+    app.add_routes(public_reports.routes)  # open data: GeoJSON, CSV, stats per ward, base map
     ws_api.setup(app)  # /api/v1/ws, and closing websockets at shutdown
     app.add_routes(io_api.routes)  # bulk import and export
     app.add_routes(openapi.routes)  # GET /api/v1/openapi.json
     app.add_routes(tile_routes)  # /tiles: layer list, TileJSON, MVT
     app.add_routes(ogc_routes)  # /ogc: OGC API - Features and Tiles (server/api/ogc/)
     app.add_routes(pages.routes)  # / , /crew and /api/docs
+    app.add_routes(citizen.routes)  # /report, /reports/{code}, /public: no account
     pages.install(app)  # CSP, nosniff, Referrer-Policy, no framing: on every response
     app.router.add_get("/metrics", metrics_handler)
     static = settings.static_dir or STATIC_DIR

@@ -50,8 +50,10 @@ SESSION_PATH = "/api/v1/session"
 KINDS = ("api", "sign_in", "session")
 
 # Paths anyone may fetch: probes, and the static pages that then ask for a token.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/crew", "/api/docs", "/favicon.ico"})
-PUBLIC_PREFIXES = ("/static/", "/api/v1/public/", "/open311/")  # citizens' reports: no token
+# The citizens' pages (/report, /public, /reports/{code}) and their API need no token.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/crew", "/api/docs", "/favicon.ico",
+                          "/report", "/public"})
+PUBLIC_PREFIXES = ("/static/", "/api/v1/public/", "/open311/", "/reports/")
 # Where ?token= is taken (GET only): clients that cannot send a header there.
 QUERY_TOKEN_PATHS = frozenset({"/api/v1/ws", "/tiles", "/ogc"})
 QUERY_TOKEN_PREFIXES = ("/tiles/", "/ogc/")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,11 @@ def clean_photo(data: bytes, field: str = "photo") -> bytes:
                 raise _refuse(field, f"{field}: {probe.width}x{probe.height} pixels is too large")
             probe.verify()
         with Image.open(io.BytesIO(data)) as img:
+            # A JPEG decodes straight at 1/2, 1/4 or 1/8 of its size when that still covers the
+            # output (DCT scaling): a 12-megapixel camera original costs a third as much.
+            scale = MAX_PX / max(img.size)
+            if scale < 1:
+                img.draft("RGB", (int(img.width * scale), int(img.height * scale)))
             img.load()
             img = img.convert("RGB")
             img.thumbnail((MAX_PX, MAX_PX))
@@ -70,13 +76,23 @@ def clean_photo(data: bytes, field: str = "photo") -> bytes:
                              f"({type(exc).__name__})") from None
 
 
+# Bytes in each photo directory: counted once by a scan, then kept up to date by put() (one
+# process writes there), instead of a stat of every photo on every upload.
+_USED: dict[Path, int] = {}
+_USED_LOCK = threading.Lock()  # uploads clean and store their photos in worker threads
+
+
 @dataclass
 class PhotoStore:
     root: Path
     quota: int
 
     def used(self) -> int:
-        return sum(p.stat().st_size for p in self.root.glob("*.jpg")) if self.root.exists() else 0
+        with _USED_LOCK:
+            if self.root not in _USED:
+                _USED[self.root] = (sum(p.stat().st_size for p in self.root.glob("*.jpg"))
+                                    if self.root.exists() else 0)
+            return _USED[self.root]
 
     def check_room(self, incoming: int) -> None:
         import shutil
@@ -91,6 +107,9 @@ class PhotoStore:
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(jpeg)
             tmp.replace(path)
+            with _USED_LOCK:
+                if self.root in _USED:
+                    _USED[self.root] += len(jpeg)
         return digest
 
     def path(self, digest: str) -> Path | None:
@@ -166,11 +185,22 @@ async def public_view(conn, code: str) -> dict:
         raise NotFound(f"no report with the code {code!r}")
     events = await conn.fetch("select at, status, note from report_events where report_id = $1 "
                               "order by at, id", r["id"])
-    photos = await conn.fetch("select sha256 from report_photos where report_id = $1 order by id", r["id"])
+    photos = await conn.fetch("select sha256, role from report_photos where report_id = $1 order by id",
+                              r["id"])
+    extra = await conn.fetchrow(
+        "select (select name from wards where code = $2) as ward_name, ST_X(geom) as lon, ST_Y(geom) as lat, "
+        "(select stars from report_ratings where report_id = $1) as stars from reports where id = $1",
+        r["id"], r["ward"])
     return {"code": code, "status": r["status"], "category": r["category"], "ward": r["ward"],
             "unit": r["unit"], "reporters": r["reporters"],
             "events": [{"at": e["at"].isoformat(), "status": e["status"], "note": e["note"]} for e in events],
-            "photos": [photo_url(p["sha256"]) for p in photos]}
+            "photos": [photo_url(p["sha256"]) for p in photos],
+            # for the tracking page: which photos show the problem, which the work done
+            "before": [photo_url(p["sha256"]) for p in photos if p["role"] != "after"],
+            "after": [photo_url(p["sha256"]) for p in photos if p["role"] == "after"],
+            "ward_name": extra["ward_name"], "lon": extra["lon"], "lat": extra["lat"],
+            "created_at": r["created_at"].isoformat(), "sla_due": r["sla_due"].isoformat(),
+            "rated": extra["stars"] is not None, "stars": extra["stars"]}
 
 
 async def rate(conn, code: str, stars: int, comment: str | None) -> None:

@@ -211,6 +211,7 @@ POSITIVE_GAPS = {
     "POST /api/v1/public/reports": "photos by content; rate limit per address",
     "POST /api/v1/public/reports/{code}/rating": "the report exists and is resolved",
     "GET /api/v1/reports": "bbox min <= max",
+    "GET /api/v1/public/basemap/{z}/{x}/{y}.mvt": "x and y below 2^z",
     **{f"POST /api/v1/reports/{{id}}/{a}": "the report exists and its status allows the step"
        for a in ("verify", "assign", "reject", "resolve", "comment")},
 }

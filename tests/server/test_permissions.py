@@ -117,11 +117,24 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "GET /api/v1/public/reports/photos/{name}": PUBLIC,
     "GET /api/v1/public/reports/{code}": PUBLIC,
     "POST /api/v1/public/reports/{code}/rating": PUBLIC,
+    "GET /api/v1/public/reports.geojson": PUBLIC,  # open data: public fields, no contact or code
+    "GET /api/v1/public/reports.csv": PUBLIC,
+    "GET /api/v1/public/reports/stats/breakdown": PUBLIC,
+    "GET /api/v1/public/basemap.json": PUBLIC,  # wards and roads only: public geography
+    "GET /api/v1/public/basemap/{z}/{x}/{y}.mvt": PUBLIC,
+    "GET /report": PUBLIC,  # the citizens' pages
+    "GET /reports/{code}": PUBLIC,
+    "GET /public": PUBLIC,
     "GET /open311/v2/services.json": PUBLIC,  # GeoReport v2: public by design, no contact
     "GET /open311/v2/services/{code}.json": PUBLIC,
     "GET /open311/v2/requests.json": PUBLIC,
     "POST /open311/v2/requests.json": PUBLIC,
     "GET /open311/v2/requests/{id}.json": PUBLIC,
+    "GET /open311/v2/services.xml": PUBLIC,  # the same in XML
+    "GET /open311/v2/services/{code}.xml": PUBLIC,
+    "GET /open311/v2/requests.xml": PUBLIC,
+    "POST /open311/v2/requests.xml": PUBLIC,
+    "GET /open311/v2/requests/{id}.xml": PUBLIC,
     "GET /api/v1/reports": CREW_OWN,  # a crew token: the reports assigned to its crew
     "GET /api/v1/reports/{id}": CREW_OWN,
     "POST /api/v1/reports/{id}/verify": OPERATOR,

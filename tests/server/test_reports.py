@@ -24,7 +24,7 @@ def _jpeg_with_gps() -> bytes:
     return out.getvalue()
 
 
-def _form(category="pothole", lat="21.0285", lon="105.8542", description="<script>alert(1)</script> hole",
+def _form(category="pothole", lat="21.0285", lon="105.8542", description="hole < 1 m from the kerb",
           photos=(), **extra) -> aiohttp.FormData:
     form = aiohttp.FormData()
     for k, v in {"category": category, "lat": lat, "lon": lon, "description": description, **extra}.items():

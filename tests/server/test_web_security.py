@@ -18,7 +18,7 @@ from server.http.app import create_app
 from server.http.auth import create_token_sync, sign_in_link_sync
 from tests.helpers import aexecute, aq
 
-PAGES = ("/", "/crew", "/api/docs")
+PAGES = ("/", "/crew", "/api/docs", "/report", "/reports/CODE", "/public")
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from server.http.openapi.build import (
     STR,
     arr,
     body,
+    nullable,
     ok,
     op,
     param,
@@ -311,7 +312,15 @@ def paths() -> dict[str, Any]:
     public_report = {"type": "object", "properties": {
         "code": STR, "status": STR, "category": STR, "ward": STR, "unit": STR, "reporters": INT,
         "events": arr({"type": "object", "properties": {"at": STR, "status": STR, "note": STR}}),
-        "photos": arr(STR)}}
+        "photos": arr(STR), "before": arr(STR), "after": arr(STR), "ward_name": nullable(STR),
+        "lon": {"type": "number"}, "lat": {"type": "number"}, "created_at": STR, "sla_due": STR,
+        "rated": {"type": "boolean"}, "stars": nullable(INT)}}
+    period = [param("from", schema={"type": "string", "format": "date-time"},
+                    description="RFC 3339 date-time, with its offset"),
+              param("to", schema={"type": "string", "format": "date-time"})]
+    open_data = [param("category", schema=cats), param("status", schema={"type": "string", "enum": [
+        "received", "verified", "assigned", "in_progress", "resolved", "rejected", "open", "closed"]}),
+        param("ward", schema={"type": "string", "minLength": 1, "maxLength": 200}), *period]
     p["/api/v1/public/reports"] = {
         "post": op("Report a problem (no token): category, lat, lon, description, optional contact, "
                    "up to 3 files 'photo'", {201: ok({"type": "object", "properties": {
@@ -333,6 +342,34 @@ def paths() -> dict[str, Any]:
                   params=[param("from", schema={"type": "string", "format": "date-time"}),
                           param("to", schema={"type": "string", "format": "date-time"}),
                           param("ward"), param("category")]),
+    }
+    p["/api/v1/public/reports.geojson"] = {
+        "get": op("Open data: every report's public fields as GeoJSON (no contact, description or code)",
+                  {200: ok(OBJ, ctype="application/geo+json")}, tags=rp, errors=(400,), public=True,
+                  params=open_data),
+    }
+    p["/api/v1/public/reports.csv"] = {
+        "get": op("Open data: the same as CSV (RFC 4180)", {200: ok(STR, ctype="text/csv")}, tags=rp,
+                  errors=(400,), public=True, params=open_data),
+    }
+    p["/api/v1/public/reports/stats/breakdown"] = {
+        "get": op("The statistics per ward or per category over a period, and their total (no token)",
+                  {200: ok(OBJ)}, tags=rp, errors=(400,), public=True,
+                  params=[param("by", schema={"type": "string", "enum": ["ward", "category"]}), *period]),
+    }
+    p["/api/v1/public/basemap.json"] = {
+        "get": op("TileJSON of the public base map (wards and roads; no token)", {200: ok(OBJ)},
+                  tags=rp, public=True),
+    }
+    p["/api/v1/public/basemap/{z}/{x}/{y}.mvt"] = {
+        "parameters": [path_id("z", schema={**INT, "minimum": 0, "maximum": 18}),
+                       path_id("x", schema={**INT, "minimum": 0}),
+                       path_id("y", schema={**INT, "minimum": 0})],
+        "get": op("A public base map tile: the wards and roads layers (no token)",
+                  {200: {"description": "the tile", "content": {
+                      "application/vnd.mapbox-vector-tile": {"schema": STR}}},
+                   204: ok(None, "An empty tile"), 304: ok(None, "Not modified (ETag)")},
+                  tags=rp, errors=(400,), public=True),
     }
     p["/api/v1/public/reports/photos/{name}"] = {
         "parameters": [path_id("name")],
