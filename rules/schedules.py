@@ -40,13 +40,13 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from rules.models import Real, _Model, parse_duration
 from rules.sun import sun_times
 
 __all__ = ["Assignments", "At", "DateException", "Lamps", "Plan", "Profile", "Step", "local_night",
-           "parse_at"]
+           "nights_of", "parse_at"]
 
 MAX_OFFSET_S = 6 * 3600.0  # dusk+7h is a mistake, not a profile
 MAX_STEPS = 24
@@ -199,8 +199,9 @@ class DateException(_Model):
                 raise ValueError(f"to ({self.to}) is before from ({self.from_})")
             if (b - a).days > 366:
                 raise ValueError("an exception covers at most a year of nights")
-        _check_order(self.steps)
         return self
+
+    _steps_in_order = field_validator("steps")(lambda steps: _check_order(steps) or steps)
 
     def covers(self, night: date) -> bool:
         if self.date is not None:
@@ -217,10 +218,7 @@ class Profile(_Model):
     steps: StepList
     exceptions: list[DateException] = Field(default=[], max_length=MAX_EXCEPTIONS)
 
-    @model_validator(mode="after")
-    def _order(self) -> Profile:
-        _check_order(self.steps)
-        return self
+    _steps_in_order = field_validator("steps")(lambda steps: _check_order(steps) or steps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,13 +277,7 @@ class Plan:
 
     def nights_of(self, t: np.ndarray) -> np.ndarray:
         """The night each time falls in (local noon to noon)."""
-        t = np.asarray(t, dtype=np.float64)
-        hours = np.floor(t / 3600.0)
-        uniq, inv = np.unique(hours, return_inverse=True)
-        offs = np.array([datetime.fromtimestamp(h * 3600.0, self.tz).utcoffset().total_seconds()
-                         for h in uniq.tolist()], dtype=np.float64)
-        local = t + offs[inv].reshape(t.shape)
-        return np.floor(local / DAY_S - 0.5).astype(np.int64)
+        return nights_of(self.tz, t)
 
     # ------------------------------------------------------------------ step times
     def occurrences(self, night: int, lat, lon) -> tuple[np.ndarray, _Night]:
@@ -519,6 +511,17 @@ class Assignments:
         which[inside] = self.key_plan[keys[inside]]
         pos[inside] = self.key_pos[keys[inside]]
         return which, pos
+
+
+def nights_of(tz: ZoneInfo, t) -> np.ndarray:
+    """The night (days since 1970-01-01, a night starting at local noon) of each epoch time."""
+    t = np.asarray(t, dtype=np.float64)
+    hours = np.floor(t / 3600.0)
+    uniq, inv = np.unique(hours, return_inverse=True)
+    offs = np.array([datetime.fromtimestamp(h * 3600.0, tz).utcoffset().total_seconds()  # type: ignore[union-attr]
+                     for h in uniq.tolist()], dtype=np.float64)
+    local = t + offs[inv].reshape(t.shape)
+    return np.floor(local / DAY_S - 0.5).astype(np.int64)
 
 
 def local_night(tz: ZoneInfo, at: datetime) -> int:

@@ -46,8 +46,13 @@ def test_profiles_are_refused_with_the_field_that_is_wrong():
         ({"steps": [{"at": "dusk", "level": 120}]}, ("steps", 0, "level"), "less than or equal to 100"),
         ({"steps": [{"at": "dusk", "level": True}]}, ("steps", 0, "level"), "not true or false"),
         ({"steps": [{"at": "midnight", "level": 5}]}, ("steps", 0, "at"), "not a step time"),
-        ({"steps": [{"at": "dawn", "level": 0}, {"at": "dusk", "level": 100}]}, (), "order of a night"),
-        ({"steps": [{"at": "05:00", "level": 0}, {"at": "18:00", "level": 100}]}, (), "noon to noon"),
+        ({"steps": [{"at": "dawn", "level": 0}, {"at": "dusk", "level": 100}]}, ("steps",),
+         "order of a night"),
+        ({"steps": [{"at": "05:00", "level": 0}, {"at": "18:00", "level": 100}]}, ("steps",),
+         "noon to noon"),
+        ({"steps": [{"at": "dusk", "level": 1}], "exceptions": [
+            {"date": "02-09", "steps": [{"at": "dawn", "level": 0}, {"at": "dusk", "level": 9}]}]},
+         ("exceptions", 0, "steps"), "order of a night"),
         ({"steps": [{"at": "dusk", "level": 1}], "exceptions": [{"steps": [{"at": "dusk", "level": 1}]}]},
          ("exceptions", 0), "needs date"),
         ({"steps": [{"at": "dusk", "level": 1}], "exceptions": [

@@ -210,6 +210,11 @@ POSITIVE_GAPS = {
     "POST /api/v1/public/reports": "photos by content; rate limit per address",
     "POST /api/v1/public/reports/{code}/rating": "the report exists and is resolved",
     "GET /api/v1/reports": "bbox min <= max",
+    # lighting schedules: the target must select lamps, steps come in the order of a night
+    "POST /api/v1/schedules": "the target selects lamps; steps in the order of a night",
+    "PUT /api/v1/schedules/{id}": "the target selects lamps; steps in the order of a night",
+    "POST /api/v1/schedules/preview": "the target exists; steps in the order of a night",
+    "GET /api/v1/schedules/{id}/energy": "to within the years a datetime holds",
     **{f"POST /api/v1/reports/{{id}}/{a}": "the report exists and its status allows the step"
        for a in ("verify", "assign", "reject", "resolve", "comment")},
 }
