@@ -199,6 +199,7 @@ POSITIVE_GAPS = {
     "POST /api/v1/commands/preview": "the target selects devices of a kind that takes the command",
     "POST /api/v1/devices/{id}/commands": "the device's kind takes the command",
     "GET /api/v1/ws": "a websocket handshake",
+    "GET /tiles/{layer}/{z}/{x}/{y}.mvt": "z within the layer's own maxzoom (TileJSON), x and y < 2^z",
     # Bodies whose validators check more than a schema can say: a GeoJSON geometry's rings
     # and coordinates, the import file (GeoJSON or CSV), and rules/models.py (a threshold
     # needs a limit, a member must exist).
