@@ -12,6 +12,7 @@ import {
 } from "./i18n.js";
 import { KIND_COLOURS, LiveMap, SEVERITY_COLOURS, STATUS_COLOURS } from "./livemap.js";
 import { ReplayControl } from "./replay.js";
+import { SchedulesPanel } from "./schedules.js";
 import { WardRollup } from "./wards.js";
 
 const config = JSON.parse(document.getElementById("config").textContent);
@@ -96,6 +97,8 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
   });
   const wards = new WardRollup($("#ward-table"), live, { onTotals: (tot) => renderKpis(tot) });
   Object.assign(window.ioc, { live, map: live.map, store, alarmPanel, devicePanel, wards, me });
+  window.ioc.schedules = new SchedulesPanel({ canEdit: ACTING_ROLES.has(me.role) })
+    .mount($(".top-right"), $(".map-wrap"));
 
   function openDevice(id) {
     live.select(id);
