@@ -128,6 +128,9 @@ async def _lamps_of(request: web.Request, target: dict[str, Any]) -> list[dict[s
     except DomainError as err:
         raise Invalid(f"target: {err.detail}", field="target",
                       errors=[{"field": "target", "reason": err.detail}]) from None
+    if not sel.devices and sel.skipped:  # say why, e.g. MQTT is not configured on this server
+        why = f"selects no device that can take set_dim ({sel.skipped[0]['id']}: {sel.skipped[0]['reason']})"
+        raise Invalid(f"target: {why}", field="target", errors=[{"field": "target", "reason": why}])
     return sel.devices
 
 
