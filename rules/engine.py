@@ -18,6 +18,7 @@ from rules.correlate import CORRELATORS, Correlator
 from rules.devices import DeviceTable
 from rules.evaluator import EVALUATORS, INF, Batch, Evaluator, MetricInfo, Transition
 from rules.models import CORRELATING_KINDS, Rule
+from rules.schedules import Assignments
 
 
 @dataclass(slots=True)
@@ -51,6 +52,7 @@ class RuleEngine:
         self.rules: dict[str, Rule] = {}
         self.evaluators: dict[str, Evaluator] = {}
         self.correlators: dict[str, Correlator] = {}
+        self.schedules: Assignments | None = None  # lamps' lighting schedules
 
     # ------------------------------------------------------------------ configuration
     def validate(self, rules: Iterable[Rule]) -> list[str]:
@@ -106,7 +108,8 @@ class RuleEngine:
             if r.kind in CORRELATING_KINDS:
                 self.correlators[rid] = CORRELATORS[r.kind](r, self.table)
             else:
-                self.evaluators[rid] = EVALUATORS[r.kind](r, self.table, self.metrics)
+                ev = self.evaluators[rid] = EVALUATORS[r.kind](r, self.table, self.metrics)
+                ev.schedules = self.schedules
         # A correlator's members are re-learnt when its member rule starts afresh.
         for rid, c in self.correlators.items():
             if c.rule.member in changes.fresh and rid not in changes.fresh:
@@ -114,6 +117,13 @@ class RuleEngine:
                 self.correlators[rid] = CORRELATORS[c.rule.kind](c.rule, self.table)
         self.rules = new
         return changes
+
+    def set_schedules(self, schedules: Assignments | None) -> None:
+        """Which lamps follow which lighting schedule; the lighting rule checks them
+        against it from their next reading on."""
+        self.schedules = schedules
+        for ev in self.evaluators.values():
+            ev.schedules = schedules
 
     def set_table(self, table: DeviceTable) -> None:
         """New or edited devices: every rule follows, keeping its state per device."""

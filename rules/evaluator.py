@@ -34,6 +34,7 @@ from rules.models import (
     StateRule,
     ThresholdRule,
 )
+from rules.schedules import Assignments
 from rules.sun import daylight
 from rules.vocab import Severity
 
@@ -145,6 +146,8 @@ class Evaluator:
     """Base: the state arrays of one rule over the devices it selects."""
 
     rule: Rule
+    # Which lamps follow which lighting schedule (the engine sets it; the lighting rule reads it).
+    schedules: Assignments | None = None
     fields: ClassVar[dict[str, tuple[Any, Any]]] = {
         "level": (np.int8, 0), "cond": (np.int8, 0), "since": (np.float64, -INF),
         "last_ts": (np.float64, -INF), "value": (np.float64, np.nan),
@@ -482,9 +485,16 @@ class StateEvaluator(ConditionEvaluator):
 
 
 class LightingEvaluator(ConditionEvaluator):
-    """+1: on in daylight (day-burner); -1: off at night (outage)."""
+    """+1: on when it should be off (a day-burner); -1: off when it should be on (an outage).
+
+    "Should" is the sun at the lamp, or the lamp's lighting schedule when it follows one
+    (``schedules``, set by the engine): a lamp dimmed off at 05:00 by its profile is off
+    as it should be, though the sun is still down.
+    """
 
     rule: LightingScheduleRule
+    # The level the lamp's schedule asked for at its latest reading (NaN: no schedule).
+    fields = ConditionEvaluator.fields | {"expected": (np.float64, np.nan)}
 
     @property
     def metric_name(self) -> str:  # type: ignore[override]
@@ -492,7 +502,17 @@ class LightingEvaluator(ConditionEvaluator):
 
     def condition(self, idx, t, v, q):
         slots = self.slots[idx]
-        day, night = daylight(t, self.table.lat[slots], self.table.lon[slots], self.rule.margin)
+        margin = self.rule.margin
+        day, night = daylight(t, self.table.lat[slots], self.table.lon[slots], margin)
+        self.expected[idx] = np.nan
+        plans = self.schedules
+        if plans is not None and len(plans) and self.rule.schedules:
+            which, pos = plans.lookup(self.keys[idx])
+            for p in np.unique(which[which >= 0]).tolist():
+                rows = np.flatnonzero(which == p)
+                # "surely off" plays the part of daylight, "surely on" of the night
+                day[rows], night[rows], level = plans.lamps[p].certain(t[rows], pos[rows], margin)
+                self.expected[idx[rows]] = level
         on = v >= 0.5
         c = np.zeros(len(idx), dtype=np.int8)
         if self.rule.check in ("both", "day_burner"):
@@ -505,13 +525,35 @@ class LightingEvaluator(ConditionEvaluator):
         c[twilight] = self.cond[idx][twilight]
         return c, q == 0
 
+    def _schedule_of(self, i: int) -> str | None:
+        plans = self.schedules
+        if plans is None or not len(plans) or not self.rule.schedules:
+            return None
+        which, _ = plans.lookup(self.keys[i:i + 1])
+        return plans.ids[int(which[0])] if which[0] >= 0 else None
+
     def describe(self, i, new, old):
         lvl = new or old
+        sched = self._schedule_of(i)
+        if sched is not None:
+            expected = float(self.expected[i])
+            if lvl > 0:
+                what = f"on while its lighting schedule {sched} has it off"
+            else:
+                shown = f" at {expected:g} %" if math.isfinite(expected) and expected > 0 else " on"
+                what = f"off while its lighting schedule {sched} has it{shown}"
+            return f"lamp {what}" + (": back to normal" if new == 0 else "")
         what = "on in daylight (day-burner)" if lvl > 0 else "off at night (outage)"
         return f"lamp {what}" + (": back to normal" if new == 0 else "")
 
     def details(self, i, level):
-        return {"check": "day_burner" if level > 0 else "night_outage"}
+        out: dict[str, Any] = {"check": "day_burner" if level > 0 else "night_outage"}
+        sched = self._schedule_of(i)
+        if sched is not None:
+            out["schedule"] = sched
+            if math.isfinite(float(self.expected[i])):
+                out["expected_level"] = float(self.expected[i])
+        return out
 
 
 class FaultEvaluator(ConditionEvaluator):

@@ -203,15 +203,20 @@ class StateRule(_Rule, _Delays):
 
 
 class LightingScheduleRule(_Rule, _Delays):
-    """A lamp on in daylight (day-burner) or off at night (outage), from the sun at the lamp.
+    """A lamp on in daylight (day-burner) or off at night (outage), from the sun at the lamp;
+    a lamp with a lighting schedule (rules/schedules.py) is checked against its schedule
+    instead: on while the schedule has it off, or off while it has it on.
 
-    ``margin`` is kept clear of sunrise and sunset on both sides, for photocells' spread.
+    ``margin`` is kept clear of sunrise and sunset (or the schedule's switching times) on
+    both sides, for photocells' spread and commands on their way.
     """
 
     kind: Literal["lighting_schedule"]
     metric: str = "lamp_on"
     check: Literal["both", "day_burner", "night_outage"] = "both"
     margin: Duration = 1200.0
+    schedules: StrictBool = Field(default=True, description=(
+        "check lamps that follow a lighting schedule against it (false: the sun only)"))
 
 
 class TopologyRule(_Rule):

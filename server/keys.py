@@ -28,3 +28,5 @@ COMMANDS = web.AppKey("commands", "CommandService")
 TILES = web.AppKey("tiles", "TileService")
 DOWNTIME = web.AppKey("downtime", "Downtime")
 RATE_LIMITER = web.AppKey("rate_limiter", "RateLimiter")
+SCHEDULES = web.AppKey("schedules", "Scheduler")
+SCHEDULE_CLOCK = web.AppKey("schedule_clock", "Clock")  # set before start: a test's ManualClock

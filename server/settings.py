@@ -225,6 +225,21 @@ class CommandSettings(_Section):
     max_group: int = Field(default=100_000, ge=1, description="devices in one group command")
 
 
+class SchedulesSettings(_Section):
+    """``[schedules]``: lighting schedules (dimming profiles) and the scheduler that sends them."""
+
+    enabled: bool = Field(default=True, description="send the schedules' steps as commands")
+    timezone: str = Field(default="Asia/Ho_Chi_Minh",
+                          description="the city's time zone: what 23:00 in a profile means")
+    resolution_s: float = Field(default=60.0, ge=1, le=900, description=(
+        "step times are floored to this: lamps whose dusk differs by seconds switch together, "
+        "in one group command"))
+    recheck_s: float = Field(default=60.0, gt=0, le=3600, description=(
+        "how often schedules and devices changed by another process are looked for"))
+
+    _zone = field_validator("timezone")(QuietHours._zone.__func__)  # type: ignore[attr-defined]
+
+
 class IngestSettings(_Section):
     queue_size: int = Field(default=200_000, ge=100, description="readings held before backpressure")
     batch_max: int = Field(default=20_000, ge=1)
@@ -406,6 +421,7 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     notify: NotifySettings = NotifySettings()
     commands: CommandSettings = CommandSettings()
+    schedules: SchedulesSettings = SchedulesSettings()
     ingest: IngestSettings = IngestSettings()
     storage: StorageSettings = StorageSettings()
     hub: HubSettings = HubSettings()

@@ -59,12 +59,32 @@ from server.settings import CommandSettings
 from server.store.audit import AuditEntry
 from server.vocab import CommandState, DeviceStatus
 
-__all__ = ["CommandService", "commands_ctx"]
+__all__ = ["CommandService", "PreparedGroup", "commands_ctx"]
 
 logger = logging.getLogger(__name__)
 
 SWEEP_S = 1.0  # expiry resolution of parked commands
 RECHECK_S = 5.0  # how often parked devices' status is read back from the database
+
+
+@dataclass(slots=True)
+class PreparedGroup:
+    """A group command built but not stored (:meth:`CommandService.prepare_group`)."""
+
+    id: uuid.UUID
+    actor: str
+    selection: Selection
+    cmds: list[Command]
+    statuses: dict[str, str]
+    created: AuditEntry
+    queued: int
+
+    def answer(self) -> dict[str, Any]:
+        """What POST /api/v1/commands answers."""
+        sel = self.selection
+        return {"id": str(self.id), "status": CommandState.PENDING, "name": sel.spec.name,
+                "args": sel.args, "total": len(self.cmds), "queued": self.queued,
+                "skipped": sel.skipped}
 
 
 @dataclass(slots=True)
@@ -165,6 +185,17 @@ class CommandService:
         if not sel.devices:
             raise Invalid(f"the target selects no device that can take {sel.spec.name}",
                           skipped=sel.skipped[:100])
+        group = self.prepare_group(actor, sel, ttl_s)
+        async with self.pool.acquire() as conn:
+            await self.record_group(conn, group)
+        self.admit_group(group)
+        return group.answer()
+
+    # A group in three steps, for a caller that records it inside its own transaction (the
+    # lighting scheduler moves its "last step applied" in the same one): prepare, record in
+    # the caller's transaction, admit once that has committed.
+    def prepare_group(self, actor: str, sel: Selection, ttl_s: float | None = None) -> PreparedGroup:
+        """The commands of a selection, not stored yet."""
         group = uuid.uuid4()
         cmds = [self._new(d["id"], sel.spec.name, sel.args, actor, d["route"], ttl_s, group)
                 for d in sel.devices]
@@ -174,15 +205,19 @@ class CommandService:
             "group": str(group), "name": sel.spec.name, "args": sel.args,
             "target": sel.target, "count": len(cmds), "skipped": len(sel.skipped),
             "by_status": summary["by_status"], "by_route": summary["by_route"]})
-        async with self.pool.acquire() as conn:
-            await journal.insert_group(conn, group, sel.spec.name, sel.args, sel.target,
-                                       sel.skipped, actor, cmds, statuses, created)
-        self._admit(cmds, statuses)
-        logger.info("%s: group command %s %s on %d device(s) (%d skipped)", actor, group,
-                    sel.spec.name, len(cmds), len(sel.skipped))
-        return {"id": str(group), "status": CommandState.PENDING, "name": sel.spec.name,
-                "args": sel.args, "total": len(cmds), "queued": summary["queued"],
-                "skipped": sel.skipped}
+        return PreparedGroup(group, actor, sel, cmds, statuses, created, summary["queued"])
+
+    async def record_group(self, conn: asyncpg.Connection, group: PreparedGroup) -> None:
+        """Store a prepared group (its rows and audit entries) through ``conn``."""
+        sel = group.selection
+        await journal.insert_group(conn, group.id, sel.spec.name, sel.args, sel.target,
+                                   sel.skipped, group.actor, group.cmds, group.statuses, group.created)
+
+    def admit_group(self, group: PreparedGroup) -> None:
+        """Start delivering a recorded group (after its transaction has committed)."""
+        self._admit(group.cmds, group.statuses)
+        logger.info("%s: group command %s %s on %d device(s) (%d skipped)", group.actor, group.id,
+                    group.selection.spec.name, len(group.cmds), len(group.selection.skipped))
 
     # ------------------------------------------------------------------ lanes
     def _admit(self, cmds: Iterable[Command], statuses: Mapping[str, str]) -> None:

@@ -18,6 +18,7 @@ from server.api import devices, health, open311, public_reports, state, telemetr
 from server.api import io as io_api
 from server.api import reports as report_api
 from server.api import rules as rule_api
+from server.api import schedules as schedule_api
 from server.api import tokens as token_api
 from server.api import wards as ward_api
 from server.api.ogc import routes as ogc_routes
@@ -41,6 +42,7 @@ from server.polling.adapters import adapters_ctx
 from server.polling.modbus import modbus_ctx
 from server.runtime.memory import memory_ctx
 from server.runtime.metrics import Registry, metrics_handler
+from server.schedules import schedules_ctx
 from server.settings import Settings
 from server.simulate import simulator_ctx
 from server.store.db import db_pool
@@ -93,6 +95,7 @@ def create_app(settings: Settings) -> web.Application:
             adapters_ctx,  # third-party polling adapters ([adapters.<kind>])
             mqtt_ctx,
             commands_ctx,  # routes commands through the MQTT link and the Modbus poller
+            schedules_ctx,  # lighting schedules: steps sent as commands, lamps for the rule
         ]
     )
     app.add_routes(health.routes)
@@ -102,6 +105,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(alarm_api.routes)  # alarms: lifecycle actions, history, KPIs
     app.add_routes(rule_api.routes)  # alarm rules and their backtest
     app.add_routes(command_api.routes)  # device and group commands
+    app.add_routes(schedule_api.routes)  # lighting schedules (dimming profiles)
     app.add_routes(audit_api.routes)
     app.add_routes(ward_api.routes)
     app.add_routes(crew_api.routes)  # crews: routing and escalation targets

@@ -413,6 +413,30 @@ command_groups = Table(
     Column("skipped", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
 )
 
+# Lighting schedules (dimming profiles, rules/schedules.py) and where each stands: the
+# scheduler (server/schedules/) commands every step start up to ``applied_until`` once.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=text("''")),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    # A lamp in several schedules follows the highest priority (then the smallest target).
+    Column("priority", SmallInteger, nullable=False, server_default=text("0")),
+    Column("target", JSONB, nullable=False),  # a group command's target
+    Column("steps", JSONB, nullable=False),
+    Column("exceptions", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    Column("created_by", Text),
+    _ts("created_at", nullable=False, server_default=NOW),
+    _ts("updated_at", nullable=False, server_default=NOW),
+    # Every step that started up to here has been commanded; null: the current one is due.
+    _ts("applied_until"),
+    Column("last_step", JSONB),  # what was commanded last: step, level, devices, groups
+    _ts("last_applied_at"),
+)
+
 # ---------------------------------------------------------------- security and audit
 api_tokens = Table(
     "api_tokens",

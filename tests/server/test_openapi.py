@@ -200,6 +200,7 @@ POSITIVE_GAPS = {
     "POST /api/v1/commands/preview": "the target selects devices of a kind that takes the command",
     "POST /api/v1/devices/{id}/commands": "the device's kind takes the command",
     "GET /api/v1/ws": "a websocket handshake",
+    "GET /tiles/{layer}/{z}/{x}/{y}.mvt": "z within the layer's own maxzoom (TileJSON), x and y < 2^z",
     # Bodies whose validators check more than a schema can say: a GeoJSON geometry's rings
     # and coordinates, the import file (GeoJSON or CSV), and rules/models.py (a threshold
     # needs a limit, a member must exist).
@@ -212,6 +213,11 @@ POSITIVE_GAPS = {
     "POST /api/v1/public/reports/{code}/rating": "the report exists and is resolved",
     "GET /api/v1/reports": "bbox min <= max",
     "GET /api/v1/public/basemap/{z}/{x}/{y}.mvt": "x and y below 2^z",
+    # lighting schedules: the target must select lamps, steps come in the order of a night
+    "POST /api/v1/schedules": "the target selects lamps; steps in the order of a night",
+    "PUT /api/v1/schedules/{id}": "the target selects lamps; steps in the order of a night",
+    "POST /api/v1/schedules/preview": "the target exists; steps in the order of a night",
+    "GET /api/v1/schedules/{id}/energy": "to within the years a datetime holds",
     **{f"POST /api/v1/reports/{{id}}/{a}": "the report exists and its status allows the step"
        for a in ("verify", "assign", "reject", "resolve", "comment")},
 }

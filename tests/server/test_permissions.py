@@ -92,6 +92,13 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "POST /api/v1/commands/preview": OPERATOR,
     "POST /api/v1/commands": OPERATOR,
     "GET /api/v1/command-groups/{id}": TOKEN,
+    "GET /api/v1/schedules": TOKEN,  # lighting schedules: no one's personal data
+    "POST /api/v1/schedules": OPERATOR,  # they send commands
+    "GET /api/v1/schedules/{id}": TOKEN,
+    "PUT /api/v1/schedules/{id}": OPERATOR,
+    "DELETE /api/v1/schedules/{id}": OPERATOR,
+    "POST /api/v1/schedules/preview": OPERATOR,
+    "GET /api/v1/schedules/{id}/energy": TOKEN,
     "GET /api/v1/audit": ADMIN,
     "GET /api/v1/wards/summary": CREW_OWN,  # open alarms by ward and severity
     "GET /api/v1/crews": CREW_OWN,  # a crew token: its own crew (contacts, open alarms)

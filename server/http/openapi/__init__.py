@@ -21,6 +21,7 @@ from server import keys
 from server.http.jsonutil import json_response
 from server.http.openapi.build import RESPONSES
 from server.http.openapi.paths import paths
+from server.http.openapi.schedules import components as schedule_components
 from server.http.openapi.schemas import SCHEMAS, model_components, rule_components
 from server.settings import Settings
 
@@ -36,7 +37,7 @@ def _configured(schemas: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
 
 def document(settings: Settings | None = None) -> dict[str, Any]:
-    schemas = {**SCHEMAS, **model_components(), **rule_components()}
+    schemas = {**SCHEMAS, **model_components(), **rule_components(), **schedule_components()}
     if settings is not None:
         schemas = _configured(schemas, settings)
     return {
@@ -57,7 +58,7 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"session": []}],
         "tags": [{"name": t} for t in (
-            "devices", "telemetry", "alarms", "rules", "commands", "crews", "audit", "tokens",
+            "devices", "telemetry", "alarms", "rules", "commands", "schedules", "crews", "audit", "tokens",
             "import and export", "map", "tiles", "meta")],
         "paths": paths(),
         "components": {

@@ -24,6 +24,7 @@ from server.http.openapi.build import (
     path_id,
     ref,
 )
+from server.http.openapi.schedules import paths as schedule_paths
 from server.http.openapi.schemas import query_params
 
 # ---------------------------------------------------------------- paths
@@ -415,6 +416,7 @@ def paths() -> dict[str, Any]:
                        request=body({"type": "object", "properties": {"note": STR, "crew": STR}},
                                     required=False)),
         }
+    p.update(schedule_paths())  # lighting schedules (server/http/openapi/schedules.py)
     # ?token= is taken only where a client cannot send a header (server/http/auth.py).
     for path, item in p.items():
         if path == "/api/v1/ws" or path == "/tiles" or path.startswith("/tiles/"):

@@ -12,6 +12,7 @@ import {
 } from "./i18n.js";
 import { KIND_COLOURS, LiveMap, SEVERITY_COLOURS, STATUS_COLOURS } from "./livemap.js";
 import { ReplayControl } from "./replay.js";
+import { SchedulesPanel } from "./schedules.js";
 import { WardRollup } from "./wards.js";
 
 const config = JSON.parse(document.getElementById("config").textContent);
@@ -99,6 +100,8 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
     instant: () => (replay?.active ? replay.now() : null), // replaying: the figures of then
   });
   Object.assign(window.ioc, { live, map: live.map, store, alarmPanel, devicePanel, wards, me });
+  window.ioc.schedules = new SchedulesPanel({ canEdit: ACTING_ROLES.has(me.role) })
+    .mount($(".top-right"), $(".map-wrap"));
 
   function openDevice(id) {
     live.select(id);
