@@ -139,3 +139,23 @@ async def test_moving_a_device_is_validated_like_the_import(city, city_db_url, t
     viewer = {"Authorization": f"Bearer {await token_for(city_db_url, 'viewer')}"}
     assert (await client.patch("/api/v1/devices/SL-000012", headers=viewer,
                                json={"geometry": moved})).status == 403
+
+
+async def test_the_ward_roll_up_counts_cameras_and_their_health(city, city_db_url):
+    from tests.helpers import aexecute, aq
+
+    [(cams,)] = await aq(city_db_url,
+                         "select count(*) from devices where kind = 'camera' and ward is not null")
+    [(ward,)] = await aq(city_db_url, "select ward from devices where id = 'CAM-0001'")
+    # CAM-0001 online and recording, CAM-0001's ward-mates unknown: only it counts as up
+    await aexecute(city_db_url, """
+        insert into device_state (device_key, values, status, last_seen)
+        select key, '{"online": true, "recording": true}', 'online', now() from devices where id = 'CAM-0001'
+        on conflict (device_key) do update set values = excluded.values, status = 'online'""")
+    client = await city("viewer")
+    body = await (await client.get("/api/v1/wards/summary", headers=client.headers)).json()
+    assert cams > 0 and body["totals"]["cameras"] == cams
+    assert body["totals"]["cameras_down"] == cams - 1
+    mine = next(w for w in body["wards"] if w["code"] == ward)
+    assert mine["cameras"]["online"] == 1 and mine["cameras"]["recording"] == 1
+    assert mine["cameras"]["down"] == mine["cameras"]["total"] - 1

@@ -3,8 +3,16 @@
 // choropleth of the share of lamps out.
 
 import { api, fmtNumber, h } from "./common.js";
-import { onLangChange, t } from "./i18n.js";
+import { addStrings, onLangChange, t } from "./i18n.js";
 import { maplibregl } from "./livemap.js";
+
+addStrings({
+  wards_col_cameras: "Cameras",
+  wards_cam_title: "{online} of {total} cameras online, {recording} recording, {down} down",
+}, {
+  wards_col_cameras: "Camera",
+  wards_cam_title: "{online}/{total} camera trực tuyến, {recording} đang ghi, {down} hỏng",
+});
 
 const REFRESH_MS = 10000;
 
@@ -54,6 +62,7 @@ export class WardRollup {
       lamps_out: (w) => w.lamps.out,
       alarms: (w) => w.alarms.open * 100 + w.alarms.unacked,
       offline: (w) => w.devices.offline,
+      cameras: (w) => w.cameras?.down ?? 0,
       name: () => 0,
     }[this.sort];
     return this.data.wards.slice().sort((a, b) => key(b) - key(a) || a.name.localeCompare(b.name, "vi"));
@@ -78,7 +87,10 @@ export class WardRollup {
           h("span", fmtNumber(w.lamps.out)), h("small", `/${fmtNumber(w.lamps.total)}`)),
         h("td.num", w.alarms.open ? h(`span.count.sev-${sev ?? "warning"}`, w.alarms.open) : "·",
           w.alarms.unacked ? h("small", ` (${w.alarms.unacked})`) : ""),
-        h("td.num", w.devices.offline || "·"));
+        h("td.num", w.devices.offline || "·"),
+        // cameras: online / total, red when one is down (issue 18)
+        h(`td.num${w.cameras?.down ? ".cam-down" : ""}`, { title: t("wards_cam_title", w.cameras ?? {}) },
+          w.cameras?.total ? [h("span", fmtNumber(w.cameras.online)), h("small", `/${fmtNumber(w.cameras.total)}`)] : "·"));
     });
     this.root.replaceChildren(
       h("label.toggle-row",
@@ -95,12 +107,15 @@ export class WardRollup {
           } }, t("ward")),
           th("lamps_out", t("col_lamps_out")),
           th("alarms", t("col_alarms")),
-          th("offline", t("col_offline")))),
+          th("offline", t("col_offline")),
+          th("cameras", t("wards_col_cameras")))),
         h("tbody", ...rows),
         h("tfoot", h("tr", h("td", t("city_total")),
           h("td.num", fmtNumber(tot.lamps_out), h("small", ` / ${fmtNumber(tot.lamps)}`)),
           h("td.num", fmtNumber(tot.alarms), tot.unacked ? h("small", ` (${tot.unacked})`) : ""),
-          h("td.num", fmtNumber(tot.offline))))));
+          h("td.num", fmtNumber(tot.offline)),
+          h("td.num", fmtNumber((tot.cameras ?? 0) - (tot.cameras_down ?? 0)),
+            h("small", `/${fmtNumber(tot.cameras ?? 0)}`))))));
   }
 
   renderLabels() {
