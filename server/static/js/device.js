@@ -7,8 +7,9 @@ import { kindName, metricLabel, onLangChange, severityLabel, statusLabel, t, uni
 const RANGES = { "6h": [6 * 3600e3, "5m"], "24h": [24 * 3600e3, "15m"], "7d": [7 * 86400e3, "2h"] };
 
 export class DevicePanel {
-  constructor(root, { onClose, onZoom, wardName }) {
+  constructor(root, { onClose, onZoom, wardName, extras }) {
     this.root = root;
+    this.extras = extras ?? (() => []); // more sections (issue 18: camera, chart, tree, editor)
     this.wardName = wardName ?? ((code) => code);
     this.onClose = onClose;
     this.onZoom = onZoom;
@@ -106,7 +107,8 @@ export class DevicePanel {
               this.loadHistory();
             },
           }, t(`range_${r}`))))),
-        h("div.chart", h("div.empty", t("loading")))));
+        h("div.chart", h("div.empty", t("loading"))),
+        ...this.extras(d).filter(Boolean)));
     this.renderValues();
   }
 

@@ -6,12 +6,15 @@ import {
   api, fmtNumber, h, linkIndicator, listOf, LiveSocket, signIn, signOut, startSession, toast,
   whenUnauthorized,
 } from "./common.js";
+import { AssetSections } from "./assets.js"; // issue 18: assets
+import { cameraSection, stopCamera } from "./camera.js";
 import { DevicePanel } from "./device.js";
 import {
   applyStatic, kindLabel, lang, onLangChange, setLang, severityLabel, statusLabel, t,
 } from "./i18n.js";
 import { KIND_COLOURS, LiveMap, SEVERITY_COLOURS, STATUS_COLOURS } from "./livemap.js";
 import { ReplayControl } from "./replay.js";
+import { SearchBox } from "./search.js";
 import { WardRollup } from "./wards.js";
 
 const config = JSON.parse(document.getElementById("config").textContent);
@@ -89,13 +92,30 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
   const alarmPanel = new AlarmPanel($("#alarm-list"), store, {
     crews: () => crews, canAct, onSelect: (a) => focusAlarm(a),
   });
+  // ---- issue 18: assets (search, device sections, camera) ----
+  const assets = new AssetSections({
+    live, canEdit: () => ["integrator", "admin"].includes(me.role), openDevice: (id) => openDevice(id),
+    onSaved: (id) => devicePanel.open(id),
+  });
+  const search = new SearchBox($("#search-slot"), {
+    onDevice: (d) => {
+      if (d.center) live.map.easeTo({ center: d.center, zoom: Math.max(live.map.getZoom(), 17) });
+      openDevice(d.id);
+    },
+    onWard: (w) => live.fitTo(w.bbox, { duration: 600 }),
+  });
+  // ---- end issue 18 ----
   const devicePanel = new DevicePanel($("#device-panel"), {
-    onClose: () => live.select(null),
+    extras: (d) => [cameraSection(d), ...assets.sections(d)],
+    onClose: () => {
+      stopCamera();
+      live.select(null);
+    },
     onZoom: (d) => live.map.easeTo({ center: pointOfFeature(d), zoom: Math.max(live.map.getZoom(), 17) }),
     wardName: (code) => wards.data?.wards.find((w) => w.code === code)?.name ?? code,
   });
   const wards = new WardRollup($("#ward-table"), live, { onTotals: (tot) => renderKpis(tot) });
-  Object.assign(window.ioc, { live, map: live.map, store, alarmPanel, devicePanel, wards, me });
+  Object.assign(window.ioc, { live, map: live.map, store, alarmPanel, devicePanel, wards, me, search, assets });
 
   function openDevice(id) {
     live.select(id);
