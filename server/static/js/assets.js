@@ -5,7 +5,7 @@
 
 import uPlot from "uplot";
 import { api, fmtTime, h, toast } from "./common.js";
-import { addStrings, metricLabel, onLangChange, severityLabel, t, unitOf } from "./i18n.js";
+import { addStrings, metricLabel, onLangChange, severityLabel, statusLabel, t, unitOf } from "./i18n.js";
 import { maplibregl } from "./livemap.js";
 
 addStrings({
@@ -51,7 +51,7 @@ const COLOURS = ["#4dabf7", "#ffa94d", "#69db7c", "#f783ac", "#b197fc", "#ffe066
 const state = { metrics: null, range: "24h" };
 
 // Enum-like: a string or a boolean now, or a name that is one (mode).
-const isStep = (metric, value) => typeof value !== "number" || /^(mode|state|status)$/.test(metric);
+const isStep = (metric, value) => typeof value !== "number" || /^(mode|plan|state|status)$/.test(metric);
 
 export class AssetSections {
   constructor({ live, canEdit, openDevice, onSaved }) {
@@ -186,7 +186,7 @@ export class AssetSections {
       if (which === "children") {
         rows = (data.features ?? []).map((f) => h("li", h("button.link-btn", { type: "button",
           onclick: () => this.openDevice(f.id) }, f.id), ` ${f.properties?.name ?? ""}`,
-        f.properties?.status ? h(`span.chip.status-${f.properties.status}`, f.properties.status) : ""));
+        f.properties?.status ? h(`span.chip.status-${f.properties.status}`, statusLabel(f.properties.status)) : ""));
         if (!rows.length) {
           section.remove(); // only cabinets (and other parents) have connected devices
           return;

@@ -99,15 +99,8 @@ export class DevicePanel {
         h("dl.facts", ...facts.flatMap(([k, v]) => [h("dt", k), h("dd", v)])),
         h("h3", t("latest_values")),
         h("div.values"),
-        h("h3.history-head", t("history"),
-          h("span.ranges", ...Object.keys(RANGES).map((r) => h(`button.btn.small${r === this.range ? ".active" : ""}`, {
-            onclick: () => {
-              this.range = r;
-              this.render();
-              this.loadHistory();
-            },
-          }, t(`range_${r}`))))),
-        h("div.chart", h("div.empty", t("loading"))),
+        // issue 18: the asset sections' multi-metric chart (js/assets.js) replaces the
+        // one-metric history, which averaged enum metrics such as `mode`
         ...this.extras(d).filter(Boolean)));
     this.renderValues();
   }
