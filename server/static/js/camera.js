@@ -24,6 +24,7 @@ addStrings({
   camera_refresh: "Làm mới ảnh chụp",
 });
 
+const fileName = (url) => new URL(url).pathname.split("/").pop() || "index.m3u8";
 const playable = (url) => typeof url === "string" && /^https?:\/\//i.test(url);
 
 let current = null; // the one player alive: closing or switching devices stops it
@@ -53,7 +54,9 @@ export function cameraSection(device) {
         hls.on(Hls.Events.ERROR, (_, data) => {
           if (data.fatal) box.append(h("div.empty.error", t("camera_error", { why: data.details })));
         });
-        hls.loadSource(base);
+        // By the playlist's own file name below media/, so its relative segment URIs resolve
+        // under the proxy too.
+        hls.loadSource(`${base}/${encodeURIComponent(fileName(p.stream_url))}`);
         hls.attachMedia(video);
         current = hls;
       } else {

@@ -108,7 +108,12 @@ export class WardRollup {
           th("lamps_out", t("col_lamps_out")),
           th("alarms", t("col_alarms")),
           th("offline", t("col_offline")),
-          th("cameras", t("wards_col_cameras")))),
+          // an icon: the narrow tab has no room for the word; the name is the label
+          h(`th.num${this.sort === "cameras" ? ".sorted" : ""}`, { "aria-label": t("wards_col_cameras"),
+            title: t("wards_col_cameras"), onclick: () => {
+              this.sort = "cameras";
+              this.render();
+            } }, "📷"))),
         h("tbody", ...rows),
         h("tfoot", h("tr", h("td", t("city_total")),
           h("td.num", fmtNumber(tot.lamps_out), h("small", ` / ${fmtNumber(tot.lamps)}`)),
