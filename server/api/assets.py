@@ -79,13 +79,15 @@ order by code limit 5
 async def search(request: web.Request) -> web.Response:
     """``?q=`` (2 to 100 characters) and ``limit`` (1-50): ``{"wards": [...], "devices": [...]}``."""
     require(request, "viewer", "crew", "operator", "integrator")
-    q = (request.query.get("q") or "").strip()
+    q = request.query.get("q") or ""
     if len(q) < 2 or len(q) > 100 or "\x00" in q:
         raise _invalid("q", "give 2 to 100 characters to search for (a device id, name, ward or address)")
     raw_limit = request.query.get("limit", "10")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 50:
         raise _invalid("limit", "a whole number from 1 to 50")
-    text = q.lower()
+    text = q.strip().lower()
+    if not text:
+        return json_response({"q": q, "wards": [], "devices": []}, headers={"Cache-Control": "no-store"})
     async with request.app[keys.DB].acquire() as conn:
         rows = await conn.fetch(SEARCH_SQL, text, _like(text), int(raw_limit))
         ward_rows = await conn.fetch(WARD_SQL, _like(text))
@@ -158,7 +160,7 @@ async def media(request: web.Request) -> web.StreamResponse:
         except RefusedAddress as err:
             raise _invalid(f"properties.{field}", str(err)) from None
         except (aiohttp.ClientError, TimeoutError) as err:
-            raise web.HTTPBadGateway(text=f"the camera did not answer: {err}") from None
+            return _problem(502, f"the camera did not answer: {err}")
         async with upstream:
             if upstream.status != 200:
                 return _problem(502, f"the camera answered {upstream.status} for {target.path}")

@@ -90,6 +90,10 @@ async def test_media_proxy_refuses_a_private_camera_unless_allow_listed(
     body = await seg.read()
     assert body[0] == 0x47 and len(body) > 1000, "an MPEG-TS segment (sync byte 0x47)"
 
+    # the browser asks for the playlist by its file name, so its segments resolve the same way
+    named = await opened.get("/api/v1/devices/CAM-0001/media/index.m3u8", headers=opened.headers)
+    assert named.status == 200 and await named.text() == playlist
+
     for bad in ("..%2Fx", "%2Fetc%2Fpasswd", "..%5Cx"):
         resp = await opened.get(f"/api/v1/devices/CAM-0001/media/{bad}", headers=opened.headers)
         assert resp.status in (400, 404), (bad, resp.status)

@@ -239,8 +239,11 @@ def paths() -> dict[str, Any]:
     p["/api/v1/search"] = {
         "get": op("Find devices by id, name, ward or address, and wards by code or name",
                   {200: ok(OBJ)}, tags=["map"], errors=(400, 403),
-                  params=[param("q", required=True, description="2 to 100 characters"),
-                          param("limit", schema=INT, description="1-50 devices (10)")],
+                  params=[param("q", required=True, description="2 to 100 characters",
+                                schema={"type": "string", "minLength": 2, "maxLength": 100,
+                                        "pattern": "^[^\\u0000]*$"}),
+                          param("limit", schema={"type": "integer", "minimum": 1, "maximum": 50},
+                                description="1-50 devices (10)")],
                   description="`{\"q\", \"wards\": [{code, name, bbox}], \"devices\": [{id, kind, "
                               "name, ward, ward_name, address, center}]}`: an exact id first, "
                               "then ids and names that start with `q`, then the rest."),
