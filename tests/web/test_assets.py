@@ -14,8 +14,9 @@ from tests.helpers import running
 from tests.web.helpers import artifact, base_url, map_ready, new_page
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
-LANGS = {"en": ("en-GB", "Search", "Metrics over time", "Save", "Connected devices"),
-         "vi": ("vi-VN", "Tìm kiếm", "Chỉ số theo thời gian", "Lưu", "Thiết bị đấu nối")}
+LANGS = {"en": ("en-GB", "Search", "Metrics over time", "Save", "Connected devices", "Move on map"),
+         "vi": ("vi-VN", "Tìm kiếm", "Chỉ số theo thời gian", "Lưu", "Thiết bị đấu nối",
+                "Di chuyển trên bản đồ")}
 
 
 def seed(url: str) -> tuple[str, str]:
@@ -44,7 +45,7 @@ def seed(url: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("lang", ["en", "vi"])
 async def test_search_device_page_and_move(browser, city_db_url, make_settings, token_for, lang):
-    locale, search_name, chart_name, save_name, children_name = LANGS[lang]
+    locale, search_name, chart_name, save_name, children_name, drag_name = LANGS[lang]
     tc, cabinet = seed(city_db_url)
     token = await token_for(city_db_url, "integrator")
     async with running(make_settings(city_db_url)) as client:
@@ -108,9 +109,25 @@ async def test_search_device_page_and_move(browser, city_db_url, make_settings, 
         assert "geometry" in await err.inner_text()
         await editor.scroll_into_view_if_needed()
         await page.screenshot(path=artifact(f"device-page-move-error-{lang}.png"))
-        await lon.fill(str(before[0] + 0.0001))
+        await lon.fill(str(before[0]))
+        # drag the marker on the map 60 px to the left: the form follows, Save moves the lamp
+        await editor.get_by_role("button", name=drag_name).click()
+        marker = page.locator(".assets-move-marker")
+        await marker.wait_for()
+        await page.wait_for_function("() => !window.ioc.map.isMoving()")
+        box = await marker.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        await page.mouse.move(x, y)
+        await page.mouse.down()
+        await page.mouse.move(x - 30, y, steps=5)
+        await page.mouse.move(x - 60, y, steps=5)
+        await page.mouse.up()
+        await page.wait_for_function("(x) => Number(document.querySelector('input[name=lon]').value) < x",
+                                     arg=before[0])
+        dragged = float(await lon.input_value())
         await editor.get_by_role("button", name=save_name).click()
         await page.wait_for_function(
             "(x) => Math.abs(window.ioc.devicePanel.device?.geometry.coordinates[0] - x) < 1e-6",
-            arg=before[0] + 0.0001)
+            arg=dragged)
+        assert await marker.count() == 0, "the marker goes once saved"
         assert page.errors == []

@@ -231,7 +231,7 @@ export class AssetSections {
 
   drag(form, start) {
     this.marker?.remove();
-    this.marker = new maplibregl.Marker({ draggable: true, color: "#ff6b6b" })
+    this.marker = new maplibregl.Marker({ draggable: true, color: "#ff6b6b", className: "assets-move-marker" })
       .setLngLat([Number(form.lon?.value) || start[0], Number(form.lat?.value) || start[1]]).addTo(this.live.map);
     this.live.map.easeTo({ center: this.marker.getLngLat(), zoom: Math.max(this.live.map.getZoom(), 17) });
     form.querySelector(".form-error").textContent = t("assets_drag_hint");
