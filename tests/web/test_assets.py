@@ -14,9 +14,10 @@ from tests.helpers import running
 from tests.web.helpers import artifact, base_url, map_ready, new_page
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
-LANGS = {"en": ("en-GB", "Search", "Metrics over time", "Save", "Connected devices", "Move on map"),
+LANGS = {"en": ("en-GB", "Search", "Metrics over time", "Save", "Connected devices", "Move on map",
+                "Add device", "Create"),
          "vi": ("vi-VN", "Tìm kiếm", "Chỉ số theo thời gian", "Lưu", "Thiết bị đấu nối",
-                "Di chuyển trên bản đồ")}
+                "Di chuyển trên bản đồ", "Thêm thiết bị", "Tạo")}
 
 
 def seed(url: str) -> tuple[str, str]:
@@ -45,7 +46,7 @@ def seed(url: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("lang", ["en", "vi"])
 async def test_search_device_page_and_move(browser, city_db_url, make_settings, token_for, lang):
-    locale, search_name, chart_name, save_name, children_name, drag_name = LANGS[lang]
+    locale, search_name, chart_name, save_name, children_name, drag_name, add_name, create_name = LANGS[lang]
     tc, cabinet = seed(city_db_url)
     token = await token_for(city_db_url, "integrator")
     async with running(make_settings(city_db_url)) as client:
@@ -56,7 +57,7 @@ async def test_search_device_page_and_move(browser, city_db_url, make_settings, 
         await map_ready(page)
 
         # "/" focuses the search; typing lists matches; ArrowDown then Enter opens the second
-        await page.locator("#map").click()
+        await page.evaluate("() => document.activeElement?.blur()")
         await page.keyboard.press("/")
         box = page.get_by_role("combobox", name=search_name)
         assert await box.evaluate("(el) => el === document.activeElement")
@@ -129,5 +130,21 @@ async def test_search_device_page_and_move(browser, city_db_url, make_settings, 
         await page.wait_for_function(
             "(x) => Math.abs(window.ioc.devicePanel.device?.geometry.coordinates[0] - x) < 1e-6",
             arg=dragged)
+        assert await page.evaluate("() => window.ioc.devicePanel.device.properties.name"), "name kept"
         assert await marker.count() == 0, "the marker goes once saved"
+
+        # add a device: a bad id is refused with the field named; a good one is created
+        await page.get_by_role("button", name=add_name).click()
+        dialog = page.get_by_role("dialog", name=add_name)
+        await dialog.locator("input[name=id]").fill("bad id!")
+        await dialog.locator("select[name=kind]").select_option("streetlight")
+        await dialog.locator("input[name=name]").fill("Đèn mới")
+        await dialog.get_by_role("button", name=create_name).click()
+        await dialog.locator(".field-error[data-field=id]").wait_for()
+        await page.screenshot(path=artifact(f"device-page-add-{lang}.png"))
+        new_id = f"SL-NEW-{lang.upper()}"
+        await dialog.locator("input[name=id]").fill(new_id)
+        await dialog.get_by_role("button", name=create_name).click()
+        await panel.locator(".dev-id", has_text=new_id).wait_for()
+        assert await page.evaluate("() => window.ioc.devicePanel.device.properties.name") == "Đèn mới"
         assert page.errors == []

@@ -26,6 +26,10 @@ addStrings({
   assets_save: "Save",
   assets_cancel: "Cancel",
   assets_saved: "Device saved",
+  assets_add: "Add device",
+  assets_id: "Id",
+  assets_kind: "Kind",
+  assets_create: "Create",
 }, {
   assets_chart: "Chỉ số theo thời gian",
   assets_chart_metrics: "Chỉ số trên biểu đồ",
@@ -44,11 +48,18 @@ addStrings({
   assets_save: "Lưu",
   assets_cancel: "Hủy",
   assets_saved: "Đã lưu thiết bị",
+  assets_add: "Thêm thiết bị",
+  assets_id: "Mã",
+  assets_kind: "Loại",
+  assets_create: "Tạo",
 });
 
 const RANGES = { "6h": [6 * 3600e3, "5m"], "24h": [24 * 3600e3, "15m"], "7d": [7 * 86400e3, "2h"] };
 const COLOURS = ["#4dabf7", "#ffa94d", "#69db7c", "#f783ac", "#b197fc", "#ffe066"];
 const state = { metrics: null, range: "24h" };
+
+// A form's field by name (form.id and form.name are the form's own attributes).
+const val = (form, name) => form.elements.namedItem(name)?.value ?? "";
 
 // Enum-like: a string or a boolean now, or a name that is one (mode).
 const isStep = (metric, value) => typeof value !== "number" || /^(mode|plan|state|status)$/.test(metric);
@@ -232,23 +243,98 @@ export class AssetSections {
   drag(form, start) {
     this.marker?.remove();
     this.marker = new maplibregl.Marker({ draggable: true, color: "#ff6b6b", className: "assets-move-marker" })
-      .setLngLat([Number(form.lon?.value) || start[0], Number(form.lat?.value) || start[1]]).addTo(this.live.map);
+      .setLngLat([Number(val(form, "lon")) || start[0], Number(val(form, "lat")) || start[1]]).addTo(this.live.map);
     this.live.map.easeTo({ center: this.marker.getLngLat(), zoom: Math.max(this.live.map.getZoom(), 17) });
     form.querySelector(".form-error").textContent = t("assets_drag_hint");
     this.marker.on("dragend", () => {
       const ll = this.marker.getLngLat();
-      form.lon.value = ll.lng.toFixed(7);
-      form.lat.value = ll.lat.toFixed(7);
+      form.elements.namedItem("lon").value = ll.lng.toFixed(7);
+      form.elements.namedItem("lat").value = ll.lat.toFixed(7);
     });
+  }
+
+  // "Add device": a dialog with the import's fields; the position starts at the map's centre
+  // and follows the marker when it is dragged. The API's field errors go beside the fields.
+  openAdd(kinds) {
+    this.dialog?.remove();
+    const c = this.live.map.getCenter();
+    const field = (name, label, value, attrs = {}) => h("label.assets-field", h("span", label),
+      h("input", { name, value: value ?? "", ...attrs }), h("span.field-error", { dataset: { field: name } }));
+    const kind = h("label.assets-field", h("span", t("assets_kind")),
+      h("select", { name: "kind" }, ...kinds.map((k) => h("option", { value: k }, k))),
+      h("span.field-error", { dataset: { field: "kind" } }));
+    const form = h("form.assets-edit", { method: "dialog", "aria-label": t("assets_add") },
+      h("h3", t("assets_add")),
+      field("id", t("assets_id"), "", { required: true, autocomplete: "off" }), kind,
+      field("name", t("assets_name"), ""), field("parent", t("assets_parent"), ""),
+      field("lon", t("assets_lon"), c.lng.toFixed(7), { inputmode: "decimal" }),
+      field("lat", t("assets_lat"), c.lat.toFixed(7), { inputmode: "decimal" }),
+      h("div.form-error", { role: "alert" }),
+      h("div.assets-buttons",
+        h("button.btn.small", { type: "button", onclick: () => this.drag(form, [c.lng, c.lat]) }, t("assets_drag")),
+        h("button.btn.small", { type: "button", onclick: () => this.closeAdd() }, t("assets_cancel")),
+        h("button.btn.small.primary", { type: "submit" }, t("assets_create"))));
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      this.create(form);
+    });
+    this.dialog = h("dialog.assets-dialog", { "aria-label": t("assets_add") }, form);
+    document.body.append(this.dialog);
+    this.dialog.show(); // not modal: the map stays usable to drag the marker
+    form.elements.namedItem("id").focus();
+  }
+
+  closeAdd() {
+    this.marker?.remove();
+    this.marker = null;
+    this.dialog?.remove();
+    this.dialog = null;
+  }
+
+  async create(form) {
+    const num = (v) => (v.trim() === "" || Number.isNaN(Number(v)) ? v : Number(v));
+    const body = { type: "Feature", id: val(form, "id").trim(),
+      geometry: { type: "Point", coordinates: [num(val(form, "lon")), num(val(form, "lat"))] },
+      properties: { kind: val(form, "kind"), name: val(form, "name"), ...(val(form, "parent").trim()
+        ? { parent: val(form, "parent").trim() } : {}) } };
+    if (!(await this.send(form, "/api/v1/devices", "POST", body))) return;
+    const id = body.id;
+    this.closeAdd();
+    toast(t("assets_saved"));
+    this.onSaved?.(id);
+  }
+
+  // Sends, or shows the problem's field errors beside the fields; true when it went through.
+  async send(form, url, method, body) {
+    for (const el of form.querySelectorAll(".field-error")) el.textContent = "";
+    const general = form.querySelector(".form-error");
+    general.textContent = "";
+    try {
+      await api(url, { method, body });
+      return true;
+    } catch (err) {
+      const errors = err.problem?.errors ?? [];
+      const rest = [];
+      for (const e of errors) {
+        const f = String(e.field ?? "");
+        const key = f.startsWith("geometry") ? (/\.1$|\[1\]$/.test(f) ? "lat" : "lon")
+          : f.replace(/^(features\.\d+\.|\d+\.)?(properties\.)?/, "");
+        const slot = form.querySelector(`.field-error[data-field="${key}"]`);
+        if (slot) slot.textContent = `${f}: ${e.reason}`;
+        else rest.push(`${f}: ${e.reason}`);
+      }
+      general.textContent = rest.length ? rest.join("; ") : (errors.length ? "" : err.message);
+      return false;
+    }
   }
 
   async save(device, form) {
     for (const el of form.querySelectorAll(".field-error")) el.textContent = "";
     form.querySelector(".form-error").textContent = "";
-    const body = { properties: { name: form.name.value, parent: form.parent.value.trim() || null } };
-    if (form.lon) {
+    const body = { properties: { name: val(form, "name"), parent: val(form, "parent").trim() || null } };
+    if (form.elements.namedItem("lon")) {
       const num = (v) => (v.trim() === "" || Number.isNaN(Number(v)) ? v : Number(v));
-      body.geometry = { type: "Point", coordinates: [num(form.lon.value), num(form.lat.value)] };
+      body.geometry = { type: "Point", coordinates: [num(val(form, "lon")), num(val(form, "lat"))] };
     }
     try {
       await api(`/api/v1/devices/${encodeURIComponent(device.id)}`, { method: "PATCH", body });

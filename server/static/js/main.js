@@ -104,6 +104,12 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
     },
     onWard: (w) => live.fitTo(w.bbox, { duration: 600 }),
   });
+  if (["integrator", "admin"].includes(me.role)) {
+    const add = h("button.btn.small.assets-add", { type: "button",
+      onclick: () => assets.openAdd(Object.keys(KIND_COLOURS)) }, t("assets_add"));
+    $("#search-slot").append(add);
+    onLangChange(() => { add.textContent = t("assets_add"); });
+  }
   // ---- end issue 18 ----
   const devicePanel = new DevicePanel($("#device-panel"), {
     extras: (d) => [cameraSection(d), ...assets.sections(d)],
