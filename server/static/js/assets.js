@@ -5,7 +5,7 @@
 
 import uPlot from "uplot";
 import { api, fmtTime, h, toast } from "./common.js";
-import { addStrings, metricLabel, onLangChange, severityLabel, statusLabel, t, unitOf } from "./i18n.js";
+import { addStrings, kindName, metricLabel, onLangChange, severityLabel, statusLabel, t, unitOf } from "./i18n.js";
 import { maplibregl } from "./livemap.js";
 
 addStrings({
@@ -261,7 +261,7 @@ export class AssetSections {
     const field = (name, label, value, attrs = {}) => h("label.assets-field", h("span", label),
       h("input", { name, value: value ?? "", ...attrs }), h("span.field-error", { dataset: { field: name } }));
     const kind = h("label.assets-field", h("span", t("assets_kind")),
-      h("select", { name: "kind" }, ...kinds.map((k) => h("option", { value: k }, k))),
+      h("select", { name: "kind" }, ...kinds.map((k) => h("option", { value: k }, kindName(k)))),
       h("span.field-error", { dataset: { field: "kind" } }));
     const form = h("form.assets-edit", { method: "dialog", "aria-label": t("assets_add") },
       h("h3", t("assets_add")),
