@@ -28,6 +28,8 @@ WEB_VENDOR := server/static/vendor
 WEB_STAMP  := $(WEB_VENDOR)/.installed
 MAPLIBRE   := node_modules/maplibre-gl
 SWAGGER_UI := node_modules/swagger-ui-dist
+UPLOT      := node_modules/uplot
+HLSJS      := node_modules/hls.js
 
 web: $(WEB_STAMP)
 
@@ -41,6 +43,10 @@ $(WEB_STAMP): package.json package-lock.json
 	mkdir -p $(WEB_VENDOR)/swagger-ui
 	cp $(SWAGGER_UI)/swagger-ui-bundle.js $(SWAGGER_UI)/swagger-ui.css $(SWAGGER_UI)/LICENSE \
 	   $(SWAGGER_UI)/NOTICE $(WEB_VENDOR)/swagger-ui/
+	rm -rf $(WEB_VENDOR)/uplot $(WEB_VENDOR)/hls.js
+	mkdir -p $(WEB_VENDOR)/uplot $(WEB_VENDOR)/hls.js
+	cp $(UPLOT)/dist/uPlot.esm.js $(UPLOT)/dist/uPlot.min.css $(UPLOT)/LICENSE $(WEB_VENDOR)/uplot/
+	cp $(HLSJS)/dist/hls.mjs $(HLSJS)/LICENSE $(WEB_VENDOR)/hls.js/
 	@touch $@
 
 demo: setup

@@ -38,6 +38,8 @@ command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
 # GDAL's ogrinfo: the tests read /ogc with it (OAPIF and MVT drivers), a client not written here.
 command -v ogrinfo >/dev/null 2>&1 || need+=(gdal-bin)
+# ffmpeg: the camera tests make a real HLS stream and a snapshot with it (tests/media.py).
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
 major="$(pg_major)"
@@ -46,4 +48,4 @@ if [ ! -f "/usr/share/postgresql/${major}/extension/postgis.control" ]; then
 fi
 
 # Debian's postgresql package starts a system cluster we do not use; leave it alone.
-echo "setup: system packages ready (PostgreSQL ${major} + PostGIS, mosquitto, node, chromium, GDAL)"
+echo "setup: system packages ready (PostgreSQL ${major} + PostGIS, mosquitto, node, chromium, GDAL, ffmpeg)"

@@ -1,6 +1,7 @@
 """``/api/v1/wards/summary``: the ward roll-up an operator scans first.
 
-Per ward: devices by live status, lamps out, and open alarms by severity, with a point to
+Per ward: devices by live status, lamps out, cameras (how many, how many online and
+recording, how many down), and open alarms by severity, with a point to
 put the ward's label on and its bounding box to zoom to; plus the bounding box of the
 whole city, which the map fits on first load.
 
@@ -64,7 +65,12 @@ dev as (
                       or s.values->>'lamp_fault' = 'true'
                       or s.values->>'driver_fault' = 'true'
                       or d.id in (select device from alarmed))
-           ) as lamps_out
+           ) as lamps_out,
+           -- a camera is healthy when it reports and says it is online
+           count(*) filter (where d.kind = 'camera') as cameras,
+           count(*) filter (where d.kind = 'camera' and s.status = 'online'
+                              and coalesce(s.values->>'online', 'true') = 'true') as cameras_ok,
+           count(*) filter (where d.kind = 'camera' and s.values->>'recording' = 'true') as cameras_rec
     from devices d left join device_state s on s.device_key = d.key
     where d.ward is not null
     group by d.ward
@@ -91,6 +97,8 @@ select w.code, w.name,
        coalesce(dev.unknown, 0) as unknown,
        coalesce(dev.lamps, 0) as lamps, coalesce(dev.lamps_on, 0) as lamps_on,
        coalesce(dev.lamps_out, 0) as lamps_out,
+       coalesce(dev.cameras, 0) as cameras, coalesce(dev.cameras_ok, 0) as cameras_ok,
+       coalesce(dev.cameras_rec, 0) as cameras_rec,
        coalesce(al.alarms, 0) as alarms, coalesce(al.unacked, 0) as unacked,
        coalesce(al.shelved, 0) as shelved,
        coalesce(al.critical, 0) as critical, coalesce(al.major, 0) as major,
@@ -165,6 +173,8 @@ def _ward(r) -> dict:
         "bbox": [r["xmin"], r["ymin"], r["xmax"], r["ymax"]],
         "devices": {k: r[k] for k in ("devices", "online", "stale", "offline", "unknown")},
         "lamps": {"total": r["lamps"], "on": r["lamps_on"], "out": r["lamps_out"]},
+        "cameras": {"total": r["cameras"], "online": r["cameras_ok"], "recording": r["cameras_rec"],
+                    "down": r["cameras"] - r["cameras_ok"]},
         "alarms": {
             "open": r["alarms"],
             "unacked": r["unacked"],
@@ -197,6 +207,8 @@ async def wards_summary(request: web.Request) -> web.Response:
         "devices": sum(w["devices"]["devices"] for w in wards),
         "online": sum(w["devices"]["online"] for w in wards),
         "offline": sum(w["devices"]["offline"] for w in wards),
+        "cameras": sum(w["cameras"]["total"] for w in wards),
+        "cameras_down": sum(w["cameras"]["down"] for w in wards),
     }
     body: dict[str, Any] = {"bbox": bbox, "totals": totals, "wards": wards}
     if at is not None:

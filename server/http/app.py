@@ -11,6 +11,7 @@ from aiohttp import web
 from server import keys
 from server.alarms.engine import alarms_ctx
 from server.api import alarms as alarm_api
+from server.api import assets as asset_api
 from server.api import audit as audit_api
 from server.api import commands as command_api
 from server.api import crews as crew_api
@@ -108,6 +109,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(schedule_api.routes)  # lighting schedules (dimming profiles)
     app.add_routes(audit_api.routes)
     app.add_routes(ward_api.routes)
+    app.add_routes(asset_api.routes)  # search, camera media proxy (issue 18)
     app.add_routes(crew_api.routes)  # crews: routing and escalation targets
     app.add_routes(token_api.routes)
     app.add_routes(report_api.routes)  # citizens' reports: public and operators'

@@ -63,7 +63,9 @@ def _import_map(static: Path, version: str) -> dict:
     The pages import ``maplibre-gl`` by name and each other by relative path; both resolve
     through this map to URLs carrying the version.
     """
-    imports = {"maplibre-gl": f"/static/vendor/maplibre-gl/maplibre-gl.mjs?v={version}"}
+    imports = {"maplibre-gl": f"/static/vendor/maplibre-gl/maplibre-gl.mjs?v={version}",
+               "uplot": f"/static/vendor/uplot/uPlot.esm.js?v={version}",
+               "hls.js": f"/static/vendor/hls.js/hls.mjs?v={version}"}
     for js in sorted((static / "js").glob("*.js")):
         imports[f"/static/js/{js.name}"] = f"/static/js/{js.name}?v={version}"
     return {"imports": imports}
@@ -96,6 +98,7 @@ def page_csp(request: web.Request, import_map: str) -> str:
         f"script-src 'self' 'sha256-{digest}'",
         "style-src 'self'",
         f"img-src 'self' data: blob:{style}",
+        "media-src 'self' blob:",  # a camera's stream (hls.js feeds the video from a blob)
         "font-src 'self'",
         f"connect-src 'self' ws://{host} wss://{host}{style}",
         "worker-src 'self' blob:",

@@ -101,6 +101,10 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "GET /api/v1/schedules/{id}/energy": TOKEN,
     "GET /api/v1/audit": ADMIN,
     "GET /api/v1/wards/summary": CREW_OWN,  # open alarms by ward and severity
+    "GET /api/v1/search": CREW_OWN,  # devices and wards by id, name, address: no alarm data
+    # a camera's picture: the console's roles, not the crews' phones
+    "GET /api/v1/devices/{id}/media": NOT_CREW,
+    "GET /api/v1/devices/{id}/media/{path}": NOT_CREW,
     "GET /api/v1/crews": CREW_OWN,  # a crew token: its own crew (contacts, open alarms)
     "GET /api/v1/crews/{id}": CREW_OWN,
     "POST /api/v1/crews": OPERATOR,
@@ -227,7 +231,7 @@ def _requests(key: str, world: dict[str, Any]) -> list[tuple[str, str, Any]]:
     fill = {"id": "NOPE-404", "layer": "wards", "z": "0", "x": "0", "y": "0",
             "collectionId": "streetlight", "featureId": lamps[0],
             "code": "NOPE-404", "name": "nope.jpg", "tileMatrixSetId": "WebMercatorQuad",
-            "tileMatrix": "0", "tileRow": "0", "tileCol": "0"}
+            "tileMatrix": "0", "tileRow": "0", "tileCol": "0", "path": "index.m3u8"}
     refused = {"probe": "refused"} if method in ("POST", "PUT", "PATCH") else None
     if template.startswith("/api/v1/alarms/{id}"):
         if method == "GET" or template.endswith(("/comment", "/work")):
@@ -247,6 +251,8 @@ def _requests(key: str, world: dict[str, Any]) -> list[tuple[str, str, Any]]:
     path = re.sub(r"\{(\w+)\}", lambda m: fill[m.group(1)], template)
     if template == "/api/v1/devices/{id}/telemetry":
         path = f"/api/v1/devices/{lamps[0]}/telemetry?metric=power_w&{SPAN}"
+    if template == "/api/v1/search":
+        path += "?q=SL"
     if template == "/api/v1/alarms/kpis":
         path += "?" + SPAN
     if template == "/api/v1/devices":

@@ -63,6 +63,7 @@ _ERROR_TEXT = {
     415: "Send JSON.",
     422: "Well-formed but not acceptable; every problem is listed.",
     429: "Too many requests for this token; see Retry-After.",
+    502: "A device the server relays (a camera) did not answer as it should.",
     503: "A service this needs is not running.",
 }
 RESPONSES = {

@@ -243,6 +243,31 @@ def paths() -> dict[str, Any]:
                               "as GET /api/v1/state?at= derives them, the alarms open then. A "
                               "future or unparsable `at` is a 400 naming the field."),
     }
+    p["/api/v1/search"] = {
+        "get": op("Find devices by id, name, ward or address, and wards by code or name",
+                  {200: ok(OBJ)}, tags=["map"], errors=(400, 403),
+                  params=[param("q", required=True, description="2 to 100 characters",
+                                schema={"type": "string", "minLength": 2, "maxLength": 100,
+                                        "pattern": "^[^\\u0000]*$"}),
+                          param("limit", schema={"type": "integer", "minimum": 1, "maximum": 50},
+                                description="1-50 devices (10)")],
+                  description="`{\"q\", \"wards\": [{code, name, bbox}], \"devices\": [{id, kind, "
+                              "name, ward, ward_name, address, center}]}`: an exact id first, "
+                              "then ids and names that start with `q`, then the rest."),
+    }
+    media_desc = ("A camera's `stream_url` (HLS playlist or MJPEG; `src=stream`) or `snapshot_url` "
+                  "(`src=snapshot`) relayed by the server. A playlist's segments are fetched by "
+                  "their path relative to it, on the same host only. A camera on a loopback, "
+                  "link-local or private address is reached only when `[security] "
+                  "allow_outbound` names its network (400 naming the field otherwise).")
+    for path in ("/api/v1/devices/{id}/media", "/api/v1/devices/{id}/media/{path}"):
+        p[path] = {
+            "parameters": [path_id()] + ([path_id("path")] if path.endswith("{path}") else []),
+            "get": op("A camera's stream or snapshot, through the server",
+                      {200: ok({"type": "string", "format": "binary"}, ctype="application/octet-stream")},
+                      tags=["map"], errors=(400, 403, 404, 502), description=media_desc,
+                      params=[param("src", schema={"type": "string", "enum": ["stream", "snapshot"]})]),
+        }
     p["/api/v1/me"] = {
         "get": op("Who this token is", {200: ok(ref("Me"))}, tags=["map"]),
     }

@@ -96,7 +96,9 @@ export async function api(path, { method = "GET", body, signal, token, quiet = f
   if (!resp.ok) {
     const detail = (data && (data.detail || data.title)) || `${resp.status} ${resp.statusText}`;
     if (resp.status === 401 && !quiet) onUnauthorized(detail);
-    throw new ApiError(resp.status, detail);
+    const error = new ApiError(resp.status, detail);
+    error.problem = data && typeof data === "object" ? data : null; // errors[{field, reason}]
+    throw error;
   }
   return data;
 }

@@ -7,8 +7,9 @@ import { kindName, metricLabel, onLangChange, severityLabel, statusLabel, t, uni
 const RANGES = { "6h": [6 * 3600e3, "5m"], "24h": [24 * 3600e3, "15m"], "7d": [7 * 86400e3, "2h"] };
 
 export class DevicePanel {
-  constructor(root, { onClose, onZoom, wardName }) {
+  constructor(root, { onClose, onZoom, wardName, extras }) {
     this.root = root;
+    this.extras = extras ?? (() => []); // more sections (issue 18: camera, chart, tree, editor)
     this.wardName = wardName ?? ((code) => code);
     this.onClose = onClose;
     this.onZoom = onZoom;
@@ -98,15 +99,9 @@ export class DevicePanel {
         h("dl.facts", ...facts.flatMap(([k, v]) => [h("dt", k), h("dd", v)])),
         h("h3", t("latest_values")),
         h("div.values"),
-        h("h3.history-head", t("history"),
-          h("span.ranges", ...Object.keys(RANGES).map((r) => h(`button.btn.small${r === this.range ? ".active" : ""}`, {
-            onclick: () => {
-              this.range = r;
-              this.render();
-              this.loadHistory();
-            },
-          }, t(`range_${r}`))))),
-        h("div.chart", h("div.empty", t("loading")))));
+        // issue 18: the asset sections' multi-metric chart (js/assets.js) replaces the
+        // one-metric history, which averaged enum metrics such as `mode`
+        ...this.extras(d).filter(Boolean)));
     this.renderValues();
   }
 

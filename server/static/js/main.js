@@ -6,6 +6,8 @@ import {
   api, fmtNumber, h, linkIndicator, listOf, LiveSocket, signIn, signOut, startSession, toast,
   whenUnauthorized,
 } from "./common.js";
+import { AssetSections } from "./assets.js"; // issue 18: assets
+import { cameraSection, stopCamera } from "./camera.js";
 import { DevicePanel } from "./device.js";
 import {
   applyStatic, kindLabel, lang, onLangChange, setLang, severityLabel, statusLabel, t,
@@ -13,6 +15,7 @@ import {
 import { KIND_COLOURS, LiveMap, SEVERITY_COLOURS, STATUS_COLOURS } from "./livemap.js";
 import { ReplayControl } from "./replay.js";
 import { SchedulesPanel } from "./schedules.js";
+import { SearchBox } from "./search.js";
 import { WardRollup } from "./wards.js";
 
 const config = JSON.parse(document.getElementById("config").textContent);
@@ -90,8 +93,31 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
   const alarmPanel = new AlarmPanel($("#alarm-list"), store, {
     crews: () => crews, canAct, onSelect: (a) => focusAlarm(a),
   });
+  // ---- issue 18: assets (search, device sections, camera) ----
+  const assets = new AssetSections({
+    live, canEdit: () => ["integrator", "admin"].includes(me.role), openDevice: (id) => openDevice(id),
+    onSaved: (id) => devicePanel.open(id),
+  });
+  const search = new SearchBox($("#search-slot"), {
+    onDevice: (d) => {
+      if (d.center) live.map.easeTo({ center: d.center, zoom: Math.max(live.map.getZoom(), 17) });
+      openDevice(d.id);
+    },
+    onWard: (w) => live.fitTo(w.bbox, { duration: 600 }),
+  });
+  if (["integrator", "admin"].includes(me.role)) {
+    const add = h("button.btn.small.assets-add", { type: "button",
+      onclick: () => assets.openAdd(Object.keys(KIND_COLOURS)) }, t("assets_add"));
+    $("#search-slot").append(add);
+    onLangChange(() => { add.textContent = t("assets_add"); });
+  }
+  // ---- end issue 18 ----
   const devicePanel = new DevicePanel($("#device-panel"), {
-    onClose: () => live.select(null),
+    extras: (d) => [cameraSection(d), ...assets.sections(d)],
+    onClose: () => {
+      stopCamera();
+      live.select(null);
+    },
     onZoom: (d) => live.map.easeTo({ center: pointOfFeature(d), zoom: Math.max(live.map.getZoom(), 17) }),
     wardName: (code) => wards.data?.wards.find((w) => w.code === code)?.name ?? code,
   });
@@ -99,7 +125,7 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
     onTotals: (tot) => renderKpis(tot),
     instant: () => (replay?.active ? replay.now() : null), // replaying: the figures of then
   });
-  Object.assign(window.ioc, { live, map: live.map, store, alarmPanel, devicePanel, wards, me });
+  Object.assign(window.ioc, { live, map: live.map, store, alarmPanel, devicePanel, wards, me, search, assets });
   window.ioc.schedules = new SchedulesPanel({ canEdit: ACTING_ROLES.has(me.role) })
     .mount($(".top-right"), $(".map-wrap"));
 

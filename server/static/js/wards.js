@@ -8,6 +8,14 @@ import { api, fmtNumber, h } from "./common.js";
 import { addStrings, lang, onLangChange, t } from "./i18n.js";
 import { maplibregl } from "./livemap.js";
 
+addStrings({
+  wards_col_cameras: "Cameras",
+  wards_cam_title: "{online} of {total} cameras online, {recording} recording, {down} down",
+}, {
+  wards_col_cameras: "Camera",
+  wards_cam_title: "{online}/{total} camera trực tuyến, {recording} đang ghi, {down} hỏng",
+});
+
 const REFRESH_MS = 10000;
 const REPLAY_REFRESH_MS = 2000; // while replaying: the figures follow the moving instant
 const MINUTE = 60_000;
@@ -81,6 +89,7 @@ export class WardRollup {
       lamps_out: (w) => w.lamps.out,
       alarms: (w) => w.alarms.open * 100 + w.alarms.unacked,
       offline: (w) => w.devices.offline,
+      cameras: (w) => w.cameras?.down ?? 0,
       name: () => 0,
     }[this.sort];
     return this.data.wards.slice().sort((a, b) => key(b) - key(a) || a.name.localeCompare(b.name, "vi"));
@@ -108,7 +117,10 @@ export class WardRollup {
           h("span", fmtNumber(w.lamps.out)), h("small", `/${fmtNumber(w.lamps.total)}`)),
         h("td.num", w.alarms.open ? h(`span.count.sev-${sev ?? "warning"}`, w.alarms.open) : "·",
           w.alarms.unacked ? h("small", ` (${w.alarms.unacked})`) : ""),
-        h("td.num", w.devices.offline || "·"));
+        h("td.num", w.devices.offline || "·"),
+        // cameras: online / total, red when one is down (issue 18)
+        h(`td.num${w.cameras?.down ? ".cam-down" : ""}`, { title: t("wards_cam_title", w.cameras ?? {}) },
+          w.cameras?.total ? [h("span", fmtNumber(w.cameras.online)), h("small", `/${fmtNumber(w.cameras.total)}`)] : "·"));
     });
     this.root.replaceChildren(
       asOf,
@@ -126,12 +138,20 @@ export class WardRollup {
           } }, t("ward")),
           th("lamps_out", t("col_lamps_out")),
           th("alarms", t("col_alarms")),
-          th("offline", t("col_offline")))),
+          th("offline", t("col_offline")),
+          // an icon: the narrow tab has no room for the word; the name is the label
+          h(`th.num${this.sort === "cameras" ? ".sorted" : ""}`, { "aria-label": t("wards_col_cameras"),
+            title: t("wards_col_cameras"), onclick: () => {
+              this.sort = "cameras";
+              this.render();
+            } }, "📷"))),
         h("tbody", ...rows),
         h("tfoot", h("tr", h("td", t("city_total")),
           h("td.num", fmtNumber(tot.lamps_out), h("small", ` / ${fmtNumber(tot.lamps)}`)),
           h("td.num", fmtNumber(tot.alarms), tot.unacked ? h("small", ` (${tot.unacked})`) : ""),
-          h("td.num", fmtNumber(tot.offline))))));
+          h("td.num", fmtNumber(tot.offline)),
+          h("td.num", fmtNumber((tot.cameras ?? 0) - (tot.cameras_down ?? 0)),
+            h("small", `/${fmtNumber(tot.cameras ?? 0)}`))))));
   }
 
   renderLabels() {
