@@ -120,7 +120,13 @@ async def preview_group(request: web.Request) -> web.Response:
     service = _service(request)
     service.check_ttl(doc.ttl_s)
     sel = await service.select(_target(doc), doc.name, doc.args)
-    return json_response(sel.summary())
+    body = sel.summary()
+    # The contract's shape: ids, and what cannot take it with why; "details" keeps each
+    # device's kind, status and route for the console.
+    body["details"] = body["devices"]
+    body["devices"] = [d["id"] for d in sel.devices]
+    body["excluded"] = sel.skipped
+    return json_response(body)
 
 
 @routes.post("/api/v1/commands")

@@ -347,8 +347,8 @@ async def test_group_targets_select_by_ward_kind_bbox_and_ids(city_db_url, make_
         meter = (await aq(city_db_url, "select id from devices where kind = 'water_meter' limit 1"))[0][0]
         lamp = (await asyncio.to_thread(lamps, city_db_url, 1))[0]
         status, p = await preview({"devices": [lamp, meter]})
-        assert status == 200 and [d["id"] for d in p["devices"]] == [lamp]
-        assert p["skipped"] == [{"id": meter, "reason": "a water_meter does not take set_dim"}]
+        assert status == 200 and p["devices"] == [lamp]
+        assert p["excluded"] == p["skipped"] == [{"id": meter, "reason": "a water_meter does not take set_dim"}]
         for target, words in [({}, "at least one"), ({"street": "x"}, "unknown target key"),
                               ({"ward": "NOPE"}, "unknown ward"), ({"kind": "water_meter"}, "water_meter"),
                               ({"bbox": [1, 2, 3]}, "bbox"), ({"devices": ["SL-NOPE"]}, "SL-NOPE"),
