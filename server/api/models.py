@@ -361,6 +361,10 @@ class GroupQuery(Query):
     status: CommandState | None = None
 
 
+class GroupListQuery(Query):
+    limit: int = limit(20, 200)
+
+
 # ---------------------------------------------------------------- rules
 
 
