@@ -1,5 +1,6 @@
 """Which devices a group command reaches: its target (ward, parent, bbox, kind, devices, a
-road segment or a drawn geometry with ``within_m``) read into a :class:`Selection` of the devices that will be commanded and those skipped.
+road segment or a drawn geometry with ``within_m``) read
+into a :class:`Selection` of the devices that will be commanded and those skipped.
 
 A target's keys narrow each other (all must match). Without ``kind`` or ``devices``, "dim
 the ward" means the command's group kinds (its lamps), not every device that takes it.

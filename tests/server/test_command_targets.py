@@ -27,8 +27,9 @@ async def test_road_line_and_polygon_targets(city_db_url, make_settings, token_f
     [(lon, lat)] = await aq(city_db_url, "select ST_X(geom), ST_Y(geom) from devices "
                                          "where kind = 'streetlight' order by id limit 1")
     d = 0.002
-    square = {"type": "Polygon", "coordinates": [[[lon - d, lat - d], [lon + d, lat - d],
-                                                  [lon + d, lat + d], [lon - d, lat + d], [lon - d, lat - d]]]}
+    ring = [[lon - d, lat - d], [lon + d, lat - d], [lon + d, lat + d],
+            [lon - d, lat + d], [lon - d, lat - d]]
+    square = {"type": "Polygon", "coordinates": [ring]}
     inside = [r[0] for r in await aq(
         city_db_url, "select id from devices where kind = 'streetlight' and "
                      "ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, 4326)) order by id",
