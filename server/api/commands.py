@@ -5,7 +5,9 @@
     GET  /api/v1/devices/{id}/commands   newest first, ?limit=&after=
     POST /api/v1/commands/preview        {"target": {...}, "name": ..., "args": ...}
     POST /api/v1/commands                the same body: 202 with the group's id
+    GET  /api/v1/command-groups          past groups, newest first, with who sent them (?limit=)
     GET  /api/v1/command-groups/{id}     counts by status and a result per device (?status=)
+    POST /api/v1/command-groups/{id}/cancel  withdraw the commands not sent yet
 
 Only operators and admins may command; a refused attempt is audited (``command.denied``).
 Everyone with a token may read a command's status.
@@ -20,7 +22,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from server import keys
-from server.api.models import CommandIn, CommandListQuery, GroupCommandIn, GroupQuery
+from server.api.models import CommandIn, CommandListQuery, GroupCommandIn, GroupListQuery, GroupQuery
 from server.commands.service import CommandService
 from server.commands.views import COMMAND_COLS, command_json, fetch_command, fetch_group
 from server.errors import NotFound, Unavailable
@@ -120,7 +122,13 @@ async def preview_group(request: web.Request) -> web.Response:
     service = _service(request)
     service.check_ttl(doc.ttl_s)
     sel = await service.select(_target(doc), doc.name, doc.args)
-    return json_response(sel.summary())
+    body = sel.summary()
+    # The contract's shape: ids, and what cannot take it with why; "details" keeps each
+    # device's kind, status and route for the console.
+    body["details"] = body["devices"]
+    body["devices"] = [d["id"] for d in sel.devices]
+    body["excluded"] = sel.skipped
+    return json_response(body)
 
 
 @routes.post("/api/v1/commands")
@@ -144,3 +152,26 @@ async def get_group(request: web.Request) -> web.Response:
     if group is None:
         raise NotFound(f"no command group with id {group_id}")
     return json_response(group)
+
+
+@routes.get("/api/v1/command-groups")
+async def list_groups(request: web.Request) -> web.Response:
+    limit = validate.query(request, GroupListQuery).limit
+    async with request.app[keys.DB].acquire() as conn:
+        rows = await conn.fetch(
+            """select g.id, g.name, g.args, g.target, g.requested_by, g.created_at, g.total,
+                      jsonb_array_length(g.skipped) as skipped,
+                      (select jsonb_object_agg(status, n) from (select status, count(*) as n
+                         from commands where group_id = g.id group by status) c) as counts
+               from command_groups g order by g.created_at desc, g.id desc limit $1""", limit)
+    groups = [{"id": str(r["id"]), "name": r["name"], "args": r["args"], "target": r["target"],
+               "requested_by": r["requested_by"], "created_at": r["created_at"], "total": r["total"],
+               "skipped": r["skipped"], "counts": r["counts"] or {}} for r in rows]
+    return json_response({"groups": groups, "numberReturned": len(groups)})
+
+
+@routes.post("/api/v1/command-groups/{id}/cancel")
+async def cancel_group(request: web.Request) -> web.Response:
+    group_id = _uuid(request.match_info["id"], "command group")
+    who = await _commander(request, "command_group.cancel")
+    return json_response(await _service(request).cancel_group(who.actor, group_id))

@@ -336,6 +336,12 @@ class GroupTarget(Body):
     devices: list[Word] = None  # type: ignore[assignment]
     bbox: list[number(ge=-180, le=180)] = Field(  # type: ignore[valid-type]
         None, min_length=4, max_length=4, description="minLon, minLat, maxLon, maxLat")
+    road: Word = Field(  # type: ignore[assignment]
+        None, description="a road_segment device id: the devices within_m of it")
+    geometry: dict[str, Any] = Field(  # type: ignore[assignment]
+        None, description="a GeoJSON Polygon, or a LineString with within_m > 0")
+    within_m: number(ge=0, le=2000) = Field(  # type: ignore[valid-type]
+        None, description="metres around road or geometry (road: 30 by default; geometry: 0)")
 
     # Unknown keys pass to the command service, which names them and the known ones.
     model_config = Body.model_config | {"extra": "allow", "json_schema_extra": {
@@ -353,6 +359,10 @@ class CommandListQuery(Query):
 
 class GroupQuery(Query):
     status: CommandState | None = None
+
+
+class GroupListQuery(Query):
+    limit: int = limit(20, 200)
 
 
 # ---------------------------------------------------------------- rules

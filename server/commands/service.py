@@ -219,6 +219,33 @@ class CommandService:
         logger.info("%s: group command %s %s on %d device(s) (%d skipped)", group.actor, group.id,
                     group.selection.spec.name, len(group.cmds), len(group.selection.skipped))
 
+    async def cancel_group(self, actor: str, group: uuid.UUID) -> dict[str, Any]:
+        """Withdraw a group's commands that have not been sent yet (one already on the wire
+        finishes); they end ``failed`` with the reason. Raises :class:`NotFound`."""
+        async with self.pool.acquire() as conn:
+            if not await conn.fetchval("select exists(select 1 from command_groups where id = $1)", group):
+                raise NotFound(f"no command group with id {group}")
+        cancelled = 0
+        reason = f"cancelled by {actor}"
+        for device, lane in list(self._lanes.items()):
+            busy = lane.queue[0] if lane.task is not None and lane.queue else None
+            keep: deque[Command] = deque()
+            for cmd in lane.queue:
+                if cmd.group == group and cmd is not busy and cmd.sent_at is None:
+                    self._finish(cmd, Outcome.failed(reason))
+                    cancelled += 1
+                else:
+                    keep.append(cmd)
+            lane.queue = keep
+            if not keep and lane.task is None:
+                self._parked.discard(device)
+                del self._lanes[device]
+        self._journal.audit(AuditEntry(actor, "command_group.cancel", None, str(group),
+                                       {"group": str(group), "cancelled": cancelled}))
+        self._gauge()
+        await self._journal.flush()
+        return {"id": str(group), "cancelled": cancelled}
+
     # ------------------------------------------------------------------ lanes
     def _admit(self, cmds: Iterable[Command], statuses: Mapping[str, str]) -> None:
         for cmd in cmds:

@@ -292,7 +292,7 @@ async def test_group_command_over_a_cabinet(city_db_url, make_settings, mosquitt
         assert resp.status == 200, await resp.text()
         preview = await resp.json()
         assert preview["count"] == n and preview["queued"] == 1
-        assert [d["id"] for d in preview["devices"]] == children
+        assert preview["devices"] == children == [d["id"] for d in preview["details"]]
         assert preview["by_kind"] == {"streetlight": n} and preview["by_route"] == {"mqtt": n}
         assert await acount(city_db_url, "select count(*) from commands") == 0  # a preview changes nothing
 
@@ -347,7 +347,8 @@ async def test_group_targets_select_by_ward_kind_bbox_and_ids(city_db_url, make_
         meter = (await aq(city_db_url, "select id from devices where kind = 'water_meter' limit 1"))[0][0]
         lamp = (await asyncio.to_thread(lamps, city_db_url, 1))[0]
         status, p = await preview({"devices": [lamp, meter]})
-        assert status == 200 and [d["id"] for d in p["devices"]] == [lamp]
+        assert status == 200 and p["devices"] == [lamp]
+        assert p["excluded"] == p["skipped"]
         assert p["skipped"] == [{"id": meter, "reason": "a water_meter does not take set_dim"}]
         for target, words in [({}, "at least one"), ({"street": "x"}, "unknown target key"),
                               ({"ward": "NOPE"}, "unknown ward"), ({"kind": "water_meter"}, "water_meter"),

@@ -99,6 +99,8 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "DELETE /api/v1/schedules/{id}": OPERATOR,
     "POST /api/v1/schedules/preview": OPERATOR,
     "GET /api/v1/schedules/{id}/energy": TOKEN,
+    "GET /api/v1/command-groups": TOKEN,
+    "POST /api/v1/command-groups/{id}/cancel": OPERATOR,
     "GET /api/v1/audit": ADMIN,
     "GET /api/v1/wards/summary": CREW_OWN,  # open alarms by ward and severity
     "GET /api/v1/search": CREW_OWN,  # devices and wards by id, name, address: no alarm data
@@ -244,7 +246,8 @@ def _requests(key: str, world: dict[str, Any]) -> list[tuple[str, str, Any]]:
         return [(method, f"/api/v1/crews/{c}", refused) for c in ids]
     if template == "/static":
         return [("GET", "/static/app.css", None)]
-    if template == "/api/v1/commands/{id}" or template == "/api/v1/command-groups/{id}":
+    if template in ("/api/v1/commands/{id}", "/api/v1/command-groups/{id}",
+                    "/api/v1/command-groups/{id}/cancel"):
         fill["id"] = "00000000-0000-0000-0000-000000000000"
     if template == "/api/v1/tokens/{id}":
         fill["id"] = "999999999"

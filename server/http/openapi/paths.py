@@ -156,6 +156,16 @@ def paths() -> dict[str, Any]:
                   {200: ok(ref("CommandGroup"))}, tags=cm, errors=(400, 404),
                   params=query_params(models.GroupQuery)),
     }
+    p["/api/v1/command-groups"] = {
+        "get": op("Past group commands, newest first, with who sent them and counts by status",
+                  {200: ok(ref("CommandGroupList"))}, tags=cm, errors=(400,),
+                  params=query_params(models.GroupListQuery)),
+    }
+    p["/api/v1/command-groups/{id}/cancel"] = {
+        "parameters": [path_id(schema={**STR, "format": "uuid"})],
+        "post": op("Cancel a group: withdraw its commands not sent yet (operator)",
+                   {200: ok(ref("GroupCancelled"))}, tags=cm, errors=(403, 404, 503)),
+    }
 
     cr = ["crews"]
     p["/api/v1/crews"] = {

@@ -249,7 +249,10 @@ SCHEMAS: dict[str, Any] = {
                         "links": arr(ref("Link"))}, ["device", "commands"]),
     "GroupPreview": obj({"name": STR, "args": ANY, "target": OBJ, "count": INT, "queued": INT,
                          "by_kind": OBJ, "by_status": OBJ, "by_route": OBJ,
-                         "devices": arr(OBJ), "skipped": arr(ANY)}, ["count", "devices"]),
+                         "devices": arr(STR), "excluded": arr(obj({"id": STR, "reason": STR})),
+                         "details": arr(OBJ), "skipped": arr(ANY)}, ["count", "devices", "excluded"]),
+    "CommandGroupList": obj({"groups": arr(OBJ), "numberReturned": INT}, ["groups"]),
+    "GroupCancelled": obj({"id": STR, "cancelled": INT}, ["id", "cancelled"]),
     "CommandGroup": obj({
         "id": STR, "name": STR, "args": ANY, "target": ANY, "requested_by": nullable(STR),
         "created_at": TIME, "total": INT,
