@@ -257,3 +257,25 @@ async def test_generated_filters_run_without_a_server_error(live):
             assert body["field"] == "$filter" and body["detail"], body
         answered[status] += 1
     assert answered[200] > 60, answered  # the generator makes mostly valid filters
+
+
+async def test_a_long_polygon_filter_and_a_true_false_result(live):
+    """A polygon of 120 vertices (over the 1,024 characters other query values may have)."""
+    import math
+
+    cx, cy, r = 105.84, 21.59, 0.01
+    ring = [(cx + r * math.cos(2 * math.pi * i / 120), cy + r * math.sin(2 * math.pi * i / 120))
+            for i in range(120)]
+    wkt = "POLYGON((" + ", ".join(f"{x:.6f} {y:.6f}" for x, y in [*ring, ring[0]]) + "))"
+    assert len(wkt) > 2000
+    expected = {r[0] for r in await aq(live.url, "select id from devices where ST_Intersects(geom, "
+                                                 "ST_GeomFromText(%s, 4326))", wkt)}
+    status, body = await get(live, "/Things", **{"$filter": f"geo.intersects(Locations/location, "
+                                                            f"geography'{wkt}')", "$top": "1000"})
+    assert status == 200 and {t["@iot.id"] for t in body["value"]} == expected and expected
+
+    lamp = live.lamps[0]
+    status, body = await get(live, "/Observations", **{
+        "$filter": f"Datastream/@iot.id eq '{lamp}~power_w' and (result eq true or result eq 40)",
+        "$count": "true"})
+    assert status == 200 and body["@iot.count"] == sum(1 for m in range(MINUTES) if value_at(m) == 40)

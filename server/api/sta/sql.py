@@ -225,6 +225,12 @@ class Compiler:
             left = self.as_type(left, right.type, node.pos)
         elif right.json is not None:
             right = self.as_type(right, left.type, node.pos)
+        if {left.type, right.type} == {"number", "bool"}:
+            # a true/false result is stored as 1/0 (Observations of a TruthObservation stream)
+            num, other = (left, right) if left.type == "number" else (right, left)
+            as_number = Val(f"(case {other.sql} when true then 1.0::float8 when false then 0.0::float8 "
+                            "end)", "number", other.label)
+            left, right = (num, as_number) if num is left else (as_number, num)
         if left.type != right.type:
             raise self.error(f"cannot compare {left.label} (a {left.type}) with {right.label} "
                              f"(a {right.type})", node.pos)
