@@ -112,7 +112,7 @@ async def _answer(request: web.Request, conn: asyncpg.Connection, es: EntitySet,
     body: dict[str, Any] = {}
     if page.total is not None:
         body["@iot.count"] = page.total
-    if page.more:
+    if page.more and opts.top:  # $top=0 asks for the count alone: no next page
         body["@iot.nextLink"] = _next(request, opts)
     body["value"] = await _render(conn, es, page.rows, opts, base)
     return _json(body)
@@ -172,7 +172,7 @@ async def _refs(request: web.Request, conn: asyncpg.Connection, es: EntitySet, k
     body: dict[str, Any] = {}
     if page.total is not None:
         body["@iot.count"] = page.total
-    if page.more:
+    if page.more and opts.top:  # $top=0 asks for the count alone: no next page
         body["@iot.nextLink"] = _next(request, opts)
     body["value"] = [{"@iot.selfLink": self_link(base, es, es.id_of(r))} for r in page.rows]
     return _json(body)
@@ -222,7 +222,7 @@ async def _expand(conn: asyncpg.Connection, es: EntitySet, rows: list[Any],
         body[ex.nav] = [entity(target, r, base, ex.options.select) for r in page.rows]
         if page.total is not None:
             body[f"{ex.nav}@iot.count"] = page.total
-        if page.more:
+        if page.more and ex.options.top:
             query = {**ex.options.raw, "$top": str(ex.options.top),
                      "$skip": str(ex.options.skip + ex.options.top)}
             nav_url = URL(f"{self_link(base, es, es.id_of(row))}/{ex.nav}")
