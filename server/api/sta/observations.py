@@ -4,11 +4,13 @@ run over the points passed in as arrays (``unnest($1…$5)``, model.OBSERVATIONS
 
 What to read is narrowed first: the path (``Datastreams('SL-1~power_w')/Observations``) and
 the filter's top-level ``and`` terms (``phenomenonTime ge …``, ``Datastream/@iot.id eq …``)
-give the devices, metrics and time range. Ordered by time (the default, or ``$orderby=
-phenomenonTime [desc]``), pages are read in time windows from the ordered end, growing while
-they are sparse, so ``$top=1`` of years of readings reads one window. Any other order, or
-``$count=true``, reads the whole range at once: up to :data:`MAX_READ` readings, else a 400
-asking for a narrower range. No request reads more than :data:`MAX_SCAN` readings.
+give the devices, metrics and time range (which starts no earlier than the first stored day).
+A range estimated to hold at most :data:`WHOLE` readings is read at once. Ordered by time
+(the default, or ``$orderby=phenomenonTime [desc]``), larger ranges are read in windows from
+the ordered end, each sized from the estimate to hold about what the page needs, so
+``$top=1`` of years of readings reads one window. Any other order, or ``$count=true``, reads
+the whole range at once: up to :data:`MAX_READ` readings, else a 400 asking for a narrower
+range. No request reads more than :data:`MAX_SCAN` readings.
 """
 
 from __future__ import annotations
