@@ -23,6 +23,7 @@ from server.api import schedules as schedule_api
 from server.api import tokens as token_api
 from server.api import wards as ward_api
 from server.api.ogc import routes as ogc_routes
+from server.api.sta import routes as sta_routes
 from server.api.tiles import routes as tile_routes
 from server.api.tiles import tiles_ctx
 from server.commands.service import commands_ctx
@@ -120,6 +121,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(openapi.routes)  # GET /api/v1/openapi.json
     app.add_routes(tile_routes)  # /tiles: layer list, TileJSON, MVT
     app.add_routes(ogc_routes)  # /ogc: OGC API - Features and Tiles (server/api/ogc/)
+    app.add_routes(sta_routes)  # /sta/v1.1: SensorThings API 1.1, read side (server/api/sta/)
     app.add_routes(pages.routes)  # / , /crew and /api/docs
     app.add_routes(citizen.routes)  # /report, /reports/{code}, /public: no account
     pages.install(app)  # CSP, nosniff, Referrer-Policy, no framing: on every response

@@ -200,6 +200,8 @@ def query(request: web.Request, model: type[M]) -> M:
 
 # Path segments and query values: ids, codes, times, bboxes and lists of a few dozen names.
 MAX_PARAM_CHARS = 1024
+# A SensorThings $filter may carry a polygon (geo.intersects); its own parser bounds it.
+LONG_PARAMS = {"$filter": 8000}
 
 
 def _bad_parameter(name: str, where: str, reason: str) -> Problem:
@@ -236,7 +238,8 @@ async def input_middleware(request: web.Request, handler):
         name = unquote_to_bytes(raw_name.replace("+", " ")).decode("utf-8", "replace")
         try:
             value = unquote_to_bytes(raw_value.replace("+", " ")).decode("utf-8")
-            reason = text_flaw(name, MAX_PARAM_CHARS) or text_flaw(value, MAX_PARAM_CHARS)
+            reason = (text_flaw(name, MAX_PARAM_CHARS)
+                      or text_flaw(value, LONG_PARAMS.get(name, MAX_PARAM_CHARS)))
         except UnicodeDecodeError:
             reason = "is not valid UTF-8 (an unpaired surrogate?)"
         if reason and name != "token":  # the auth middleware's: hashed, never stored

@@ -173,6 +173,9 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "GET /ogc/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}":
         CREW_OWN,  # aggregate tiles count alarms
     "GET /ogc/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}": CREW_OWN,
+    # SensorThings: devices, metrics and telemetry, as /api/v1 shows them to any token; no alarms
+    "GET /sta/v1.1": TOKEN,
+    "GET /sta/v1.1/{path}": TOKEN,
 }
 # Tile layers by id; every device kind's layer is "<kind>" (aggregate tiles count alarms).
 TILE_LAYERS: dict[str, dict[str | None, str]] = {
@@ -246,6 +249,11 @@ def _requests(key: str, world: dict[str, Any]) -> list[tuple[str, str, Any]]:
         return [(method, f"/api/v1/crews/{c}", refused) for c in ids]
     if template == "/static":
         return [("GET", "/static/app.css", None)]
+    if template == "/sta/v1.1/{path}":
+        return [("GET", "/sta/v1.1/" + p, None) for p in (
+            f"Things('{lamps[0]}')?$expand=Datastreams,Locations", "Things?$top=20&$count=true",
+            f"Datastreams('{lamps[0]}~power_w')/Observations?$filter=phenomenonTime ge "
+            "2026-01-01T00:00:00Z and phenomenonTime lt 2026-01-02T00:00:00Z", "Sensors")]
     if template in ("/api/v1/commands/{id}", "/api/v1/command-groups/{id}",
                     "/api/v1/command-groups/{id}/cancel"):
         fill["id"] = "00000000-0000-0000-0000-000000000000"
@@ -448,6 +456,10 @@ async def test_every_route_and_layer_answers_each_role_as_the_table_says(
     assert {"minor", "major", "critical"} <= severities
     past = seen[(f"GET /api/v1/state /api/v1/state?at={world['at']}", "admin")][1]
     assert {"minor", "major", "critical"} <= {f["properties"]["alarm_severity"] for f in past["features"]}
+
+    sta = [status for (what, role), (status, _) in seen.items() if what.startswith("GET /sta/")
+           and role == "admin"]
+    assert len(sta) == 5 and set(sta) == {200}, sta
 
     checked = 0
     for (what, role), (status, data) in seen.items():
