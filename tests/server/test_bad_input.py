@@ -6,6 +6,7 @@ query parameters, in JSON bodies, in the import (its dry run included) and in te
 from __future__ import annotations
 
 import re
+from xml.etree import ElementTree
 
 import pytest
 
@@ -37,6 +38,19 @@ def _routes(app) -> list[tuple[str, str]]:
 
 async def _problem(resp, what: str) -> dict:
     assert 400 <= resp.status < 500, f"{what}: {resp.status} {await resp.text()}"
+    if resp.url.path.startswith("/open311/"):
+        # GeoReport v2 has its own error shape, which its clients parse:
+        # [{"code": 400, "description": "..."}], or <errors><error>... for .xml;
+        # seen as a problem for the checks below
+        if resp.url.path.endswith(".xml"):
+            assert resp.content_type == "text/xml", what
+            root = ElementTree.fromstring(await resp.read())
+            code, description = root.findtext("error/code"), root.findtext("error/description")
+        else:
+            assert resp.content_type == "application/json", what
+            code, description = (await resp.json())[0].values()
+        assert int(code) == resp.status and description, what
+        return {"errors": [{"field": "(path)"}], "detail": description}
     assert resp.content_type == PROBLEM, what
     return await resp.json()
 
