@@ -127,7 +127,7 @@ order by w.code
 """
 
 COUNTS = ("devices", "online", "stale", "offline", "unknown", "lamps", "lamps_on", "lamps_out",
-          "alarms", "unacked", "shelved", *values(Severity))
+          "cameras", "cameras_ok", "cameras_rec", "alarms", "unacked", "shelved", *values(Severity))
 
 
 class SummaryQuery(validate.Query):
@@ -153,6 +153,10 @@ async def rows_at(conn: asyncpg.Connection, at: datetime, crew: str | None) -> l
             c["lamps_on"] += d.values.get("lamp_on") is True
             c["lamps_out"] += (d.status == "offline" or d.values.get("lamp_fault") is True
                                or d.values.get("driver_fault") is True or d.row["id"] in alarmed)
+        elif d.row["kind"] == "camera":  # as SUMMARY_SQL: up when it reports and says online
+            c["cameras"] += 1
+            c["cameras_ok"] += d.status == "online" and d.values.get("online") is not False
+            c["cameras_rec"] += d.values.get("recording") is True
     for a in alarms:
         if a["ward"] is None:
             continue

@@ -241,6 +241,9 @@ async def test_ward_roll_up_at_a_past_instant(app, token_for):
     assert wards[ward_b]["alarms"]["by_severity"]["major"] == 1
     assert wards[ward_b]["lamps"]["out"] == 1
     assert wards[ward_a]["lamps"]["on"] >= 1
+    # the same shape as the live roll-up: cameras counted (none reported then: all down)
+    assert totals["cameras"] > 0 and totals["cameras_down"] == totals["cameras"]
+    assert set(wards[ward_a]["cameras"]) == {"total", "online", "recording", "down"}
     # 23:50: the alarm closed, lamp A off; now (live): nothing open, nothing out
     totals, wards = await summary(at(50))
     assert totals["alarms"] == 0 and totals["lamps_out"] == 0
