@@ -8,6 +8,7 @@ one report, and the lifecycle actions; a crew token sees and resolves only its c
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import re
 import time
@@ -76,6 +77,49 @@ def _take(request: web.Request) -> None:
     _BUCKETS[who] = (tokens - 1.0, now)
 
 
+# The Idempotency-Key header (IETF httpapi draft): the report page sends one random key per
+# report and sends again, with the same key, when an answer is lost on a slow line; the same
+# key within REPLAY_HOURS gets the report the first request made instead of a second one.
+_SUBMISSION_KEY = re.compile(r"[A-Za-z0-9_-]{16,100}")
+REPLAY_HOURS = 48
+
+
+def _submission_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip().strip('"')  # the draft writes it as a structured-field string
+    if not _SUBMISSION_KEY.fullmatch(key):
+        raise _bad("Idempotency-Key", "must be 16 to 100 letters, digits, '-' or '_' (a random UUID)")
+    return key
+
+
+def _fingerprint(fields: dict[str, str], raw_photos: list[bytes]) -> str:
+    digest = hashlib.sha256()
+    for name in ("category", "lat", "lon", "description", "contact"):
+        digest.update(f"{name}\0{fields.get(name, '')}\0".encode())
+    for photo in raw_photos:
+        digest.update(hashlib.sha256(photo).digest())
+    return digest.hexdigest()
+
+
+async def _replay(conn, key: str, fingerprint: str) -> web.Response | None:
+    """The answer a key's first request got, or None when the key is new (or expired)."""
+    row = await conn.fetchrow(
+        """select s.fingerprint, s.code, r.status from report_submissions s
+           join report_codes c on c.code = s.code join reports r on r.id = c.report_id
+           where s.key = $1 and s.at > now() - make_interval(hours => $2)""", key, REPLAY_HOURS)
+    if row is None:
+        return None
+    if row["fingerprint"] != fingerprint:
+        raise Problem(422, "this Idempotency-Key was sent with a different report; make a new key "
+                           "for each report", errors=[{"field": "Idempotency-Key",
+                                                      "reason": "already used for another report"}])
+    return json_response({"code": row["code"], "status": row["status"],
+                          "url": f"/api/v1/public/reports/{row['code']}"}, status=201,
+                         headers={"Idempotent-Replayed": "true"})
+
+
 @routes.post("/api/v1/public/reports")
 async def create_report(request: web.Request) -> web.Response:
     fields: dict[str, str] = {}
@@ -131,6 +175,12 @@ async def _store(request: web.Request, fields: dict[str, str], raw_photos: list[
     settings = request.app[keys.SETTINGS].reports
     if fields.get("website"):  # the honeypot: hidden from people, filled by bots
         raise _bad("website", "must be left empty")
+    key = _submission_key(request)
+    fingerprint = _fingerprint(fields, raw_photos) if key else ""
+    if key:  # a resend of a report already made: its answer again, no rate token spent
+        async with request.app[keys.DB].acquire() as conn:
+            if (replay := await _replay(conn, key, fingerprint)) is not None:
+                return replay
     _take(request)
     category = _text(fields.get("category"), "category")
     if category not in domain.CATEGORIES:
@@ -150,11 +200,21 @@ async def _store(request: web.Request, fields: dict[str, str], raw_photos: list[
             return [store.put(c) for c in cleaned]
 
         digests = await asyncio.to_thread(clean_and_keep)
-    async with request.app[keys.DB].acquire() as conn:
+    async with request.app[keys.DB].acquire() as conn, conn.transaction():
+        if key:
+            await conn.execute("delete from report_submissions where at <= now() - make_interval(hours => $1)",
+                               REPLAY_HOURS)
+            # A concurrent request with the same key waits here until the first one commits.
+            claimed = await conn.fetchval("insert into report_submissions (key, fingerprint) values ($1, $2) "
+                                          "on conflict do nothing returning key", key, fingerprint)
+            if claimed is None and (replay := await _replay(conn, key, fingerprint)) is not None:
+                return replay
         out = await domain.create(
             conn, category=category, lat=coords["lat"], lon=coords["lon"], description=description,
             contact=contact, photos=digests,
             sla_hours=settings.sla_hours.get(category, settings.default_sla_hours), units=settings.units)
+        if key:
+            await conn.execute("update report_submissions set code = $2 where key = $1", key, out["code"])
     return json_response({"code": out["code"], "status": out["status"],
                           "url": f"/api/v1/public/reports/{out['code']}"}, status=201)
 

@@ -104,7 +104,9 @@ class PhotoStore:
         digest = hashlib.sha256(jpeg).hexdigest()
         path = self.root / f"{digest}.jpg"
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
+            # Two uploads of the same photo at once (a resend, two citizens) must not share
+            # a temporary name: the second rename would find the first one's file gone.
+            tmp = path.with_suffix(f".{secrets.token_hex(8)}.tmp")
             tmp.write_bytes(jpeg)
             tmp.replace(path)
             with _USED_LOCK:

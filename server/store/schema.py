@@ -536,6 +536,18 @@ report_codes = Table(  # every code handed out; a merged report's code points at
     Column("report_id", BigInteger, ForeignKey("reports.id", ondelete="CASCADE"), nullable=False),
 )
 
+# A phone's submission key (the Idempotency-Key header): sending the same report again after a
+# lost answer returns the report it made, never a second one. Kept REPLAY_HOURS.
+report_submissions = Table(
+    "report_submissions",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("fingerprint", Text, nullable=False),  # sha256 of the fields: a reused key is refused
+    Column("code", Text, ForeignKey("report_codes.code", ondelete="CASCADE")),
+    _ts("at", nullable=False, server_default=NOW),
+)
+Index("ix_report_submissions_at", report_submissions.c.at)
+
 report_events = Table(
     "report_events",
     metadata,

@@ -241,3 +241,41 @@ async def test_full_photo_store_answers_503_and_keeps_nothing(city_db_url, make_
         assert resp.status == 503 and int(resp.headers["Retry-After"]) > 0
     assert (await aq(city_db_url, "select count(*) from reports"))[0][0] == before
     assert not list(tmp_path.glob("*.jpg"))
+
+
+async def test_a_resend_with_the_same_key_gets_the_first_report_not_a_second(settings, city_db_url):
+    """A phone on a slow line loses the answer and sends again (report.js does it by itself):
+    the Idempotency-Key makes that the same report, even when both arrive at once."""
+    import asyncio
+    import uuid
+
+    count = "select count(*) from reports where starts_with(description, 'resend ')"
+    key = str(uuid.uuid4())
+    photo = [("a.jpg", _jpeg_with_gps())]
+    fields = {"description": "resend test", "lat": "21.5012", "lon": "105.7013"}
+    async with running(settings) as client:
+        first, second = await asyncio.gather(*(
+            client.post("/api/v1/public/reports", data=_form(photos=photo, **fields),
+                        headers={"Idempotency-Key": key}) for _ in range(2)))
+        assert first.status == second.status == 201, await second.text()
+        made = [await r.json() for r in (first, second)]
+        assert made[0]["code"] == made[1]["code"]
+        assert {r.headers.get("Idempotent-Replayed") for r in (first, second)} == {None, "true"}
+        assert (await aq(city_db_url, count))[0][0] == 1
+        again = await client.post("/api/v1/public/reports", data=_form(photos=photo, **fields),
+                                  headers={"Idempotency-Key": key})
+        assert again.status == 201 and (await again.json())["code"] == made[0]["code"]
+        # the key with another report: refused, naming the header; nothing stored
+        other = await client.post("/api/v1/public/reports",
+                                  data=_form(**{**fields, "description": "resend other"}),
+                                  headers={"Idempotency-Key": key})
+        assert other.status == 422 and (await other.json())["errors"][0]["field"] == "Idempotency-Key"
+        bad = await client.post("/api/v1/public/reports", data=_form(**fields),
+                                headers={"Idempotency-Key": "short"})
+        assert bad.status == 400 and (await bad.json())["errors"][0]["field"] == "Idempotency-Key"
+        # a new key is a new report (here merged into the first: same place and category)
+        fresh = await client.post("/api/v1/public/reports", data=_form(photos=photo, **fields),
+                                  headers={"Idempotency-Key": str(uuid.uuid4())})
+        assert fresh.status == 201 and (await fresh.json())["code"] != made[0]["code"]
+        assert (await aq(city_db_url, "select reporters from reports where description = 'resend test'")
+                )[0][0] == 2

@@ -163,12 +163,15 @@ function check(form) {
   return null;
 }
 
-function upload(data, onProgress) {
+function upload(data, onProgress, key) {
   // XMLHttpRequest rather than fetch: it reports the upload's progress.
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/api/v1/public/reports");
     xhr.setRequestHeader("Accept", "application/json");
+    // The same key on every resend of this report: an answer lost on a slow line does not
+    // make the report twice (the server answers the first one's code again).
+    xhr.setRequestHeader("Idempotency-Key", key);
     xhr.upload.onprogress = (ev) => ev.lengthComputable && onProgress(ev.loaded / ev.total);
     xhr.onload = () => {
       let body = null;
@@ -215,13 +218,25 @@ async function send(ev) {
     button.textContent = t("cz_sending", { pct: Math.round(f * 100) });
   };
   progress(0);
-  const res = await upload(data, progress);
+  state.key ??= crypto.randomUUID?.() ?? Array.from(crypto.getRandomValues(new Uint8Array(16)),
+    (b) => b.toString(16).padStart(2, "0")).join("");
+  // A lost connection or a busy server is tried again by itself, twice, before the citizen
+  // is asked to press Retry (which sends with the same key too).
+  let res = await upload(data, progress, state.key);
+  for (const wait of [3, 10]) {
+    if (!(res.status === 0 || res.status === 502 || res.status === 503 || res.status === 504)) break;
+    const after = Math.min(Number(res.retryAfter) || wait, 30);
+    button.textContent = t("cz_retrying", { s: after });
+    await new Promise((r) => setTimeout(r, after * 1000));
+    res = await upload(data, progress, state.key);
+  }
   button.disabled = false;
   bar.hidden = true;
   if (res.status === 201 && res.body?.code) {
     done(res.body.code);
     return;
   }
+  if (res.status === 422) state.key = null; // the report was changed: the next send is a new one
   const why = res.status === 0 ? t("cz_offline") : (res.body?.detail || res.body?.title || `HTTP ${res.status}`);
   err.textContent = t("cz_failed", { why });
   button.dataset.i18n = "cz_retry";
