@@ -115,9 +115,13 @@ async def _replay(conn, key: str, fingerprint: str) -> web.Response | None:
         raise Problem(422, "this Idempotency-Key was sent with a different report; make a new key "
                            "for each report", errors=[{"field": "Idempotency-Key",
                                                       "reason": "already used for another report"}])
-    return json_response({"code": row["code"], "status": row["status"],
-                          "url": f"/api/v1/public/reports/{row['code']}"}, status=201,
-                         headers={"Idempotent-Replayed": "true"})
+    return _made(row["code"], row["status"], {"Idempotent-Replayed": "true"})
+
+
+def _made(code: str, status: str, headers: dict[str, str] | None = None) -> web.Response:
+    """The answer to a report made (or, with the replay header, made before)."""
+    return json_response({"code": code, "status": status, "url": f"/api/v1/public/reports/{code}"},
+                         status=201, headers=headers)
 
 
 @routes.post("/api/v1/public/reports")
@@ -202,8 +206,8 @@ async def _store(request: web.Request, fields: dict[str, str], raw_photos: list[
         digests = await asyncio.to_thread(clean_and_keep)
     async with request.app[keys.DB].acquire() as conn, conn.transaction():
         if key:
-            await conn.execute("delete from report_submissions where at <= now() - make_interval(hours => $1)",
-                               REPLAY_HOURS)
+            await conn.execute(
+                "delete from report_submissions where at <= now() - make_interval(hours => $1)", REPLAY_HOURS)
             # A concurrent request with the same key waits here until the first one commits.
             claimed = await conn.fetchval("insert into report_submissions (key, fingerprint) values ($1, $2) "
                                           "on conflict do nothing returning key", key, fingerprint)
@@ -215,8 +219,7 @@ async def _store(request: web.Request, fields: dict[str, str], raw_photos: list[
             sla_hours=settings.sla_hours.get(category, settings.default_sla_hours), units=settings.units)
         if key:
             await conn.execute("update report_submissions set code = $2 where key = $1", key, out["code"])
-    return json_response({"code": out["code"], "status": out["status"],
-                          "url": f"/api/v1/public/reports/{out['code']}"}, status=201)
+    return _made(out["code"], out["status"])
 
 
 @routes.get("/api/v1/public/reports/stats")

@@ -362,7 +362,8 @@ def paths() -> dict[str, Any]:
                    "up to 3 files 'photo'", {201: ok({"type": "object", "properties": {
                        "code": STR, "status": STR, "url": STR}}, "Received")},
                    tags=rp, errors=(400, 413, 422, 429, 503), public=True,
-                   params=[param("Idempotency-Key", "header", {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,100}$"},
+                   params=[param("Idempotency-Key", "header",
+                                 {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,100}$"},
                                  "one random key per report (a UUID): sent again with the same key, "
                                  "the report is not made twice; the answer is the first one's "
                                  "(Idempotent-Replayed: true). 422 when the key came with another report")],
