@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import morecantile
 
-from rules.vocab import severity_of_rank_sql, severity_rank_sql
+from rules.vocab import lamp_out_sql, severity_of_rank_sql, severity_rank_sql
 from tiles.catalogue import BUFFER, CELLS, EXTENT, ROADS_RESIDENTIAL_MINZOOM, Layer
 
 # Immutable grid definition; TileMatrixSets.get() deep-copies on every call (0.4 ms), so it
@@ -192,6 +192,8 @@ with w as (
 ), a as (
   select device, count(*) as n, min({_RANK}) as rank from alarms
   where {_ACTIVE_ALARM} and {crew_scope(11)} group by device
+), o as (
+  select distinct device from alarms where state <> 'closed' and {crew_scope(11)}
 ), c as (
   select d.ward, count(*) as devices,
          count(*) filter (where s.status = 'online') as online,
@@ -200,11 +202,12 @@ with w as (
          count(*) filter (where coalesce(s.status, 'unknown') = 'unknown') as unknown,
          count(*) filter (where d.kind = 'streetlight') as lamps,
          count(*) filter (where d.kind = 'streetlight'
-                          and (s.status = 'offline' or a.rank is not null)) as lamps_out,
+                          and {lamp_out_sql("s.status", "s.values", "o.device is not null")}) as lamps_out,
          coalesce(sum(a.n), 0)::int as alarms, min(a.rank) as rank
   from devices d
   left join device_state s on s.device_key = d.key
   left join a on a.device = d.id
+  left join o on o.device = d.id
   where d.ward in (select code from w)
   group by d.ward
 )
