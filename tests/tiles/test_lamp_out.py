@@ -28,7 +28,8 @@ async def test_ward_stats_tile_and_summary_count_the_same_lamps_out(api, db):  #
                      " where kind = 'streetlight' and ward = $1)", ward)
     for (status, values), lamp in zip(states, lamps, strict=True):
         await db.execute(
-            "insert into device_state (device_key, status, values, last_seen) values ($1, $2, $3::jsonb, now())",
+            "insert into device_state (device_key, status, values, last_seen)"
+            " values ($1, $2, $3::jsonb, now())",
             lamp["key"], status, json.dumps(values))
     # an active alarm, a suppressed one, a shelved one: each lamp is out
     await db.execute(
