@@ -77,8 +77,9 @@ class Layer:
 
     def crew_scoped(self, z: int) -> bool:
         """Whether the tile at ``z`` shows alarms (their details, counts or worst severity):
-        a crew token's tile then holds only its own crew's alarms."""
-        return self.source in ("alarms", "ward_stats") or self.aggregated(z)
+        a crew token's tile then holds only its own crew's alarms. A dense point kind's
+        detail tile may turn into aggregates too (``max_point_features``)."""
+        return self.source in ("alarms", "ward_stats") or self.aggregated(z) or self.detail_minzoom > 0
 
     def simplify(self) -> bool:
         return self.geometry != "point"

@@ -248,13 +248,25 @@ select ST_AsMVT(t, $1, {EXTENT}, 'geom', 'id') from (
 ) t"""
 
 
-def query(layer: Layer, t: TileBounds, crew: str | None = None) -> tuple[str, tuple]:
+# $1 kind, $2-$5 the tile's WGS 84 bounds, $6 the bound: counts at most bound + 1 devices.
+COUNT_POINTS = """
+select count(*) from (
+  select 1 from devices d where d.kind = $1 and d.geom && ST_MakeEnvelope($2, $3, $4, $5, 4326) limit $6 + 1
+) t"""
+
+
+def count_points(layer: Layer, t: TileBounds, bound: int) -> tuple[str, tuple]:
+    return COUNT_POINTS, (layer.kind, t.west, t.south, t.east, t.north, bound)
+
+
+def query(layer: Layer, t: TileBounds, crew: str | None = None, aggregate: bool = False) -> tuple[str, tuple]:
     """The statement and its arguments for one tile of ``layer``; ``crew``: only this crew's
-    alarms count (for a layer that is :meth:`~tiles.catalogue.Layer.crew_scoped`)."""
+    alarms count (for a layer that is :meth:`~tiles.catalogue.Layer.crew_scoped`);
+    ``aggregate``: grid cells even at a detail zoom (a tile too dense to list its devices)."""
     base = (layer.id, t.left, t.bottom, t.right, t.top, t.west, t.south, t.east, t.north)
     src = layer.source
     if src == "kind":
-        if layer.aggregated(t.z):
+        if layer.aggregated(t.z) or aggregate:
             box = (t.left, t.bottom, t.right, t.top, _lon(t.left), _lat(t.bottom), _lon(t.right),
                    _lat(t.top))
             return DEVICE_CELLS, (layer.id, *box, layer.kind, t.width / CELLS, t.z, t.x * CELLS,

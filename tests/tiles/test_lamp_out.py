@@ -51,3 +51,23 @@ async def test_ward_stats_tile_and_summary_count_the_same_lamps_out(api, db):  #
     feats = mapbox_vector_tile.decode(await resp.read())["ward_stats"]["features"]
     (tile,) = [f["properties"] for f in feats if f["properties"]["id"] == ward]
     assert tile["lamps_out"] == summary[ward]["lamps"]["out"] == expected
+
+
+async def test_a_detail_tile_denser_than_the_bound_holds_grid_counts(start, city_db_url, db):  # noqa: F811
+    """max_point_features: a street-zoom tile with more lamps than the bound lists cells with
+    counts (agg='cell'), every lamp counted once; a sparse one still lists lamps."""
+    api = await start(city_db_url, max_point_features=5)  # noqa: F811
+    lamp = await db.fetchrow("select ST_X(geom) as lon, ST_Y(geom) as lat from devices"
+                             " where kind = 'streetlight' order by id limit 1")
+    z, x, y = tile_at(lamp["lon"], lamp["lat"], 14)
+    resp = await api.get(f"/tiles/streetlight/{z}/{x}/{y}.mvt", headers=auth(api))
+    assert resp.status == 200
+    feats = mapbox_vector_tile.decode(await resp.read())["streetlight"]["features"]
+    assert feats and all(f["properties"]["agg"] == "cell" for f in feats)
+    assert sum(f["properties"]["count"] for f in feats) > 5
+    roomy = await start(city_db_url, max_point_features=1_000_000)
+    resp = await roomy.get(f"/tiles/streetlight/{z}/{x}/{y}.mvt", headers=auth(roomy))
+    listed = mapbox_vector_tile.decode(await resp.read())["streetlight"]["features"]
+    assert listed and all("agg" not in f["properties"] for f in listed)
+    # the listed tile also holds the lamps in its buffer; the cells count the tile itself
+    assert 5 < sum(f["properties"]["count"] for f in feats) <= len(listed)

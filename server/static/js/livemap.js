@@ -171,7 +171,8 @@ function styleLayers(source, sourceLayer, role, kind, minzoom, maxzoom, detailMi
     const count = ["to-number", ["coalesce", ["get", "count"], 1]];
     const kc = KIND_COLOURS[kind] ?? DEFAULT_KIND_COLOUR;
     const sevOf = ["coalesce", ["get", "alarm_severity"], "none"];
-    out.push({ ...base, id: id("agg"), type: "circle", maxzoom: detailMinzoom, filter: isAgg, paint: {
+    // No maxzoom: a detail tile too dense to list its devices holds cells too (server bound).
+    out.push({ ...base, id: id("agg"), type: "circle", filter: isAgg, paint: {
       "circle-radius": ["interpolate", ["linear"], ["sqrt", count], 1, 4, 10, 9, 40, 17, 150, 30],
       "circle-color": ["match", sevOf, "critical", SEVERITY_COLOURS.critical,
         "major", SEVERITY_COLOURS.major, "minor", SEVERITY_COLOURS.minor, kc],
