@@ -47,3 +47,24 @@ def severity_of_rank_sql(rank_expr: str) -> str:
     """The inverse: a SQL expression naming the severity of a rank (NULL when none)."""
     names = ", ".join(f"'{s.value}'" for s in Severity)
     return f"(array[{names}])[{rank_expr} + 1]"
+
+
+# ---------------------------------------------------------------- lamp out
+# One definition of a lamp that is *out* (a dark street a crew has to visit), used by the
+# ward_stats tiles and by /api/v1/wards/summary (now and ``?at=``): the lamp is offline,
+# reports a lamp or driver fault, or has an open alarm (any state but closed, suppressed or
+# shelved included: a dark feeder's lamps are out even when their alarms are suppressed
+# under the feeder's). A lamp that is off in daylight is not out.
+LAMP_FAULTS: tuple[str, ...] = ("lamp_fault", "driver_fault")
+
+
+def lamp_out_sql(status: str = "s.status", values: str = "s.values", alarmed: str = "false") -> str:
+    """A SQL boolean: the lamp of ``status``/``values`` (device_state columns) is out;
+    ``alarmed``: a SQL boolean saying the lamp has an open alarm."""
+    faults = " or ".join(f"{values}->>'{f}' = 'true'" for f in LAMP_FAULTS)
+    return f"({status} = 'offline' or {faults} or coalesce({alarmed}, false))"
+
+
+def lamp_out(status: str | None, values: dict, alarmed: bool) -> bool:
+    """The same in Python (the roll-up at a past instant)."""
+    return status == "offline" or any(values.get(f) is True for f in LAMP_FAULTS) or alarmed

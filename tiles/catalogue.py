@@ -27,7 +27,9 @@ BUFFER = 64  # tile units: icons and line joins drawn across tile edges are not 
 CELLS = 8  # aggregate grid: cells per tile side (64 CSS px on a 512 px vector tile)
 # Bump when the SQL or the attributes of any layer change: cached tiles of the old shape
 # must not be served (the version is part of every cache key and ETag).
-CONFIG_VERSION = 3  # 2: detail device tiles no longer carry status; 3: the reports layer
+# 2: detail device tiles no longer carry status; 3: the reports layer; 4: lamps_out as the ward
+# summary counts it (rules.vocab.lamp_out_sql)
+CONFIG_VERSION = 4
 
 # Zoom below which a point kind's tiles hold grid aggregates instead of devices.
 DETAIL_MINZOOM = {"streetlight": 14, "water_meter": 13, "lighting_cabinet": 12}
@@ -75,8 +77,9 @@ class Layer:
 
     def crew_scoped(self, z: int) -> bool:
         """Whether the tile at ``z`` shows alarms (their details, counts or worst severity):
-        a crew token's tile then holds only its own crew's alarms."""
-        return self.source in ("alarms", "ward_stats") or self.aggregated(z)
+        a crew token's tile then holds only its own crew's alarms. A dense point kind's
+        detail tile may turn into aggregates too (``max_point_features``)."""
+        return self.source in ("alarms", "ward_stats") or self.aggregated(z) or self.detail_minzoom > 0
 
     def simplify(self) -> bool:
         return self.geometry != "point"
@@ -90,7 +93,9 @@ BASE_LAYERS = (
     Layer("ward_stats", "ward_stats", "Ward roll-up", "Tổng hợp theo phường", "polygon",
           {"id": "String: ward code", "name": "String", "devices": "Number",
            "online": "Number", "stale": "Number", "offline": "Number", "unknown": "Number",
-           "lamps": "Number: streetlights", "lamps_out": "Number: streetlights offline or in alarm",
+           "lamps": "Number: streetlights",
+           "lamps_out": "Number: streetlights out (offline, lamp or driver fault, open alarm:"
+                        " rules.vocab.lamp_out_sql, as /api/v1/wards/summary)",
            "alarms": "Number: active alarms", "alarm_severity": "String: worst active alarm"},
           live=True),
     Layer("alarms", "alarms", "Active alarms", "Cảnh báo đang hoạt động", "mixed",

@@ -35,3 +35,10 @@ class TilesSettings(BaseModel):
         default=60, ge=0, le=86_400,
         description="Cache-Control max-age of device and basemap tiles (revalidated by ETag after it)",
     )
+    max_point_features: int = Field(
+        default=6000, ge=1, le=1_000_000,
+        description="a detail tile of a point kind holding more devices than this is served as grid"
+                    " aggregates instead (features with agg='cell' and count, as below the kind's"
+                    " detail zoom): about 60 bytes a lamp, so a tile stays under 500 KB at any"
+                    " density",
+    )

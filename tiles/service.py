@@ -192,11 +192,23 @@ class TileService:
 
     async def _render(self, layer: Layer, z: int, x: int, y: int, version: Hashable,
                       key: Hashable, crew: str | None = None) -> Entry:
-        statement, args = sql.query(layer, sql.bounds(z, x, y), crew)
+        t = sql.bounds(z, x, y)
+        ttl = self._ttl(layer, z)
         async with self.pool.acquire() as conn:
+            # A detail tile of a dense point kind that would list more devices than the bound
+            # (a 1,000,000-lamp city at z14) holds grid cells with counts instead; its counts
+            # are live, so it lives as long as the aggregate tiles do.
+            dense = False
+            if layer.source == "kind" and layer.geometry == "point" and not layer.aggregated(z):
+                bound = self.settings.max_point_features
+                count_sql, count_args = sql.count_points(layer, t, bound)
+                dense = await conn.fetchval(count_sql, *count_args) > bound
+                if dense:
+                    ttl = self.settings.live_ttl_s
+            statement, args = sql.query(layer, t, crew, dense)
             data = await conn.fetchval(statement, *args)
         data = bytes(data or b"")
-        entry = Entry(data, etag_of(data), version, time.monotonic() + self._ttl(layer, z))
+        entry = Entry(data, etag_of(data), version, time.monotonic() + ttl)
         if self.cache.max_bytes:
             self.cache.put(key, entry)
         return entry

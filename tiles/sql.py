@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import morecantile
 
-from rules.vocab import severity_of_rank_sql, severity_rank_sql
+from rules.vocab import lamp_out_sql, severity_of_rank_sql, severity_rank_sql
 from tiles.catalogue import BUFFER, CELLS, EXTENT, ROADS_RESIDENTIAL_MINZOOM, Layer
 
 # Immutable grid definition; TileMatrixSets.get() deep-copies on every call (0.4 ms), so it
@@ -192,6 +192,8 @@ with w as (
 ), a as (
   select device, count(*) as n, min({_RANK}) as rank from alarms
   where {_ACTIVE_ALARM} and {crew_scope(11)} group by device
+), o as (
+  select distinct device from alarms where state <> 'closed' and {crew_scope(11)}
 ), c as (
   select d.ward, count(*) as devices,
          count(*) filter (where s.status = 'online') as online,
@@ -200,11 +202,12 @@ with w as (
          count(*) filter (where coalesce(s.status, 'unknown') = 'unknown') as unknown,
          count(*) filter (where d.kind = 'streetlight') as lamps,
          count(*) filter (where d.kind = 'streetlight'
-                          and (s.status = 'offline' or a.rank is not null)) as lamps_out,
+                          and {lamp_out_sql("s.status", "s.values", "o.device is not null")}) as lamps_out,
          coalesce(sum(a.n), 0)::int as alarms, min(a.rank) as rank
   from devices d
   left join device_state s on s.device_key = d.key
   left join a on a.device = d.id
+  left join o on o.device = d.id
   where d.ward in (select code from w)
   group by d.ward
 )
@@ -245,13 +248,25 @@ select ST_AsMVT(t, $1, {EXTENT}, 'geom', 'id') from (
 ) t"""
 
 
-def query(layer: Layer, t: TileBounds, crew: str | None = None) -> tuple[str, tuple]:
+# $1 kind, $2-$5 the tile's WGS 84 bounds, $6 the bound: counts at most bound + 1 devices.
+COUNT_POINTS = """
+select count(*) from (
+  select 1 from devices d where d.kind = $1 and d.geom && ST_MakeEnvelope($2, $3, $4, $5, 4326) limit $6 + 1
+) t"""
+
+
+def count_points(layer: Layer, t: TileBounds, bound: int) -> tuple[str, tuple]:
+    return COUNT_POINTS, (layer.kind, t.west, t.south, t.east, t.north, bound)
+
+
+def query(layer: Layer, t: TileBounds, crew: str | None = None, aggregate: bool = False) -> tuple[str, tuple]:
     """The statement and its arguments for one tile of ``layer``; ``crew``: only this crew's
-    alarms count (for a layer that is :meth:`~tiles.catalogue.Layer.crew_scoped`)."""
+    alarms count (for a layer that is :meth:`~tiles.catalogue.Layer.crew_scoped`);
+    ``aggregate``: grid cells even at a detail zoom (a tile too dense to list its devices)."""
     base = (layer.id, t.left, t.bottom, t.right, t.top, t.west, t.south, t.east, t.north)
     src = layer.source
     if src == "kind":
-        if layer.aggregated(t.z):
+        if layer.aggregated(t.z) or aggregate:
             box = (t.left, t.bottom, t.right, t.top, _lon(t.left), _lat(t.bottom), _lon(t.right),
                    _lat(t.top))
             return DEVICE_CELLS, (layer.id, *box, layer.kind, t.width / CELLS, t.z, t.x * CELLS,

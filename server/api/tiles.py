@@ -5,6 +5,11 @@ the tile then holds one MVT layer each (MVT layers concatenate as bytes, so each
 the cache on its own), so a map needs one request per tile position instead of one per
 layer.
 
+A client that sends ``Accept-Encoding: gzip`` gets the tile gzip-compressed
+(``Content-Encoding: gzip``, its own ETag); every tile response says ``Vary: Accept-Encoding``.
+The compressed bytes are cached beside the tiles (keyed by the uncompressed ETag), so a tile is
+compressed once per change, and no middleware compresses the responses again.
+
 Any valid token may read tiles (viewers included); the auth middleware checks it, from the
 ``Authorization`` header or ``?token=`` (which MapLibre tile URLs can carry). A crew token's
 tiles show its own crew's alarms only, as ``/api/v1/alarms`` does: the ``alarms`` layer, and
@@ -14,6 +19,8 @@ the alarm counts and severities of ``ward_stats`` and of aggregate device tiles.
 from __future__ import annotations
 
 import asyncio
+import gzip
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -24,12 +31,17 @@ from server.http.auth import principal
 from server.http.jsonutil import json_response
 from server.http.problems import Problem
 from server.store.db import create_pool
+from tiles.cache import Entry
 from tiles.catalogue import Layer
 from tiles.service import TileService, etag_of
 from tiles.tilejson import layer_list, tilejson
 
 MVT = "application/vnd.mapbox-vector-tile"
 MAX_COMPOSITE = 32
+# Compressing a large tile takes milliseconds: off the event loop beyond this size.
+GZIP_INLINE_MAX = 64 * 1024
+GZIP_LEVEL = 6
+GZIP_KEEP_S = 3600.0  # the key holds the ETag, so this only ages unused entries out
 
 routes = web.RouteTableDef()
 
@@ -93,6 +105,35 @@ def _zxy(layers: list[Layer], match: dict[str, str]) -> tuple[int, int, int]:
     return z, _coord("x", match["x"], n, z), _coord("y", match["y"], n, z)
 
 
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (``gzip;q=0`` refuses it)."""
+    for part in (header or "").split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip().lower() in ("gzip", "x-gzip", "*"):
+            q = params.strip().lower().removeprefix("q=")
+            try:
+                return not params.strip() or float(q) > 0
+            except ValueError:
+                return True
+    return False
+
+
+async def _gzipped(service: TileService, key: tuple, etag: str, data: bytes) -> bytes:
+    """``data`` compressed, from the tile cache when this ETag was compressed before."""
+    now = time.monotonic()
+    if service.cache.max_bytes:
+        hit = service.cache.get(key, etag, now)
+        if hit is not None:
+            return hit.data
+    if len(data) <= GZIP_INLINE_MAX:
+        packed = gzip.compress(data, GZIP_LEVEL, mtime=0)
+    else:
+        packed = await asyncio.to_thread(gzip.compress, data, GZIP_LEVEL, mtime=0)
+    if service.cache.max_bytes:
+        service.cache.put(key, Entry(packed, etag, etag, now + GZIP_KEEP_S))
+    return packed
+
+
 def _base(request: web.Request) -> str:
     return str(request.url.origin())
 
@@ -141,10 +182,17 @@ async def get_tile(request: web.Request) -> web.Response:
         data = b"".join(e.data for e in entries)
         etag = etag_of("".join(e.etag for e in entries).encode())
         max_age = min(service.max_age(layer, z) for layer in layers)
-    headers = {"ETag": etag, "Cache-Control": f"private, max-age={max_age}"}
+    gz = bool(data) and accepts_gzip(request.headers.get("Accept-Encoding"))
+    if gz:
+        etag = etag[:-1] + '-gz"'  # a representation of its own (RFC 9110 8.8.3)
+    headers = {"ETag": etag, "Cache-Control": f"private, max-age={max_age}", "Vary": "Accept-Encoding"}
     inm = request.headers.get("If-None-Match")
     if inm and _matches(inm, etag):
         return web.Response(status=304, headers=headers)
     if not data:
         return web.Response(status=204, headers=headers)
+    if gz:
+        key = ("gzip", match["layer"], z, x, y, crew)
+        data = await _gzipped(service, key, etag, data)
+        headers["Content-Encoding"] = "gzip"
     return web.Response(body=data, content_type=MVT, headers=headers)

@@ -5,9 +5,8 @@ recording, how many down), and open alarms by severity, with a point to
 put the ward's label on and its bounding box to zoom to; plus the bounding box of the
 whole city, which the map fits on first load.
 
-A lamp counts as *out* when it is offline, reports a lamp or driver fault, or has an open
-alarm: each of those means a dark street a crew has to visit. A lamp that is off in
-daylight is not out.
+A lamp counts as *out* by :func:`rules.vocab.lamp_out_sql` (offline, a lamp or driver
+fault, or an open alarm), the definition the ``ward_stats`` tiles use too.
 
 ``?at=`` gives the roll-up as it was at a past instant (the map's time slider shows it while
 replaying): the devices as ``GET /api/v1/state?at=`` derives them (:mod:`server.live.past`)
@@ -24,6 +23,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import Field
 
+from rules.vocab import lamp_out, lamp_out_sql
 from server import keys
 from server.api.models import Time
 from server.errors import Invalid
@@ -60,11 +60,7 @@ dev as (
            count(*) filter (where d.kind = 'streetlight') as lamps,
            count(*) filter (where d.kind = 'streetlight' and s.values->>'lamp_on' = 'true') as lamps_on,
            count(*) filter (
-               where d.kind = 'streetlight'
-                 and (s.status = 'offline'
-                      or s.values->>'lamp_fault' = 'true'
-                      or s.values->>'driver_fault' = 'true'
-                      or d.id in (select device from alarmed))
+               where d.kind = 'streetlight' and LAMP_OUT
            ) as lamps_out,
            -- a camera is healthy when it reports and says it is online
            count(*) filter (where d.kind = 'camera') as cameras,
@@ -108,7 +104,7 @@ cross join lateral (select ST_PointOnSurface(w.geom) as pt) p
 left join dev on dev.ward = w.code
 left join al on al.ward = w.code
 order by w.code
-"""
+""".replace("LAMP_OUT", lamp_out_sql("s.status", "s.values", "d.id in (select device from alarmed)"))
 
 EXTENT_SQL = """
 select ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)
@@ -151,8 +147,7 @@ async def rows_at(conn: asyncpg.Connection, at: datetime, crew: str | None) -> l
         if d.row["kind"] == "streetlight":
             c["lamps"] += 1
             c["lamps_on"] += d.values.get("lamp_on") is True
-            c["lamps_out"] += (d.status == "offline" or d.values.get("lamp_fault") is True
-                               or d.values.get("driver_fault") is True or d.row["id"] in alarmed)
+            c["lamps_out"] += lamp_out(d.status, d.values, d.row["id"] in alarmed)
         elif d.row["kind"] == "camera":  # as SUMMARY_SQL: up when it reports and says online
             c["cameras"] += 1
             c["cameras_ok"] += d.status == "online" and d.values.get("online") is not False

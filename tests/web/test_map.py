@@ -15,7 +15,8 @@ from tests.web.helpers import artifact, base_url, map_idle, map_ready, new_page
 RENDERED = """() => {
   const counts = {};
   for (const f of window.ioc.map.queryRenderedFeatures()) {
-    const key = f.properties && f.properties.agg ? f.source + ':agg' : f.source;
+    const src = f.sourceLayer || f.source;  // one composite source: the vector layer names the kind
+    const key = f.properties && f.properties.agg ? src + ':agg' : src;
     counts[key] = (counts[key] || 0) + 1;
   }
   return counts;

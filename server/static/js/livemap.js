@@ -171,7 +171,8 @@ function styleLayers(source, sourceLayer, role, kind, minzoom, maxzoom, detailMi
     const count = ["to-number", ["coalesce", ["get", "count"], 1]];
     const kc = KIND_COLOURS[kind] ?? DEFAULT_KIND_COLOUR;
     const sevOf = ["coalesce", ["get", "alarm_severity"], "none"];
-    out.push({ ...base, id: id("agg"), type: "circle", maxzoom: detailMinzoom, filter: isAgg, paint: {
+    // No maxzoom: a detail tile too dense to list its devices holds cells too (server bound).
+    out.push({ ...base, id: id("agg"), type: "circle", filter: isAgg, paint: {
       "circle-radius": ["interpolate", ["linear"], ["sqrt", count], 1, 4, 10, 9, 40, 17, 150, 30],
       "circle-color": ["match", sevOf, "critical", SEVERITY_COLOURS.critical,
         "major", SEVERITY_COLOURS.major, "minor", SEVERITY_COLOURS.minor, kc],
@@ -208,6 +209,10 @@ function styleLayers(source, sourceLayer, role, kind, minzoom, maxzoom, detailMi
       isLamp ? 0.3 : 0.8] } });
   return out;
 }
+
+// Every layer of ours comes from one vector source whose tile URL names all the visible layers
+// (/tiles/a,b,c/{z}/{x}/{y}.mvt): one request per tile position instead of one per layer.
+export const COMPOSITE = "ioc";
 
 export class LiveMap {
   constructor(container, { styleUrl, onDeviceClick, onAlarmClick }) {
@@ -259,8 +264,9 @@ export class LiveMap {
       })));
     const ranked = tilejsons.filter(Boolean).map(([entry, tj]) => ({ entry, tj }))
       .sort((a, b) => this.rank(a.entry) - this.rank(b.entry));
+    if (!ranked.length) throw new Error("the tile catalogue lists no layers");
+    this.addComposite(ranked.map(({ tj }) => tj));
     for (const { entry, tj } of ranked) this.addSource(entry, tj);
-    if (!this.sources.size) throw new Error("the tile catalogue lists no layers");
     this.bindInteraction();
     return [...this.sources.keys()];
   }
@@ -277,18 +283,46 @@ export class LiveMap {
     return i >= 0 ? 10 + i : 50;
   }
 
+  // The one vector source of all our layers; its URL follows the visible layers (tileUrl).
+  addComposite(tjs) {
+    // The token (if the TileJSON carries one) goes on as it came.
+    const first = tjs.find((tj) => tj.tiles?.length)?.tiles[0];
+    this.tileQuery = first ? new URL(first, location.href).search : "";
+    const source = { type: "vector", tiles: [this.tileUrl(tjs.map((tj) => tj.id ?? tj.name))],
+      minzoom: Math.min(...tjs.map((tj) => tj.minzoom ?? 0)),
+      // The server refuses a zoom beyond any one layer's maxzoom: over-zoom past the lowest.
+      maxzoom: Math.min(...tjs.map((tj) => tj.maxzoom ?? 22)), promoteId: "id" };
+    const boxes = tjs.map((tj) => tj.bounds).filter((b) => Array.isArray(b) && b.length === 4);
+    if (boxes.length) {
+      source.bounds = [Math.min(...boxes.map((b) => b[0])), Math.min(...boxes.map((b) => b[1])),
+        Math.max(...boxes.map((b) => b[2])), Math.max(...boxes.map((b) => b[3]))];
+    }
+    this.map.addSource(COMPOSITE, source);
+  }
+
+  tileUrl(ids) {
+    const path = `/tiles/${ids.map(encodeURIComponent).join(",")}/{z}/{x}/{y}.mvt${this.tileQuery ?? ""}`;
+    return new URL(path, location.href).href.replaceAll("%7B", "{").replaceAll("%7D", "}");
+  }
+
+  // After visibility changes: the composite URL names only the visible layers (hidden ones
+  // cost nothing), batched so a burst of toggles reloads the tiles once.
+  retile() {
+    if (this.retileQueued) return;
+    this.retileQueued = true;
+    queueMicrotask(() => {
+      this.retileQueued = false;
+      const ids = [...this.sources.entries()].filter(([, s]) => s.visible).map(([id]) => id);
+      const url = this.tileUrl(ids.length ? ids : [...this.sources.keys()].slice(0, 1));
+      const src = this.map.getSource(COMPOSITE);
+      if (src && src.tiles?.[0] !== url) src.setTiles([url]);
+    });
+  }
+
   addSource(entry, tj) {
     const id = entry.id;
     const role = roleOf(id, entry.source);
     const detailMinzoom = entry.detail_minzoom ?? 0;
-    const tiles = (tj.tiles ?? [`/tiles/${id}/{z}/{x}/{y}.mvt`]).map((u) => new URL(u, location.href).href
-      .replaceAll("%7B", "{").replaceAll("%7D", "}"));
-    const source = {
-      type: "vector", tiles, minzoom: tj.minzoom ?? 0, maxzoom: tj.maxzoom ?? 22,
-      promoteId: "id",
-    };
-    if (Array.isArray(tj.bounds) && tj.bounds.length === 4) source.bounds = tj.bounds;
-    this.map.addSource(id, source);
     const vlayers = tj.vector_layers?.length ? tj.vector_layers : [{ id }];
     const styleIds = [];
     for (const vl of vlayers) {
@@ -296,6 +330,7 @@ export class LiveMap {
       // Zoom limits come from the source; repeating them on style layers would hide
       // over-zoomed tiles past the source's maxzoom.
       for (const layer of styleLayers(id, vl.id, role, kind, undefined, undefined, detailMinzoom)) {
+        layer.source = COMPOSITE; // style ids keep the layer's name: `${id}:${vl.id}:…`
         if (layer.minzoom === undefined) delete layer.minzoom;
         if (layer.maxzoom === undefined) delete layer.maxzoom;
         if (this.overlay && role === "wards" && layer.type === "fill") layer.paint["fill-opacity"] = 0.15;
@@ -325,6 +360,7 @@ export class LiveMap {
     if (!s) return;
     s.visible = visible;
     for (const lid of s.styleIds) this.map.setLayoutProperty(lid, "visibility", visible ? "visible" : "none");
+    this.retile();
     this.updateAggregateLabels();
   }
 
@@ -364,7 +400,7 @@ export class LiveMap {
   setState(id, patch) {
     for (const src of this.sourcesFor(id)) {
       for (const sl of this.sources.get(src).sourceLayers) {
-        this.map.setFeatureState({ source: src, sourceLayer: sl, id }, patch);
+        this.map.setFeatureState({ source: COMPOSITE, sourceLayer: sl, id }, patch);
       }
     }
   }
@@ -479,27 +515,27 @@ export class LiveMap {
         return;
       }
       const p = f.properties ?? {};
-      const src = this.sources.get(f.source);
+      const src = this.sources.get(f.sourceLayer);
       let text;
       if (f.layer.id === "live-alarms") text = `⚠ ${p.device ?? ""} · ${p.severity}`;
       else if (src?.role === "aggregates" || p.agg) {
-        text = `${p.count ?? p.n ?? ""} × ${kindLabel(p.kind ?? f.source)}`
+        text = `${p.count ?? p.n ?? ""} × ${kindLabel(p.kind ?? f.sourceLayer)}`
           + (p.offline ? ` · ${p.offline} offline` : "") + (p.alarms ? ` · ⚠ ${p.alarms}` : "");
       }
-      else text = `${p.name || p.id} · ${kindName(p.kind ?? f.source)}`;
+      else text = `${p.name || p.id} · ${kindName(p.kind ?? f.sourceLayer)}`;
       popup.setLngLat(e.lngLat).setDOMContent(h("div", text)).addTo(this.map);
     });
     this.map.on("mouseout", () => popup.remove());
     this.map.on("click", (e) => {
       const f = this.featuresAt(e.point)[0];
       if (!f) return;
-      const src = this.sources.get(f.source);
+      const src = this.sources.get(f.sourceLayer);
       if (f.layer.id === "live-alarms") {
         this.onAlarmClick?.(f.properties.id, f.properties.device);
       } else if (src?.role === "aggregates" || f.properties?.agg) {
         this.map.easeTo({ center: e.lngLat, zoom: Math.min(this.map.getZoom() + 2.5, 18) });
       } else if (f.properties?.id) {
-        this.kindOf.set(f.properties.id, f.source);
+        this.kindOf.set(f.properties.id, f.sourceLayer);
         this.onDeviceClick?.(f.properties.id, f);
       }
     });
@@ -512,7 +548,7 @@ export class LiveMap {
     };
     this.map.on("moveend", soon);
     this.map.on("sourcedata", (e) => {
-      if (e.tile && this.sources.get(e.sourceId)?.styleIds.some((l) => l.endsWith(":agg"))) soon();
+      if (e.tile && e.sourceId === COMPOSITE) soon();
     });
   }
 
@@ -533,7 +569,7 @@ export class LiveMap {
       if (f.geometry.type !== "Point") continue;
       const key = f.geometry.coordinates.map((v) => v.toFixed(5)).join(",");
       const cell = cells.get(key) ?? { at: f.geometry.coordinates, kinds: new Map() };
-      const kind = f.properties.kind ?? f.source;
+      const kind = f.properties.kind ?? f.sourceLayer;
       cell.kinds.set(kind, Number(f.properties.count ?? 0));
       cells.set(key, cell);
     }

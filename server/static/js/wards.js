@@ -6,7 +6,7 @@
 
 import { api, fmtNumber, h } from "./common.js";
 import { addStrings, lang, onLangChange, t } from "./i18n.js";
-import { maplibregl } from "./livemap.js";
+import { COMPOSITE, maplibregl } from "./livemap.js";
 
 addStrings({
   wards_col_cameras: "Cameras",
@@ -187,9 +187,9 @@ export class WardRollup {
     const wardSources = [...this.live.sources.entries()].filter(([, s]) => s.role === "wards");
     for (const w of this.data?.wards ?? []) {
       const out = this.choropleth && w.lamps.total ? w.lamps.out / w.lamps.total : 0;
-      for (const [src, s] of wardSources) {
+      for (const [, s] of wardSources) {
         for (const sl of s.sourceLayers) {
-          this.live.map.setFeatureState({ source: src, sourceLayer: sl, id: w.code }, { out });
+          this.live.map.setFeatureState({ source: COMPOSITE, sourceLayer: sl, id: w.code }, { out });
         }
       }
     }
