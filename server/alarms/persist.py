@@ -71,7 +71,7 @@ def message_of(rule: Rule, device: str, t: Transition) -> str:
 UNITS = {m.name: m.unit for m in METRICS}
 # Numbers the evaluators put in a transition's details that a message may quote.
 QUOTED = ("limit", "rate_per_min", "window_s", "expected_interval_s", "last_seen", "offline",
-          "children_total", "member_rule", "spread_m", "state")
+          "children_total", "member_rule", "spread_m", "check", "schedule", "expected_level")
 
 
 def context_of(rule: Rule, t: Transition) -> dict[str, Any]:
