@@ -2,8 +2,8 @@
 // panel: most severe first, newest first within a severity, unacknowledged ones marked;
 // acknowledge, shelve and assign in place.
 
-import { api, fmtTime, h, listOf, SEVERITY_RANK, timeAgo, toast } from "./common.js";
 import { alarmMessage } from "./alarmtext.js";
+import { api, fmtTime, h, listOf, SEVERITY_RANK, timeAgo, toast } from "./common.js";
 import { alarmStateLabel, onLangChange, severityLabel, t } from "./i18n.js";
 
 const OPEN_STATES = ["active_unacked", "active_acked", "rtn_unacked"];
@@ -61,9 +61,10 @@ export class AlarmStore {
     this.emit({ ...prev, ...a });
   }
 
+  // Shelved and out-of-service alarms last: they stay listed but do not count as open.
   list() {
-    return [...this.alarms.values()].sort((x, y) =>
-      (SEVERITY_RANK[y.severity] ?? 0) - (SEVERITY_RANK[x.severity] ?? 0)
+    return [...this.alarms.values()].sort((x, y) => countsAsOpen(y) - countsAsOpen(x)
+      || (SEVERITY_RANK[y.severity] ?? 0) - (SEVERITY_RANK[x.severity] ?? 0)
       || new Date(y.raised_at) - new Date(x.raised_at));
   }
 
@@ -109,8 +110,7 @@ export class AlarmPanel {
   }
 
   visible() {
-    // Shelved and out-of-service alarms stay listed, below those that count.
-    const all = this.store.list().sort((x, y) => countsAsOpen(y) - countsAsOpen(x));
+    const all = this.store.list();
     if (this.filter === "unacked") return all.filter(unacked);
     if (this.filter === "severe") return all.filter((a) => (SEVERITY_RANK[a.severity] ?? 0) >= 3);
     return all;
