@@ -27,7 +27,8 @@ BUFFER = 64  # tile units: icons and line joins drawn across tile edges are not 
 CELLS = 8  # aggregate grid: cells per tile side (64 CSS px on a 512 px vector tile)
 # Bump when the SQL or the attributes of any layer change: cached tiles of the old shape
 # must not be served (the version is part of every cache key and ETag).
-CONFIG_VERSION = 3  # 2: detail device tiles no longer carry status; 3: the reports layer
+CONFIG_VERSION = 4  # 2: detail device tiles no longer carry status; 3: the reports layer;
+# 4: ward_stats leaves shelved alarms out of its alarm count and severity
 
 # Zoom below which a point kind's tiles hold grid aggregates instead of devices.
 DETAIL_MINZOOM = {"streetlight": 14, "water_meter": 13, "lighting_cabinet": 12}

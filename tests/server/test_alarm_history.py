@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import mapbox_vector_tile
+import morecantile
+
 from server.keys import ALARMS
 from tests.helpers import aq, publisher, running, wait_connected, wait_for
 from tests.server.helpers import send, state_of, write_rules
@@ -27,6 +30,15 @@ async def two_sensors(url: str) -> list[tuple[str, str]]:
 async def ward_counts(client, headers, ward: str) -> dict:
     body = await (await client.get("/api/v1/wards/summary", headers=headers)).json()
     return next(w["alarms"] for w in body["wards"] if w["code"] == ward)
+
+
+async def ward_stats_alarms(client, headers, url: str, device: str, ward: str) -> int:
+    lon, lat = (await aq(url, "select ST_X(geom), ST_Y(geom) from devices where id = %s", device))[0]
+    t = morecantile.tms.get("WebMercatorQuad").tile(lon, lat, 13)
+    r = await client.get(f"/tiles/ward_stats/13/{t.x}/{t.y}.mvt", headers=headers)
+    assert r.status == 200, await r.text()
+    feats = mapbox_vector_tile.decode(await r.read())["ward_stats"]["features"]
+    return next(f["properties"]["alarms"] for f in feats if f["properties"]["id"] == ward)
 
 
 async def test_history_filters_context_and_shelved_not_counted(city_db_url, make_settings, mosquitto,
@@ -58,6 +70,7 @@ async def test_history_filters_context_and_shelved_not_counted(city_db_url, make
 
         # Shelving b: it stays open in its lifecycle but leaves the ward's open count.
         before = await ward_counts(client, viewer, ward_b)
+        tile_before = await ward_stats_alarms(client, viewer, url, b, ward_b)
         bid = (await aq(url, "select id from alarms where rule = 'hist-low' and device = %s "
                              "and state <> 'closed'", b))[0][0]
         r = await client.post(f"/api/v1/alarms/{bid}/shelve", json={"minutes": 30, "reason": "pump swap"},
@@ -66,6 +79,9 @@ async def test_history_filters_context_and_shelved_not_counted(city_db_url, make
         after = await ward_counts(client, viewer, ward_b)
         assert after["open"] == before["open"] - 1 and after["shelved"] == before["shelved"] + 1
         assert after["by_severity"]["minor"] == before["by_severity"]["minor"] - 1
+        # the map's ward_stats tile counts alike
+        await wait_for(lambda: _eq(ward_stats_alarms(client, viewer, url, b, ward_b), tile_before - 1),
+                       what="the ward_stats tile without the shelved alarm")
         r = await client.get(f"/api/v1/alarms?rule=hist-low&device={b}", headers=viewer)
         open_list = await r.json()
         assert [x["id"] for x in open_list["alarms"]] == [bid], "shelved is still open in the list"
@@ -131,3 +147,7 @@ async def test_history_filters_context_and_shelved_not_counted(city_db_url, make
                              headers=viewer)
         long = (await r.json())["series"]
         assert long["bucket_s"] == 86400 and len(long["t"]) == 334
+
+
+async def _eq(value, expected) -> bool:
+    return (await value) == expected
