@@ -124,14 +124,16 @@ async def list_alarms(request: web.Request) -> web.Response:
         where.append(f"d.kind = any({arg(q.kind)}::text[])")
     if q.ward:
         where.append(f"{WARD_OF_ALARM} = any({arg(q.ward)}::text[])")
-    start = _time(q.from_, "from", None) if q.from_ else None
-    end = _time(q.to, "to", None) if q.to else None
-    if start and end and start >= end:
-        raise Invalid("from must be before to", field="from")
-    if start:
-        where.append(f"a.raised_at >= {arg(start)}")
-    if end:
-        where.append(f"a.raised_at < {arg(end)}")
+    for column, lo, hi in (("raised_at", "from", "to"), ("closed_at", "closed_from", "closed_to")):
+        raw_lo, raw_hi = getattr(q, "from_" if lo == "from" else lo), getattr(q, hi)
+        start = _time(raw_lo, lo, None) if raw_lo else None
+        end = _time(raw_hi, hi, None) if raw_hi else None
+        if start and end and start >= end:
+            raise Invalid(f"{lo} must be before {hi}", field=lo)
+        if start:
+            where.append(f"a.{column} >= {arg(start)}")
+        if end:
+            where.append(f"a.{column} < {arg(end)}")
     if q.q:
         like = arg("%" + q.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
         where.append(f"(a.message ilike {like} or a.device ilike {like} or a.rule ilike {like} "

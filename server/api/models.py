@@ -263,6 +263,8 @@ class AlarmQuery(Query):
                  "comma-separated device kinds") | None = None  # type: ignore[valid-type]
     from_: Time | None = Field(None, alias="from", description="raised at or after, RFC 3339")
     to: Time | None = Field(None, description="raised before, RFC 3339")
+    closed_from: Time | None = Field(None, description="closed at or after, RFC 3339")
+    closed_to: Time | None = Field(None, description="closed before, RFC 3339")
     q: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]+$")] | None = Field(
         None, description="free text: part of the message, device id or name, or rule id "
                           "(case-insensitive)")

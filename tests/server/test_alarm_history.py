@@ -116,6 +116,9 @@ async def test_history_filters_context_and_shelved_not_counted(city_db_url, make
         assert aid not in await ids(f"state=closed&to={since}")
         later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         assert aid not in await ids(f"state=closed&from={later.replace('+', '%2B')}")
+        assert aid in await ids(f"state=all&closed_from={since}")
+        assert bid not in await ids(f"state=all&closed_from={since}"), "b is open: never closed"
+        assert aid not in await ids(f"state=all&closed_to={since}")
         # paging through closed alarms: a page of one, then the next
         first = await (await client.get("/api/v1/alarms?state=all&rule=hist-low&limit=1",
                                          headers=viewer)).json()
@@ -127,6 +130,8 @@ async def test_history_filters_context_and_shelved_not_counted(city_db_url, make
         for query, field in (("kind=spaceship", "kind"), ("ward=nowhere-ward", "ward"),
                              ("from=yesterday", "from"), ("to=2026-13-01T00:00:00Z", "to"),
                              (f"from={later.replace('+', '%2B')}&to={since}", "from"),
+                             (f"closed_from={later.replace('+', '%2B')}&closed_to={since}", "closed_from"),
+                             ("closed_to=soon", "closed_to"),
                              ("q=", "q"), (f"q={'x' * 201}", "q")):
             r = await client.get(f"/api/v1/alarms?{query}", headers=viewer)
             assert r.status == 400, (query, r.status)
