@@ -330,6 +330,8 @@ class Persister:
             row = await conn.fetchrow("select * from alarms where id = $1", row["id"])
             change = lc.cleared(row, value=row["value"], message=f"{row['message']} (cleared after "
                                 "chattering)", now=now)
+            if change is not None and row["context"]:  # worded as a return to normal too
+                change.updates["context"] = {**row["context"], "event": "clear", "direction": None}
             alarm = await write(conn, row, change, SYSTEM, now) if change else \
                 await fetch_alarm(conn, row["id"])
         self.published(alarm, event="cleared")
