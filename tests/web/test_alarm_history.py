@@ -24,6 +24,32 @@ rules:
 """
 
 
+# The console's own modules (the same instances as the page's): each message in vi, then en.
+WORDED = """async () => {
+  const { localMessage, alarmMessage } = await import('/static/js/alarmtext.js');
+  const { setLang } = await import('/static/js/i18n.js');
+  const alarms = [
+    {context: {rule_kind: 'threshold', metric: 'noise_dba', unit: 'dB(A)', value: 81.5, limit: 75,
+               direction: 'above', event: 'raise'}},
+    {context: {rule_kind: 'rate_of_change', metric: 'pressure_bar', unit: 'bar', value: -0.6,
+               rate_per_min: -0.6, window_s: 300, direction: 'below', event: 'raise'}},
+    {context: {rule_kind: 'stale', value: 2700, expected_interval_s: 600, event: 'raise'}},
+    {context: {rule_kind: 'fault', offline: true, event: 'raise'}},
+    {context: {rule_kind: 'lighting_schedule', metric: 'lamp_on', check: 'day_burner', level: 1,
+               event: 'raise'}},
+    {context: {rule_kind: 'topology', value: 3, children_total: 12, member_rule: 'lamp-dark',
+               event: 'raise'}},
+    {message: 'pump alarm text', context: null},
+  ];
+  const out = {};
+  for (const lang of ['vi', 'en']) {
+    setLang(lang);
+    out[lang] = alarms.map((a) => alarmMessage(a));
+  }
+  return out;
+}"""
+
+
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -169,6 +195,19 @@ async def test_history_timeline_out_of_service_and_kpis_in_english_and_vietnames
                          "Đội đã xử lý xong", "Ghi chú: valve replaced", "đã xác nhận"):
             assert expected in vi_text, (expected, vi_text)
         await page.screenshot(path=artifact("alarm-timeline-vi.png"))
+
+        # Other rule kinds, worded from their context in both languages.
+        worded = await page.evaluate(WORDED)
+        assert worded["vi"] == [
+            "Tiếng ồn 81.5 dB(A) vượt ngưỡng 75.0", "Áp suất giảm 0.6 bar/phút trong 5 phút",
+            "Không có dữ liệu 45 phút (dự kiến mỗi 10 phút)",
+            "Thiết bị mất kết nối (đường truyền không trả lời)",
+            "Đèn sáng ban ngày", "3/12 thiết bị phía dưới đang cảnh báo (lamp-dark)", "pump alarm text"]
+        assert worded["en"] == [
+            "Noise 81.5 dB(A) above limit 75.0", "Pressure falling 0.6 bar/min over 5 min",
+            "No data for 45 min (expected every 10 min)", "Device offline (its link reports no answer)",
+            "Lamp on in daylight (day-burner)", "3 of 12 devices under it in alarm (lamp-dark)",
+            "pump alarm text"]
         assert page.errors == []
 
 

@@ -30,6 +30,10 @@ addStrings({
   amsg_neighbourhood: "{n} nearby {member} alarms within {spread} m",
   amsg_incident_end: "Incident ended",
   alarm_out_of_service: "Out of service",
+  amsg_span_s: "{n} s",
+  amsg_span_min: "{n} min",
+  amsg_span_h: "{n} h",
+  amsg_span_d: "{n} d",
 }, {
   amsg_below: "{metric} {value} dưới ngưỡng {limit}",
   amsg_above: "{metric} {value} vượt ngưỡng {limit}",
@@ -51,10 +55,14 @@ addStrings({
   amsg_sched_on: "Đèn sáng khi lịch chiếu sáng {schedule} quy định tắt",
   amsg_sched_off: "Đèn tắt khi lịch chiếu sáng {schedule} quy định bật",
   amsg_back_normal: "{what}: đã bình thường",
-  amsg_topology: "{n}/{total} thiết bị phía dưới đang báo động ({member})",
-  amsg_neighbourhood: "{n} báo động {member} gần nhau trong bán kính {spread} m",
+  amsg_topology: "{n}/{total} thiết bị phía dưới đang cảnh báo ({member})",
+  amsg_neighbourhood: "{n} cảnh báo {member} gần nhau trong bán kính {spread} m",
   amsg_incident_end: "Sự cố đã kết thúc",
   alarm_out_of_service: "Ngừng giám sát",
+  amsg_span_s: "{n} giây",
+  amsg_span_min: "{n} phút",
+  amsg_span_h: "{n} giờ",
+  amsg_span_d: "{n} ngày",
 });
 
 const isNum = (v) => typeof v === "number" && Number.isFinite(v);
@@ -70,10 +78,10 @@ export function fmtValue(v, atLeast = 0) {
 
 function fmtSpan(seconds) {
   if (!isNum(seconds)) return "";
-  if (seconds < 120) return `${Math.round(seconds)} s`;
-  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
-  if (seconds < 172800) return `${(seconds / 3600).toFixed(1).replace(/\.0$/, "")} h`;
-  return `${Math.round(seconds / 86400)} d`;
+  if (seconds < 120) return t("amsg_span_s", { n: Math.round(seconds) });
+  if (seconds < 7200) return t("amsg_span_min", { n: Math.round(seconds / 60) });
+  if (seconds < 172800) return t("amsg_span_h", { n: (seconds / 3600).toFixed(1).replace(/\.0$/, "") });
+  return t("amsg_span_d", { n: Math.round(seconds / 86400) });
 }
 
 // The alarm's message in the current language, or null when its context does not say enough.
@@ -97,6 +105,7 @@ export function localMessage(a) {
       if (!c.metric || !isNum(rate)) return null;
       const vars = { metric, rate: `${fmtValue(rate)}${unit}`, window: fmtSpan(c.window_s) };
       if (cleared || !c.direction) return t("amsg_rate_back", vars);
+      vars.rate = `${fmtValue(Math.abs(rate))}${unit}`; // "falling 0.6 bar/min", not "-0.6"
       return t(c.direction === "above" ? "amsg_rate_above" : "amsg_rate_below", vars);
     }
     case "state":
