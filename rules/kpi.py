@@ -66,3 +66,29 @@ def alarm_kpis(times: Sequence[float], priorities: Sequence[int], points: Sequen
             },
         },
     }
+
+
+SERIES_BUCKETS = (PERIOD_S, 3600.0, 86400.0)
+
+
+def activation_series(times: Sequence[float], start: float, end: float, *, consoles: int = 1,
+                      max_points: int = 1000) -> dict:
+    """Annunciated activations per operator in buckets over [start, end), for charts: 10
+    minutes (the flood period) while that makes at most ``max_points`` buckets, else hours,
+    else days. ``targets`` are the acceptable and most manageable rates for the bucket."""
+    span = max(end - start, 1.0)
+    bucket = next((b for b in SERIES_BUCKETS if span / b <= max_points), SERIES_BUCKETS[-1])
+    n = max(int(np.ceil(span / bucket)), 1)
+    t = np.asarray(times, dtype=np.float64)
+    counts = (np.bincount(np.clip(((t - start) // bucket).astype(np.int64), 0, n - 1), minlength=n)
+              if len(t) else np.zeros(n, dtype=np.int64))
+    per_console = counts / consoles
+    scale = bucket / PERIOD_S  # targets are per 10 minutes
+    return {
+        "bucket_s": int(bucket),
+        "t": [start + i * bucket for i in range(n)],
+        "per_operator": [round(float(v), 3) for v in per_console],
+        "target": round(1 * scale, 3),
+        "max_manageable": round(2 * scale, 3),
+        "flood_above": FLOOD_ABOVE if bucket == PERIOD_S else None,
+    }

@@ -26,6 +26,7 @@ from server.alarms.queue import CloseAlarm, EndChattering, ExpireShelf, Item, St
 from server.alarms.timers import Timers
 from server.alarms.views import fetch_alarm
 from server.alarms.writes import SYSTEM, AlarmWriter, Published
+from server.store.catalog import METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,10 @@ INSERT_SQL = """
 with n as (select nextval(pg_get_serial_sequence('alarms', 'id')) as id)
 insert into alarms (id, rule, device, severity, priority, state, active, shelved_until,
                     suppressed, out_of_service, raised_at, value, message, geom, incident,
-                    dedup_key)
+                    dedup_key, context)
 select n.id, $1, $2, $3, $4, 'active_unacked', true, $5, $6, $7, $8, $9, $10,
        case when $11::float8 is null then null else ST_SetSRID(ST_MakePoint($11, $12), 4326) end,
-       $13, $1 || ':' || $2 || ':' || n.id
+       $13, $1 || ':' || $2 || ':' || n.id, $14
 from n
 on conflict (rule, device) where state <> 'closed' do nothing
 returning *
@@ -65,6 +66,29 @@ def message_of(rule: Rule, device: str, t: Transition) -> str:
         return rule.message.format(device=device, value=t.value, rule=rule.id, text=t.text)
     except (KeyError, IndexError, ValueError, AttributeError) as err:
         return f"{t.text} (message template of rule {rule.id} failed: {err!r})"
+
+
+UNITS = {m.name: m.unit for m in METRICS}
+# Numbers the evaluators put in a transition's details that a message may quote.
+QUOTED = ("limit", "rate_per_min", "window_s", "expected_interval_s", "last_seen", "offline",
+          "children_total", "member_rule", "spread_m", "check", "schedule", "expected_level")
+
+
+def context_of(rule: Rule, t: Transition) -> dict[str, Any]:
+    """What the alarm is about, as data: clients word it in the operator's language from
+    this (the English ``message`` stays for the API and the notifications)."""
+    metric = t.details.get("metric") or getattr(rule, "metric", None)
+    level = int(t.level)
+    ctx: dict[str, Any] = {
+        "rule_kind": rule.kind, "metric": metric, "unit": UNITS.get(metric) if metric else None,
+        "value": t.value, "level": level, "event": t.event,
+        # the side of the limit (threshold, rate of change): positive levels are above
+        "direction": "above" if level > 0 else "below" if level < 0 else None,
+    }
+    ctx |= {k: t.details[k] for k in QUOTED if t.details.get(k) is not None}
+    if t.event == "clear" and "limit" in ctx:
+        ctx["direction"] = None  # back within the limit it had crossed
+    return ctx
 
 
 class Persister:
@@ -148,6 +172,7 @@ class Persister:
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(OPEN_FOR_UPDATE, t.rule, device)
             message = message_of(rule, device, t)
+            context = context_of(rule, t)
             details = {"level": t.level, **t.details}
             if t.event == "raise":
                 # Raised again while held active for chattering: an activation all the same.
@@ -167,6 +192,7 @@ class Persister:
                                        now=now)
                     if change is not None:
                         change.details |= details
+                        change.updates["context"] = context
                         published = await write(conn, row, change, SYSTEM, now)
                         activation = activation or change.event == "raised"
                 if activation:
@@ -176,6 +202,7 @@ class Persister:
                 change = lc.raised(row, severity=t.severity, value=t.value, message=message, now=now)
                 if change is not None:
                     change.details |= details
+                    change.updates["context"] = context
                     published = await write(conn, row, change, SYSTEM, now)
             elif t.event == "clear" and row is not None:
                 if row["chattering"] and row["active"]:
@@ -186,6 +213,7 @@ class Persister:
                 change = lc.cleared(row, value=t.value, message=message, now=now)
                 if change is not None:
                     change.details |= details
+                    change.updates["context"] = context
                     published = await write(conn, row, change, SYSTEM, now)
             elif t.event == "suppress" and row is not None and not row["suppressed"]:
                 incident = await self._incident_id(conn, t)
@@ -225,7 +253,8 @@ class Persister:
         lon, lat = t.point if t.point else (None, None)
         row = await conn.fetchrow(
             INSERT_SQL, rule.id, device, t.severity, rule.priority_level, shelved,
-            incident is not None, oos, at, t.value, message, lon, lat, incident)
+            incident is not None, oos, at, t.value, message, lon, lat, incident,
+            context_of(rule, t))
         if row is None:
             return None
         if incident is not None:
@@ -301,6 +330,8 @@ class Persister:
             row = await conn.fetchrow("select * from alarms where id = $1", row["id"])
             change = lc.cleared(row, value=row["value"], message=f"{row['message']} (cleared after "
                                 "chattering)", now=now)
+            if change is not None and row["context"]:  # worded as a return to normal too
+                change.updates["context"] = {**row["context"], "event": "clear", "direction": None}
             alarm = await write(conn, row, change, SYSTEM, now) if change else \
                 await fetch_alarm(conn, row["id"])
         self.published(alarm, event="cleared")

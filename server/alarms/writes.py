@@ -19,7 +19,7 @@ from server.alarms.views import fetch_alarm
 SYSTEM = "rules"  # the actor of the engine's own transitions
 
 # Columns a change may set (anything else in a Change is a programming error).
-UPDATABLE = frozenset({"state", "active", "severity", "value", "message", "cleared_at",
+UPDATABLE = frozenset({"state", "active", "severity", "value", "message", "context", "cleared_at",
                        "closed_at", "acked_at", "acked_by", "shelved_until", "suppressed",
                        "out_of_service", "chattering", "incident", "assigned_crew", "work_state"})
 

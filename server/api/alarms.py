@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from geo.geojson import GeometryError, parse_bbox
-from rules.kpi import alarm_kpis
+from rules.kpi import activation_series, alarm_kpis
 from server import keys
 from server.alarms.views import ALARM_SELECT, alarm_json
 from server.api.models import ALARM_ACTIONS, AlarmQuery, KpiQuery
@@ -21,6 +21,7 @@ from server.errors import Forbidden, Invalid, NotFound
 from server.http import validate
 from server.http.auth import principal, require
 from server.http.jsonutil import json_response
+from server.store.catalog import KIND_NAMES
 from server.store.schema import ALARM_STATES as ALARM_STATE_NAMES
 
 routes = web.RouteTableDef()
@@ -39,7 +40,13 @@ ACTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _time(raw: str | None, name: str, default: datetime) -> datetime:
+# The ward an alarm belongs to: its device's, or for an incident at an estimated point (no
+# device ward) the ward that point lies in. As the ward roll-up counts it.
+WARD_OF_ALARM = ("coalesce(d.ward, (select w.code from wards w where a.geom is not null "
+                 "and ST_Intersects(w.geom, a.geom) limit 1))")
+
+
+def _time(raw: str | None, name: str, default: datetime | None) -> datetime:
     if not raw:
         return default
     try:
@@ -109,12 +116,41 @@ async def list_alarms(request: web.Request) -> web.Response:
         if any(p not in (1, 2, 3) for p in q.priority):
             raise Invalid("priority is 1 (high), 2 (medium) or 3 (low)", field="priority")
         where.append(f"a.priority = any({arg(q.priority)}::smallint[])")
+    if q.kind:
+        bad = sorted(set(q.kind) - KIND_NAMES)
+        if bad:
+            raise Invalid(f"unknown device kind {', '.join(bad)}; kinds: {', '.join(sorted(KIND_NAMES))}",
+                          field="kind")
+        where.append(f"d.kind = any({arg(q.kind)}::text[])")
+    if q.ward:
+        where.append(f"{WARD_OF_ALARM} = any({arg(q.ward)}::text[])")
+    for column, lo, hi in (("raised_at", "from", "to"), ("closed_at", "closed_from", "closed_to")):
+        raw_lo, raw_hi = getattr(q, "from_" if lo == "from" else lo), getattr(q, hi)
+        start = _time(raw_lo, lo, None) if raw_lo else None
+        end = _time(raw_hi, hi, None) if raw_hi else None
+        if start and end and start >= end:
+            raise Invalid(f"{lo} must be before {hi}", field=lo)
+        if start:
+            where.append(f"a.{column} >= {arg(start)}")
+        if end:
+            where.append(f"a.{column} < {arg(end)}")
+    if q.q:
+        like = arg("%" + q.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        where.append(f"(a.message ilike {like} or a.device ilike {like} or a.rule ilike {like} "
+                     f"or d.name ilike {like})")
     if q.before is not None:
         where.append(f"a.id < {arg(q.before)}")
     limit = q.limit
     sql = ALARM_SELECT + (" where " + " and ".join(where) if where else "")
     sql += f" order by a.id desc limit {arg(limit + 1)}"
     async with request.app[keys.DB].acquire() as conn:
+        if q.ward:
+            known = await conn.fetchval("select array_agg(code) from wards where code = any($1::text[])",
+                                        q.ward)
+            bad = sorted(set(q.ward) - set(known or ()))
+            if bad:
+                raise Invalid(f"unknown ward {', '.join(bad)}; GET /api/v1/wards/summary lists them",
+                              field="ward")
         rows = await conn.fetch(sql, *args)
     more = len(rows) > limit
     alarms = [alarm_json(r) for r in rows[:limit]]
@@ -207,15 +243,19 @@ async def kpis(request: web.Request) -> web.Response:
             """select count(distinct alarm_id) from alarm_events
                where event = 'chattering' and at >= $1 and at < $2
                  and not coalesce((details ->> 'ended')::boolean, false)""", start, end)
+        # standing over 24 h at the end, and shown then: shelved or out of service is not stale
         stale = await conn.fetchval(
             """select count(*) from alarms
                where raised_at < $1::timestamptz - interval '24 hours'
                  and (cleared_at is null or cleared_at > $1) and (closed_at is null or closed_at > $1)
-                 and not suppressed""", end)
+                 and not suppressed and not out_of_service
+                 and not coalesce(shelved_until > $1, false)""", end)
     shown = [r for r in raised if r["annunciated"]]
     out = alarm_kpis([float(r["t"]) for r in shown], [r["priority"] for r in shown],
                      [r["point"] for r in shown], start.timestamp(), end.timestamp(),
                      consoles=consoles, chattering=chattering, stale=stale)
+    series = activation_series([float(r["t"]) for r in shown], start.timestamp(), end.timestamp(),
+                               consoles=consoles)
     return json_response({"from": start, "to": end, "operator_consoles": consoles,
                           "activations": len(raised), "not_annunciated": len(raised) - len(shown),
-                          **out})
+                          **out, "series": series})

@@ -257,6 +257,17 @@ class AlarmQuery(Query):
     shelved: Flag | None = None
     incident: Annotated[int, Field(ge=0, le=MAX_BIGINT)] | None = None
     priority: PRIORITIES | None = None  # type: ignore[valid-type]
+    ward: csv_of(str, r"^[^\x00,]+(,[^\x00,]+)*$", "comma-separated ward codes: the device's ward, "
+                 "or the ward an incident's point lies in") | None = None  # type: ignore[valid-type]
+    kind: csv_of(str, r"^[^\x00,]+(,[^\x00,]+)*$",
+                 "comma-separated device kinds") | None = None  # type: ignore[valid-type]
+    from_: Time | None = Field(None, alias="from", description="raised at or after, RFC 3339")
+    to: Time | None = Field(None, description="raised before, RFC 3339")
+    closed_from: Time | None = Field(None, description="closed at or after, RFC 3339")
+    closed_to: Time | None = Field(None, description="closed before, RFC 3339")
+    q: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]+$")] | None = Field(
+        None, description="free text: part of the message, device id or name, or rule id "
+                          "(case-insensitive)")
     before: Annotated[int, Field(ge=0, le=MAX_BIGINT)] | None = Field(
         None, description="an alarm id: the last one of the previous page")
     limit: int = limit(500, 5000)

@@ -25,6 +25,7 @@ from pydantic import Field
 
 from rules.vocab import lamp_out, lamp_out_sql
 from server import keys
+from server.alarms.views import counts_as_open, counts_as_open_sql
 from server.api.models import Time
 from server.errors import Invalid
 from server.http import validate
@@ -42,6 +43,7 @@ routes = web.RouteTableDef()
 SUMMARY_SQL = """
 with open_alarms as (
     select a.id, a.device, a.severity, a.state, a.shelved_until,
+           {counts_as_open} as counted,
            coalesce(d.ward, (select w.code from wards w
                              where a.geom is not null and ST_Intersects(w.geom, a.geom)
                              limit 1)) as ward
@@ -73,13 +75,13 @@ dev as (
 ),
 al as (
     select ward,
-           count(*) as alarms,
-           count(*) filter (where state in ('active_unacked', 'rtn_unacked')) as unacked,
+           count(*) filter (where counted) as alarms,
+           count(*) filter (where counted and state in ('active_unacked', 'rtn_unacked')) as unacked,
            count(*) filter (where shelved_until > now()) as shelved,
-           count(*) filter (where severity = 'critical') as critical,
-           count(*) filter (where severity = 'major') as major,
-           count(*) filter (where severity = 'minor') as minor,
-           count(*) filter (where severity = 'warning') as warning
+           count(*) filter (where counted and severity = 'critical') as critical,
+           count(*) filter (where counted and severity = 'major') as major,
+           count(*) filter (where counted and severity = 'minor') as minor,
+           count(*) filter (where counted and severity = 'warning') as warning
     from open_alarms
     where ward is not null
     group by ward
@@ -104,7 +106,9 @@ cross join lateral (select ST_PointOnSurface(w.geom) as pt) p
 left join dev on dev.ward = w.code
 left join al on al.ward = w.code
 order by w.code
-""".replace("LAMP_OUT", lamp_out_sql("s.status", "s.values", "d.id in (select device from alarmed)"))
+""".replace("LAMP_OUT", lamp_out_sql("s.status", "s.values", "d.id in (select device from alarmed)")).replace(
+    "{counts_as_open}", counts_as_open_sql("a")
+)
 
 EXTENT_SQL = """
 select ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)
@@ -156,9 +160,11 @@ async def rows_at(conn: asyncpg.Connection, at: datetime, crew: str | None) -> l
         if a["ward"] is None:
             continue
         c = n.setdefault(a["ward"], Counter())
+        c["shelved"] += a["shelved_until"] is not None and a["shelved_until"] > at
+        if not counts_as_open(a, at):
+            continue
         c["alarms"] += 1
         c["unacked"] += a["state"] in ("active_unacked", "rtn_unacked")
-        c["shelved"] += a["shelved_until"] is not None and a["shelved_until"] > at
         c[a["severity"]] += 1
     return [dict(r) | {k: n.get(r["code"], Counter())[k] for k in COUNTS}
             for r in await conn.fetch(WARDS_SQL)]

@@ -306,6 +306,8 @@ alarms = Table(
     _ts("closed_at"),
     Column("value", Float),
     Column("message", Text, nullable=False, server_default=text("''")),
+    # What the message says, as data (rule kind, metric, unit, value, limit): migration 0013.
+    Column("context", JSONB),
     Column("geom", Geometry("GEOMETRY", srid=4326, spatial_index=True)),
     Column("incident", BigInteger, ForeignKey("alarms.id", ondelete="SET NULL")),
     Column("assigned_crew", Text, ForeignKey("crews.id", ondelete="SET NULL")),

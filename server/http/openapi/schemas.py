@@ -218,7 +218,14 @@ SCHEMAS: dict[str, Any] = {
         "shelved_until": nullable(TIME), "suppressed": BOOL, "out_of_service": BOOL,
         "chattering": BOOL, "raised_at": TIME, "acked_at": nullable(TIME),
         "acked_by": nullable(STR), "cleared_at": nullable(TIME), "closed_at": nullable(TIME),
-        "value": nullable(NUM), "message": STR, "geometry": nullable(ref("Geometry")),
+        "value": nullable(NUM), "message": STR,
+        "context": nullable(obj({
+            "rule_kind": STR, "metric": nullable(STR), "unit": nullable(STR), "value": nullable(NUM),
+            "limit": NUM, "direction": nullable({"enum": ["above", "below"]}), "level": INT,
+            "event": STR}, [], additionalProperties=True,
+            description="what the message says, as data, for wording it in the reader's "
+                        "language (null for alarms raised before it was kept)")),
+        "geometry": nullable(ref("Geometry")),
         "children": arr(ANY), "incident": nullable(INT), "assigned_crew": nullable(STR),
         "work_state": nullable(STR),
     }, ["id", "rule", "device", "severity", "state", "shelved_until", "suppressed",
@@ -229,7 +236,13 @@ SCHEMAS: dict[str, Any] = {
     "AlarmEvents": obj({"alarm": INT, "events": arr(obj({
         "id": INT, "at": TIME, "event": STR, "actor": nullable(STR), "reason": nullable(STR),
         "details": OBJ}, ["id", "at", "event"]))}, ["alarm", "events"]),
-    "AlarmKpis": obj({"from": TIME, "to": TIME, "operator_consoles": INT, "activations": INT},
+    "AlarmKpis": obj({"from": TIME, "to": TIME, "operator_consoles": INT, "activations": INT,
+                      "series": obj({
+                          "bucket_s": INT, "t": arr(NUM, description="bucket starts, epoch s"),
+                          "per_operator": arr(NUM), "target": NUM, "max_manageable": NUM,
+                          "flood_above": nullable(INT)}, ["bucket_s", "t", "per_operator"],
+                          description="annunciated activations per operator per bucket, with "
+                                      "the acceptable and most manageable rates for a bucket")},
                      ["from", "to"], additionalProperties=True,
                      description="ISA-18.2 / EEMUA 191 performance figures for the period"),
     "Rule": obj({"id": STR, "kind": STR, "source": STR, "enabled": BOOL, "evaluated": BOOL,

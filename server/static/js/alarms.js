@@ -2,6 +2,7 @@
 // panel: most severe first, newest first within a severity, unacknowledged ones marked;
 // acknowledge, shelve and assign in place.
 
+import { alarmMessage } from "./alarmtext.js";
 import { api, fmtTime, h, listOf, SEVERITY_RANK, timeAgo, toast } from "./common.js";
 import { alarmStateLabel, onLangChange, severityLabel, t } from "./i18n.js";
 
@@ -10,6 +11,10 @@ const SHELVE_CHOICES = [15, 60, 240, 480];
 
 export const isOpen = (a) => a.state !== "closed";
 export const isShelved = (a) => !!(a.shelved_until && new Date(a.shelved_until) > new Date());
+// What counts as open on badges and panels (ISA-18.2): not closed, and not taken out of the
+// operator's view by shelving or out of service. The server's twin is counts_as_open in
+// server/alarms/views.py (the ward roll-up).
+export const countsAsOpen = (a) => isOpen(a) && !isShelved(a) && !a.out_of_service;
 const unacked = (a) => a.state === "active_unacked" || a.state === "rtn_unacked";
 
 export class AlarmStore {
@@ -56,9 +61,10 @@ export class AlarmStore {
     this.emit({ ...prev, ...a });
   }
 
+  // Shelved and out-of-service alarms last: they stay listed but do not count as open.
   list() {
-    return [...this.alarms.values()].sort((x, y) =>
-      (SEVERITY_RANK[y.severity] ?? 0) - (SEVERITY_RANK[x.severity] ?? 0)
+    return [...this.alarms.values()].sort((x, y) => countsAsOpen(y) - countsAsOpen(x)
+      || (SEVERITY_RANK[y.severity] ?? 0) - (SEVERITY_RANK[x.severity] ?? 0)
       || new Date(y.raised_at) - new Date(x.raised_at));
   }
 
@@ -126,10 +132,12 @@ export class AlarmPanel {
     const classes = ["alarm", a.severity, a.state];
     if (unacked(a)) classes.push("unacked");
     if (isShelved(a)) classes.push("shelved");
+    if (a.out_of_service) classes.push("shelved", "oos");
     if (this.flash.has(id)) classes.push("new");
     if (this.selected === id) classes.push("selected");
     const meta = [];
     if (isShelved(a)) meta.push(t("shelved_until", { t: fmtTime(a.shelved_until) }));
+    if (a.out_of_service) meta.push(t("alarm_out_of_service"));
     if (a.assigned_crew) meta.push(t("assigned_to", { crew: this.crewName(a.assigned_crew) }));
     if (a.acked_by && !unacked(a)) meta.push(t("acked_by", { who: a.acked_by }));
     if (a.children?.length) meta.push(t("children", { n: a.children.length }));
@@ -146,7 +154,7 @@ export class AlarmPanel {
       h("span.alarm-device", a.device),
       h("span.alarm-time", { title: fmtTime(a.raised_at, true), dataset: { ago: a.raised_at } },
         timeAgo(a.raised_at))),
-    h("div.alarm-msg", a.message || `${a.rule}${a.value !== null && a.value !== undefined ? ` = ${a.value}` : ""}`),
+    h("div.alarm-msg", { title: a.message || "" }, alarmMessage(a)),
     h("div.alarm-meta", h("span.alarm-state", alarmStateLabel(a.state)), ...meta.map((m) => h("span", m))),
     this.actions(a));
     return el;

@@ -4,8 +4,9 @@
 // dragged on the map) that shows the API's field errors beside the fields.
 
 import uPlot from "uplot";
+import { alarmMessage } from "./alarmtext.js"; // issue 18.4: messages in the reader's language
 import { api, fmtTime, h, toast } from "./common.js";
-import { addStrings, kindName, metricLabel, onLangChange, severityLabel, statusLabel, t, unitOf } from "./i18n.js";
+import { addStrings, alarmStateLabel, kindName, metricLabel, onLangChange, severityLabel, statusLabel, t, unitOf } from "./i18n.js";
 import { maplibregl } from "./livemap.js";
 
 addStrings({
@@ -204,8 +205,8 @@ export class AssetSections {
         }
       } else if (which === "alarms") {
         rows = (data.alarms ?? data.items ?? []).map((a) => h("li",
-          h(`span.chip.sev-${a.severity}`, severityLabel(a.severity)), ` ${a.message ?? a.rule} · `,
-          h("small", `${a.state} · ${fmtTime(a.raised_at, true)}`)));
+          h(`span.chip.sev-${a.severity}`, severityLabel(a.severity)), ` ${alarmMessage(a)} · `,
+          h("small", `${alarmStateLabel(a.state)} · ${fmtTime(a.raised_at, true)}`)));
       } else {
         rows = (data.commands ?? []).map((c) => h("li", h("b", c.name), ` ${JSON.stringify(c.args ?? {})} · `,
           h("small", `${c.status} · ${fmtTime(c.created_at, true)}${c.created_by ? ` · ${c.created_by}` : ""}`)));

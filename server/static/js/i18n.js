@@ -300,7 +300,7 @@ const METRICS = {
     current_l1_a: "Dòng điện L1", current_l2_a: "Dòng điện L2", current_l3_a: "Dòng điện L3",
     power_factor: "Hệ số công suất", frequency_hz: "Tần số", energy_import_kwh: "Điện năng nhận",
     breaker_tripped: "Aptomat nhảy", door_open: "Cửa tủ mở", volume_m3: "Thể tích",
-    flow_m3h: "Lưu lượng", battery_pct: "Pin", pressure_bar: "Áp lực", temperature_c: "Nhiệt độ",
+    flow_m3h: "Lưu lượng", battery_pct: "Pin", pressure_bar: "Áp suất", temperature_c: "Nhiệt độ",
     mode: "Chế độ", plan: "Kế hoạch", detector_faults: "Lỗi đầu dò", volume_vph: "Lưu lượng xe",
     occupancy_pct: "Độ chiếm dụng", speed_kmh: "Tốc độ", flow_vph: "Lưu lượng xe",
     congestion_level: "Mức ùn tắc", pm25_ugm3: "PM2.5", pm10_ugm3: "PM10", no2_ppb: "NO₂",

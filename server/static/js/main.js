@@ -1,7 +1,8 @@
 // The IOC map page: sign-in, then the live map with its panels. Exposes window.ioc for
 // people poking at it from the console (and for the browser tests).
 
-import { AlarmPanel, AlarmStore } from "./alarms.js";
+import { AlarmHistory } from "./alarmhistory.js"; // issue 18: alarm history, timeline, KPIs
+import { AlarmPanel, AlarmStore, countsAsOpen } from "./alarms.js";
 import {
   api, fmtNumber, h, linkIndicator, listOf, LiveSocket, signIn, signOut, startSession, toast,
   whenUnauthorized,
@@ -128,6 +129,10 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
   Object.assign(window.ioc, { live, map: live.map, store, alarmPanel, devicePanel, wards, me, search, assets });
   window.ioc.schedules = new SchedulesPanel({ canEdit: ACTING_ROLES.has(me.role) })
     .mount($(".top-right"), $(".map-wrap"));
+  window.ioc.alarmHistory = new AlarmHistory({ // issue 18: alarm history, timeline, KPIs
+    canAct, wards: () => wards.data?.wards ?? [], kinds: () => Object.keys(KIND_COLOURS),
+    crews: () => crews, onAlarm: (a) => focusAlarm(a), onChanged: (a) => store.upsert(a),
+  }).mount($(".alarms-head .filters"), $(".map-wrap"));
 
   function openDevice(id) {
     live.select(id);
@@ -148,7 +153,7 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
   }
 
   function updateAlarmKpis() {
-    const all = store.list();
+    const all = store.list().filter(countsAsOpen); // shelved ones are not open on the badges
     $("#kpi-alarms").textContent = fmtNumber(all.length);
     const unacked = all.filter((a) => a.state === "active_unacked" || a.state === "rtn_unacked").length;
     $("#kpi-unacked").textContent = fmtNumber(unacked);
