@@ -84,15 +84,17 @@ async def list_work_orders(request: web.Request) -> web.Response:
     who = principal(request)
     q = request.query
     status = q.get("status")
-    if status not in (None, "", "all", "active"):
-        _choice(status, "status", WORK_ORDER_STATUSES)
-    kind = _choice(q.get("type"), "type", WORK_ORDER_TYPES)
+    if status is not None and status not in ("all", "active", *WORK_ORDER_STATUSES):
+        raise _bad("status", f"is not one of {', '.join(WORK_ORDER_STATUSES)}, active, all")
+    kind = q.get("type")
+    if kind is not None and kind not in WORK_ORDER_TYPES:
+        raise _bad("type", f"is not one of {', '.join(WORK_ORDER_TYPES)}")
     crew = q.get("crew") or None
     if who.role == "crew":
         if crew not in (None, who.crew):
             raise Forbidden(f"a crew token sees its own crew's work orders ({who.crew}) only")
         crew = who.crew or ""
-    statuses = (["open", "in_progress"] if status == "active" else None if status in (None, "", "all")
+    statuses = (["open", "in_progress"] if status == "active" else None if status in (None, "all")
                 else [status])
     async with request.app[keys.DB].acquire() as conn:
         rows = await conn.fetch(
