@@ -51,7 +51,7 @@ async def world(url: str) -> dict:
     await aq(url, "insert into devices (id, kind, name, geom, properties) values (%s, 'tree', 'Sao đen', "
                   "ST_SetSRID(ST_MakePoint(%s, %s), 4326), '{\"species\": \"Hopea odorata\", "
                   "\"height_m\": 14, \"trunk_diameter_cm\": 42, \"planted\": \"1998\", "
-                  "\"condition\": \"fair\"}') returning id", TREE, lon + 0.0003, lat + 0.0002)
+                  "\"condition\": \"fair\"}') returning id", TREE, lon - 0.0004, lat - 0.0001)
     ids["order"] = (await aq(url, "insert into work_orders (device, type, crew, note, created_by) values "
                                   "(%s, 'pruning', 'north', 'branches over the road', 'op') returning id",
                              TREE))[0][0]

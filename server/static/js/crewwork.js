@@ -18,6 +18,8 @@ addStrings({
   wo_start: "Start",
   wo_done: "Work done",
   wo_failed: "Could not save the work order: {why}",
+  wo_kind_tree: "Tree",
+  wo_kind_green_area: "Green area",
 }, {
   wo_title: "Phiếu công việc",
   wo_none: "Đội chưa có phiếu công việc.",
@@ -30,6 +32,8 @@ addStrings({
   wo_start: "Bắt đầu",
   wo_done: "Đã xong",
   wo_failed: "Không lưu được phiếu công việc: {why}",
+  wo_kind_tree: "Cây xanh",
+  wo_kind_green_area: "Mảng xanh",
 });
 
 const POLL_MS = 60000;
@@ -102,12 +106,14 @@ function item(w) {
       h("span.chip", t(`wo_type_${w.type}`)),
       h("span.job-device", w.device),
       h("span.job-time", { title: fmtTime(w.created_at, true) }, timeAgo(w.created_at))),
-    h("div.job-msg", `${kindName(w.device_kind)}${w.device_name ? ` · ${w.device_name}` : ""}`),
+    h("div.job-msg", `${kindOf(w.device_kind)}${w.device_name ? ` · ${w.device_name}` : ""}`),
     w.note ? h("div.job-where", w.note) : null,
     h("div.job-work", h(`span.chip.work-chip.work-${w.status}`, t(`wo_status_${w.status}`))),
     h("div.job-links", ...links),
     form ?? (buttons.length ? h("div.job-buttons", ...buttons) : null));
 }
+
+const kindOf = (kind) => (t(`wo_kind_${kind}`) !== `wo_kind_${kind}` ? t(`wo_kind_${kind}`) : kindName(kind));
 
 async function step(w, name, note, photo) {
   try {
