@@ -58,6 +58,10 @@ async def read_form(request: web.Request) -> tuple[dict, bytes | None]:
     doc = await read_json(request)
     if not isinstance(doc, dict):
         raise _bad("(body)", "must be a JSON object")
+    if isinstance(doc.get("note"), str):  # plain text, as in a form: the same rules either way
+        doc["note"] = _text(doc["note"], "note", required=False)
+        if doc["note"] is None:
+            del doc["note"]
     return doc, None
 
 

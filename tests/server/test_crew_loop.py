@@ -111,6 +111,9 @@ async def test_bad_photo_is_refused_and_changes_nothing(settings, city_db_url, p
             resp = await client.post(f"/api/v1/alarms/{aid}/work", data=data, headers=people["north"])
             assert resp.status == 400, await resp.text()
             assert field in await resp.text()
+        resp = await client.post(f"/api/v1/alarms/{aid}/work", json={"state": "done", "note": "<script>x"},
+                                 headers=people["north"])
+        assert resp.status == 400 and "note" in await resp.text()
     assert (await aq(city_db_url, "select work_state from alarms where id = %s", aid))[0][0] == "open"
     assert (await aq(city_db_url, "select count(*) from alarm_events where alarm_id = %s", aid))[0][0] == 0
     assert not list((tmp_path / "work-photos").glob("*.jpg"))
