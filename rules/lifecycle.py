@@ -8,6 +8,14 @@ flag as in OPC UA Part 9: shelved (timed, with a maximum), suppressed by design 
 an incident), out of service. An alarm nobody was shown (suppressed, shelved or out of
 service) closes when it returns to normal: there is nothing for an operator to
 acknowledge. The work order (``work_state``) is separate from the acknowledgement.
+
+Closing and reopening by hand (the crew loop, issue 18): an operator closes an open alarm
+once the condition has returned to normal or the assigned crew has finished its work;
+closing also acknowledges it. Reopening a closed alarm makes it unacknowledged again, in the
+state its condition was last known in (``active_unacked`` if still active, else
+``rtn_unacked``, which the next acknowledgement closes), with its work open again: it needs
+an operator's attention as a new annunciation would. A point (rule, device) has at most one
+open alarm, so a closed alarm whose point has opened a newer one cannot be reopened.
 """
 
 from __future__ import annotations
@@ -175,3 +183,30 @@ def comment(alarm: Mapping[str, Any], *, text: Any) -> Change:
     if len(text) > 4000:
         raise BadArgument("a comment is at most 4000 characters")
     return Change("comment", {}, notify="comment", reason=text.strip())
+
+
+def close(alarm: Mapping[str, Any], *, actor: str, now: datetime) -> Change:
+    """An operator closes an open alarm: the condition is over or the crew's work is done."""
+    _open(alarm, "closing")
+    if alarm["active"] and alarm.get("work_state") != "done":
+        raise NotApplicable(f"alarm {alarm['id']} is still active and no crew has finished work on "
+                            "it: acknowledge or shelve it, or close it once the work is done")
+    updates: dict[str, Any] = {"state": AlarmState.CLOSED, "closed_at": now}
+    if alarm.get("acked_at") is None:
+        updates |= {"acked_at": now, "acked_by": actor}
+    return Change("closed", updates, notify="closed",
+                  details={"from": alarm["state"], "active": bool(alarm["active"]),
+                           "work_state": alarm.get("work_state")})
+
+
+def reopen(alarm: Mapping[str, Any], *, now: datetime) -> Change:
+    """An operator reopens a closed alarm: unacknowledged again, its work open again."""
+    if alarm["state"] != AlarmState.CLOSED:
+        raise NotApplicable(f"alarm {alarm['id']} is not closed (it is {alarm['state']})")
+    state = AlarmState.ACTIVE_UNACKED if alarm["active"] else AlarmState.RTN_UNACKED
+    updates: dict[str, Any] = {"state": state, "closed_at": None, "acked_at": None, "acked_by": None}
+    if alarm.get("assigned_crew") is not None:
+        updates["work_state"] = "open"
+    return Change("reopened", updates, notify="raised",
+                  details={"to": str(state), "closed_at": alarm["closed_at"].isoformat()
+                           if alarm.get("closed_at") else None})

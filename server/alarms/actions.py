@@ -1,5 +1,5 @@
 """Operators' (and crews') actions on one alarm: acknowledge, shelve, unshelve, out of
-service, assign, comment, work.
+service, assign, comment, work (with the crew's note and photo), close and reopen.
 
 The same lifecycle functions (:mod:`rules.lifecycle`) and the same transaction shape as
 the engine's own transitions, the alarm row locked so an action never races the
@@ -16,6 +16,7 @@ import asyncpg
 from rules import lifecycle as lc
 from server.alarms.writes import AlarmWriter, Published
 from server.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from server.store.audit import audit
 from server.vocab import Role
 
 
@@ -54,7 +55,20 @@ class Actions:
                 raise domain_error(err) from None
             if reason and not change.reason:
                 change.reason = reason
-            alarm = await self.writer.write(conn, row, change, principal.actor, now)
+            if action == "work":  # the crew's note and photo, in the alarm's history
+                if body.get("note"):
+                    change.reason = body["note"]
+                    change.details["note"] = body["note"]
+                if body.get("photo"):
+                    change.details["photo"] = body["photo"]
+            try:
+                alarm = await self.writer.write(conn, row, change, principal.actor, now)
+            except asyncpg.UniqueViolationError:
+                raise Conflict(f"alarm {alarm_id} cannot be reopened: its rule has opened a newer "
+                               f"alarm on {row['device']}; work on that one") from None
+            if action in ("close", "reopen"):
+                await audit(conn, principal.actor, f"alarm.{action}", device=row["device"],
+                            target=str(alarm_id), details={"reason": change.reason})
         self.published(alarm, event=change.event)
         return alarm
 
@@ -82,4 +96,8 @@ class Actions:
                 return lc.comment(row, text=body.get("text"))
             case "work":
                 return lc.work(row, state=body.get("state"))
+            case "close":
+                return lc.close(row, actor=principal.actor, now=now)
+            case "reopen":
+                return lc.reopen(row, now=now)
         raise ValueError(action)

@@ -1,8 +1,10 @@
 """``/api/v1/alarms``: list and read alarms, act on them (ISA-18.2 lifecycle), history, KPIs.
 
 Roles: everyone may read; operators (and admins) acknowledge, shelve, unshelve, assign and
-take alarms out of service; a crew token reads, comments on and sets the work state of
-the alarms assigned to its crew, and only those (not the KPIs, which count every alarm).
+take alarms out of service, close and reopen them; a crew token reads, comments on and sets
+the work state (with a note and a photo) of the alarms assigned to its crew, and only those
+(not the KPIs, which count every alarm). A crew's photo is served under its alarm, to the
+roles that may read that alarm.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from geo.geojson import GeometryError, parse_bbox
 from rules.kpi import activation_series, alarm_kpis
 from server import keys
 from server.alarms.views import ALARM_SELECT, alarm_json
+from server.api import workphotos
 from server.api.models import ALARM_ACTIONS, AlarmQuery, KpiQuery
 from server.errors import Forbidden, Invalid, NotFound
 from server.http import validate
@@ -37,6 +40,8 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "out_of_service": ("operator",),
     "comment": ("operator", "crew"),
     "work": ("operator", "crew"),
+    "close": ("operator",),
+    "reopen": ("operator",),
 }
 
 
@@ -211,10 +216,34 @@ async def act(request: web.Request) -> web.Response:
         async with request.app[keys.DB].acquire() as conn:
             await _visible(request, conn, _alarm_id(request))
     model = ALARM_ACTIONS[action][0]
-    body = (await validate.body(request, model, optional=True)).model_dump(exclude_unset=True)
+    jpeg = None
+    if action == "work":  # JSON, or multipart with the crew's photo
+        fields, raw = await workphotos.read_form(request)
+        body = validate.parse(model, fields, "the body").model_dump(exclude_unset=True)
+        if raw is not None:
+            body["photo"], jpeg = await workphotos.clean(request, raw)
+    else:
+        body = (await validate.body(request, model, optional=True)).model_dump(exclude_unset=True)
     engine = request.app[keys.ALARMS]
     alarm = await engine.act(_alarm_id(request), action, who, body)
+    if jpeg is not None:
+        await workphotos.put(request, jpeg)
     return json_response(alarm)
+
+
+@routes.get(r"/api/v1/alarms/{id:\d+}/photos/{name}")
+async def alarm_photo(request: web.Request) -> web.Response:
+    """A crew's photo of its work on this alarm, to whoever may see the alarm."""
+    alarm_id = _alarm_id(request)
+    name = request.match_info["name"]
+    async with request.app[keys.DB].acquire() as conn:
+        await _visible(request, conn, alarm_id)
+        known = await conn.fetchval(
+            "select exists(select 1 from alarm_events where alarm_id = $1 and details ->> 'photo' = $2)",
+            alarm_id, name.removesuffix(".jpg"))
+    if not known:
+        raise NotFound(f"alarm {alarm_id} has no photo {name}")
+    return workphotos.serve(request, name)
 
 
 @routes.get("/api/v1/alarms/kpis")

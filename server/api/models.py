@@ -311,6 +311,16 @@ class CommentIn(_Action):
 
 class WorkIn(_Action):
     state: Literal[WORK_STATES]  # type: ignore[valid-type]
+    note: Annotated[Text, StringConstraints(max_length=4000)] | None = Field(
+        None, description="the crew's note, for the alarm's history (multipart: also a file 'photo')")
+
+
+class CloseIn(_Action):
+    pass
+
+
+class ReopenIn(_Action):
+    pass
 
 
 ALARM_ACTIONS: dict[str, tuple[type[_Action], str]] = {
@@ -320,7 +330,12 @@ ALARM_ACTIONS: dict[str, tuple[type[_Action], str]] = {
     "assign": (AssignIn, 'Assign to a crew (operator): `{"crew": id}`.'),
     "out_of_service": (OutOfServiceIn, "Take the alarm out of service, or back in (operator)."),
     "comment": (CommentIn, 'Comment (operator, or the crew it is assigned to): `{"text": "..."}`.'),
-    "work": (WorkIn, "Set the work state (operator, or the crew it is assigned to)."),
+    "work": (WorkIn, "Set the work state (operator, or the crew it is assigned to), with a note; "
+                     "as multipart/form-data also one file 'photo' (JPEG, PNG or WebP)."),
+    "close": (CloseIn, "Close an alarm whose condition is over or whose crew has finished (operator); "
+                       "it is acknowledged too."),
+    "reopen": (ReopenIn, "Reopen a closed alarm (operator): unacknowledged again "
+                         "(active_unacked, or rtn_unacked if its condition is over), its work open."),
 }
 
 

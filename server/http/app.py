@@ -22,6 +22,7 @@ from server.api import rules as rule_api
 from server.api import schedules as schedule_api
 from server.api import tokens as token_api
 from server.api import wards as ward_api
+from server.api import work_orders as work_order_api
 from server.api.ogc import routes as ogc_routes
 from server.api.sta import routes as sta_routes
 from server.api.tiles import routes as tile_routes
@@ -114,6 +115,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(crew_api.routes)  # crews: routing and escalation targets
     app.add_routes(token_api.routes)
     app.add_routes(report_api.routes)  # citizens' reports: public and operators'
+    app.add_routes(work_order_api.routes)  # inspections and work on trees (issue 14)
     app.add_routes(open311.routes)  # /open311/v2: GeoReport v2 over the same reports
     app.add_routes(public_reports.routes)  # open data: GeoJSON, CSV, stats per ward, base map
     ws_api.setup(app)  # /api/v1/ws, and closing websockets at shutdown

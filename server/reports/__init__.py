@@ -26,12 +26,13 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "streetlight_out": ("Streetlight out", "Đèn đường không sáng"),
     "water_leak": ("Water leak", "Rò rỉ nước"),
     "fallen_tree": ("Fallen tree", "Cây đổ"),
+    "tree_pruning": ("Tree needs pruning", "Cây cần cắt tỉa"),
     "pothole": ("Pothole", "Ổ gà"),
     "flooding": ("Flooding", "Ngập lụt"),
     "traffic_signal": ("Traffic signal fault", "Đèn giao thông hỏng"),
     "other": ("Other", "Khác"),
 }
-LINKED_KIND = {"streetlight_out": "streetlight", "fallen_tree": "tree"}
+LINKED_KIND = {"streetlight_out": "streetlight", "fallen_tree": "tree", "tree_pruning": "tree"}
 MERGE_M, MERGE_H, LINK_M = 50.0, 48, 30.0
 MAX_PHOTOS, MAX_PX, MAX_PIXELS = 3, 1600, 40_000_000
 

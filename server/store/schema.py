@@ -306,7 +306,7 @@ alarms = Table(
     _ts("closed_at"),
     Column("value", Float),
     Column("message", Text, nullable=False, server_default=text("''")),
-    # What the message says, as data (rule kind, metric, unit, value, limit): migration 0013.
+    # What the message says, as data (rule kind, metric, unit, value, limit): migration 0014.
     Column("context", JSONB),
     Column("geom", Geometry("GEOMETRY", srid=4326, spatial_index=True)),
     Column("incident", BigInteger, ForeignKey("alarms.id", ondelete="SET NULL")),
@@ -581,3 +581,40 @@ report_ratings = Table(
     Column("comment", Text),
     _ts("at", nullable=False, server_default=NOW),
 )
+
+# ---------------------------------------------------------------- work orders (0015)
+# Inspections and work on a device without telemetry (a tree's pruning, its removal), done
+# by a crew on /crew: open -> in_progress -> done, each step an event with its note and photo.
+WORK_ORDER_TYPES = ("inspection", "pruning", "removal")
+WORK_ORDER_STATUSES = ("open", "in_progress", "done")
+work_orders = Table(
+    "work_orders",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("device", Text, ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("type", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'open'")),
+    Column("crew", Text, ForeignKey("crews.id", ondelete="SET NULL")),
+    Column("note", Text),
+    Column("created_by", Text),
+    _ts("created_at", nullable=False, server_default=NOW),
+    _ts("updated_at", nullable=False, server_default=NOW),
+    _ts("done_at"),
+    CheckConstraint("type in ('inspection', 'pruning', 'removal')", name="type"),
+    CheckConstraint("status in ('open', 'in_progress', 'done')", name="status"),
+)
+Index("ix_work_orders_device", work_orders.c.device)
+Index("ix_work_orders_crew", work_orders.c.crew)
+
+work_order_events = Table(
+    "work_order_events",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("work_order_id", BigInteger, ForeignKey("work_orders.id", ondelete="CASCADE"), nullable=False),
+    _ts("at", nullable=False, server_default=NOW),
+    Column("status", Text, nullable=False),
+    Column("note", Text),
+    Column("photo", Text),  # the sha256 of a cleaned JPEG in the work photo store
+    Column("by", Text),
+)
+Index("ix_work_order_events_work_order_id", work_order_events.c.work_order_id)

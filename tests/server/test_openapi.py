@@ -220,6 +220,12 @@ POSITIVE_GAPS = {
     "GET /api/v1/schedules/{id}/energy": "to within the years a datetime holds",
     **{f"POST /api/v1/reports/{{id}}/{a}": "the report exists and its status allows the step"
        for a in ("verify", "assign", "reject", "resolve", "comment")},
+    # the crew loop and work orders: a crew's photo is checked by content (Pillow)
+    "POST /api/v1/alarms/{id}/work": "photos by content; the alarm's work state allows it",
+    "POST /api/v1/work-orders": "the device and the crew exist",
+    "POST /api/v1/work-orders/{id}/start": "the work order exists and its status allows the step",
+    "POST /api/v1/work-orders/{id}/done": "photos by content; the work order exists and its status "
+                                          "allows the step",
 }
 NEGATIVE_GAPS = {
     "POST /api/v1/telemetry": "a bad reading is accepted as a dead letter, by design",

@@ -79,6 +79,16 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "POST /api/v1/alarms/{id}/out_of_service": OPERATOR,
     "POST /api/v1/alarms/{id}/comment": row(A, A, F, F, OWN, F),
     "POST /api/v1/alarms/{id}/work": row(A, A, F, F, OWN, F),
+    "POST /api/v1/alarms/{id}/close": OPERATOR,
+    "POST /api/v1/alarms/{id}/reopen": OPERATOR,
+    "GET /api/v1/alarms/{id}/photos/{name}": CREW_OWN,  # a crew's photo: whoever may read the alarm
+    # work orders (trees' inspections, pruning, removal): a crew token sees and does its own only
+    "GET /api/v1/work-orders": CREW_OWN,
+    "POST /api/v1/work-orders": OPERATOR,
+    "GET /api/v1/work-orders/{id}": CREW_OWN,
+    "POST /api/v1/work-orders/{id}/start": row(A, A, F, F, OWN, F),
+    "POST /api/v1/work-orders/{id}/done": row(A, A, F, F, OWN, F),
+    "GET /api/v1/work-orders/{id}/photos/{name}": CREW_OWN,
     "GET /api/v1/alarms/kpis": NOT_CREW,  # counts every alarm
     "GET /api/v1/rules": TOKEN,
     "GET /api/v1/rules/{id}": TOKEN,
@@ -208,12 +218,17 @@ async def _world(url: str) -> dict[str, Any]:
                  " geom) values (%s, %s, %s, %s, %s, %s, (select geom from devices where id = %s))"
                  " returning id",
             f"rule-{name}", lamp, severity, f"{name} secret message", f"k-{name}", crew, lamp))[0][0]
+    orders = {}
+    for name, crew, lamp in (("own", NORTH, lamps[0]), ("other", SOUTH, lamps[1])):
+        orders[name] = (await aq(url, "insert into work_orders (device, type, crew, note) values "
+                                      "(%s, 'inspection', %s, %s) returning id",
+                                 lamp, crew, f"{name} work order note"))[0][0]
     # raised as the engine records it (replay and state?at= read the events)
     await aexecute(url, "insert into alarm_events (alarm_id, at, event, actor) "
                         "select id, raised_at, 'raised', 'rule engine' from alarms")
     # an instant after they were raised, the same in both worlds (GET /api/v1/state?at=)
     at = (await aq(url, "select to_char(now() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"))
-    return {"lamps": lamps, "alarms": ids, "at": at[0][0]}
+    return {"lamps": lamps, "alarms": ids, "at": at[0][0], "work_orders": orders}
 
 
 async def _only_the_crews_own(url: str, world: dict[str, Any]) -> None:
@@ -222,6 +237,7 @@ async def _only_the_crews_own(url: str, world: dict[str, Any]) -> None:
     for table in ("alarm_events", "notification_outbox"):
         await aexecute(url, f"delete from {table} where alarm_id = any(%s)", others)
     await aexecute(url, "delete from alarms where id = any(%s)", others)
+    await aexecute(url, "delete from work_orders where crew is distinct from %s", NORTH)
     await aexecute(url, "delete from crews where id <> %s", NORTH)
 
 
@@ -240,8 +256,13 @@ def _requests(key: str, world: dict[str, Any]) -> list[tuple[str, str, Any]]:
     refused = {"probe": "refused"} if method in ("POST", "PUT", "PATCH") else None
     if template.startswith("/api/v1/alarms/{id}"):
         if method == "GET" or template.endswith(("/comment", "/work")):
-            return [(method, template.replace("{id}", str(a)), refused) for a in alarms.values()]
+            return [(method, template.replace("{id}", str(a)).replace("{name}", "nope.jpg"), refused)
+                    for a in alarms.values()]
         fill["id"] = "999999999"
+    if template in ("/api/v1/work-orders/{id}", "/api/v1/work-orders/{id}/photos/{name}") \
+            and method == "GET":
+        return [("GET", template.replace("{id}", str(w)).replace("{name}", "nope.jpg"), None)
+                for w in world["work_orders"].values()]
     if template in ("/api/v1/devices/{id}",) and method == "GET":
         return [("GET", f"/api/v1/devices/{lamp}", None) for lamp in lamps]
     if template == "/api/v1/crews/{id}":

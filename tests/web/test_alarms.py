@@ -130,10 +130,13 @@ async def test_crew_page_shows_its_assigned_alarm_live(browser, city_db_url, mak
         assert f"device={sensor}" in await job.locator("a[data-link=map]").get_attribute("href")
         await page.screenshot(path=artifact("crew.png"))
 
+        # each step opens the note-and-photo form (tests/web/test_crew_loop.py fills it)
         await job.locator("button[data-work=in_progress]").click()
+        await job.locator(".work-form button[type=submit]").click()
         await wait_for(lambda: q(city_db_url, "select work_state from alarms where id = %s",
                                  alarm_id)[0][0] == "in_progress", blocking=True)
         await job.locator("button[data-work=done]").click()
+        await job.locator(".work-form button[type=submit]").click()
         await wait_for(lambda: q(city_db_url, "select work_state from alarms where id = %s",
                                  alarm_id)[0][0] == "done", blocking=True)
         await page.locator(f"article.job[data-alarm-id='{alarm_id}'][data-work=done]").wait_for()

@@ -58,8 +58,8 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"session": []}],
         "tags": [{"name": t} for t in (
-            "devices", "telemetry", "alarms", "rules", "commands", "schedules", "crews", "audit", "tokens",
-            "import and export", "map", "tiles", "meta")],
+            "devices", "telemetry", "alarms", "rules", "commands", "schedules", "crews", "work orders",
+            "audit", "tokens", "import and export", "map", "tiles", "meta")],
         "paths": paths(),
         "components": {
             "schemas": schemas,

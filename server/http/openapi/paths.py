@@ -26,6 +26,8 @@ from server.http.openapi.build import (
 )
 from server.http.openapi.schedules import paths as schedule_paths
 from server.http.openapi.schemas import query_params
+from server.http.openapi.workorders import alarm_photo_path
+from server.http.openapi.workorders import paths as work_order_paths
 
 # ---------------------------------------------------------------- paths
 
@@ -91,11 +93,18 @@ def paths() -> dict[str, Any]:
         p[f"/api/v1/alarms/{{id}}/{action}"] = {
             "parameters": [alarm_id],
             "post": op(text, {200: ok(ref("Alarm"))}, tags=al,
-                       errors=(400, 403, 404, 409, 415),
+                       errors=(400, 403, 404, 409, 415) + ((413, 503) if action == "work" else ()),
                        # the body may be left out when every member may
                        request=body(ref(model.__name__), required=any(
                            f.is_required() for f in model.model_fields.values()))),
         }
+    # the crew's photo of its work comes as multipart (server/api/workphotos.py)
+    p["/api/v1/alarms/{id}/work"]["post"]["requestBody"]["content"]["multipart/form-data"] = {
+        "schema": {"type": "object", "required": ["state"], "properties": {
+            "state": {"type": "string", "enum": ["open", "acknowledged", "in_progress", "done"]},
+            "note": {"type": "string", "maxLength": 4000},
+            "photo": {"type": "string", "format": "binary"}}}}
+    p.update(alarm_photo_path(alarm_id))
     p["/api/v1/alarms/kpis"] = {
         "get": op("Alarm system performance over a period (not a crew token)",
                   {200: ok(ref("AlarmKpis"))}, tags=al, errors=(400, 403),
@@ -343,8 +352,8 @@ def paths() -> dict[str, Any]:
     rp = ["reports"]
     num = r"-?[0-9]+(\\.[0-9]+)?"
     BBOX = f"^{num},{num},{num},{num}$"
-    cats = {"type": "string", "enum": ["streetlight_out", "water_leak", "fallen_tree", "pothole",
-                                       "flooding", "traffic_signal", "other"]}
+    cats = {"type": "string", "enum": ["streetlight_out", "water_leak", "fallen_tree", "tree_pruning",
+                                       "pothole", "flooding", "traffic_signal", "other"]}
     public_report = {"type": "object", "properties": {
         "code": STR, "status": STR, "category": STR, "ward": STR, "unit": STR, "reporters": INT,
         "events": arr({"type": "object", "properties": {"at": STR, "status": STR, "note": STR}}),
@@ -457,6 +466,7 @@ def paths() -> dict[str, Any]:
                                     required=False)),
         }
     p.update(schedule_paths())  # lighting schedules (server/http/openapi/schedules.py)
+    p.update(work_order_paths())  # work orders (server/http/openapi/workorders.py)
     # ?token= is taken only where a client cannot send a header (server/http/auth.py).
     for path, item in p.items():
         if path == "/api/v1/ws" or path == "/tiles" or path.startswith("/tiles/"):

@@ -1,10 +1,36 @@
 // The alarm store (REST load, then live transitions from the websocket) and the alarm
 // panel: most severe first, newest first within a severity, unacknowledged ones marked;
-// acknowledge, shelve and assign in place.
+// acknowledge, shelve and assign in place. The crew loop (issue 18): the crew's work state
+// as a badge, its latest note and photo on the card, Close once the work is done or the
+// condition is over, and a "Closed" filter whose alarms can be reopened.
 
 import { alarmMessage } from "./alarmtext.js";
 import { api, fmtTime, h, listOf, SEVERITY_RANK, timeAgo, toast } from "./common.js";
-import { alarmStateLabel, onLangChange, severityLabel, t } from "./i18n.js";
+import { addStrings, alarmStateLabel, onLangChange, severityLabel, t } from "./i18n.js";
+
+addStrings({
+  alarm_filter_closed: "Closed",
+  alarm_close: "Close alarm",
+  alarm_reopen: "Reopen",
+  alarm_done_close: "Alarm {id} closed",
+  alarm_done_reopen: "Alarm {id} reopened",
+  alarm_crew_note: "Crew: {note}",
+  alarm_photo: "Photo of the crew's work on alarm {id}",
+  alarm_photo_close: "Close the photo",
+  alarm_closed_at: "closed {t}",
+  alarm_no_closed: "No closed alarms",
+}, {
+  alarm_filter_closed: "Đã đóng",
+  alarm_close: "Đóng cảnh báo",
+  alarm_reopen: "Mở lại",
+  alarm_done_close: "Đã đóng cảnh báo {id}",
+  alarm_done_reopen: "Đã mở lại cảnh báo {id}",
+  alarm_crew_note: "Đội: {note}",
+  alarm_photo: "Ảnh công việc của đội cho cảnh báo {id}",
+  alarm_photo_close: "Đóng ảnh",
+  alarm_closed_at: "đóng lúc {t}",
+  alarm_no_closed: "Không có cảnh báo đã đóng",
+});
 
 const OPEN_STATES = ["active_unacked", "active_acked", "rtn_unacked"];
 const SHELVE_CHOICES = [15, 60, 240, 480];
@@ -92,24 +118,36 @@ export class AlarmPanel {
     this.flash = new Set();
     this.commenting = null;
     this.drafts = new Map();
+    this.closed = []; // the "Closed" filter's alarms, newest first
+    this.crewReports = new Map(); // alarm id -> {key, note, photo}: the crew's latest words
     store.onChange((changed) => {
       if (changed && isOpen(changed)) this.flash.add(String(changed.id));
       this.render();
     });
     onLangChange(() => this.render());
     for (const btn of root.parentElement.querySelectorAll("[data-filter]")) {
-      btn.addEventListener("click", () => {
+      btn.addEventListener("click", async () => {
         this.filter = btn.dataset.filter;
         for (const b of root.parentElement.querySelectorAll("[data-filter]")) {
           b.classList.toggle("active", b === btn);
         }
+        if (this.filter === "closed") await this.loadClosed();
         this.render();
       });
     }
     setInterval(() => this.refreshTimes(), 15000);
   }
 
+  async loadClosed() {
+    try {
+      this.closed = listOf(await api("/api/v1/alarms?state=closed&limit=50"), "alarms");
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  }
+
   visible() {
+    if (this.filter === "closed") return this.closed;
     const all = this.store.list();
     if (this.filter === "unacked") return all.filter(unacked);
     if (this.filter === "severe") return all.filter((a) => (SEVERITY_RANK[a.severity] ?? 0) >= 3);
@@ -119,7 +157,8 @@ export class AlarmPanel {
   render() {
     const alarms = this.visible();
     const items = alarms.map((a) => this.item(a));
-    this.root.replaceChildren(...(items.length ? items : [h("div.empty", t("no_alarms"))]));
+    const empty = this.filter === "closed" ? t("alarm_no_closed") : t("no_alarms");
+    this.root.replaceChildren(...(items.length ? items : [h("div.empty", empty)]));
     this.flash.clear();
   }
 
@@ -141,8 +180,12 @@ export class AlarmPanel {
     if (a.assigned_crew) meta.push(t("assigned_to", { crew: this.crewName(a.assigned_crew) }));
     if (a.acked_by && !unacked(a)) meta.push(t("acked_by", { who: a.acked_by }));
     if (a.children?.length) meta.push(t("children", { n: a.children.length }));
+    if (a.state === "closed" && a.closed_at) meta.push(t("alarm_closed_at", { t: fmtTime(a.closed_at) }));
+    const work = a.work_state;
+    const workBadge = work === "in_progress" || work === "done"
+      ? h(`span.chip.work-chip.work-${work}`, { dataset: { work } }, t(`work_${work}`)) : null;
     const el = h(`div.${classes.join(".")}`, {
-      dataset: { alarmId: id, device: a.device, state: a.state, severity: a.severity },
+      dataset: { alarmId: id, device: a.device, state: a.state, severity: a.severity, work: work ?? "" },
       onclick: (ev) => {
         if (ev.target.closest("button, select, .menu")) return;
         this.select(id);
@@ -155,9 +198,39 @@ export class AlarmPanel {
       h("span.alarm-time", { title: fmtTime(a.raised_at, true), dataset: { ago: a.raised_at } },
         timeAgo(a.raised_at))),
     h("div.alarm-msg", { title: a.message || "" }, alarmMessage(a)),
-    h("div.alarm-meta", h("span.alarm-state", alarmStateLabel(a.state)), ...meta.map((m) => h("span", m))),
+    h("div.alarm-meta", h("span.alarm-state", alarmStateLabel(a.state)), workBadge, ...meta.map((m) => h("span", m))),
+    this.crewReport(a),
     this.actions(a));
     return el;
+  }
+
+  // The crew's latest note and photo (from the alarm's events), fetched once per version.
+  crewReport(a) {
+    if (a.work_state !== "in_progress" && a.work_state !== "done") return null;
+    const id = String(a.id);
+    const key = `${a.updated_at}|${a.work_state}`;
+    const known = this.crewReports.get(id);
+    if (!known || known.key !== key) {
+      if (!known?.loading) {
+        this.crewReports.set(id, { ...known, key: known?.key, loading: true });
+        api(`/api/v1/alarms/${encodeURIComponent(id)}/events`).then((doc) => {
+          const work = listOf(doc, "events").filter((e) => e.event === "work");
+          const note = [...work].reverse().find((e) => e.reason)?.reason ?? null;
+          const photo = [...work].reverse().find((e) => e.details?.photo)?.details.photo ?? null;
+          this.crewReports.set(id, { key, note, photo });
+          this.render();
+        }).catch(() => this.crewReports.set(id, { key, note: null, photo: null }));
+      }
+      if (!known?.note && !known?.photo) return null;
+    }
+    const { note, photo } = this.crewReports.get(id);
+    if (!note && !photo) return null;
+    const url = photo ? `/api/v1/alarms/${encodeURIComponent(id)}/photos/${photo}.jpg` : null;
+    return h("div.alarm-crew",
+      url ? h("button.photo-thumb", { type: "button", "aria-label": t("alarm_photo", { id }),
+        onclick: () => showPhoto(url, t("alarm_photo", { id })) },
+      h("img", { src: url, alt: "", loading: "lazy" })) : null,
+      note ? h("span.crew-note", t("alarm_crew_note", { note })) : null);
   }
 
   crewName(id) {
@@ -176,6 +249,15 @@ export class AlarmPanel {
     const id = String(a.id);
     const disabled = !this.canAct();
     const row = h("div.alarm-actions");
+    if (a.state === "closed") {
+      row.append(h("button.btn", { dataset: { action: "reopen" }, disabled,
+        onclick: () => this.act(a, "reopen", {}, t("alarm_done_reopen", { id })) }, t("alarm_reopen")));
+      return row;
+    }
+    if (a.work_state === "done" || a.active === false) {
+      row.append(h("button.btn.primary", { dataset: { action: "close" }, disabled,
+        onclick: () => this.act(a, "close", {}, t("alarm_done_close", { id })) }, t("alarm_close")));
+    }
     if (unacked(a)) {
       row.append(h("button.btn.primary", { dataset: { action: "ack" }, disabled,
         onclick: () => this.act(a, "ack", {}, t("done_ack", { id })) }, t("ack")));
@@ -242,11 +324,24 @@ export class AlarmPanel {
     try {
       const answer = await api(`/api/v1/alarms/${encodeURIComponent(a.id)}/${action}`, { method: "POST", body });
       const updated = answer && typeof answer === "object" && answer.id !== undefined ? answer : null;
-      if (updated) this.store.upsert(updated);
-      else this.store.upsert({ ...a, ...(await api(`/api/v1/alarms/${encodeURIComponent(a.id)}`)) });
+      const fresh = updated ?? { ...a, ...(await api(`/api/v1/alarms/${encodeURIComponent(a.id)}`)) };
+      // the "Closed" list follows: a closed alarm joins it, a reopened one leaves it
+      this.closed = this.closed.filter((c) => String(c.id) !== String(fresh.id));
+      if (fresh.state === "closed") this.closed.unshift(fresh);
+      this.store.upsert(fresh);
       toast(done, "ok");
     } catch (err) {
       toast(t("action_failed", { what: t(action).toLowerCase(), why: err.message }), "error");
     }
   }
+}
+
+// A crew's photo, large, in a modal dialog (Escape or the button closes it).
+function showPhoto(url, label) {
+  const dialog = h("dialog.photo-view", { "aria-label": label },
+    h("img", { src: url, alt: label }),
+    h("button.btn", { type: "button", onclick: () => dialog.close() }, t("alarm_photo_close")));
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
 }

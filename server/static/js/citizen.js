@@ -195,13 +195,14 @@ export const CATEGORIES = {
   streetlight_out: ["Streetlight out", "Đèn đường không sáng"],
   water_leak: ["Water leak", "Rò rỉ nước"],
   fallen_tree: ["Fallen tree", "Cây đổ"],
+  tree_pruning: ["Tree needs pruning", "Cây cần cắt tỉa"],
   pothole: ["Pothole", "Ổ gà"],
   flooding: ["Flooding", "Ngập lụt"],
   traffic_signal: ["Traffic signal fault", "Đèn giao thông hỏng"],
   other: ["Other", "Khác"],
 };
 export const CATEGORY_COLOURS = {
-  streetlight_out: "#d9a400", water_leak: "#1c7ed6", fallen_tree: "#2f9e44", pothole: "#7950f2",
+  streetlight_out: "#d9a400", water_leak: "#1c7ed6", fallen_tree: "#2f9e44", tree_pruning: "#66a80f", pothole: "#7950f2",
   flooding: "#0c8599", traffic_signal: "#e8590c", other: "#868e96",
 };
 const STATUS = {

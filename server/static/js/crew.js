@@ -1,12 +1,15 @@
 // The crews' page: the alarms assigned to this crew, where they are (a link to the map and
 // a geo: URI the phone's navigation app opens), and buttons to start and finish the work.
-// Kept current through the websocket; a slow poll covers a phone that slept.
+// Kept current through the websocket; a slow poll covers a phone that slept. Starting and
+// finishing take a note and a photo (js/workform.js); the tree work orders are js/crewwork.js.
 
 import {
   api, fmtTime, h, linkIndicator, listOf, LiveSocket, pointOf, SEVERITY_RANK, signIn, signOut,
   startSession, timeAgo, toast, whenUnauthorized,
 } from "./common.js";
+import { startWorkOrders } from "./crewwork.js";
 import { alarmStateLabel, applyStatic, onLangChange, setLang, severityLabel, t } from "./i18n.js";
+import { postForm, workForm } from "./workform.js";
 
 const $ = (sel) => document.querySelector(sel);
 const POLL_MS = 60000;
@@ -15,6 +18,7 @@ let crew = null;
 let jobs = [];
 let seen = new Set();
 let reloadTimer = null;
+let composing = null; // {id, state}: the job whose note-and-photo form is open
 
 for (const btn of document.querySelectorAll("[data-lang]")) {
   btn.addEventListener("click", () => setLang(btn.dataset.lang));
@@ -68,6 +72,7 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
     .catch(() => {}); // the id is enough to work with
   window.iocCrew = { crew, me };
   await load();
+  startWorkOrders(crew, $("#crew-work-orders"));
   const socket = new LiveSocket({
     onStatus: linkIndicator($("#link")),
     onMessage: (msg) => {
@@ -114,6 +119,7 @@ function sortJobs(list) {
 function render() {
   const list = $("#crew-list");
   if (!crew) return;
+  if (composing && list.querySelector(".work-form")) return; // do not wipe a note being typed
   if (!jobs.length) {
     list.replaceChildren(h("div.empty", t("crew_none")));
     return;
@@ -137,14 +143,24 @@ function job(a) {
       dataset: { link: "geo" } }, t("navigate")));
   }
   const buttons = [];
+  const compose = (state) => {
+    document.querySelector("#crew-list .work-form")?.remove(); // one form at a time
+    composing = { id, state };
+    render();
+  };
   if (work !== "in_progress" && work !== "done") {
     buttons.push(h("button.btn.go", { dataset: { work: "in_progress" },
-      onclick: () => setWork(a, "in_progress") }, t("start_work")));
+      onclick: () => compose("in_progress") }, t("start_work")));
   }
   if (work !== "done") {
     buttons.push(h("button.btn.finish", { dataset: { work: "done" },
-      onclick: () => setWork(a, "done") }, t("finish_work")));
+      onclick: () => compose("done") }, t("finish_work")));
   }
+  const form = composing?.id === id ? workForm({
+    submitLabel: t(composing.state === "done" ? "finish_work" : "start_work"),
+    onSubmit: ({ note, photo }) => setWork(a, composing.state, note, photo),
+    onCancel: () => { composing = null; render(); },
+  }) : null;
   const classes = ["job", a.severity, `work-${work}`];
   if (seen.size && !seen.has(id)) classes.push("new");
   return h(`article.${classes.join(".")}`, { dataset: { alarmId: id, work } },
@@ -156,12 +172,13 @@ function job(a) {
     h("div.job-where", at ? `${at[1].toFixed(5)}, ${at[0].toFixed(5)}` : "", " · ", alarmStateLabel(a.state)),
     h("div.job-work", h(`span.chip.work-chip.work-${work}`, t(`work_${work}`))),
     h("div.job-links", ...links),
-    buttons.length ? h("div.job-buttons", ...buttons) : null);
+    form ?? (buttons.length ? h("div.job-buttons", ...buttons) : null));
 }
 
-async function setWork(a, state) {
+async function setWork(a, state, note, photo) {
   try {
-    const answer = await api(`/api/v1/alarms/${encodeURIComponent(a.id)}/work`, { method: "POST", body: { state } });
+    const answer = await postForm(`/api/v1/alarms/${encodeURIComponent(a.id)}/work`, { state, note }, photo);
+    composing = null;
     if (answer && typeof answer === "object" && answer.id !== undefined) {
       jobs = jobs.map((j) => (String(j.id) === String(answer.id) ? { ...j, ...answer } : j));
     } else {

@@ -24,6 +24,8 @@ export const KIND_COLOURS = {
   road_segment: "#69db7c",
   env_sensor: "#80ed99",
   camera: "#d0a2ff",
+  tree: "#37b24d", // issue 14: trees and green areas (no telemetry: drawn as "unknown" status)
+  green_area: "#2b8a3e",
 };
 const DEFAULT_KIND_COLOUR = "#9aa5b1";
 export const SEVERITY_COLOURS = { critical: "#ff4d4f", major: "#ff922b", minor: "#ffd43b", warning: "#74c0fc" };

@@ -17,6 +17,7 @@ import { KIND_COLOURS, LiveMap, SEVERITY_COLOURS, STATUS_COLOURS } from "./livem
 import { ReplayControl } from "./replay.js";
 import { SchedulesPanel } from "./schedules.js";
 import { SearchBox } from "./search.js";
+import { treeSection } from "./trees.js"; // issue 14: trees' attributes and work orders
 import { WardRollup } from "./wards.js";
 
 const config = JSON.parse(document.getElementById("config").textContent);
@@ -114,7 +115,7 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
   }
   // ---- end issue 18 ----
   const devicePanel = new DevicePanel($("#device-panel"), {
-    extras: (d) => [cameraSection(d), ...assets.sections(d)],
+    extras: (d) => [cameraSection(d), treeSection(d, { canAct, crews: () => crews }), ...assets.sections(d)],
     onClose: () => {
       stopCamera();
       live.select(null);
