@@ -7,6 +7,7 @@ import {
   startSession, timeAgo, toast, whenUnauthorized,
 } from "./common.js";
 import { alarmStateLabel, applyStatic, onLangChange, setLang, severityLabel, t } from "./i18n.js";
+import "./crewreports.js"; // issue 14: the citizens' reports assigned to this crew
 
 const $ = (sel) => document.querySelector(sel);
 const POLL_MS = 60000;
