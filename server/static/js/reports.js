@@ -4,7 +4,9 @@
 // reports' KPIs in the top bar, and "citizens confirmed" on alarms a lamp-out report joined.
 // Kept current by the websocket's "report" messages (subscribe with "reports": true).
 
-import { CATEGORIES, CATEGORY_COLOURS, categoryLabel, reportStatusLabel, STATUSES } from "./citizen.js";
+import {
+  CATEGORIES, CATEGORY_COLOURS, categoryLabel, reportStatusLabel, STATUSES, unitLabel,
+} from "./citizen.js";
 import { api, fmtNumber, fmtTime, h, listOf, timeAgo, toast } from "./common.js";
 import { addStrings, lang, onLangChange, t } from "./i18n.js";
 
@@ -31,7 +33,10 @@ addStrings({
   rp_merge: "Merge into",
   rp_merge_pick: "Merge into…",
   rp_comment: "Comment",
-  rp_comment_ph: "A note for the timeline",
+  rp_comment_ph: "A note on the timeline (the citizen reads it)",
+  rp_commented: "Comment",
+  rp_citizen: "the citizen",
+  rp_due_label: "Due",
   rp_save: "Save",
   rp_send: "Send",
   rp_cancel: "Cancel",
@@ -84,7 +89,10 @@ addStrings({
   rp_merge: "Gộp vào",
   rp_merge_pick: "Gộp vào…",
   rp_comment: "Ghi chú",
-  rp_comment_ph: "Ghi chú vào tiến trình",
+  rp_comment_ph: "Ghi chú vào tiến trình (người dân đọc được)",
+  rp_commented: "Ghi chú",
+  rp_citizen: "người dân",
+  rp_due_label: "Hạn xử lý",
   rp_save: "Lưu",
   rp_send: "Gửi",
   rp_cancel: "Hủy",
@@ -315,9 +323,9 @@ export class ReportsPanel {
     const d = this.detail && String(this.detail.id) === String(r.id) ? this.detail : null;
     const box = h("div.rp-detail");
     const facts = [];
-    if (r.unit) facts.push([t("rp_unit"), r.unit]);
+    if (r.unit) facts.push([t("rp_unit"), unitLabel(r.unit)]);
     if (r.contact) facts.push([t("rp_contact"), r.contact]);
-    if (r.sla_due && isOpen(r)) facts.push([t("rp_status"), t("rp_due", { t: fmtTime(r.sla_due, true) })]);
+    if (r.sla_due && isOpen(r)) facts.push([t("rp_due_label"), fmtTime(r.sla_due, true)]);
     if (r.device) facts.push([t("rp_device"), r.device]);
     if (r.alarm) facts.push(["⚠", t("rp_alarm", { id: r.alarm })]);
     box.append(h("dl.rp-facts", ...facts.flatMap(([k, v]) => [h("dt", k), h("dd", v)])));
@@ -327,10 +335,13 @@ export class ReportsPanel {
         ...urls.map((u, i) => h("a", { href: u, target: "_blank", rel: "noopener" },
           h("img", { src: u, alt: `${title} ${i + 1}`, loading: "lazy" })))) : null);
       box.append(gallery(t("rp_photos"), before) ?? "", gallery(t("rp_after"), d.after ?? []) ?? "");
-      box.append(h("h4", t("rp_timeline")), h("ol.rp-timeline", ...(d.events ?? []).map((e) => h("li",
-        h("span.rp-ev-status", reportStatusLabel(e.status)),
+      // A step that does not change the status is a comment (or one more citizen, a merge).
+      const events = d.events ?? [];
+      box.append(h("h4", t("rp_timeline")), h("ol.rp-timeline", ...events.map((e, i) => h("li",
+        h("span.rp-ev-status", i > 0 && events[i - 1].status === e.status ? t("rp_commented")
+          : reportStatusLabel(e.status)),
         h("time", { datetime: e.at }, fmtTime(e.at, true)),
-        e.by ? h("span.rp-ev-by", t("rp_by", { who: e.by })) : null,
+        e.by ? h("span.rp-ev-by", t("rp_by", { who: e.by === "public" ? t("rp_citizen") : e.by })) : null,
         e.note ? h("div.rp-ev-note", e.note) : null))));
     }
     if (this.canAct()) box.append(this.actions(r));
@@ -427,7 +438,7 @@ export class ReportsPanel {
     map.addSource("live-reports", { type: "geojson", data: { type: "FeatureCollection", features: [] } });
     map.addLayer({ id: "live-reports", type: "symbol", source: "live-reports", layout: {
       "icon-image": ["concat", "report-", ["get", "tone"]], "icon-allow-overlap": true,
-      "icon-size": ["interpolate", ["linear"], ["zoom"], 10, 0.6, 16, 1.1] } });
+      "icon-size": ["interpolate", ["linear"], ["zoom"], 10, 0.7, 16, 1.3] } });
     // The catalogue's "reports" tiles are a cached picture of the same reports: this live layer
     // replaces their drawing, and the layer switcher's checkbox for "reports" now toggles it.
     const tiles = this.live.sources.get("reports");
@@ -508,13 +519,15 @@ export class ReportsPanel {
     const pct = (v) => (v === null || v === undefined ? "–" : `${fmtNumber(v, 0)}%`);
     const hours = (v) => (v === null || v === undefined ? "–" : v < 48 ? `${fmtNumber(v, 1)} h`
       : `${fmtNumber(v / 24, 1)} ${lang() === "vi" ? "ngày" : "d"}`);
-    const cell = (key, value, hot = false) => h(`div.kpi-mini${hot ? ".hot" : ""}`, { dataset: { kpi: key } },
-      h("span.kpi-num", value), h("span.kpi-label", t(`rp_kpi_${key}`)));
+    const cell = (key, value, hot = false) => h(`span.kpi-mini${hot ? ".hot" : ""}`, { dataset: { kpi: key } },
+      h("span.kpi-num", value), " ", h("span.kpi-label", t(`rp_kpi_${key}`)));
     this.kpiBox.setAttribute("aria-label", t("rp_kpis_label"));
+    // Two short lines, so the five figures fit beside the alarm KPIs.
     this.kpiBox.replaceChildren(h("span.kpi-group-title", t("rp_kpis")),
-      cell("open", fmtNumber(k.open ?? null)), cell("overdue", fmtNumber(k.overdue ?? null), (k.overdue ?? 0) > 0),
-      cell("sla", pct(k.within_sla_pct)), cell("median", hours(k.median_hours_to_resolve)),
-      cell("satisfied", pct(k.satisfaction_pct)));
+      h("span.kpi-line", cell("open", fmtNumber(k.open ?? null)),
+        cell("overdue", fmtNumber(k.overdue ?? null), (k.overdue ?? 0) > 0)),
+      h("span.kpi-line.small", cell("sla", pct(k.within_sla_pct)), cell("median", hours(k.median_hours_to_resolve)),
+        cell("satisfied", pct(k.satisfaction_pct))));
   }
 }
 
