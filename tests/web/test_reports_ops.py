@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 
+import aiohttp
 import pytest
 from PIL import Image
 
@@ -41,6 +42,15 @@ async def test_report_handled_end_to_end_by_citizen_operator_and_crew(
         base = base_url(client)
         before = await (await client.get("/api/v1/public/reports/stats?category=pothole")).json()
 
+        # a dark lamp with an open alarm, which a citizen's lamp-out report will join
+        lamp, lamp_lon, lamp_lat = (await aq(
+            city_db_url, "select id, ST_X(geom), ST_Y(geom) from devices "
+                         "where kind = 'streetlight' order by id limit 1"))[0]
+        alarm = (await aq(
+            city_db_url, "insert into alarms (rule, device, severity, message, dedup_key, geom) "
+                         "values ('lamp-dark', %s, 'major', 'lamp dark', 'k-web', "
+                         "(select geom from devices where id = %s)) returning id", lamp, lamp))[0][0]
+
         # ------------------------------------------------ the operator's console, open already
         console = await new_page(browser, locale="vi-VN" if lang == "vi" else "en-GB")
         token = await token_for(city_db_url, "operator")
@@ -48,8 +58,19 @@ async def test_report_handled_end_to_end_by_citizen_operator_and_crew(
         await map_ready(console)
         await console.click(f".top-right [data-lang={lang}]")
         assert await console.evaluate("() => window.ioc.map.getLayer('live-reports').type") == "symbol"
-        await console.get_by_role("tab", name=w["reports_tab"]).click()
         await console.wait_for_function("() => window.ioc.socket.ws && window.ioc.socket.ws.readyState === 1")
+        await console.locator(f'.alarm[data-alarm-id="{alarm}"]').wait_for()
+        form = aiohttp.FormData()
+        for k, v in {"category": "streetlight_out", "lat": f"{lamp_lat:.6f}", "lon": f"{lamp_lon:.6f}",
+                     "description": "dark for two nights"}.items():
+            form.add_field(k, v)
+        assert (await client.post("/api/v1/public/reports", data=form)).status == 201
+        badge = console.locator(f'.alarm[data-alarm-id="{alarm}"] .citizens-confirmed')
+        await badge.wait_for()  # live: the report's message names the alarm it joined
+        assert (await badge.inner_text()).startswith(w["confirmed"])
+        await console.locator(f'.alarm[data-alarm-id="{alarm}"]').screenshot(
+            path=artifact(f"reports-ops-confirmed-{lang}.png"))
+        await console.get_by_role("tab", name=w["reports_tab"]).click()
 
         # ------------------------------------------------ the citizen files it from a phone
         phone = await new_page(browser, locale="vi-VN", geolocation={"latitude": lat, "longitude": lon},
