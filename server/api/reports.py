@@ -434,14 +434,20 @@ async def merge_report(request: web.Request) -> web.Response:
         raise _bad("(body)", "is not JSON") from None
     if not isinstance(doc, dict):
         raise _bad("(body)", "must be a JSON object")
-    unknown = set(doc) - {"into", "note"}
-    if unknown:
-        raise _bad(sorted(unknown)[0], "is not a field of this action")
-    into = doc.get("into")
-    if not isinstance(into, int) or isinstance(into, bool) or not 0 < into < 2**63:
-        raise _bad("into", "must be the id (an integer) of the report to keep")
     async with request.app[keys.DB].acquire() as conn, conn.transaction():
-        who, row = await _load(conn, request, lock=True)
+        who, row = await _load(conn, request, lock=True)  # whose and which, before the body's faults
+        unknown = set(doc) - {"into", "note"}
+        if unknown:
+            raise _bad(sorted(unknown)[0], "is not a field of this action")
+        into = doc.get("into")
+        if isinstance(into, float) and into.is_integer():  # JSON's 567.0 is the integer 567
+            into = int(into)
+        if not isinstance(into, int) or isinstance(into, bool) or not 0 < into < 2**63:
+            raise _bad("into", "must be the id (an integer) of the report to keep")
+        note = doc.get("note")
+        if note is not None and not isinstance(note, str):
+            raise _bad("note", "must be text")
+        note = _text(note, "note", required=False)
         if into == row["id"]:
             raise _bad("into", "is this report itself; name the other report to keep")
         kept = await conn.fetchrow("select status from reports where id = $1 for update", into)
@@ -451,7 +457,7 @@ async def merge_report(request: web.Request) -> web.Response:
             if status not in domain.OPEN:
                 raise Problem(409, f"{which} is {status}: only open reports are merged")
         source = _op_view(row)
-        fresh = await ops.merge(conn, source, into, who.actor)
+        fresh = await ops.merge(conn, source, into, who.actor, note)
     ops.publish(request.app, {"id": source["id"], "status": "merged", "merged_into": into,
                               "crew": source["crew"]}, previous_crew=source["crew"])
     ops.publish(request.app, fresh)

@@ -71,7 +71,8 @@ def publish(app, report: dict[str, Any], *, previous_crew: str | None = None) ->
 
 
 # ---------------------------------------------------------------- merging
-async def merge(conn, source: dict[str, Any], into: int, actor: str) -> dict[str, Any]:
+async def merge(conn, source: dict[str, Any], into: int, actor: str,
+                note: str | None = None) -> dict[str, Any]:
     """Fold report ``source`` into report ``into`` (in the caller's transaction), as intake
     merges a second report of the same problem: its tracking codes, photos and reporters move
     to the kept report, which records who merged what and when; the merged row goes."""
@@ -93,7 +94,8 @@ async def merge(conn, source: dict[str, Any], into: int, actor: str) -> dict[str
     await conn.execute(
         "insert into report_events (report_id, status, note, by) values ($1, $2, $3, $4)",
         into, target["status"],
-        f"report #{source['id']} merged into this one ({source['reporters']} more reporter(s))", actor)
+        f"report #{source['id']} merged into this one ({source['reporters']} more reporter(s))"
+        + (f": {note}" if note else ""), actor)
     await conn.execute("delete from reports where id = $1", source["id"])
     return await fetch(conn, into)
 

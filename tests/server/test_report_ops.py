@@ -130,6 +130,12 @@ async def test_report_messages_reach_each_role_as_the_table_says(settings, city_
         assert gone == {"id": rid, "crew": "rc2", "status": "assigned", "yours": False}
         assert _verdict((await _reports(sockets["other"], within=5))[-1]) == WITH_CONTACT
         assert await _reports(plain, within=0.3) == []
+        # filed through Open311: as live as through the form
+        await _reports(sockets["operator"])  # the assignments' messages, seen above by the others
+        resp = await client.post("/open311/v2/requests.json", data={
+            "service_code": "water_leak", "lat": "21.05", "long": "105.81", "description": "pipe burst"})
+        assert resp.status == 201, await resp.text()
+        assert [r["category"] for r in await _reports(sockets["operator"], within=5)] == ["water_leak"]
 
         bad = await client.ws_connect("/api/v1/ws", headers={"Authorization": f"Bearer {tokens['viewer']}"})
         await bad.send_str('{"op": "subscribe", "reports": "yes"}')

@@ -472,8 +472,9 @@ def paths() -> dict[str, Any]:
         "post": op("Merge this report into another, kept: {\"into\": id} (operator); its codes, "
                    "photos, reporters and events move there", {200: ok(OBJ)}, tags=rp,
                    errors=(400, 403, 404, 409),
-                   request=body({"type": "object", "required": ["into"], "properties": {
-                       "into": {"type": "integer", "minimum": 1}, "note": STR}})),
+                   request=body({"type": "object", "required": ["into"], "additionalProperties": False,
+                                 "properties": {"into": {"type": "integer", "minimum": 1,
+                                                         "maximum": 2**63 - 1}, "note": STR}})),
     }
     p.update(schedule_paths())  # lighting schedules (server/http/openapi/schedules.py)
     # ?token= is taken only where a client cannot send a header (server/http/auth.py).
