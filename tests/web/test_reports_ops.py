@@ -108,6 +108,35 @@ async def test_report_handled_end_to_end_by_citizen_operator_and_crew(
         await item.locator(".rp-ev-note", has_text=comment).wait_for()
         timeline = await item.locator(".rp-timeline").inner_text()
         assert w["verified"] in timeline and w["assigned"] in timeline and "test-operator" in timeline
+        if lang == "en":  # merge and reject through the panel (once: the browser test's time is counted)
+            # the same hole reported again 120 m away (beyond intake's 50 m): the operator merges it
+            form = aiohttp.FormData()
+            for k, v in {"category": "pothole", "lat": f"{lat + 0.0011:.6f}", "lon": f"{lon:.6f}",
+                         "description": "hole again"}.items():
+                form.add_field(k, v)
+            twin = await (await client.post("/api/v1/public/reports", data=form)).json()
+            twin_id = (await aq(city_db_url, "select report_id from report_codes where code = %s",
+                                twin["code"]))[0][0]
+            twin_item = console.locator(f'.report[data-report-id="{twin_id}"]')
+            await twin_item.locator(".report-head").click()
+            await twin_item.locator(".rp-timeline li").first.wait_for()
+            await twin_item.locator("select[data-action=merge]").select_option(str(rid))
+            await twin_item.wait_for(state="detached")
+            await console.locator(f"{sel} .rp-reporters").wait_for()  # 2 citizens now
+            # the lamp-out report is rejected with a reason its citizen reads
+            lamp_report = (await aq(city_db_url, "select id from reports "
+                                                 "where category = 'streetlight_out'"))[0][0]
+            lamp_item = console.locator(f'.report[data-report-id="{lamp_report}"]')
+            await lamp_item.locator(".report-head").click()
+            await lamp_item.locator("[data-action=reject]").click()
+            reason = "Already being repaired" if lang == "en" else "Đang được sửa chữa"
+            await lamp_item.locator(".rp-reject input").fill(reason)
+            await lamp_item.locator("[data-action=reject-send]").click()
+            await lamp_item.wait_for(state="detached")  # the "open" filter: rejected ones leave the list
+            status = await aq(city_db_url, "select status from reports where id = %s", lamp_report)
+            assert status == [("rejected",)]
+            await item.locator(".report-head").click()  # back to the pothole, for the screenshot
+            await item.locator(".rp-timeline li").first.wait_for()
         kpi_open = console.locator(".reports-kpis [data-kpi=open] .kpi-num")
         await console.wait_for_function("() => document.querySelector('.reports-kpis [data-kpi=open] "
                                         ".kpi-num').textContent !== '–'")
@@ -155,9 +184,14 @@ async def test_report_handled_end_to_end_by_citizen_operator_and_crew(
 
         # ------------------------------------------------ public: statistics, photos clean
         after = await (await client.get("/api/v1/public/reports/stats?category=pothole")).json()
+        # the twin merged into it is one report, received and resolved
         assert after["received"] == before["received"] + 1 and after["resolved"] == before["resolved"] + 1
         doc = await (await client.get(f"/api/v1/public/reports/{code}")).json()
         assert "0912" not in str(doc) and len(doc["before"]) == 1 and len(doc["after"]) == 1
+        if lang == "en":
+            assert doc["reporters"] == 2  # the merged twin's citizen follows it too
+            twin_doc = await (await client.get(f"/api/v1/public/reports/{twin['code']}")).json()
+            assert twin_doc["code"] == twin["code"] and twin_doc["status"] == "resolved"
         for url in doc["before"] + doc["after"]:
             raw = await (await client.get(url)).read()
             with Image.open(io.BytesIO(raw)) as img:

@@ -142,13 +142,21 @@ class CrewReports {
       this.resolving === id ? this.resolveForm(r) : null);
   }
 
+  // The same form element across re-renders (a report message re-renders the list while the
+  // crew types): the note and the chosen photo stay.
   resolveForm(r) {
+    const id = String(r.id);
+    if (this.form?.dataset.reportId !== id) this.form = this.buildForm(r);
+    return this.form;
+  }
+
+  buildForm(r) {
     const id = String(r.id);
     const note = h("textarea", { name: "note", rows: 3, required: true, maxlength: 4000, id: `crp-note-${id}` });
     const file = h("input", { type: "file", name: "photo", accept: "image/*", capture: "environment",
       id: `crp-photo-${id}` });
     const send = h("button.btn.primary", { type: "submit", dataset: { reportAction: "resolve-send" } }, t("crp_send"));
-    return h("form", { onsubmit: async (ev) => {
+    return h("form", { dataset: { reportId: id }, onsubmit: async (ev) => {
       ev.preventDefault();
       if (!note.value.trim()) return;
       send.disabled = true;
@@ -160,6 +168,7 @@ class CrewReports {
         for (const f of file.files) form.append("photo", await shrink(f), "after.jpg");
         await post(`/api/v1/reports/${id}/resolve`, form);
         this.resolving = null;
+        this.form = null;
         this.details.delete(r.id);
         toast(t("crp_resolved", { id }), "ok");
       } catch (err) {
@@ -175,6 +184,7 @@ class CrewReports {
     h("label", { for: `crp-photo-${id}` }, t("crp_photo")), file,
     h("div.job-buttons", send, h("button.btn", { type: "button", onclick: () => {
       this.resolving = null;
+      this.form = null;
       this.render();
     } }, t("crp_cancel"))));
   }

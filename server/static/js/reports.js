@@ -387,12 +387,15 @@ export class ReportsPanel {
     }
     const out = h("div", row);
     if (this.rejecting) {
+      // the reason typed so far survives re-renders (report messages keep arriving)
       const input = h("input", { type: "text", required: true, maxlength: 2000, "aria-label": t("rp_reject_reason"),
-        placeholder: t("rp_reject_reason") });
+        placeholder: t("rp_reject_reason"), value: this.reason ?? "",
+        oninput: (ev) => { this.reason = ev.target.value; } });
       out.append(h("form.rp-form.rp-reject", { onsubmit: (ev) => {
         ev.preventDefault();
         if (!input.value.trim()) return;
         this.rejecting = false;
+        this.reason = "";
         this.act(r, "reject", { note: input.value.trim() }, t("rp_done_reject", { id }));
       } }, input, h("button.btn.small.primary", { type: "submit", dataset: { action: "reject-send" } }, t("rp_send"))));
     }
