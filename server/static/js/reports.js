@@ -335,11 +335,18 @@ export class ReportsPanel {
         ...urls.map((u, i) => h("a", { href: u, target: "_blank", rel: "noopener" },
           h("img", { src: u, alt: `${title} ${i + 1}`, loading: "lazy" })))) : null);
       box.append(gallery(t("rp_photos"), before) ?? "", gallery(t("rp_after"), d.after ?? []) ?? "");
-      // A step that does not change the status is a comment (or one more citizen, a merge).
-      const events = d.events ?? [];
-      box.append(h("h4", t("rp_timeline")), h("ol.rp-timeline", ...events.map((e, i) => h("li",
-        h("span.rp-ev-status", i > 0 && events[i - 1].status === e.status ? t("rp_commented")
-          : reportStatusLabel(e.status)),
+      // A step that does not change the status is a comment (or one more citizen, a merge); a
+      // step of a report merged into this one (its note starts "[#id]") is labelled as such.
+      let status = null;
+      const label = (e) => {
+        const merged = /^\[#(\d+)\]/.exec(e.note ?? "");
+        if (merged) return `#${merged[1]} · ${reportStatusLabel(e.status)}`;
+        const text = status === e.status ? t("rp_commented") : reportStatusLabel(e.status);
+        status = e.status;
+        return text;
+      };
+      box.append(h("h4", t("rp_timeline")), h("ol.rp-timeline", ...(d.events ?? []).map((e) => h("li",
+        h("span.rp-ev-status", label(e)),
         h("time", { datetime: e.at }, fmtTime(e.at, true)),
         e.by ? h("span.rp-ev-by", t("rp_by", { who: e.by === "public" ? t("rp_citizen") : e.by })) : null,
         e.note ? h("div.rp-ev-note", e.note) : null))));
