@@ -26,6 +26,7 @@ from server import reports as domain
 from server.api.reports import _coordinate, _take, _text
 from server.errors import DomainError, Invalid, Unavailable
 from server.http.problems import Problem
+from server.reports import ops
 
 routes = web.RouteTableDef()
 BASE = "/open311/v2"
@@ -236,6 +237,9 @@ async def post_request(request: web.Request) -> web.Response:
             conn, category=code, lat=coords["lat"], lon=coords["long"], description=description,
             contact=contact, photos=[], sla_hours=settings.sla_hours.get(code, settings.default_sla_hours),
             units=settings.units)
+        fresh = await ops.fetch(conn, out["id"])
+    if fresh is not None:
+        ops.publish(request.app, fresh)  # live on the operators' consoles, as the form's reports
     notice = (f"Tracking code {out['code']}: {request.scheme}://{request.host}/reports/{out['code']} "
               f"(keep it: it rates the work once it is done) / Mã theo dõi {out['code']}")
     return _out(request, [{"service_request_id": str(out["id"]), "service_notice": notice, "account_id": None,

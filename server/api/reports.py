@@ -21,6 +21,8 @@ from server.errors import Invalid, NotFound
 from server.http.auth import require
 from server.http.jsonutil import json_response
 from server.http.problems import Problem
+from server.notify.routing import Recipient
+from server.reports import ops
 
 routes = web.RouteTableDef()
 _BUCKETS: dict[str, tuple[float, float]] = {}  # client address -> (tokens, at)
@@ -219,6 +221,9 @@ async def _store(request: web.Request, fields: dict[str, str], raw_photos: list[
             sla_hours=settings.sla_hours.get(category, settings.default_sla_hours), units=settings.units)
         if key:
             await conn.execute("update report_submissions set code = $2 where key = $1", key, out["code"])
+        fresh = await ops.fetch(conn, out["id"])
+    if fresh is not None:
+        ops.publish(request.app, fresh)  # a new report, or one more reporter: live on the consoles
     return _made(out["code"], out["status"])
 
 
@@ -298,20 +303,24 @@ async def rating(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------- operators
-_OP_SQL = """select r.id, r.code, r.category, r.status, r.ward, r.unit, r.crew, r.description, r.contact,
-                    r.device, r.alarm_id, r.reporters, r.created_at, r.updated_at, r.resolved_at, r.sla_due,
-                    ST_X(r.geom) as lon, ST_Y(r.geom) as lat
-             from reports r"""
+_OP_SQL = ops.OP_SQL
+_op_view = ops.view
 
 
-def _op_view(r) -> dict:
-    return {"id": r["id"], "code": r["code"], "category": r["category"], "status": r["status"],
-            "ward": r["ward"], "unit": r["unit"], "crew": r["crew"], "description": r["description"],
-            "contact": r["contact"], "device": r["device"], "alarm": r["alarm_id"],
-            "reporters": r["reporters"], "lon": r["lon"], "lat": r["lat"],
-            "created_at": r["created_at"].isoformat(), "updated_at": r["updated_at"].isoformat(),
-            "resolved_at": r["resolved_at"].isoformat() if r["resolved_at"] else None,
-            "sla_due": r["sla_due"].isoformat()}
+def _shown(who, row) -> dict:
+    """A report for this caller: the reporter's contact only to operators, admins and the
+    crew it is assigned to (server/reports/ops.py)."""
+    doc = ops.for_role(_op_view(row), who.role, who.crew)
+    return doc if doc is not None else {}
+
+
+@routes.get("/api/v1/reports/kpis")
+async def report_kpis(request: web.Request) -> web.Response:
+    """The reports' KPIs beside the alarm KPIs: open, overdue, resolved within the service
+    level, median time to resolve, satisfaction."""
+    require(request, "operator", "integrator", "viewer")
+    async with request.app[keys.DB].acquire() as conn:
+        return json_response(await ops.kpis(conn))
 
 
 @routes.get("/api/v1/reports")
@@ -340,15 +349,16 @@ async def list_reports(request: web.Request) -> web.Response:
                order by r.created_at desc, r.id desc limit 1000""",
             statuses, q.get("ward") or None, q.get("category") or None,
             who.crew if who.role == "crew" else None, bbox)
-    return json_response({"reports": [_op_view(r) for r in rows]})
+    return json_response({"reports": [_shown(who, r) for r in rows]})
 
 
-async def _load(conn, request: web.Request):
+async def _load(conn, request: web.Request, *, lock: bool = False):
     who = require(request, "operator", "integrator", "viewer", "crew")
     rid = request.match_info["id"]
     row = None
     if rid.isdigit() and len(rid) < 19:
-        row = await conn.fetchrow(_OP_SQL + " where r.id = $1", int(rid))
+        row = await conn.fetchrow(_OP_SQL + " where r.id = $1" + (" for update of r" if lock else ""),
+                                  int(rid))
     if who.role == "crew" and (row is None or row["crew"] != who.crew):
         raise Problem(403, "a crew token sees only the reports assigned to its crew")
     if row is None:
@@ -359,13 +369,15 @@ async def _load(conn, request: web.Request):
 @routes.get("/api/v1/reports/{id}")
 async def get_report(request: web.Request) -> web.Response:
     async with request.app[keys.DB].acquire() as conn:
-        _, row = await _load(conn, request)
-        doc = _op_view(row)
+        who, row = await _load(conn, request)
+        doc = _shown(who, row)
         doc["events"] = [{"at": e["at"].isoformat(), "status": e["status"], "note": e["note"], "by": e["by"]}
                          for e in await conn.fetch("select * from report_events where report_id = $1 "
                                                    "order by at, id", row["id"])]
-        doc["photos"] = [domain.photo_url(p["sha256"]) for p in await conn.fetch(
-            "select sha256 from report_photos where report_id = $1 order by id", row["id"])]
+        photos = await conn.fetch("select sha256, role from report_photos where report_id = $1 order by id",
+                                  row["id"])
+        doc["photos"] = [domain.photo_url(p["sha256"]) for p in photos]
+        doc["after"] = [domain.photo_url(p["sha256"]) for p in photos if p["role"] == "after"]
         doc["devices"] = [dict(d) for d in await conn.fetch(
             "select id, kind, name from devices where id = $1", row["device"])] if row["device"] else []
         if row["alarm_id"]:
@@ -382,10 +394,33 @@ async def get_report(request: web.Request) -> web.Response:
 ACTIONS = {
     "verify": (("operator",), ("received",), "verified"),
     "assign": (("operator",), ("received", "verified", "assigned", "in_progress"), "assigned"),
+    "start": (("operator", "crew"), ("assigned",), "in_progress"),
     "reject": (("operator",), ("received", "verified", "assigned", "in_progress"), "rejected"),
     "resolve": (("operator", "crew"), ("received", "verified", "assigned", "in_progress"), "resolved"),
     "comment": (("operator", "crew"), domain.STATUSES, None),
 }
+
+
+async def _action_body(request: web.Request, name: str) -> tuple[dict, list[bytes]]:
+    """The action's JSON object, or (resolve only) multipart/form-data with ``note`` and up to
+    three ``photo`` files: the after-photos a crew takes of the work done."""
+    photos: list[bytes] = []
+    if name == "resolve" and request.content_type.startswith("multipart/"):
+        fields: dict[str, str] = {}
+        try:
+            await _read_multipart(request, fields, photos)
+        except (Invalid, Problem):
+            raise
+        except Exception:
+            raise _bad("(body)", "is not readable multipart/form-data") from None
+        return fields, photos
+    try:
+        doc = await request.json() if request.can_read_body else {}
+    except ValueError:
+        raise _bad("(body)", "is not JSON") from None
+    if not isinstance(doc, dict):
+        raise _bad("(body)", "must be a JSON object")
+    return doc, photos
 
 
 def _action(name: str):
@@ -393,14 +428,10 @@ def _action(name: str):
 
     async def handler(request: web.Request) -> web.Response:
         require(request, *roles)
-        try:
-            doc = await request.json() if request.can_read_body else {}
-        except ValueError:
-            raise _bad("(body)", "is not JSON") from None
-        if not isinstance(doc, dict):
-            raise _bad("(body)", "must be a JSON object")
-        async with request.app[keys.DB].acquire() as conn, conn.transaction():
-            who, row = await _load(conn, request)
+        doc, raw_photos = await _action_body(request, name)
+        digests: list[str] = []
+        async with request.app[keys.DB].acquire() as conn:
+            who, row = await _load(conn, request)  # whose report it is, before the body's faults
             unknown = set(doc) - {"note", "crew"}
             if unknown:
                 raise _bad(sorted(unknown)[0], "is not a field of this action")
@@ -408,25 +439,44 @@ def _action(name: str):
             if note is not None and not isinstance(note, str):
                 raise _bad("note", "must be text")
             note = _text(note, "note", required=name in ("reject", "resolve", "comment"))
-            crew = None
-            if name == "assign":
-                crew = doc.get("crew")
-                known = isinstance(crew, str) and await conn.fetchval(
-                    "select 1 from crews where id = $1", crew)
-                if not known:
-                    raise _bad("crew", "is not a known crew id")
-            if row["status"] not in sources:
-                raise Problem(409, f"the report is {row['status']}: it cannot be {name} now")
-            status = target or row["status"]
-            await conn.execute(
-                "update reports set status = $2, updated_at = now(), crew = coalesce($3, crew), "
-                "resolved_at = case when $2 = 'resolved' then now() else resolved_at end where id = $1",
-                row["id"], status, crew)
-            await conn.execute("insert into report_events (report_id, status, note, by) "
-                               "values ($1, $2, $3, $4)", row["id"], status,
-                               note if name != "assign" else (note or f"crew {crew}"), who.actor)
-            fresh = await conn.fetchrow(_OP_SQL + " where r.id = $1", row["id"])
-        return json_response(_op_view(fresh))
+            if raw_photos:  # checked and cleaned as the citizens' are, before anything changes
+                settings = request.app[keys.SETTINGS].reports
+                store = domain.PhotoStore(settings.photo_dir, settings.photo_quota_bytes)
+
+                def clean_and_keep() -> list[str]:
+                    cleaned = [domain.clean_photo(p) for p in raw_photos]
+                    store.check_room(sum(map(len, cleaned)))
+                    return [store.put(c) for c in cleaned]
+
+                digests = await asyncio.to_thread(clean_and_keep)
+            async with conn.transaction():
+                who, row = await _load(conn, request, lock=True)
+                crew = None
+                if name == "assign":
+                    crew = doc.get("crew")
+                    known = isinstance(crew, str) and await conn.fetchval(
+                        "select 1 from crews where id = $1", crew)
+                    if not known:
+                        raise _bad("crew", "is not a known crew id")
+                if row["status"] not in sources:
+                    raise Problem(409, f"the report is {row['status']}: it cannot be {name} now")
+                status = target or row["status"]
+                await conn.execute(
+                    "update reports set status = $2, updated_at = now(), crew = coalesce($3, crew), "
+                    "resolved_at = case when $2 = 'resolved' then now() else resolved_at end where id = $1",
+                    row["id"], status, crew)
+                await conn.execute("insert into report_events (report_id, status, note, by) "
+                                   "values ($1, $2, $3, $4)", row["id"], status,
+                                   note if name != "assign" else (note or f"crew {crew}"), who.actor)
+                for digest in digests:
+                    await conn.execute("insert into report_photos (report_id, sha256, role, bytes) "
+                                       "values ($1, $2, 'after', 0)", row["id"], digest)
+                fresh = await ops.fetch(conn, row["id"])
+                if name == "assign":
+                    await ops.notify(conn, request.app[keys.SETTINGS].notify, fresh, "assigned",
+                                     [Recipient("crew", crew)], {"by": who.actor})
+        ops.publish(request.app, fresh, previous_crew=row["crew"])
+        return json_response(ops.for_role(fresh, who.role, who.crew) or {})
 
     handler.__name__ = f"report_{name}"
     return handler
@@ -434,3 +484,44 @@ def _action(name: str):
 
 for _name in ACTIONS:
     routes.post(f"/api/v1/reports/{{id}}/{_name}")(_action(_name))
+
+
+@routes.post("/api/v1/reports/{id}/merge")
+async def merge_report(request: web.Request) -> web.Response:
+    """Fold this report into another (``{"into": id}``, the one kept): the same problem
+    reported twice farther apart or later than intake merges by itself."""
+    require(request, "operator")
+    try:
+        doc = await request.json()
+    except ValueError:
+        raise _bad("(body)", "is not JSON") from None
+    if not isinstance(doc, dict):
+        raise _bad("(body)", "must be a JSON object")
+    async with request.app[keys.DB].acquire() as conn, conn.transaction():
+        who, row = await _load(conn, request, lock=True)  # whose and which, before the body's faults
+        unknown = set(doc) - {"into", "note"}
+        if unknown:
+            raise _bad(sorted(unknown)[0], "is not a field of this action")
+        into = doc.get("into")
+        if isinstance(into, float) and into.is_integer():  # JSON's 567.0 is the integer 567
+            into = int(into)
+        if not isinstance(into, int) or isinstance(into, bool) or not 0 < into < 2**63:
+            raise _bad("into", "must be the id (an integer) of the report to keep")
+        note = doc.get("note")
+        if note is not None and not isinstance(note, str):
+            raise _bad("note", "must be text")
+        note = _text(note, "note", required=False)
+        if into == row["id"]:
+            raise _bad("into", "is this report itself; name the other report to keep")
+        kept = await conn.fetchrow("select status from reports where id = $1 for update", into)
+        if kept is None:
+            raise _bad("into", f"is not a report (no report {into})")
+        for status, which in ((row["status"], "this report"), (kept["status"], "the report to keep")):
+            if status not in domain.OPEN:
+                raise Problem(409, f"{which} is {status}: only open reports are merged")
+        source = _op_view(row)
+        fresh = await ops.merge(conn, source, into, who.actor, note)
+    ops.publish(request.app, {"id": source["id"], "status": "merged", "merged_into": into,
+                              "crew": source["crew"]}, previous_crew=source["crew"])
+    ops.publish(request.app, fresh)
+    return json_response(fresh)

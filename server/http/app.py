@@ -43,6 +43,7 @@ from server.mqtt.dynsec import dynsec_ctx
 from server.notify import notify_ctx
 from server.polling.adapters import adapters_ctx
 from server.polling.modbus import modbus_ctx
+from server.reports.ops import sla_ctx as report_sla_ctx
 from server.runtime.memory import memory_ctx
 from server.runtime.metrics import Registry, metrics_handler
 from server.schedules import schedules_ctx
@@ -92,6 +93,7 @@ def create_app(settings: Settings) -> web.Application:
             hub_ctx,  # websocket fan-out: alarms, notifications and ingest publish to it
             notify_ctx,  # the notifier: handed to the alarm engine, next, for its transitions
             alarms_ctx,  # the rule engine: an ingest listener
+            report_sla_ctx,  # citizens' reports past their service level: escalated
             ingest_ctx,
             simulator_ctx,
             modbus_ctx,

@@ -45,6 +45,8 @@ class Client:
         self.alarms = False
         self.coalesce = False
         self.seen_alarms: set[Any] = set()  # crew-scoped: alarms once theirs (see wants_alarm)
+        self.reports = False  # subscribed with "reports": true (citizens' reports, issue 14)
+        self.seen_reports: set[Any] = set()  # crew-scoped: reports once theirs
         self.closing = False
         self.holding = False  # a snapshot is being read: states wait for it
         self.replay: asyncio.Task | None = None  # a replay of the past, while one runs
@@ -123,6 +125,23 @@ class Client:
             self.seen_alarms.discard(aid)
             return True
         return False
+
+    def report_view(self, report: dict[str, Any], previous_crew: str | None) -> dict[str, Any] | None:
+        """What this client may see of a report (server/reports/ops.py's rules), or None."""
+        if not self.reports:
+            return None
+        from server.reports.ops import for_role
+        rid = report.get("id")
+        shown = for_role(report, self.principal.role, self.crew)
+        if self.crew_scoped:
+            if shown is not None and report.get("status") not in ("resolved", "rejected", "merged"):
+                self.seen_reports.add(rid)
+            elif shown is None and (rid in self.seen_reports or previous_crew == self.crew):
+                # reassigned elsewhere: only that it is no longer theirs, nothing of the report
+                self.seen_reports.discard(rid)
+                return {"id": rid, "crew": report.get("crew"), "status": report.get("status"),
+                        "yours": False}
+        return shown
 
     # ---- the writer
     def start(self) -> None:

@@ -312,6 +312,18 @@ class Hub:
         if relay and self.relays:
             self._relay({"alarm": alarm})
 
+    def publish_report(self, report: dict[str, Any], *, previous_crew: str | None = None,
+                       relay: bool = True) -> None:
+        """A citizens' report created or changed (server/reports/ops.py), to the clients that
+        subscribed with ``"reports": true``, each seeing what its role may see."""
+        for client in self.clients:
+            if not client.closing:
+                shown = client.report_view(report, previous_crew)
+                if shown is not None:
+                    client.push("report", dumps({"type": "report", "report": shown}))
+        if relay and self.relays:
+            self._relay({"report": report, "previous_crew": previous_crew})
+
     def send_to_crew(self, crew: str, message: dict[str, Any], *, relay: bool = True) -> bool:
         """A message to the connected clients of one crew; False when none is connected
         to this process."""
@@ -331,6 +343,7 @@ class Hub:
         - ``{"node": n, "states": [[device, ts_ms, status, status_ms, {metric: [ms, value]}], ...]}``
         - ``{"node": n, "alarm": {...}}``
         - ``{"node": n, "crew": crew_id, "message": {...}}``
+        - ``{"node": n, "report": {...}, "previous_crew": id}``
         """
         doc = orjson.loads(envelope) if isinstance(envelope, bytes | bytearray) else envelope
         if doc.get("node") == self.node:
@@ -347,6 +360,8 @@ class Hub:
             self._publish_states(deltas, relay=False)
         if "alarm" in doc:
             self.publish_alarm(doc["alarm"], relay=False)
+        if "report" in doc:
+            self.publish_report(doc["report"], previous_crew=doc.get("previous_crew"), relay=False)
         if "crew" in doc:
             self.send_to_crew(doc["crew"], doc["message"], relay=False)
 

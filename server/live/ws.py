@@ -8,6 +8,8 @@ Client → server, one JSON object per text frame:
   Without ``bbox`` no devices are routed (a crew page that only wants alarms); without
   ``layers``, every device kind. ``coalesce: true`` lets the server put several messages in
   one frame as a JSON array (as Home Assistant's websocket API does), which a busy map wants.
+  ``"reports": true`` adds ``{"type": "report", "report": {...}}`` for each citizens' report
+  created or changed that the token may see (server/reports/ops.py).
 - ``{"op": "unsubscribe"}``: stop devices and alarms (crew messages keep coming).
 - ``{"op": "ping"}``: answered with ``{"type": "pong"}`` (browsers cannot send ping frames).
 - ``{"op": "replay", "from": RFC 3339, "to": RFC 3339 (default now), "speed": 60, "bbox",
@@ -110,7 +112,9 @@ async def handle_message(hub: Hub, client: Client, data: str | bytes) -> None:
         op = msg.get("op")
         if op == "subscribe":
             viewport, alarms, coalesce = parse_subscribe(msg, set(hub.directory.kind_metrics))
+            reports = _reports_flag(msg)
             client.coalesce = coalesce
+            client.reports = reports
             await _subscribe(hub, client, viewport, alarms, request_id)
         elif op == "replay":
             viewport, alarms, coalesce = parse_subscribe({"alarms": True, **msg},
@@ -132,6 +136,7 @@ async def handle_message(hub: Hub, client: Client, data: str | bytes) -> None:
             await _subscribe(hub, client, *back, request_id)
         elif op == "unsubscribe":
             hub.unsubscribe(client)
+            client.reports = False
         elif op == "ping":
             client.push("pong", dumps(_with_id({"type": "pong"}, request_id)))
         else:
@@ -151,6 +156,13 @@ async def _subscribe(hub: Hub, client: Client, viewport: Viewport, alarms: bool,
         logger.warning("websocket %s: snapshot failed: %s", client.name, err)
         raise BadMessage("the snapshot could not be read (database unavailable); "
                          "subscribe again in a moment") from None
+
+
+def _reports_flag(msg: dict[str, Any]) -> bool:
+    reports = msg.get("reports", False)
+    if not isinstance(reports, bool):
+        raise BadMessage(f"reports must be true or false, got {reports!r}", "reports")
+    return reports
 
 
 def _with_id(doc: dict[str, Any], request_id: Any) -> dict[str, Any]:

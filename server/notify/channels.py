@@ -189,6 +189,7 @@ class CrewFeedChannel:
         message = {"type": "notification", "id": msg_id, "event": body["data"]["event"],
                    "dedup_key": body["data"]["dedup_key"], "timestamp": body["timestamp"],
                    "alarm": body["data"].get("alarm"),
+                   **({"report": body["data"]["report"]} if "report" in body["data"] else {}),
                    **({"escalation_level": body["data"]["escalation_level"]}
                       if "escalation_level" in body["data"] else {})}
         if self.hub is None or not self.hub.send_to_crew(crew, message):

@@ -3,6 +3,8 @@
 A report gets a random tracking code (96 bits); a second report of the same category within
 50 m and 48 h merges into the first (reporters + 1, its code points at the same report). A
 streetlight_out report within 30 m of a lamp links to it and joins the lamp's open alarm.
+The operators' and crews' side (live messages by role, merging, notifications, the service
+level's escalation, KPIs) is in ops.py.
 """
 
 from __future__ import annotations

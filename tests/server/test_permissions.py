@@ -127,7 +127,8 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "DELETE /api/v1/tokens/{id}": ADMIN,
     "POST /api/v1/session": TOKEN,  # any token may start a page's session (the probe's body: 400)
     "DELETE /api/v1/session": TOKEN,
-    "GET /api/v1/ws": CREW_OWN,  # the snapshot's alarm_severity, and alarm messages
+    "GET /api/v1/ws": CREW_OWN,  # the snapshot's alarm_severity, and alarm messages; reports:
+    # WS_REPORT_MESSAGES below
     "POST /api/v1/import": INTEGRATOR,
     "GET /api/v1/export": TOKEN,
     "GET /tiles": TOKEN,
@@ -160,7 +161,10 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "GET /open311/v2/requests/{id}.xml": PUBLIC,
     "GET /api/v1/reports": CREW_OWN,  # a crew token: the reports assigned to its crew
     "GET /api/v1/reports/{id}": CREW_OWN,
+    "GET /api/v1/reports/kpis": NOT_CREW,  # counts every report
     "POST /api/v1/reports/{id}/verify": OPERATOR,
+    "POST /api/v1/reports/{id}/start": row(A, A, F, F, OWN, F),  # the crew's own reports
+    "POST /api/v1/reports/{id}/merge": OPERATOR,
     "POST /api/v1/reports/{id}/assign": OPERATOR,
     "POST /api/v1/reports/{id}/reject": OPERATOR,
     "POST /api/v1/reports/{id}/resolve": row(A, A, F, F, OWN, F),
@@ -195,6 +199,20 @@ TILE_LAYERS: dict[str, dict[str | None, str]] = {
     "alarms": CREW_OWN,  # one feature per device with an alarm: id, rule, message, crew...
     "reports": TOKEN,  # open citizens' reports: public fields only (no contact, no description)
     "<kind>": CREW_OWN,  # below detail zoom: alarm counts and worst severity per cell
+}
+
+# The websocket's citizens' report messages ({"op": "subscribe", "reports": true}), checked in
+# tests/server/test_report_ops.py: what each role gets of a report (the reporter's contact is
+# the only personal field).
+WITH_CONTACT, WITHOUT_CONTACT, NOTHING = "the report with its contact", "the report, no contact", "nothing"
+WS_REPORT_MESSAGES: dict[str | None, dict[str, str]] = {
+    "admin": {"any report": WITH_CONTACT},
+    "operator": {"any report": WITH_CONTACT},
+    "integrator": {"any report": WITHOUT_CONTACT},
+    "viewer": {"any report": WITHOUT_CONTACT},
+    # its crew's: it calls the citizen back; once reassigned, only {"id", "crew", "status",
+    # "yours": false}
+    "crew": {"its crew's": WITH_CONTACT, "another crew's": NOTHING, "nobody's": NOTHING},
 }
 
 # ---------------------------------------------------------------- the world

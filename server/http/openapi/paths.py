@@ -454,17 +454,42 @@ def paths() -> dict[str, Any]:
         "get": op("One report with its events, photos, linked devices and alarm", {200: ok(OBJ)},
                   tags=rp, errors=(403, 404)),
     }
+    p["/api/v1/reports/kpis"] = {
+        "get": op("The reports' KPIs for the console's top bar: open, overdue (past the service "
+                  "level), resolved, within_sla_pct, median_hours_to_resolve, satisfaction_pct",
+                  {200: ok({"type": "object", "properties": {
+                      "open": INT, "overdue": INT, "resolved": INT,
+                      "within_sla_pct": nullable({"type": "number"}),
+                      "median_hours_to_resolve": nullable({"type": "number"}),
+                      "satisfaction_pct": nullable({"type": "number"}), "ratings": INT}})},
+                  tags=rp, errors=(403,)),
+    }
     for action, what in (("verify", "Verify a report (operator)"),
-                         ("assign", "Assign a report to a crew: {\"crew\": id} (operator)"),
+                         ("assign", "Assign a report to a crew: {\"crew\": id} (operator); the crew "
+                                    "is notified through its channels"),
+                         ("start", "Start the work on an assigned report: in_progress (operator; a "
+                                   "crew: its own)"),
                          ("reject", "Reject a report: {\"note\"} (operator)"),
-                         ("resolve", "Resolve a report: {\"note\"} (operator; a crew: its own)"),
+                         ("resolve", "Resolve a report: {\"note\"} (operator; a crew: its own); as "
+                                     "multipart/form-data also up to 3 after-photos 'photo'"),
                          ("comment", "Comment on a report: {\"note\"} (operator; a crew: its own)")):
+        types = ("application/json", "multipart/form-data") if action == "resolve" else ()
         p[f"/api/v1/reports/{{id}}/{action}"] = {
             "parameters": [path_id()],
-            "post": op(what, {200: ok(OBJ)}, tags=rp, errors=(400, 403, 404, 409),
+            "post": op(what, {200: ok(OBJ)}, tags=rp,
+                       errors=(400, 403, 404, 409, 413, 503) if action == "resolve" else (400, 403, 404, 409),
                        request=body({"type": "object", "properties": {"note": STR, "crew": STR}},
-                                    required=False)),
+                                    *types, required=False)),
         }
+    p["/api/v1/reports/{id}/merge"] = {
+        "parameters": [path_id()],
+        "post": op("Merge this report into another, kept: {\"into\": id} (operator); its codes, "
+                   "photos, reporters and events move there", {200: ok(OBJ)}, tags=rp,
+                   errors=(400, 403, 404, 409),
+                   request=body({"type": "object", "required": ["into"], "additionalProperties": False,
+                                 "properties": {"into": {"type": "integer", "minimum": 1,
+                                                         "maximum": 2**63 - 1}, "note": STR}})),
+    }
     p.update(schedule_paths())  # lighting schedules (server/http/openapi/schedules.py)
     p.update(work_order_paths())  # work orders (server/http/openapi/workorders.py)
     # ?token= is taken only where a client cannot send a header (server/http/auth.py).

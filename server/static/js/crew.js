@@ -10,6 +10,7 @@ import {
 import { startWorkOrders } from "./crewwork.js";
 import { alarmStateLabel, applyStatic, onLangChange, setLang, severityLabel, t } from "./i18n.js";
 import { postForm, workForm } from "./workform.js";
+import "./crewreports.js"; // issue 14: the citizens' reports assigned to this crew
 
 const $ = (sel) => document.querySelector(sel);
 const POLL_MS = 60000;

@@ -15,6 +15,7 @@ import {
 } from "./i18n.js";
 import { KIND_COLOURS, LiveMap, SEVERITY_COLOURS, STATUS_COLOURS } from "./livemap.js";
 import { ReplayControl } from "./replay.js";
+import { ReportsPanel } from "./reports.js"; // issue 14: citizens' reports
 import { SchedulesPanel } from "./schedules.js";
 import { SearchBox } from "./search.js";
 import { treeSection } from "./trees.js"; // issue 14: trees' attributes and work orders
@@ -193,6 +194,12 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
     toast(t("tiles_missing", { why: err.message }), "error");
   }
   live.addAlarmLayer();
+  const reports = new ReportsPanel({ live, alarms: store, canAct, crews: () => crews,
+    wards: () => wards.data?.wards ?? [], aside: $(".side.right"), kpiSlot: $(".kpis") });
+  reports.addLayer();
+  reports.watchAlarms($("#alarm-list"));
+  reports.load().catch((err) => toast(err.message, "error"));
+  window.ioc.reports = reports;
   wards.paintWards();
   wards.start();
   renderLayerSwitcher(live);
@@ -210,6 +217,7 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
   api("/api/v1/crews").then((d) => {
     crews = listOf(d, "crews");
     alarmPanel.render();
+    reports.render();
   }).catch((err) => console.warn("crews:", err.message));
 
   const showLink = linkIndicator($("#link"));
@@ -217,6 +225,7 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
     onStatus: (status, reason) => {
       showLink(status, reason);
       if (status === "live") replay?.refresh(); // reconnected mid-replay: the same moment
+      if (status === "live" && socket) reports.load().catch(() => {}); // what changed while away
     },
     onMessage: (msg) => {
       switch (msg.type) {
@@ -243,6 +252,9 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
           if (msg.ts !== undefined && !replay?.active) break;
           if (msg.alarm) store.upsert(msg.alarm);
           break;
+        case "report":
+          if (msg.report) reports.apply(msg.report);
+          break;
         case "replay_end":
           replay?.onEnd();
           break;
@@ -266,13 +278,13 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
       if (active) socket.subscription = null; // a reconnect resumes the replay, not live
       else {
         socket.subscription = { op: "subscribe", bbox: live.viewportBbox(),
-          layers: live.subscribedLayers(), alarms: true, coalesce: true };
+          layers: live.subscribedLayers(), alarms: true, coalesce: true, reports: true };
         store.load().catch((err) => toast(err.message, "error")); // today's alarms again
       }
     },
   });
   const subscribe = () => socket.subscribe({
-    bbox: live.viewportBbox(), layers: live.subscribedLayers(), alarms: true, coalesce: true,
+    bbox: live.viewportBbox(), layers: live.subscribedLayers(), alarms: true, coalesce: true, reports: true,
   });
   let moveTimer = null;
   const follow = () => (replay.active ? replay.refresh() : subscribe());
