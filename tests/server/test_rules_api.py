@@ -79,7 +79,7 @@ async def test_rule_files_reload_and_api(city_db_url, make_settings, mosquitto, 
                "metric": "mode", "in": [], "severity": "major"}
         r = await client.post("/api/v1/rules", json=bad, headers=integrator)
         body = await r.json()
-        assert r.status == 400 and any("'tc'" in e and "in" in e for e in body["errors"])
+        assert r.status == 400 and any("'tc'" in e["message"] and e["field"] == "in" for e in body["errors"])
         r = await client.post("/api/v1/rules", json=bad | {"kind": "blinking"}, headers=integrator)
         assert r.status == 400 and "unknown kind 'blinking'" in (await r.json())["detail"]
         r = await client.post("/api/v1/rules", json=bad | {"metric": "wattage", "in": [3]},
