@@ -280,7 +280,13 @@ async def backtest(request: web.Request) -> web.Response:
     def iso(t: float | None) -> datetime | None:
         return datetime.fromtimestamp(t, UTC) if t is not None else None
 
+    table = engine.core.table
     for a in report["alarms"]:
         a["raised_at"], a["cleared_at"] = iso(a["raised_at"]), iso(a["cleared_at"])
+        # where it would have been raised, so the console can mark it on the map
+        slot = table.slot_of_id.get(a["device"], -1)
+        a["geometry"] = ({"type": "Point", "coordinates": [float(table.lon[slot]),
+                                                           float(table.lat[slot])]}
+                         if slot >= 0 and np.isfinite(table.lon[slot]) else None)
     report["first"], report["last"] = iso(report["first"]), iso(report["last"])
     return json_response({"from": start, "to": end, **report})

@@ -18,9 +18,6 @@ __all__ = ["FILE_ACTOR", "action_of", "diff", "read", "record"]
 FILE_ACTOR = "file"
 MAX_LISTED = 500
 
-_MISSING = object()
-
-
 def action_of(before: dict | None, after: dict | None) -> str | None:
     """What a change did, or None when nothing changed."""
     if before is None and after is None:
@@ -51,14 +48,15 @@ def diff(before: dict | None, after: dict | None) -> list[dict[str, Any]]:
     (a create, a delete, an option added) has null there."""
     b: dict[str, Any] = {}
     a: dict[str, Any] = {}
-    _flatten(before or {}, "", b)
-    _flatten(after or {}, "", a)
+    if before is not None:
+        _flatten(before, "", b)
+    if after is not None:
+        _flatten(after, "", a)
     out = []
     for field in [*b, *(k for k in a if k not in b)]:
-        old, new = b.get(field, _MISSING), a.get(field, _MISSING)
+        old, new = b.get(field), a.get(field)  # absent reads as null: no change between them
         if old != new:
-            out.append({"field": field, "before": None if old is _MISSING else old,
-                        "after": None if new is _MISSING else new})
+            out.append({"field": field, "before": old, "after": new})
     return out
 
 

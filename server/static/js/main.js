@@ -14,6 +14,7 @@ import {
 } from "./i18n.js";
 import { KIND_COLOURS, LiveMap, SEVERITY_COLOURS, STATUS_COLOURS } from "./livemap.js";
 import { ReplayControl } from "./replay.js";
+import { RulesPanel } from "./rules.js";
 import { SchedulesPanel } from "./schedules.js";
 import { SearchBox } from "./search.js";
 import { WardRollup } from "./wards.js";
@@ -128,6 +129,11 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
   Object.assign(window.ioc, { live, map: live.map, store, alarmPanel, devicePanel, wards, me, search, assets });
   window.ioc.schedules = new SchedulesPanel({ canEdit: ACTING_ROLES.has(me.role) })
     .mount($(".top-right"), $(".map-wrap"));
+  if (me.role !== "crew") { // issue 18: rules on screen
+    window.ioc.rules = new RulesPanel({ canEdit: ["integrator", "admin"].includes(me.role),
+      canTest: ["operator", "integrator", "admin"].includes(me.role), map: live.map })
+      .mount($(".top-right"), $(".map-wrap"));
+  }
 
   function openDevice(id) {
     live.select(id);
