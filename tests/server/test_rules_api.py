@@ -134,6 +134,7 @@ async def test_backtest_over_stored_telemetry(city_db_url, make_settings, token_
         assert got["count"] == 2 and got["devices"] == 1 and got["readings"] == 200
         assert [a["device"] for a in got["alarms"]] == [ps1, ps1]
         first_alarm = got["alarms"][0]
+        assert first_alarm["geometry"]["type"] == "Point"  # where: the console marks it on the map
         assert datetime.fromisoformat(first_alarm["raised_at"].replace("Z", "+00:00")) == \
             t0 + timedelta(minutes=20)
         assert datetime.fromisoformat(first_alarm["cleared_at"].replace("Z", "+00:00")) == \
