@@ -314,6 +314,8 @@ export class RulesPanel {
     bar.prepend(this.button);
     this.root = h("section.rules-panel", { id: "rules-panel", role: "region", "aria-labelledby": "rules-title", hidden: true });
     mapWrap.append(this.root);
+    // one panel over the map's left side at a time: the schedules' button closes this one
+    document.getElementById("sched-open")?.addEventListener("click", () => !this.root.hidden && this.close());
     this.map.on("style.load", () => this.lastBacktest && this.showOnMap(this.lastBacktest));
     return this;
   }
