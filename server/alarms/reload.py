@@ -30,6 +30,7 @@ from server.alarms.queue import CloseAlarm, WriteQueue
 from server.alarms.rulefiles import RuleFiles
 from server.alarms.timers import Timers
 from server.ingest.downtime import Downtime
+from server.store import rulehistory
 from server.store.compress import UNIX_OFFSET_US
 from server.store.history import read_points
 
@@ -218,9 +219,21 @@ class RuleLoader:
         """File rules into the rules table (source file:<path>), so the API lists them."""
         ids = [r.id for r, _ in file_rules]
         async with conn.transaction():
+            # what the table held, so each change lands in the rules' history as "file"
+            stored = {rec["id"]: rec for rec in await conn.fetch(
+                "select id, source, document from rules")}
+            for rid, rec in stored.items():
+                if rec["source"].startswith("file:") and rid not in ids:
+                    await rulehistory.record(conn, rid, rulehistory.FILE_ACTOR, rec["source"],
+                                             rec["document"], None)
             await conn.execute("delete from rules where source like 'file:%' and not id = any($1::text[])",
                                ids)
             for r, src in file_rules:
+                old = stored.get(r.id)
+                if old is None or old["source"] != "api":  # an API rule is not overwritten
+                    await rulehistory.record(conn, r.id, rulehistory.FILE_ACTOR, src,
+                                             old["document"] if old is not None else None,
+                                             rule_document(r))
                 await conn.execute(
                     """insert into rules (id, kind, document, source, enabled) values ($1,$2,$3,$4,$5)
                        on conflict (id) do update set kind = excluded.kind, document = excluded.document,

@@ -2,11 +2,15 @@
 backtest that runs a rule over stored telemetry before it is enabled.
 
 Integrators (and admins) write; everyone reads. Rules from files (``source`` is
-``file:<path>``) are changed by editing the file, which is re-read on its own.
+``file:<path>``) are changed by editing the file, which is re-read on its own. Every change
+is kept in ``rule_history`` (who, when, before and after), read by operators and up at
+``/api/v1/rules/{id}/history``; ``PATCH`` (a JSON merge patch, ``{"enabled": false}``)
+enables and disables a rule without sending it whole.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +25,7 @@ from server.errors import Conflict, Invalid, NotFound
 from server.http import validate
 from server.http.auth import require
 from server.http.jsonutil import json_response, read_json
+from server.store import rulehistory
 from server.store.audit import audit
 from server.store.compress import UNIX_OFFSET_US
 from server.store.history import count_points, read_points
@@ -42,12 +47,29 @@ def _row_json(r, engine) -> dict[str, Any]:
             "created_at": r["created_at"], "updated_at": r["updated_at"]}
 
 
+# "request: rule 'p-low': select.kind: Input should be ..." → field select.kind
+_ERROR_LINE = re.compile(r"rule (?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|#\d+): "
+                         r"([^\s:]+): (?:Value error, )?(.*)$")
+
+
+def field_errors(lines: list[str]) -> list[dict[str, str]]:
+    """The rule models' and the engine's error lines as the house's problem errors:
+    ``[{"field", "reason", "message"}]``; ``(rule)`` for what concerns the rule as a whole
+    (no limit given, an unknown kind). ``message`` is the whole line."""
+    out = []
+    for line in lines:
+        m = _ERROR_LINE.search(line)
+        field, reason = (m.group(1), m.group(2)) if m else ("(rule)", line)
+        out.append({"field": field, "reason": reason, "message": line})
+    return out
+
+
 def _parse(doc: Any) -> Rule:
     validate.refuse_nul(doc, "the rule")  # the rule models take any text
     try:
         return parse_rule(doc, source="request")
     except RuleError as err:
-        raise Invalid(f"the rule is not valid: {err.errors[0]}", errors=err.errors) from None
+        raise Invalid(f"the rule is not valid: {err.errors[0]}", errors=field_errors(err.errors)) from None
 
 
 def _check_with(engine, rule: Rule, replacing: str | None = None) -> None:
@@ -55,7 +77,7 @@ def _check_with(engine, rule: Rule, replacing: str | None = None) -> None:
     others = [r for rid, r in engine.core.rules.items() if rid not in (rule.id, replacing)]
     errors = [e for e in engine.core.validate([*others, rule]) if f"rule {rule.id!r}" in e]
     if errors:
-        raise Invalid(f"the rule is not valid: {errors[0]}", errors=errors)
+        raise Invalid(f"the rule is not valid: {errors[0]}", errors=field_errors(errors))
 
 
 @routes.get("/api/v1/rules")
@@ -83,7 +105,8 @@ async def _store(request: web.Request, rule: Rule, *, create: bool) -> web.Respo
     _check_with(engine, rule)
     doc = rule_document(rule)
     async with request.app[keys.DB].acquire() as conn, conn.transaction():
-        cur = await conn.fetchrow("select source from rules where id = $1 for update", rule.id)
+        cur = await conn.fetchrow("select source, document from rules where id = $1 for update",
+                                  rule.id)
         if cur is not None and cur["source"] != "api":
             raise Conflict(f"rule {rule.id!r} comes from {cur['source'][5:]}; edit that file")
         if cur is not None and create:
@@ -95,6 +118,8 @@ async def _store(request: web.Request, rule: Rule, *, create: bool) -> web.Respo
             rule.id, rule.kind, doc, rule.enabled)
         await audit(conn, who.actor, "rule.create" if cur is None else "rule.update",
                     target=rule.id, details={"kind": rule.kind})
+        await rulehistory.record(conn, rule.id, who.actor, "api",
+                                 cur["document"] if cur is not None else None, doc)
         row = await conn.fetchrow("select * from rules where id = $1", rule.id)
     await engine.reload_rules()
     return json_response(_row_json(row, engine), status=201 if cur is None else 200,
@@ -120,6 +145,53 @@ async def put_rule(request: web.Request) -> web.Response:
     return await _store(request, _parse({**doc, "id": rule_id}), create=False)
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396: objects merge member by member, null removes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+@routes.patch(RULE)
+async def patch_rule(request: web.Request) -> web.Response:
+    """A JSON merge patch of the rule's document: ``{"enabled": false}`` disables it."""
+    require(request, "integrator")
+    rule_id = request.match_info["id"]
+    patch = await read_json(request)
+    if not isinstance(patch, dict):
+        raise Invalid('send a JSON object of the fields to change, e.g. {"enabled": false}')
+    if patch.get("id", rule_id) != rule_id:
+        raise Invalid(f"the body's id {patch.get('id')!r} is not {rule_id!r}; a rule cannot be "
+                      "renamed (create the new one, delete the old)", field="id")
+    async with request.app[keys.DB].acquire() as conn:
+        cur = await conn.fetchrow("select source, document from rules where id = $1", rule_id)
+    if cur is None:
+        raise NotFound(f"no rule {rule_id!r}")
+    if cur["source"] != "api":
+        raise Conflict(f"rule {rule_id!r} comes from {cur['source'][5:]}; edit that file")
+    return await _store(request, _parse(merge_patch(cur["document"], patch)), create=False)
+
+
+@routes.get(RULE + "/history")
+async def rule_history(request: web.Request) -> web.Response:
+    """Each change of the rule, newest first: who, when, before, after and the fields changed.
+    A deleted rule's history stays readable."""
+    require(request, "operator", "integrator")
+    rule_id = request.match_info["id"]
+    async with request.app[keys.DB].acquire() as conn:
+        changes = await rulehistory.read(conn, rule_id)
+        exists = await conn.fetchval("select exists(select 1 from rules where id = $1)", rule_id)
+    if not changes and not exists:
+        raise NotFound(f"no rule {rule_id!r}, and no history of one")
+    return json_response({"rule": rule_id, "history": changes})
+
+
 @routes.delete(RULE)
 async def delete_rule(request: web.Request) -> web.Response:
     who = require(request, "integrator")
@@ -129,13 +201,15 @@ async def delete_rule(request: web.Request) -> web.Response:
     if users:
         raise Conflict(f"rule {rule_id!r} is the member of {', '.join(users)}; change those first")
     async with request.app[keys.DB].acquire() as conn, conn.transaction():
-        cur = await conn.fetchrow("select source from rules where id = $1 for update", rule_id)
+        cur = await conn.fetchrow("select source, document from rules where id = $1 for update",
+                                  rule_id)
         if cur is None:
             raise NotFound(f"no rule {rule_id!r}")
         if cur["source"] != "api":
             raise Conflict(f"rule {rule_id!r} comes from {cur['source'][5:]}; edit that file")
         await conn.execute("delete from rules where id = $1", rule_id)
         await audit(conn, who.actor, "rule.delete", target=rule_id)
+        await rulehistory.record(conn, rule_id, who.actor, "api", cur["document"], None)
     await engine.reload_rules()
     return web.Response(status=204)
 
@@ -184,7 +258,7 @@ async def backtest(request: web.Request) -> web.Response:
     try:
         bt = Backtest(rule, members, engine.core.table, engine.core.metrics)
     except RuleError as err:
-        raise Invalid(f"the rule is not valid: {err.errors[0]}", errors=err.errors) from None
+        raise Invalid(f"the rule is not valid: {err.errors[0]}", errors=field_errors(err.errors)) from None
     device_keys = bt.device_keys()
     metric_ids = bt.metric_ids()
     keys_list = device_keys.tolist()
@@ -206,7 +280,13 @@ async def backtest(request: web.Request) -> web.Response:
     def iso(t: float | None) -> datetime | None:
         return datetime.fromtimestamp(t, UTC) if t is not None else None
 
+    table = engine.core.table
     for a in report["alarms"]:
         a["raised_at"], a["cleared_at"] = iso(a["raised_at"]), iso(a["cleared_at"])
+        # where it would have been raised, so the console can mark it on the map
+        slot = table.slot_of_id.get(a["device"], -1)
+        a["geometry"] = ({"type": "Point", "coordinates": [float(table.lon[slot]),
+                                                           float(table.lat[slot])]}
+                         if slot >= 0 and np.isfinite(table.lon[slot]) else None)
     report["first"], report["last"] = iso(report["first"]), iso(report["last"])
     return json_response({"from": start, "to": end, **report})

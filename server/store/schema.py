@@ -270,6 +270,22 @@ rules = Table(
     _ts("updated_at", nullable=False, server_default=NOW),
 )
 
+# Every change of a rule (API writes, and rule files as they are loaded or changed): who,
+# when and the document before and after, so the console can show what changed.
+rule_history = Table(
+    "rule_history",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("rule_id", Text, nullable=False),
+    _ts("at", nullable=False, server_default=NOW),
+    Column("actor", Text, nullable=False),  # a token's actor, or "file"
+    Column("action", Text, nullable=False),  # create, update, delete, enable, disable
+    Column("source", Text, nullable=False),  # api or file:<path>
+    Column("before", JSONB),  # null for a create
+    Column("after", JSONB),  # null for a delete
+)
+Index("ix_rule_history_rule_id_id", rule_history.c.rule_id, rule_history.c.id)
+
 crews = Table(
     "crews",
     metadata,

@@ -94,7 +94,9 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "GET /api/v1/rules/{id}": TOKEN,
     "POST /api/v1/rules": INTEGRATOR,
     "PUT /api/v1/rules/{id}": INTEGRATOR,
+    "PATCH /api/v1/rules/{id}": INTEGRATOR,
     "DELETE /api/v1/rules/{id}": INTEGRATOR,
+    "GET /api/v1/rules/{id}/history": row(A, A, A, F, F, F),  # names who changed what
     "POST /api/v1/rules/backtest": row(A, A, A, F, F, F),
     "POST /api/v1/devices/{id}/commands": OPERATOR,
     "GET /api/v1/commands/{id}": TOKEN,

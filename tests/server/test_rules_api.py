@@ -79,7 +79,7 @@ async def test_rule_files_reload_and_api(city_db_url, make_settings, mosquitto, 
                "metric": "mode", "in": [], "severity": "major"}
         r = await client.post("/api/v1/rules", json=bad, headers=integrator)
         body = await r.json()
-        assert r.status == 400 and any("'tc'" in e and "in" in e for e in body["errors"])
+        assert r.status == 400 and any("'tc'" in e["message"] and e["field"] == "in" for e in body["errors"])
         r = await client.post("/api/v1/rules", json=bad | {"kind": "blinking"}, headers=integrator)
         assert r.status == 400 and "unknown kind 'blinking'" in (await r.json())["detail"]
         r = await client.post("/api/v1/rules", json=bad | {"metric": "wattage", "in": [3]},
@@ -134,6 +134,7 @@ async def test_backtest_over_stored_telemetry(city_db_url, make_settings, token_
         assert got["count"] == 2 and got["devices"] == 1 and got["readings"] == 200
         assert [a["device"] for a in got["alarms"]] == [ps1, ps1]
         first_alarm = got["alarms"][0]
+        assert first_alarm["geometry"]["type"] == "Point"  # where: the console marks it on the map
         assert datetime.fromisoformat(first_alarm["raised_at"].replace("Z", "+00:00")) == \
             t0 + timedelta(minutes=20)
         assert datetime.fromisoformat(first_alarm["cleared_at"].replace("Z", "+00:00")) == \

@@ -126,8 +126,24 @@ def paths() -> dict[str, Any]:
                   {200: ok(ref("Rule"), headers=LOCATION),
                    201: ok(ref("Rule"), "Created", headers=LOCATION)},
                   tags=ru, errors=(400, 403, 409, 415), request=body(ref("RuleDocumentPut"))),
+        "patch": op("Change some fields of a rule, e.g. enable or disable it (integrator)",
+                    {200: ok(ref("Rule"), headers=LOCATION)}, tags=ru,
+                    errors=(400, 403, 404, 409, 415),
+                    request=body(ref("RulePatchIn"), JSON, "application/merge-patch+json"),
+                    description='A JSON merge patch (RFC 7396) of the rule\'s document: '
+                                '`{"enabled": false}` disables it; null removes an optional '
+                                'field. The result is checked as a whole rule. Rules from '
+                                'files are changed in their file (409).'),
         "delete": op("Delete a rule (integrator)", {204: ok(None, "Deleted")}, tags=ru,
                      errors=(403, 404, 409)),
+    }
+    p["/api/v1/rules/{id}/history"] = {
+        "parameters": [path_id()],
+        "get": op("A rule's changes, newest first: who, when, before and after (operator, "
+                  "integrator)", {200: ok(ref("RuleHistory"))}, tags=ru, errors=(403, 404),
+                  description="Changes through the API name the token's actor; rules loaded "
+                              "or changed from rule files name `file`. A deleted rule's "
+                              "history stays readable."),
     }
     p["/api/v1/rules/backtest"] = {
         "post": op("What a rule would have raised over stored history",

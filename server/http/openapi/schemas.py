@@ -248,6 +248,18 @@ SCHEMAS: dict[str, Any] = {
     "Rule": obj({"id": STR, "kind": STR, "source": STR, "enabled": BOOL, "evaluated": BOOL,
                  "document": ref("RuleDocument"), "created_at": TIME, "updated_at": TIME},
                 ["id", "kind", "document"]),
+    "RulePatchIn": obj({"enabled": nullable(BOOL)}, additionalProperties=True,
+                       description="fields of the rule document to change (JSON merge patch: "
+                                   "null removes a field, so it takes its default)"),
+    "RuleHistory": obj({"rule": STR, "history": arr(obj({
+        "id": INT, "at": TIME, "by": STR,
+        "action": {"enum": ["create", "update", "delete", "enable", "disable"]},
+        "source": {**STR, "description": "api, or file:<path>"},
+        "before": nullable(OBJ), "after": nullable(OBJ),
+        "changes": arr(obj({"field": {**STR, "description": "dotted path, e.g. select.kind"},
+                            "before": ANY, "after": ANY}, ["field", "before", "after"])),
+    }, ["id", "at", "by", "action", "source", "before", "after", "changes"]))},
+        ["rule", "history"]),
     "RuleList": obj({"rules": arr(ref("Rule")), "errors": arr(ANY)}, ["rules"]),
     "Backtest": obj({"from": TIME, "to": TIME, "alarms": arr(OBJ)}, ["from", "to"],
                     additionalProperties=True),

@@ -16,6 +16,7 @@ import {
 import { KIND_COLOURS, LiveMap, SEVERITY_COLOURS, STATUS_COLOURS } from "./livemap.js";
 import { ReplayControl } from "./replay.js";
 import { ReportsPanel } from "./reports.js"; // issue 14: citizens' reports
+import { RulesPanel } from "./rules.js";
 import { SchedulesPanel } from "./schedules.js";
 import { SearchBox } from "./search.js";
 import { treeSection } from "./trees.js"; // issue 14: trees' attributes and work orders
@@ -135,6 +136,11 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
     canAct, wards: () => wards.data?.wards ?? [], kinds: () => Object.keys(KIND_COLOURS),
     crews: () => crews, onAlarm: (a) => focusAlarm(a), onChanged: (a) => store.upsert(a),
   }).mount($(".alarms-head .filters"), $(".map-wrap"));
+  if (me.role !== "crew") { // issue 18: rules on screen
+    window.ioc.rules = new RulesPanel({ canEdit: ["integrator", "admin"].includes(me.role),
+      canTest: ["operator", "integrator", "admin"].includes(me.role), map: live.map })
+      .mount($(".top-right"), $(".map-wrap"));
+  }
 
   function openDevice(id) {
     live.select(id);
