@@ -45,6 +45,12 @@ async def test_group_results_arrive_live_for_watchers(city_db_url, make_settings
     async with running(make_settings(city_db_url)) as client, \
             device_client(mosquitto.url, children, answer):
         await wait_connected(client)
+        # The map's command picker reads the catalogue with each command's arguments.
+        cat = await (await client.get("/api/v1/command-catalog", headers=auth(viewer))).json()
+        by_name = {c["name"]: c for c in cat["commands"]}
+        assert by_name["set_dim"]["args"]["level"] == {"type": "number", "minimum": 0, "maximum": 100,
+                                                       "required": True}
+        assert by_name["set_dim"]["group_kinds"] == ["streetlight"]
         ws_all = await client.ws_connect(WS, headers=auth(operator))
         ws_other = await client.ws_connect(WS, headers=auth(viewer))
         await ws_all.send_json({"op": "commands", "groups": "all", "id": 1})
