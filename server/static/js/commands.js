@@ -281,6 +281,7 @@ export class CommandsPanel {
     const picker = h("select", { id: "cmd-name", "aria-label": t("cmd_command"), onchange: (e) => {
       this.name = e.target.value; this.preview = null; this.render();
     } }, ...this.catalog.map((c) => h("option", { value: c.name, selected: c.name === this.name, title: c.description }, c.name)));
+    this.root.setAttribute("aria-label", t("cmd_title"));
     const prev = this.preview ? this.renderPreview(this.preview) : "";
     this.resultsBox = h("div.cmd-results");
     this.historyBox = h("div.cmd-history");
