@@ -20,6 +20,8 @@ addStrings({
   cmd_confirm: "Dangerous at this scale: type {code} to confirm", cmd_confirm_label: "Confirmation",
   cmd_results: "Results", cmd_history: "Past groups", cmd_sent_by: "by {who}",
   cmd_none: "Select devices first", cmd_refresh: "Refresh",
+  cmd_st_pending: "pending", cmd_st_sent: "sent", cmd_st_succeeded: "succeeded", cmd_st_failed: "failed",
+  cmd_st_expired: "expired",
 }, {
   cmd_open: "Lệnh", cmd_title: "Lệnh điều khiển thiết bị", cmd_close: "Đóng bảng lệnh",
   cmd_by: "Chọn theo", cmd_click: "Nhấp chọn", cmd_polygon: "Đa giác", cmd_line: "Tuyến phố",
@@ -32,7 +34,12 @@ addStrings({
   cmd_confirm: "Lệnh nguy hiểm ở quy mô này: gõ {code} để xác nhận", cmd_confirm_label: "Xác nhận",
   cmd_results: "Kết quả", cmd_history: "Các nhóm lệnh đã gửi", cmd_sent_by: "bởi {who}",
   cmd_none: "Hãy chọn thiết bị trước", cmd_refresh: "Làm mới",
+  cmd_st_pending: "chờ gửi", cmd_st_sent: "đã gửi", cmd_st_succeeded: "thành công", cmd_st_failed: "thất bại",
+  cmd_st_expired: "hết hạn",
 });
+
+const counted = (counts) => Object.entries(counts).filter(([, n]) => n)
+  .map(([s, n]) => `${t(`cmd_st_${s}`)} ${n}`).join(" · ");
 
 const MODES = ["click", "polygon", "line", "ward", "parent", "filter"];
 const DANGEROUS_COUNT = 100; // switching off or dimming below 30 % more lamps than this
@@ -90,6 +97,8 @@ export class CommandsPanel {
   }
 
   onMessage(msg) {
+    // A snapshot follows every (re)connect: the watch is per connection, so ask again.
+    if (msg.type === "snapshot" && !this.root.hidden) this.socket.send({ op: "commands", groups: "all" });
     if (msg.type !== "command_results") return;
     if (this.group && msg.group === this.group.id) {
       for (const r of msg.results) {
@@ -317,7 +326,7 @@ export class CommandsPanel {
     const done = (counts.pending ?? 0) + (counts.sent ?? 0) === 0;
     this.resultsBox.replaceChildren(h("h3", t("cmd_results")),
       h("p.cmd-counts", { role: "status", "aria-live": "polite", dataset: { group: this.group.id } },
-        Object.entries(counts).map(([s, n]) => `${s} ${n}`).join(" · ")),
+        counted(counts)),
       done ? "" : h("button.btn.small.danger", { type: "button", onclick: () => this.doCancel(this.group.id) },
         t("cmd_cancel_group")),
       h("ul.cmd-failed", ...[...this.results.values()].filter((r) => r.error).slice(0, 20)
@@ -334,7 +343,7 @@ export class CommandsPanel {
         return h("li.cmd-group", { dataset: { group: g.id } },
           h("span", `${fmtTime(g.created_at)} · ${g.name} ${JSON.stringify(g.args)} · ${g.total} · `
             + `${t("cmd_sent_by", { who: g.requested_by ?? "?" })} · `
-            + Object.entries(g.counts).map(([s, n]) => `${s} ${n}`).join(" ")),
+            + counted(g.counts)),
           open && this.canSend() ? h("button.btn.small.danger", { type: "button",
             "aria-label": `${t("cmd_cancel_group")} ${g.id}`, onclick: () => this.doCancel(g.id) }, t("cmd_cancel_group")) : "");
       })));
