@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import aq, running, wait_connected
+from tests.helpers import aexecute, aq, running, wait_connected
 from tests.server.test_commands import device_client
 from tests.web.helpers import artifact, base_url, map_ready, new_page
 
@@ -58,6 +58,22 @@ async def test_a_polygon_group_from_the_map(browser, city_db_url, make_settings,
         await page.get_by_role("button", name="Send", exact=True).click()
         await page.locator(".cmd-counts").filter(has_text=f"succeeded {n}").wait_for(timeout=30_000)
         await page.screenshot(path=artifact("commands_map_results_en.png"))
+
+        # The same lamps offline: a second group parks; dimming 10 % needs the count typed;
+        # then it is cancelled from the panel and its lamps end failed.
+        await aexecute(url, """insert into device_state (device_key, status, status_changed_at)
+                               select key, 'offline', now() from devices where kind = 'streetlight'
+                               on conflict (device_key) do update set status = 'offline'""")
+        await page.get_by_label("level").fill("10")
+        await page.get_by_role("button", name="Preview", exact=True).click()
+        await page.get_by_text(f"type {n} to confirm").wait_for()
+        await page.get_by_role("button", name="Send", exact=True).click()  # not yet confirmed
+        await page.get_by_role("alert").filter(has_text="to confirm").first.wait_for()
+        await page.get_by_label("Confirmation").fill(str(n))
+        await page.get_by_role("button", name="Send", exact=True).click()
+        await page.locator(".cmd-results").get_by_role("button", name="Cancel group").click()
+        await page.locator(".cmd-counts").filter(has_text=f"failed {n}").wait_for(timeout=30_000)
+        await page.screenshot(path=artifact("commands_map_cancelled_en.png"))
 
         await page.get_by_role("button", name="VI", exact=True).click()
         await page.get_by_role("region", name="Lệnh điều khiển thiết bị").wait_for()
