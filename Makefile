@@ -23,13 +23,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-# The web pages' browser libraries (the map's MapLibre GL JS, /api/docs's Swagger UI), from npm (package-lock.json pins them); never committed.
+# The web pages' browser libraries (the map's MapLibre GL JS and terra-draw, /api/docs's Swagger UI), from npm (package-lock.json pins them); never committed.
 WEB_VENDOR := server/static/vendor
 WEB_STAMP  := $(WEB_VENDOR)/.installed
 MAPLIBRE   := node_modules/maplibre-gl
 SWAGGER_UI := node_modules/swagger-ui-dist
 UPLOT      := node_modules/uplot
 HLSJS      := node_modules/hls.js
+TERRADRAW  := node_modules/terra-draw
+TDMAPLIBRE := node_modules/terra-draw-maplibre-gl-adapter
 
 web: $(WEB_STAMP)
 
@@ -47,6 +49,10 @@ $(WEB_STAMP): package.json package-lock.json
 	mkdir -p $(WEB_VENDOR)/uplot $(WEB_VENDOR)/hls.js
 	cp $(UPLOT)/dist/uPlot.esm.js $(UPLOT)/dist/uPlot.min.css $(UPLOT)/LICENSE $(WEB_VENDOR)/uplot/
 	cp $(HLSJS)/dist/hls.mjs $(HLSJS)/LICENSE $(WEB_VENDOR)/hls.js/
+	rm -rf $(WEB_VENDOR)/terra-draw
+	mkdir -p $(WEB_VENDOR)/terra-draw
+	cp $(TERRADRAW)/dist/terra-draw.module.js $(TERRADRAW)/package.json $(WEB_VENDOR)/terra-draw/
+	cp $(TDMAPLIBRE)/dist/terra-draw-maplibre-gl-adapter.module.js $(WEB_VENDOR)/terra-draw/
 	@touch $@
 
 demo: setup

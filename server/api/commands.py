@@ -8,6 +8,8 @@
     GET  /api/v1/command-groups          past groups, newest first, with who sent them (?limit=)
     GET  /api/v1/command-groups/{id}     counts by status and a result per device (?status=)
     POST /api/v1/command-groups/{id}/cancel  withdraw the commands not sent yet
+    GET  /api/v1/command-catalog         what each kind can be told, with its arguments (the
+                                         map's command picker reads it)
 
 Only operators and admins may command; a refused attempt is audited (``command.denied``).
 Everyone with a token may read a command's status.
@@ -23,6 +25,7 @@ from pydantic import BaseModel
 
 from server import keys
 from server.api.models import CommandIn, CommandListQuery, GroupCommandIn, GroupListQuery, GroupQuery
+from server.commands.catalog import CATALOGUE
 from server.commands.service import CommandService
 from server.commands.views import COMMAND_COLS, command_json, fetch_command, fetch_group
 from server.errors import NotFound, Unavailable
@@ -175,3 +178,14 @@ async def cancel_group(request: web.Request) -> web.Response:
     group_id = _uuid(request.match_info["id"], "command group")
     who = await _commander(request, "command_group.cancel")
     return json_response(await _service(request).cancel_group(who.actor, group_id))
+
+
+@routes.get("/api/v1/command-catalog")
+async def command_catalog(request: web.Request) -> web.Response:
+    commands = [{
+        "name": c.name, "description": c.description, "kinds": sorted(c.kinds),
+        "group_kinds": sorted(c.group_kinds),
+        "args": {k: {"type": a.type, "minimum": a.minimum, "maximum": a.maximum, "required": a.required}
+                 for k, a in c.args.items()},
+    } for c in sorted(CATALOGUE.values(), key=lambda c: c.name)]
+    return json_response({"commands": commands})

@@ -4,6 +4,11 @@ Status changes and their audit entries are written in batches (one UPDATE … FR
 one INSERT per flush), so a group command costs the database a few statements per flush,
 not three per lamp. A change is applied only to an open row (``pending`` or ``sent``): a
 final state is never overwritten.
+
+Once a flush has committed, its changes go to the ``listeners`` (the websocket hub relays
+them to the maps watching, see :meth:`server.live.hub.Hub.publish_commands`) as one list of
+``{"device", "command", "group", "status", "at", "result", "error"}``, so a map that then
+reads the group from the API sees the same.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -39,17 +44,22 @@ class Journal:
         self._pool = pool
         self._changes: dict[uuid.UUID, dict[str, Any]] = {}
         self._audit: list[AuditEntry] = []
+        self._events: list[dict[str, Any]] = []
+        # Called with each committed flush's changes (see the module docstring); never awaited.
+        self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
         self._dirty = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.failing = False
 
     def sent(self, cmd: Command) -> None:
         self.note(cmd.id, status=CommandState.SENT, sent_at=cmd.sent_at)
+        self._event(cmd, CommandState.SENT, cmd.sent_at)
 
     def finished(self, cmd: Command, outcome: Outcome, at: Any) -> None:
         """The command's final state, and its audit entry (``command.<state>``)."""
         self.note(cmd.id, status=outcome.state, finished_at=at, result=outcome.result,
                   error=outcome.error)
+        self._event(cmd, outcome.state, at, outcome.result, outcome.error)
         details: dict[str, Any] = {"command": str(cmd.id), "name": cmd.name, "args": cmd.args,
                                    "route": cmd.route}
         if cmd.group:
@@ -60,6 +70,13 @@ class Journal:
             details["error"] = outcome.error
         self.audit(AuditEntry(cmd.actor, f"command.{outcome.state}", cmd.device, str(cmd.id),
                               details))
+
+    def _event(self, cmd: Command, status: str, at: Any, result: Any = None,
+               error: str | None = None) -> None:
+        if self.listeners:
+            self._events.append({"device": cmd.device, "command": str(cmd.id),
+                                 "group": str(cmd.group) if cmd.group else None, "status": str(status),
+                                 "at": at, "result": result, "error": error})
 
     def note(self, cmd_id: uuid.UUID, **fields: Any) -> None:
         self._changes.setdefault(cmd_id, {}).update(fields)
@@ -105,7 +122,9 @@ class Journal:
         self._dirty.clear()
         changes, self._changes = self._changes, {}
         entries, self._audit = self._audit, []
+        events, self._events = self._events, []
         if not changes and not entries:
+            self._tell(events)
             return
         ids = list(changes)
         try:
@@ -132,8 +151,19 @@ class Journal:
             for cmd_id, old in changes.items():  # put back under anything newer
                 self._changes[cmd_id] = {**old, **self._changes.get(cmd_id, {})}
             self._audit[:0] = entries
+            self._events[:0] = events
             self._dirty.set()
             raise
+        self._tell(events)
+
+    def _tell(self, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        for listener in self.listeners:
+            try:
+                listener(events)
+            except Exception:  # a listener's bug must not lose the next flush
+                logger.exception("command listener %r failed", listener)
 
 
 def created_entry(cmd: Command, device_status: str) -> AuditEntry:

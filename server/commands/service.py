@@ -117,6 +117,11 @@ class CommandService:
         self._sweeper: asyncio.Task | None = None
 
     @property
+    def listeners(self) -> list:
+        """Called with each written batch of status changes (see :mod:`server.commands.journal`)."""
+        return self._journal.listeners
+
+    @property
     def late_results(self) -> int:
         """MQTT answers for commands no longer waiting (timed out, unknown)."""
         return self._mqtt.late_results
@@ -434,6 +439,9 @@ async def commands_ctx(app: web.Application) -> AsyncIterator[None]:
         mqtt=app.get(keys.MQTT), modbus=app.get(keys.MODBUS), adapters=app.get(keys.ADAPTERS),
         metrics=app.get(keys.METRICS), sparkplug=_push_adapter(app, "sparkplug"))
     app[keys.COMMANDS] = service
+    hub = app.get(keys.HUB)
+    if hub is not None:  # results to the maps watching them, live
+        service.listeners.append(hub.publish_commands)
     await service.start()  # sent MQTT commands wait again before early answers are replayed
     ingest = app.get(keys.INGEST)
     if ingest is not None:

@@ -65,7 +65,11 @@ def _import_map(static: Path, version: str) -> dict:
     """
     imports = {"maplibre-gl": f"/static/vendor/maplibre-gl/maplibre-gl.mjs?v={version}",
                "uplot": f"/static/vendor/uplot/uPlot.esm.js?v={version}",
-               "hls.js": f"/static/vendor/hls.js/hls.mjs?v={version}"}
+               "hls.js": f"/static/vendor/hls.js/hls.mjs?v={version}",
+               # the commands panel draws its polygons and streets with terra-draw
+               "terra-draw": f"/static/vendor/terra-draw/terra-draw.module.js?v={version}",
+               "terra-draw-maplibre-gl-adapter":
+                   f"/static/vendor/terra-draw/terra-draw-maplibre-gl-adapter.module.js?v={version}"}
     for js in sorted((static / "js").glob("*.js")):
         imports[f"/static/js/{js.name}"] = f"/static/js/{js.name}?v={version}"
     return {"imports": imports}

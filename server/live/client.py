@@ -27,6 +27,7 @@ CLOSE_GRACE_S = 5.0  # a closing client gets this long to read its buffered mess
 MAX_CHUNKS = 32  # pending state batches per client before they are conflated eagerly
 COALESCE_MAX = 1000  # messages per frame for a client that takes arrays
 COALESCE_BYTES = 512 * 1024
+ALL_GROUPS: frozenset[str] = frozenset({"*"})  # watching every command group's results
 
 
 class Client:
@@ -44,6 +45,9 @@ class Client:
         self.viewport: Viewport | None = None
         self.alarms = False
         self.coalesce = False
+        # Command groups whose results this client watches ({"op": "commands"}): None for
+        # none, ALL_GROUPS for every group (and single commands).
+        self.command_groups: frozenset[str] | None = None
         self.seen_alarms: set[Any] = set()  # crew-scoped: alarms once theirs (see wants_alarm)
         self.reports = False  # subscribed with "reports": true (citizens' reports, issue 14)
         self.seen_reports: set[Any] = set()  # crew-scoped: reports once theirs
@@ -142,6 +146,10 @@ class Client:
                 return {"id": rid, "crew": report.get("crew"), "status": report.get("status"),
                         "yours": False}
         return shown
+
+    def watches_group(self, group: str | None) -> bool:
+        groups = self.command_groups
+        return groups is not None and (groups is ALL_GROUPS or group in groups)
 
     # ---- the writer
     def start(self) -> None:

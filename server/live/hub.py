@@ -2,7 +2,8 @@
 
 Producers call in synchronously on the event loop and never wait for a client: the ingest
 writer after each commit (:meth:`Hub.on_batch`), the staleness scan (:meth:`Hub.on_status`),
-the alarm engine (:meth:`Hub.publish_alarm`) and the notifier (:meth:`Hub.send_to_crew`).
+the alarm engine (:meth:`Hub.publish_alarm`), the notifier (:meth:`Hub.send_to_crew`) and
+the command journal (:meth:`Hub.publish_commands`, to clients watching command results).
 They only route; each client's own writer task sends.
 
 Routing is done once per committed batch for all clients together: the batch's device keys
@@ -324,6 +325,26 @@ class Hub:
         if relay and self.relays:
             self._relay({"report": report, "previous_crew": previous_crew})
 
+    def publish_commands(self, events: list[dict[str, Any]], *, relay: bool = True) -> None:
+        """Commands' status changes as written (server/commands/journal.py), one
+        ``command_results`` message per group to the clients watching it (``{"op":
+        "commands"}``); never dropped, so a map counts every result of a group."""
+        watchers = [c for c in self.clients if not c.closing and c.command_groups is not None]
+        if watchers:
+            by_group: dict[str | None, list[dict[str, Any]]] = {}
+            for e in events:
+                by_group.setdefault(e["group"], []).append(e)
+            for group, results in by_group.items():
+                frame = None
+                for client in watchers:
+                    if client.watches_group(group):
+                        if frame is None:
+                            frame = dumps({"type": "command_results", "group": group,
+                                           "results": results})
+                        client.push("command_results", frame)
+        if relay and self.relays:
+            self._relay({"commands": events})
+
     def send_to_crew(self, crew: str, message: dict[str, Any], *, relay: bool = True) -> bool:
         """A message to the connected clients of one crew; False when none is connected
         to this process."""
@@ -344,6 +365,7 @@ class Hub:
         - ``{"node": n, "alarm": {...}}``
         - ``{"node": n, "crew": crew_id, "message": {...}}``
         - ``{"node": n, "report": {...}, "previous_crew": id}``
+        - ``{"node": n, "commands": [{"device", "command", "group", "status", ...}, ...]}``
         """
         doc = orjson.loads(envelope) if isinstance(envelope, bytes | bytearray) else envelope
         if doc.get("node") == self.node:
@@ -364,6 +386,8 @@ class Hub:
             self.publish_report(doc["report"], previous_crew=doc.get("previous_crew"), relay=False)
         if "crew" in doc:
             self.send_to_crew(doc["crew"], doc["message"], relay=False)
+        if "commands" in doc:
+            self.publish_commands(doc["commands"], relay=False)
 
     # ---------------------------------------------------------------- routing
     def _publish_states(self, deltas: list[Delta], *, relay: bool = True) -> None:

@@ -16,6 +16,13 @@ Client → server, one JSON object per text frame:
   "layers", "alarms": true}``: the past instead of live (server/live/replay.py): a
   ``snapshot`` with ``"at"``, the ``state`` and ``alarm`` messages with their original
   ``ts``, then ``{"type": "replay_end"}``. No live updates meanwhile.
+- ``{"op": "commands", "groups": "all" | [group id, ...] | []}``: watch command results
+  (answered with ``{"type": "commands_watch", "groups": ...}``): from then on, each batch of
+  status changes the server writes comes as ``{"type": "command_results", "group": id (null
+  for a single command), "results": [{"device", "command", "group", "status", "at",
+  "result", "error"}, ...]}``, ``sent`` then a final state per device. ``[]`` stops. Every
+  token may watch, as every token may read ``GET /api/v1/command-groups/{id}``. Watch first,
+  then send (or read the group once), so no result falls between the two.
 - ``{"op": "live"}``: back to live after a replay, with a fresh snapshot of the viewport
   subscribed before it (or of the replay's, or of ``bbox``/``layers`` if given).
 
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +46,7 @@ from aiohttp import WSMsgType, web
 from server import keys
 from server.http.auth import principal
 from server.http.jsonutil import dumps, flaw
-from server.live.client import CLOSE_GRACE_S, Client
+from server.live.client import ALL_GROUPS, CLOSE_GRACE_S, Client
 from server.live.hub import Hub
 from server.live.index import Viewport
 from server.live.replay import BadReplay, parse_replay
@@ -48,7 +56,8 @@ logger = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 MAX_MESSAGE_BYTES = 64 * 1024
-OPS = ("subscribe", "unsubscribe", "ping", "replay", "live")
+OPS = ("subscribe", "unsubscribe", "ping", "replay", "live", "commands")
+MAX_WATCHED_GROUPS = 100
 
 
 class BadMessage(ValueError):
@@ -96,6 +105,22 @@ def parse_subscribe(msg: dict[str, Any], known_kinds: set[str]) -> tuple[Viewpor
     return Viewport(bbox, kinds), alarms, coalesce
 
 
+def parse_groups(groups: Any) -> frozenset[str] | None:
+    """``"all"``, a list of command group ids (UUIDs), or ``[]`` to stop watching."""
+    if groups == "all":
+        return ALL_GROUPS
+    if not isinstance(groups, list) or len(groups) > MAX_WATCHED_GROUPS:
+        raise BadMessage(f'groups must be "all" or a list of at most {MAX_WATCHED_GROUPS} command '
+                         'group ids ([] stops watching)', "groups")
+    out = set()
+    for g in groups:
+        try:
+            out.add(str(uuid.UUID(g)))
+        except (TypeError, ValueError, AttributeError):
+            raise BadMessage(f"groups: {g!r} is not a command group id (a UUID)", "groups") from None
+    return frozenset(out) if out else None
+
+
 async def handle_message(hub: Hub, client: Client, data: str | bytes) -> None:
     request_id = None
     try:
@@ -134,6 +159,11 @@ async def handle_message(hub: Hub, client: Client, data: str | bytes) -> None:
             else:  # the live view left for the replay, else the replay's own view
                 back = client.live_sub or client.replay_sub or (Viewport(None, ()), True)
             await _subscribe(hub, client, *back, request_id)
+        elif op == "commands":
+            client.command_groups = parse_groups(msg.get("groups"))
+            shown: Any = "all" if client.command_groups is ALL_GROUPS else sorted(client.command_groups or ())
+            client.push("commands_watch", dumps(_with_id({"type": "commands_watch", "groups": shown},
+                                                         request_id)))
         elif op == "unsubscribe":
             hub.unsubscribe(client)
             client.reports = False

@@ -112,6 +112,7 @@ ROUTES: dict[str, dict[str | None, str]] = {
     "POST /api/v1/schedules/preview": OPERATOR,
     "GET /api/v1/schedules/{id}/energy": TOKEN,
     "GET /api/v1/command-groups": TOKEN,
+    "GET /api/v1/command-catalog": TOKEN,
     "POST /api/v1/command-groups/{id}/cancel": OPERATOR,
     "GET /api/v1/audit": ADMIN,
     "GET /api/v1/wards/summary": CREW_OWN,  # open alarms by ward and severity

@@ -186,6 +186,10 @@ def paths() -> dict[str, Any]:
                   {200: ok(ref("CommandGroupList"))}, tags=cm, errors=(400,),
                   params=query_params(models.GroupListQuery)),
     }
+    p["/api/v1/command-catalog"] = {
+        "get": op("The command catalogue: each command, the kinds that take it and its arguments",
+                  {200: ok(ref("CommandCatalog"))}, tags=cm),
+    }
     p["/api/v1/command-groups/{id}/cancel"] = {
         "parameters": [path_id(schema={**STR, "format": "uuid"})],
         "post": op("Cancel a group: withdraw its commands not sent yet (operator)",

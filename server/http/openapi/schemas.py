@@ -277,6 +277,12 @@ SCHEMAS: dict[str, Any] = {
                          "devices": arr(STR), "excluded": arr(obj({"id": STR, "reason": STR})),
                          "details": arr(OBJ), "skipped": arr(ANY)}, ["count", "devices", "excluded"]),
     "CommandGroupList": obj({"groups": arr(OBJ), "numberReturned": INT}, ["groups"]),
+    "CommandCatalog": obj({"commands": arr(obj({
+        "name": STR, "description": STR, "kinds": arr(STR), "group_kinds": arr(STR),
+        "args": {"type": "object", "additionalProperties": obj({
+            "type": {"enum": ["number", "integer", "boolean"]}, "minimum": nullable(NUM),
+            "maximum": nullable(NUM), "required": BOOL})}},
+        ["name", "kinds", "args"]))}, ["commands"]),
     "GroupCancelled": obj({"id": STR, "cancelled": INT}, ["id", "cancelled"]),
     "CommandGroup": obj({
         "id": STR, "name": STR, "args": ANY, "target": ANY, "requested_by": nullable(STR),

@@ -9,6 +9,7 @@ import {
 } from "./common.js";
 import { AssetSections } from "./assets.js"; // issue 18: assets
 import { cameraSection, stopCamera } from "./camera.js";
+import { CommandsPanel } from "./commands.js"; // issue 18: commands from the map
 import { DevicePanel } from "./device.js";
 import {
   applyStatic, kindLabel, lang, onLangChange, setLang, severityLabel, statusLabel, t,
@@ -86,7 +87,7 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
 
   const live = new LiveMap("map", {
     styleUrl: config.styleUrl,
-    onDeviceClick: (id) => openDevice(id),
+    onDeviceClick: (id) => (window.ioc.commands?.onDeviceClick(id) ? null : openDevice(id)),
     onAlarmClick: (alarmId, device) => {
       alarmPanel.select(alarmId);
       if (device) openDevice(device);
@@ -234,6 +235,7 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
       if (status === "live" && socket) reports.load().catch(() => {}); // what changed while away
     },
     onMessage: (msg) => {
+      window.ioc.commands?.onMessage(msg);
       switch (msg.type) {
         case "snapshot":
           if (msg.at !== undefined) { // a replay's: the devices and alarms of that moment
@@ -302,6 +304,8 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
   subscribe();
   socket.connect();
   Object.assign(window.ioc, { socket, replay });
+  window.ioc.commands = new CommandsPanel({ live, socket, canSend: () => ACTING_ROLES.has(me.role) })
+    .mount($(".top-right"), $(".map-wrap"));
   if (hashDevice) openDevice(hashDevice);
   window.ioc.ready = true;
 }
