@@ -192,7 +192,6 @@ async def sla_ctx(app) -> AsyncIterator[None]:
     """The service-level watch: beside the alarm escalation (the same switch, interval,
     contacts and channels), open reports past their ``sla_due`` are escalated once."""
     import asyncio
-    import contextlib
 
     from server import keys
     settings = app[keys.SETTINGS]
@@ -205,6 +204,8 @@ async def sla_ctx(app) -> AsyncIterator[None]:
                     publish(app, report)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
                 logger.warning("report service-level scan failed (%s); retrying", err)
+            except Exception:  # a bug in one scan must not end the watch for good
+                logger.exception("report service-level scan failed; retrying")
             await asyncio.sleep(esc.check_interval_s)
 
     task = asyncio.create_task(watch(), name="reports.sla") if esc.enabled else None
@@ -213,5 +214,9 @@ async def sla_ctx(app) -> AsyncIterator[None]:
     finally:
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as err:  # cancelled mid-query: asyncpg may say so in its own words
+                logger.warning("report service-level scan stopped mid-query (%s)", err)
