@@ -132,7 +132,7 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
   });
   Object.assign(window.ioc, { live, map: live.map, store, alarmPanel, devicePanel, wards, me, search, assets });
   window.ioc.schedules = new SchedulesPanel({ canEdit: ACTING_ROLES.has(me.role) })
-    .mount($(".top-right"), $(".map-wrap"));
+    .mount($(".map-tools"), $(".map-wrap"));
   window.ioc.alarmHistory = new AlarmHistory({ // issue 18: alarm history, timeline, KPIs
     canAct, wards: () => wards.data?.wards ?? [], kinds: () => Object.keys(KIND_COLOURS),
     crews: () => crews, onAlarm: (a) => focusAlarm(a), onChanged: (a) => store.upsert(a),
@@ -140,7 +140,7 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
   if (me.role !== "crew") { // issue 18: rules on screen
     window.ioc.rules = new RulesPanel({ canEdit: ["integrator", "admin"].includes(me.role),
       canTest: ["operator", "integrator", "admin"].includes(me.role), map: live.map })
-      .mount($(".top-right"), $(".map-wrap"));
+      .mount($(".map-tools"), $(".map-wrap"));
   }
 
   function openDevice(id) {
@@ -305,7 +305,7 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
   socket.connect();
   Object.assign(window.ioc, { socket, replay });
   window.ioc.commands = new CommandsPanel({ live, socket, canSend: () => ACTING_ROLES.has(me.role) })
-    .mount($(".top-right"), $(".map-wrap"));
+    .mount($(".map-tools"), $(".map-wrap"));
   if (hashDevice) openDevice(hashDevice);
   window.ioc.ready = true;
 }
