@@ -100,10 +100,12 @@ async def test_history_timeline_out_of_service_and_kpis_in_english_and_vietnames
         # an event type this console has never heard of.
         await aexecute(url, "insert into alarm_events (alarm_id, event, actor, reason, details) values "
                       "(%s, 'work', 'crew:north', 'valve replaced', %s::jsonb), "
-                      "(%s, 'escalated_to_supervisor', 'rules', null, %s::jsonb)",
+                      "(%s, 'escalated_to_supervisor', 'rules', null, %s::jsonb), "
+                      "(%s, 'escalated', 'notifier', 'not acknowledged within 15 min', %s::jsonb)",
                  aid, orjson.dumps({"from": "in_progress", "to": "done", "note": "valve replaced",
                                     "photo": "ab" * 32}).decode(),
-                 aid, orjson.dumps({"level": 2}).decode())
+                 aid, orjson.dumps({"level": 2}).decode(),
+                 aid, orjson.dumps({"level": 3, "from_level": 2, "ack_minutes": 15}).decode())
         await send(a, 2.6)
         await wait_for(lambda: _is(alarm_state(url, a), "rtn_unacked"), what="a rtn_unacked")
         await client.app[ALARMS].drained()
@@ -126,7 +128,8 @@ async def test_history_timeline_out_of_service_and_kpis_in_english_and_vietnames
         await panel.get_by_role("button", name="Search").click()
         row = panel.locator(f"tr.ah-row[data-alarm-id='{aid}']")
         await row.wait_for()
-        assert await panel.locator("tr.ah-row").count() == 1
+        # the unfiltered list may still be on screen for a moment: wait for the search's answer
+        await page.wait_for_function("() => document.querySelectorAll('tr.ah-row').length === 1")
         assert await row.get_attribute("data-state") == "closed"
         assert "Pressure 2.6 bar back within limit 2.0" in await row.inner_text()
         await page.screenshot(path=artifact("alarm-history-en.png"))
@@ -139,6 +142,7 @@ async def test_history_timeline_out_of_service_and_kpis_in_english_and_vietnames
         for expected in ("Raised", "Comment by", "Đã gọi đội cấp nước", "Shelved for 30 min by",
                          "Reason: pump swap in progress", "Unshelved", "Crew finished work",
                          "Note: valve replaced", "escalated to supervisor", "level: 2",
+                         "Escalated to level 3", "Not acknowledged within 15 min",
                          "Returned to normal", "Acknowledged by"):
             assert expected in text, (expected, text)
         photo = timeline.get_by_role("link", name="Photo")
@@ -192,7 +196,9 @@ async def test_history_timeline_out_of_service_and_kpis_in_english_and_vietnames
         await vi_row.click()
         vi_text = await vi.locator("ol.ah-timeline").inner_text()
         for expected in ("Phát sinh", "tạm ẩn 30 phút", "Lý do: pump swap in progress",
-                         "Đội đã xử lý xong", "Ghi chú: valve replaced", "đã xác nhận"):
+                         "Đội đã xử lý xong", "Ghi chú: valve replaced", "đã xác nhận",
+                         # the notifier's English reasons, worded from their details
+                         "Đã báo lên cấp 3", "Chưa được xác nhận sau 15 phút", "Giao theo phường"):
             assert expected in vi_text, (expected, vi_text)
         await page.screenshot(path=artifact("alarm-timeline-vi.png"))
 

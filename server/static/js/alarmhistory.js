@@ -70,6 +70,10 @@ addStrings({
   ah_ev_suppressed: "Suppressed (part of an incident)",
   ah_ev_unsuppressed: "No longer suppressed",
   ah_ev_chattering: "Chattering",
+  ah_ev_escalated: "Escalated to level {level}",
+  ah_why_escalated: "Not acknowledged within {minutes} min",
+  ah_why_ward: "Routed by ward: the crew of ward {ward}",
+  ah_why_nearest: "Routed to the nearest available crew, {metres} m away",
   ah_by: "by {who}",
   ah_reason: "Reason: {text}",
   ah_note: "Note: {text}",
@@ -161,6 +165,10 @@ addStrings({
   ah_ev_suppressed: "Bị ẩn (thuộc một sự cố)",
   ah_ev_unsuppressed: "Hết ẩn",
   ah_ev_chattering: "Cảnh báo lặp liên tục",
+  ah_ev_escalated: "Đã báo lên cấp {level}",
+  ah_why_escalated: "Chưa được xác nhận sau {minutes} phút",
+  ah_why_ward: "Giao theo phường: tổ phụ trách phường {ward}",
+  ah_why_nearest: "Giao cho tổ rảnh gần nhất, cách {metres} m",
   ah_by: "bởi {who}",
   ah_reason: "Lý do: {text}",
   ah_note: "Ghi chú: {text}",
@@ -464,6 +472,21 @@ export class AlarmHistory {
       items.length ? h("ol.ah-timeline", ...items) : h("div.empty", t("ah_no_events")));
   }
 
+  // The notifier words its reasons in English for the log; the console words them from the
+  // event's details in the operator's language (server/notify/outbox.py, escalation.py).
+  serverReason(e, d) {
+    if (e.actor !== "notifier") return null;
+    if (e.event === "escalated" && d.ack_minutes != null) {
+      return t("ah_why_escalated", { minutes: Math.round(d.ack_minutes * 10) / 10 });
+    }
+    if (e.event === "assigned" && d.by === "nearest" && d.distance_m != null) {
+      return t("ah_why_nearest", { metres: Math.round(d.distance_m) });
+    }
+    const ward = /^routed to \S+: ward (\S+)$/.exec(e.reason ?? "")?.[1];
+    if (e.event === "assigned" && d.by === "ward" && ward) return t("ah_why_ward", { ward });
+    return null;
+  }
+
   eventItem(e) {
     const d = e.details && typeof e.details === "object" ? e.details : {};
     const who = e.actor ?? "";
@@ -499,6 +522,9 @@ export class AlarmHistory {
         title = d.to === "in_progress" ? t("ah_ev_work_started") : d.to === "done" ? t("ah_ev_work_done")
           : t("ah_ev_work", { state: d.to ?? "" });
         break;
+      case "escalated":
+        title = t("ah_ev_escalated", { level: d.level ?? "?" });
+        break;
       case "cleared":
       case "closed":
       case "reopened":
@@ -515,7 +541,10 @@ export class AlarmHistory {
       lines.push(h("span.ah-who", t("ah_by", { who })));
     }
     const note = d.note ?? null;
-    if (e.reason && e.reason !== note) {
+    const why = this.serverReason(e, d);
+    if (why) {
+      lines.push(h("div.ah-reason", why));
+    } else if (e.reason && e.reason !== note) {
       lines.push(h("div.ah-reason", e.event === "comment" ? e.reason : t("ah_reason", { text: e.reason })));
     }
     if (note) lines.push(h("div.ah-note", t("ah_note", { text: note })));
@@ -525,7 +554,7 @@ export class AlarmHistory {
       lines.push(h("a.ah-photo", { href, target: "_blank", rel: "noopener" }, `${t("ah_photo")} ↗`));
     }
     if (!known.includes(e.event) && !["out_of_service", "assigned", "work", "cleared", "closed", "reopened",
-      "suppressed", "unsuppressed", "chattering", "unshelved"].includes(e.event)) {
+      "suppressed", "unsuppressed", "chattering", "unshelved", "escalated"].includes(e.event)) {
       const rest = Object.entries(d).filter(([k, v]) => !["note", "photo"].includes(k) && v !== null
         && typeof v !== "object");
       if (rest.length) lines.push(h("div.ah-details", rest.map(([k, v]) => `${k}: ${v}`).join(" · ")));
