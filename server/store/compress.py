@@ -36,7 +36,6 @@ the segment's value: the row store keeps the first write of a (device, metric, t
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import logging
 import struct
@@ -209,9 +208,14 @@ def _decode_v1(body: memoryview) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ts, value, quality
 
 
-_CHECKPOINT = struct.Struct("<qqq")  # ts, delta, value state (the integer or the bits)
-_QUALITY = struct.Struct("<h")
-_END = struct.Struct("<I")
+_MATRIX_ROWS = 512  # blocks decoded as one matrix: its work arrays (~2 MB) stay in the cache
+_MAGIC_LE = int.from_bytes(_ZSTD_MAGIC, "little")
+
+
+def _at(buf: np.ndarray, offsets: np.ndarray, dtype: str) -> np.ndarray:
+    """The little-endian numbers of ``dtype`` at byte ``offsets`` of ``buf`` (any alignment)."""
+    size = np.dtype(dtype).itemsize
+    return buf[offsets[:, None] + np.arange(size)].view(dtype).ravel()
 
 
 def latest_upto(segments: list[bytes], limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
@@ -219,88 +223,129 @@ def latest_upto(segments: list[bytes], limit: int) -> tuple[np.ndarray, np.ndarr
     """For each segment, its newest reading with ``ts <= limit`` (µs): ``(found, ts, value,
     quality)``, arrays in the segments' order (``found`` False: every reading is later).
 
-    The same answer as searching :func:`decode`'s output, for a fraction of the work: per
-    segment the head is decompressed, the checkpoints' timestamps bisected and the one block
-    holding the answer decompressed; the blocks of all segments are then decoded together,
-    from their checkpoints, as the rows of one matrix.
+    The same answer as searching :func:`decode`'s output, for a fraction of the work: the
+    heads of all segments are read in place as numpy arrays (header, checkpoints' timestamps
+    counted against ``limit``, frame ends), the one block holding each answer decompressed,
+    and the blocks decoded together, from their checkpoints, as the rows of a matrix. No
+    Python work per segment but the decompression call (a state?at= over a city reads one
+    segment per device and metric: the loop per segment was most of its time).
     """
     count = len(segments)
     found = np.zeros(count, bool)
     out_ts = np.zeros(count, np.int64)
     out_v = np.zeros(count, np.float64)
     out_q = np.zeros(count, np.int16)
-    rows: list[int] = []  # the segments decoded by block; for each of them:
-    blocks: list[bytes] = []  # its block's byte planes
-    before: list[tuple[int, int, int]] = []  # the state before the block: ts, delta, value
-    info: list[tuple[int, int, int, int]] = []  # mode, decimals, points in the block, first index
-    runs_of: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # qualities, when not one run
-    for i, data in enumerate(segments):
-        if data[:4] == _ZSTD_MAGIC:  # format 1: the whole segment
-            t, v, q = decode(data)
-            j = int(np.searchsorted(t, limit, side="right")) - 1
-            if j >= 0:
-                found[i], out_ts[i], out_v[i], out_q[i] = True, t[j], v[j], q[j]
-            continue
-        fmt, mode, k, n, r = _HEADER.unpack_from(data)
-        if fmt != FORMAT:
-            raise ValueError(f"unknown telemetry segment format {fmt}")
-        q_at, cp_at, ends_at, at = _layout(n, r)
-        view = memoryview(data)
-        b = bisect.bisect_right(view[cp_at:ends_at].cast("q")[::3], limit)
-        start = _END.unpack_from(data, ends_at + 4 * (b - 1))[0] if b else 0
-        end = _END.unpack_from(data, ends_at + 4 * b)[0]
-        rows.append(i)
-        blocks.append(_dctx.decompress(view[at + start:at + end]))
-        before.append(_CHECKPOINT.unpack_from(data, cp_at + 24 * (b - 1)) if b else (0, 0, 0))
-        info.append((mode, k, min(BLOCK, n - b * BLOCK), b * BLOCK))
-        if r > 1:
-            runs_of[i] = (np.frombuffer(data, "<i2", r, q_at),
-                          np.cumsum(np.frombuffer(data, "<u4", r, q_at + 2 * r)))
-        else:
-            out_q[i] = _QUALITY.unpack_from(data, q_at)[0]
-    if rows:
-        idx = np.array(rows)
-        ok, ts, value, index = _latest_in_blocks(blocks, before, info, limit)
-        found[idx], out_ts[idx], out_v[idx] = ok, ts, value
-        for i, j in zip(idx.tolist(), index.tolist(), strict=True):
-            if i in runs_of and j >= 0:
-                qv, ends = runs_of[i]
-                out_q[i] = qv[int(np.searchsorted(ends, j, side="right"))]
+    if not count:
+        return found, out_ts, out_v, out_q
+    whole = b"".join(segments)
+    buf = np.frombuffer(whole, np.uint8)
+    lens = np.fromiter(map(len, segments), np.int64, count)
+    off = np.zeros(count, np.int64)
+    np.cumsum(lens[:-1], out=off[1:])
+    v1 = _at(buf, off, "<u4") == _MAGIC_LE
+    for i in np.flatnonzero(v1).tolist():  # format 1: the whole segment
+        t, v, q = decode(segments[i])
+        j = int(np.searchsorted(t, limit, side="right")) - 1
+        if j >= 0:
+            found[i], out_ts[i], out_v[i], out_q[i] = True, t[j], v[j], q[j]
+    idx = np.flatnonzero(~v1)
+    if not len(idx):
+        return found, out_ts, out_v, out_q
+    off = off[idx]
+    if np.any(buf[off] != FORMAT):
+        raise ValueError(f"unknown telemetry segment format {set(buf[off].tolist()) - {FORMAT}}")
+    mode, k = buf[off + 1].astype(np.int64), buf[off + 2].astype(np.int64)
+    n, r = _at(buf, off + 4, "<u4").astype(np.int64), _at(buf, off + 8, "<u4").astype(np.int64)
+    # the layout of _layout(), per segment
+    q_at = off + _HEADER.size
+    cp_at = q_at + 6 * r
+    cps = np.maximum(0, (n - 1) // BLOCK)
+    ends_at = cp_at + 24 * cps
+    at = ends_at + 4 * -(-n // BLOCK)
+    # the block holding the answer: how many checkpoints (ascending) are at or before limit
+    owner = np.repeat(np.arange(len(idx)), cps)
+    nth = np.arange(len(owner)) - np.repeat(np.cumsum(cps) - cps, cps)
+    b = np.bincount(owner, weights=_at(buf, cp_at[owner] + 24 * nth, "<i8") <= limit,
+                    minlength=len(idx)).astype(np.int64)
+    # the decoder's state before that block: its checkpoint (none before the first block)
+    has = np.flatnonzero(b > 0)
+    t0, d0, s0 = (np.zeros(len(idx), np.int64) for _ in range(3))
+    start = at.copy()
+    prev = cp_at[has] + 24 * (b[has] - 1)
+    t0[has], d0[has], s0[has] = (_at(buf, prev + 8 * f, "<i8") for f in range(3))
+    start[has] += _at(buf, ends_at[has] + 4 * (b[has] - 1), "<u4")
+    end = at + _at(buf, ends_at + 4 * b, "<u4")
+    size = np.minimum(BLOCK, n - b * BLOCK)
+    first = b * BLOCK
+    view = memoryview(whole)
+    frames = [view[a:e] for a, e in zip(start.tolist(), end.tolist(), strict=True)]
+    ok = np.zeros(len(idx), bool)
+    ts = np.zeros(len(idx), np.int64)
+    value = np.zeros(len(idx), np.float64)
+    index = np.zeros(len(idx), np.int64)
+    for c in range(0, len(idx), _MATRIX_ROWS):
+        part = slice(c, c + _MATRIX_ROWS)
+        blocks = b"".join(map(_dctx.decompress, frames[part]))
+        ok[part], ts[part], value[part], index[part] = _latest_in_blocks(
+            blocks, t0[part], d0[part], s0[part], mode[part], k[part], size[part], first[part],
+            limit)
+    found[idx], out_ts[idx], out_v[idx] = ok, ts, value
+    # qualities: one run (the rule) is read in place; several are searched
+    one = r == 1
+    out_q[idx[one]] = _at(buf, q_at[one], "<i2")
+    for s in np.flatnonzero(~one & ok).tolist():
+        qv = np.frombuffer(whole, "<i2", r[s], q_at[s])
+        ends = np.cumsum(np.frombuffer(whole, "<u4", r[s], q_at[s] + 2 * r[s]))
+        out_q[idx[s]] = qv[int(np.searchsorted(ends, index[s], side="right"))]
     return found, out_ts, out_v, out_q
 
 
-def _latest_in_blocks(blocks: list[bytes], before: list[tuple[int, int, int]],
-                      info: list[tuple[int, int, int, int]],
+def _latest_in_blocks(blocks: bytes, t0: np.ndarray, d0: np.ndarray, s0: np.ndarray,
+                      mode: np.ndarray, k: np.ndarray, size: np.ndarray, first: np.ndarray,
                       limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One block of each of many segments, decoded together: per block its newest point at
     or before ``limit``, else the checkpoint's own point (the one just before the block).
+    ``t0, d0, s0``: the state before each block (timestamp, its delta, the value's integer or
+    bits); ``size``: its points; ``first``: its first point's index in the segment.
     Returns (found, ts, value, index in the segment: -1 when nothing is that old)."""
-    m = len(blocks)
-    planes = np.frombuffer(b"".join(blocks), np.uint8).reshape(m, 2, 8, BLOCK)
-    # (2, m, BLOCK): the timestamps' words of every block, then the values'
-    w = np.ascontiguousarray(planes.transpose(1, 0, 3, 2)).view(np.int64).reshape(2, m, BLOCK)
-    t0, d0, s0 = (np.array(col, np.int64) for col in zip(*before, strict=True))
-    mode, k, size, first = (np.array(col, np.int64) for col in zip(*info, strict=True))
-    ts = np.cumsum(_unzigzag(w[0]), axis=1)
-    ts += d0[:, None]
-    ts = np.cumsum(ts, axis=1, out=ts)
-    ts += t0[:, None]
-    ts[np.arange(BLOCK)[None, :] >= size[:, None]] = np.iinfo(np.int64).max  # the padding
-    j = np.count_nonzero(ts <= limit, axis=1) - 1  # the newest in the block, or -1
-    row, at = np.arange(m), np.maximum(j, 0)
+    m = len(t0)
+    planes = np.frombuffer(blocks, np.uint8).reshape(m, 2, 8, BLOCK)
+    j = np.empty(m, np.int64)  # the newest point at or before limit in the block, or -1
+    out_ts = np.empty(m, np.int64)
+    # A regular block (every delta-of-delta 0: one-minute readings, the rule) after a
+    # checkpoint needs no decoding of its timestamps: they are t0 + d0, t0 + 2 d0, ...
+    regular = (d0 > 0) & ~planes[:, 0].reshape(m, 8 * BLOCK).any(axis=1)
+    reg = np.flatnonzero(regular)
+    if len(reg):
+        jr = np.minimum((limit - t0[reg]) // d0[reg] - 1, size[reg] - 1)
+        j[reg] = jr
+        out_ts[reg] = t0[reg] + (jr + 1) * d0[reg]  # jr = -1: the checkpoint's own point
+    irr = np.flatnonzero(~regular)
+    if len(irr):
+        words = np.ascontiguousarray(planes[irr, 0].transpose(0, 2, 1)).view(np.int64)
+        ts = np.cumsum(_unzigzag(words.reshape(len(irr), BLOCK)), axis=1)
+        ts += d0[irr, None]
+        ts = np.cumsum(ts, axis=1, out=ts)
+        ts += t0[irr, None]
+        ts[np.arange(BLOCK)[None, :] >= size[irr, None]] = np.iinfo(np.int64).max  # the padding
+        ji = np.count_nonzero(ts <= limit, axis=1) - 1
+        j[irr] = ji
+        out_ts[irr] = np.where(ji >= 0, ts[np.arange(len(irr)), np.maximum(ji, 0)], t0[irr])
+    # (m, BLOCK): the values' words of every block
+    w = np.ascontiguousarray(planes[:, 1].transpose(0, 2, 1)).view(np.int64).reshape(m, BLOCK)
+    at = np.maximum(j, 0)
     dec = mode == _DECIMAL
     state = s0.copy()
     d_rows = np.flatnonzero(dec & (j >= 0))
     if len(d_rows):
-        acc = np.cumsum(_unzigzag(w[1, d_rows]), axis=1)[np.arange(len(d_rows)), at[d_rows]]
+        acc = np.cumsum(_unzigzag(w[d_rows]), axis=1)[np.arange(len(d_rows)), at[d_rows]]
         state[d_rows] += acc
     x_rows = np.flatnonzero(~dec & (j >= 0))
     if len(x_rows):
-        bits = np.bitwise_xor.accumulate(w[1, x_rows], axis=1)[np.arange(len(x_rows)), at[x_rows]]
+        bits = np.bitwise_xor.accumulate(w[x_rows], axis=1)[np.arange(len(x_rows)), at[x_rows]]
         state[x_rows] ^= bits
     value = state.view(np.float64).copy()
     value[dec] = state[dec].astype(np.float64) / np.array(_SCALES)[k[dec]]
-    out_ts = np.where(j >= 0, ts[row, at], t0)
     index = first + j  # j = -1: the checkpoint's point (index first - 1), none if first = 0
     return index >= 0, out_ts, value, index
 
@@ -427,12 +472,15 @@ def encode_points(p: Points, day: date) -> list[tuple]:
     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
         ts = p.ts[s:e]
         out.append((int(p.device[s]), int(p.metric[s]), day, e - s, from_us(ts[0]), from_us(ts[-1]),
-                    encode(ts, p.value[s:e], p.quality[s:e])))
+                    encode(ts, p.value[s:e], p.quality[s:e]), float(p.value[e - 1]),
+                    int(p.quality[e - 1])))
     return out
 
 
 # ---------------------------------------------------------------- the job
-SEGMENT_COLS = ("device_key", "metric_id", "day", "n", "ts_first", "ts_last", "data")
+# last_value, last_quality: the reading at ts_last, for lookups after the segment's end
+SEGMENT_COLS = ("device_key", "metric_id", "day", "n", "ts_first", "ts_last", "data", "last_value",
+                "last_quality")
 
 
 @dataclass

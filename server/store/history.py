@@ -210,11 +210,22 @@ async def latest_at(conn: asyncpg.Connection, at: datetime,
     return both.take(group_starts(both.device, both.metric))
 
 
-SEGMENTS_OF_PAIRS_SQL = """
-select s.device_key, s.metric_id, s.data from telemetry_segments s
-join unnest($1::int[], $2::smallint[]) as p(k, m) on s.device_key = p.k and s.metric_id = p.m
-where s.day = $3 and s.ts_first < $4
+# A day's segments that began before $2: a segment that also ended before it answers with
+# its tail columns (no data fetched, nothing decoded); the others bring their data. Either
+# those of the pairs $3, $4 or, when they are most of the day, every one (filtered here:
+# one scan of the day instead of a join).
+SEGMENTS_OF_DAY_SQL = """
+select s.device_key, s.metric_id, s.ts_last, s.last_value, s.last_quality,
+       case when s.ts_last < $2 and s.last_quality is not null then null else s.data end as data
+from telemetry_segments s
+where s.day = $1 and s.ts_first < $2{pairs}
 """
+OF_PAIRS = (" and exists (select from unnest($3::int[], $4::smallint[]) as p(k, m)"
+            " where s.device_key = p.k and s.metric_id = p.m)")
+
+
+def _pair_keys(device_keys, metric_ids) -> np.ndarray:
+    return (np.asarray(device_keys, np.int64) << 16) | np.asarray(metric_ids, np.int64)
 
 
 async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int],
@@ -225,22 +236,43 @@ async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int
     the row store's newest of the same day (the later wins; a tie is the segment's), this is
     the day's answer of :func:`latest_at` pair by pair (server/live/past.py probes so).
 
-    The segments come in parts of :data:`~server.store.compress.LOOKUP_ROWS` through a
-    cursor, each part decoded in a worker thread while the next one arrives: a whole city's
-    lookup neither waits for all its segments nor holds the event loop while it decodes."""
+    A segment that ended before ``before`` answers from its tail columns; one that holds
+    the instant is looked up in its data (one block decoded). The segments come in parts of
+    :data:`~server.store.compress.LOOKUP_ROWS` through a cursor, each part decoded in a
+    worker thread while the next one arrives: a whole city's lookup neither waits for all
+    its segments nor holds the event loop while it decodes."""
     out: dict[tuple[int, int], tuple[datetime, float, int]] = {}
     limit = to_us(before) - 1
+    wanted = np.unique(_pair_keys(device_keys, metric_ids))
 
-    def lookup(rows: list) -> None:
-        found, ts, value, quality = latest_upto([r["data"] for r in rows], limit)
+    def lookup(rows: list, filtered: bool) -> None:
+        if not filtered:
+            keep = np.isin(_pair_keys([r["device_key"] for r in rows], [r["metric_id"] for r in rows]),
+                           wanted, assume_unique=False)
+            rows = [r for r, k in zip(rows, keep.tolist(), strict=True) if k]
+        packed = []
+        for r in rows:
+            if r["data"] is None:
+                out[(r["device_key"], r["metric_id"])] = (r["ts_last"], r["last_value"], r["last_quality"])
+            else:
+                packed.append(r)
+        if not packed:
+            return
+        found, ts, value, quality = latest_upto([r["data"] for r in packed], limit)
         ts_, value_, quality_ = ts.tolist(), value.tolist(), quality.tolist()
         for i in np.flatnonzero(found).tolist():
-            out[(rows[i]["device_key"], rows[i]["metric_id"])] = (from_us(ts_[i]), value_[i],
-                                                                   quality_[i])
+            out[(packed[i]["device_key"], packed[i]["metric_id"])] = (from_us(ts_[i]), value_[i],
+                                                                       quality_[i])
 
+    d = day.astimezone(UTC).date()
     async with snapshot(conn):  # a cursor lives in a transaction
-        cursor = await conn.cursor(SEGMENTS_OF_PAIRS_SQL, [int(k) for k in device_keys],
-                                   [int(m) for m in metric_ids], day.astimezone(UTC).date(), before)
+        whole = len(wanted) * 2 >= await conn.fetchval(
+            "select count(*) from telemetry_segments where day = $1", d)
+        if whole:
+            cursor = await conn.cursor(SEGMENTS_OF_DAY_SQL.format(pairs=""), d, before)
+        else:
+            cursor = await conn.cursor(SEGMENTS_OF_DAY_SQL.format(pairs=OF_PAIRS), d, before,
+                                       [int(k) for k in device_keys], [int(m) for m in metric_ids])
         decoding = None
         while True:
             rows = await cursor.fetch(LOOKUP_ROWS)
@@ -248,7 +280,7 @@ async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int
                 await decoding
             if not rows:
                 break
-            decoding = asyncio.ensure_future(asyncio.to_thread(lookup, rows))
+            decoding = asyncio.ensure_future(asyncio.to_thread(lookup, rows, not whole))
     return out
 
 

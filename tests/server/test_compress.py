@@ -69,22 +69,25 @@ segment_rows = st.lists(st.tuples(st.integers(0, 2 * 86_400 * US), values, st.sa
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(segment_rows, st.booleans()), min_size=1, max_size=6),
+@given(st.lists(st.tuples(segment_rows, st.booleans(), st.booleans()), min_size=1, max_size=6),
        st.lists(st.integers(-US, 2 * 86_400 * US + US), min_size=1, max_size=5), st.data())
 def test_latest_upto_is_a_search_of_the_decoded_segments(segments, limits, data):
     """The map at a past instant decodes one block per segment: the same reading as a full
-    decode and a search, on both sides of each checkpoint, for either format."""
+    decode and a search, on both sides of each checkpoint, for either format, for regular
+    series (whose blocks' timestamps are computed, not decoded) and irregular ones."""
     series = []
-    for rows, old in segments:
+    for rows, old, regular in segments:
         rows.sort(key=lambda r: r[0])
         ts = np.array([r[0] for r in rows], np.int64)
+        if regular:
+            ts = rows[0][0] + np.arange(len(rows), dtype=np.int64) * 60 * US
         v = np.array([r[1] for r in rows], np.float64)
         q = np.array([r[2] for r in rows], np.int16)
         series.append((ts, v, q, _v1(ts, v, q) if old else encode(ts, v, q)))
         limits += [int(t) + d for t in data.draw(st.lists(st.sampled_from(ts.tolist()), max_size=3))
                    for d in (-1, 0)]
     for limit in limits:
-        with patch.object(compress, "LOOKUP_ROWS", 4):  # more segments than that: in parts
+        with patch.object(compress, "_MATRIX_ROWS", 4):  # more segments than that: in parts
             found, ts, v, q = compress.latest_upto([s[3] for s in series], limit)
         for i, (t0, v0, q0, _) in enumerate(series):
             j = int(np.searchsorted(t0, limit, side="right")) - 1
