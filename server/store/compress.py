@@ -40,6 +40,7 @@ import itertools
 import logging
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,7 +66,6 @@ CHUNK_ROWS = 1_000_000  # points folded per transaction (about 100 MB of memory)
 _HEADER = struct.Struct("<BBBxII")  # format, value mode, decimals, -, points, quality runs
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # format 1 is one plain zstd frame
 _BLOCK_BYTES = 16 * BLOCK  # a block's 8 byte planes of timestamps and 8 of values
-LOOKUP_ROWS = 4096  # segments whose blocks latest_upto decodes at once (~25 MB of work arrays)
 _XOR, _DECIMAL = 0, 1
 _SCALES = [10.0 ** k for k in range(MAX_DECIMALS + 1)]
 # Format 2's frames go without zstd's magic number (4 bytes, a dozen times a segment) and
@@ -73,9 +73,26 @@ _SCALES = [10.0 ** k for k in range(MAX_DECIMALS + 1)]
 _PARAMS = zstandard.ZstdCompressionParameters.from_level(
     ZSTD_LEVEL, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_checksum=False,
     write_content_size=True)
-_cctx = zstandard.ZstdCompressor(compression_params=_PARAMS)
-_dctx = zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS)
-_dctx_v1 = zstandard.ZstdDecompressor()
+_zstd = threading.local()  # zstd contexts are not thread-safe: lookups decode in worker threads
+
+
+def _cctx() -> zstandard.ZstdCompressor:
+    if not hasattr(_zstd, "c"):
+        _zstd.c = zstandard.ZstdCompressor(compression_params=_PARAMS)
+    return _zstd.c
+
+
+def _dctx() -> zstandard.ZstdDecompressor:
+    if not hasattr(_zstd, "d"):
+        _zstd.d = zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS)
+    return _zstd.d
+
+
+def _dctx_v1() -> zstandard.ZstdDecompressor:
+    if not hasattr(_zstd, "d1"):
+        _zstd.d1 = zstandard.ZstdDecompressor()
+    return _zstd.d1
+
 
 
 # ---------------------------------------------------------------- the codec
@@ -136,7 +153,8 @@ def encode(ts: np.ndarray, value: np.ndarray, quality: np.ndarray) -> bytes:
     cols[:, 1].flat[:n] = words
     # byte planes within each block: the mostly-zero high bytes of the words lie together
     planes = cols.view(np.uint8).reshape(blocks, 2, BLOCK, 8).transpose(0, 1, 3, 2)
-    frames = [_cctx.compress(b) for b in planes.reshape(blocks, _BLOCK_BYTES)]
+    cctx = _cctx()
+    frames = [cctx.compress(b) for b in planes.reshape(blocks, _BLOCK_BYTES)]
     ends = np.cumsum([len(f) for f in frames]).astype("<u4")
     # the head stays uncompressed: a lookup reads it in place, then decompresses one block
     return b"".join((_HEADER.pack(FORMAT, mode, k, n, len(starts)),
@@ -167,7 +185,7 @@ def _words(planes: np.ndarray) -> np.ndarray:
 def decode(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ts int64 µs, value float64, quality int16) of one segment."""
     if data[:4] == _ZSTD_MAGIC:
-        return _decode_v1(memoryview(_dctx_v1.decompress(data)))
+        return _decode_v1(memoryview(_dctx_v1().decompress(data)))
     fmt, mode, k, n, r = _HEADER.unpack_from(data)
     if fmt != FORMAT:
         raise ValueError(f"unknown telemetry segment format {fmt}")
@@ -175,7 +193,8 @@ def decode(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     blocks = -(-n // BLOCK)
     ends = np.frombuffer(data, "<u4", blocks, ends_at).tolist()
     view = memoryview(data)
-    body = b"".join(_dctx.decompress(view[at + a:at + b]) for a, b in itertools.pairwise([0, *ends]))
+    dctx = _dctx()
+    body = b"".join(dctx.decompress(view[at + a:at + b]) for a, b in itertools.pairwise([0, *ends]))
     w = _words(np.frombuffer(body, np.uint8).reshape(blocks, 2, 8, BLOCK))
     ts = np.cumsum(np.cumsum(_unzigzag(w[:, 0].ravel()[:n])))
     words = w[:, 1].ravel()[:n]
@@ -218,6 +237,10 @@ def _at(buf: np.ndarray, offsets: np.ndarray, dtype: str) -> np.ndarray:
     return buf[offsets[:, None] + np.arange(size)].view(dtype).ravel()
 
 
+_ZERO_FRAME = _cctx().compress(bytes(_BLOCK_BYTES))  # a block of zeros, as encode() writes it
+_ZERO_BYTES = np.frombuffer(_ZERO_FRAME, np.uint8)
+
+
 def latest_upto(segments: list[bytes], limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                             np.ndarray]:
     """For each segment, its newest reading with ``ts <= limit`` (µs): ``(found, ts, value,
@@ -230,21 +253,27 @@ def latest_upto(segments: list[bytes], limit: int) -> tuple[np.ndarray, np.ndarr
     Python work per segment but the decompression call (a state?at= over a city reads one
     segment per device and metric: the loop per segment was most of its time).
     """
-    count = len(segments)
+    lens = np.fromiter(map(len, segments), np.int64, len(segments))
+    off = np.zeros(len(segments), np.int64)
+    np.cumsum(lens[:-1], out=off[1:])
+    return latest_upto_in(b"".join(segments), off, lens, limit)
+
+
+def latest_upto_in(whole: bytes, off: np.ndarray, lens: np.ndarray,
+                   limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`latest_upto` of the segments at byte offsets ``off`` (``lens`` bytes each) of
+    ``whole`` (segments laid end to end, as a query aggregates them)."""
+    count = len(off)
     found = np.zeros(count, bool)
     out_ts = np.zeros(count, np.int64)
     out_v = np.zeros(count, np.float64)
     out_q = np.zeros(count, np.int16)
     if not count:
         return found, out_ts, out_v, out_q
-    whole = b"".join(segments)
     buf = np.frombuffer(whole, np.uint8)
-    lens = np.fromiter(map(len, segments), np.int64, count)
-    off = np.zeros(count, np.int64)
-    np.cumsum(lens[:-1], out=off[1:])
     v1 = _at(buf, off, "<u4") == _MAGIC_LE
-    for i in np.flatnonzero(v1).tolist():  # format 1: the whole segment
-        t, v, q = decode(segments[i])
+    for i in np.flatnonzero(v1).tolist():  # format 1: the whole segment (one zstd frame)
+        t, v, q = decode(whole[off[i]:off[i] + lens[i]])
         j = int(np.searchsorted(t, limit, side="right")) - 1
         if j >= 0:
             found[i], out_ts[i], out_v[i], out_q[i] = True, t[j], v[j], q[j]
@@ -277,15 +306,31 @@ def latest_upto(segments: list[bytes], limit: int) -> tuple[np.ndarray, np.ndarr
     end = at + _at(buf, ends_at + 4 * b, "<u4")
     size = np.minimum(BLOCK, n - b * BLOCK)
     first = b * BLOCK
-    view = memoryview(whole)
-    frames = [view[a:e] for a, e in zip(start.tolist(), end.tolist(), strict=True)]
     ok = np.zeros(len(idx), bool)
     ts = np.zeros(len(idx), np.int64)
     value = np.zeros(len(idx), np.float64)
     index = np.zeros(len(idx), np.int64)
-    for c in range(0, len(idx), _MATRIX_ROWS):
-        part = slice(c, c + _MATRIX_ROWS)
-        blocks = b"".join(map(_dctx.decompress, frames[part]))
+    # A block where nothing changes (regular timestamps, the same value: a lamp by day) is
+    # all zeros, whose frame is known: answered from its checkpoint, not decompressed.
+    still = (end - start == len(_ZERO_FRAME)) & (b > 0)
+    maybe = np.flatnonzero(still)
+    if len(maybe):
+        still[maybe] = (buf[start[maybe, None] + np.arange(len(_ZERO_FRAME))] == _ZERO_BYTES).all(axis=1)
+    z = np.flatnonzero(still)
+    if len(z):
+        jz = np.minimum((limit - t0[z]) // d0[z] - 1, size[z] - 1)
+        ts[z] = t0[z] + (jz + 1) * d0[z]
+        index[z] = first[z] + jz
+        ok[z] = True  # after a checkpoint: at least the checkpoint's own point
+        value[z] = np.where(mode[z] == _DECIMAL, s0[z].astype(np.float64) / np.array(_SCALES)[k[z]],
+                            s0[z].view(np.float64))
+    rest = np.flatnonzero(~still)
+    view = memoryview(whole)
+    frames = [view[a:e] for a, e in zip(start[rest].tolist(), end[rest].tolist(), strict=True)]
+    dctx = _dctx()
+    for c in range(0, len(rest), _MATRIX_ROWS):
+        part = rest[c:c + _MATRIX_ROWS]
+        blocks = b"".join(map(dctx.decompress, frames[c:c + _MATRIX_ROWS]))
         ok[part], ts[part], value[part], index[part] = _latest_in_blocks(
             blocks, t0[part], d0[part], s0[part], mode[part], k[part], size[part], first[part],
             limit)
