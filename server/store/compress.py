@@ -15,10 +15,18 @@ the points in blocks of :data:`BLOCK`, each block's timestamp and value words by
 frames a plain head: the header, the qualities, a checkpoint per block boundary (the
 decoder's state just before the block: timestamp, its delta, the value's running integer
 or bits) and where each frame ends. The newest reading at or before an instant then reads
-the head in place, bisects the checkpoints and decompresses one block, instead of the whole
-day: :func:`latest_upto` does so for many segments at once, the blocks' arithmetic as the
-rows of one matrix. Format 1 (one zstd frame of the whole day, no checkpoints) is still
-read; the next fold of its day rewrites it.
+the head in place, counts the checkpoints before the instant and decompresses one block,
+instead of the whole day: :func:`latest_upto` does so for many segments at once, the heads
+as numpy arrays and the blocks' arithmetic as the rows of one matrix; a block where nothing
+changes (all zeros: regular times, one value) is known by its frame and not decompressed.
+Format 1 (one zstd frame of the whole day, no checkpoints) is still read; the next fold of
+its day rewrites it.
+
+Beside its data, a segment row keeps its newest reading in plain columns (``ts_last``,
+``last_value``, ``last_quality``, written with the data in the same COPY): the map at an
+instant after the segment's end reads them and decodes nothing (server/store/history.py's
+``latest_in_segments``). Segments written before migration 0014 were filled by it; a row
+left NULL is decoded.
 
 Decoding gives back exactly the same timestamps, value bits and qualities.
 
