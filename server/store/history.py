@@ -222,6 +222,7 @@ DATA_SQL = """
 select device_key, metric_id, data from telemetry_segments s
 where s.day = $1 and s.ts_first < $2 and not (s.ts_last < $2 and s.last_quality is not null){pairs}
 """
+WHOLE_DAY_SHARE = 0.5  # pairs at least this share of the day's segments: scan the whole day
 OF_PAIRS = (" and exists (select from unnest($3::int[], $4::smallint[]) as p(k, m)"
             " where s.device_key = p.k and s.metric_id = p.m)")
 
@@ -266,7 +267,7 @@ async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int
 
     d = day.astimezone(UTC).date()
     async with snapshot(conn):  # a cursor lives in a transaction
-        whole = len(wanted) * 2 >= await conn.fetchval(
+        whole = len(wanted) >= WHOLE_DAY_SHARE * await conn.fetchval(
             "select count(*) from telemetry_segments where day = $1", d)
         pairs = "" if whole else OF_PAIRS
         args = (d, before) if whole else (d, before, [int(k) for k in device_keys],

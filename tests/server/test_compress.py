@@ -199,8 +199,13 @@ async def _past_latest(conn: asyncpg.Connection, at: datetime, key: int) -> dict
     probed day by day through the row store and the segments."""
     hi = at + timedelta(microseconds=1)
     lo = at.replace(hour=0, minute=0, second=0, microsecond=0)
-    got = await past._latest_by_day(conn, {}, [key], [M], lo, hi)
-    return {m: (ts, v.hex(), q) for m, (ts, v, q) in got.get(key, {}).items()}
+    answers = []
+    for share in (0.0, float("inf")):  # the whole day's segments filtered, or the pair's joined
+        with patch.object(history, "WHOLE_DAY_SHARE", share):
+            got = await past._latest_by_day(conn, {}, [key], [M], lo, hi)
+        answers.append({m: (ts, v.hex(), q) for m, (ts, v, q) in got.get(key, {}).items()})
+    assert answers[0] == answers[1]
+    return answers[0]
 
 
 async def _tails_agree(conn: asyncpg.Connection) -> None:
