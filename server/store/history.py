@@ -254,7 +254,8 @@ async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int
         n = len(rows)
         keys = (np.fromiter((r[0] for r in rows), np.int64, n) << 16) | np.fromiter(
             (r[1] for r in rows), np.int64, n)
-        return [r for r, ok in zip(rows, np.isin(keys, wanted).tolist(), strict=True) if ok]
+        ok = np.isin(keys, wanted)
+        return rows if ok.all() else [r for r, k in zip(rows, ok.tolist(), strict=True) if k]
 
     def lookup(rows: list, filtered: bool) -> None:
         rows = keep(rows, filtered)
