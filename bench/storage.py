@@ -19,7 +19,9 @@ COPY, then measures:
   before and after compression: a device-day of raw points (the history API's raw answer), a
   ward's week of power in hourly buckets computed from the points, and the latest value of
   every device x metric at noon, both through ``latest_at`` and through what
-  ``GET /api/v1/state?at=`` runs (``server/live/past.state_at``, the whole city). The
+  ``GET /api/v1/state?at=`` runs (``server/live/past.state_at``, the whole city: at noon,
+  inside every segment, and an hour after the day, when every segment has ended and
+  answers from its tail columns). The
   ward-week answer from the hourly rollups is shown too. Answers are compared raw vs
   compressed.
 
@@ -168,17 +170,21 @@ async def reads(conn: asyncpg.Connection, lamps: list[tuple[int, str]], ward_key
     async def latest():
         return points_key(await history.latest_at(conn, DAY + timedelta(hours=12)))
 
-    async def state():  # GET /api/v1/state?at= over the whole city, without the HTTP
-        devices, _ = await past.state_at(conn, DAY + timedelta(hours=12), past.Scope())
-        return [(d.key, d.status, sorted(d.values.items())) for d in devices]
+    async def state(at=DAY + timedelta(hours=12)):  # GET /api/v1/state?at= over the city
+        devices, _ = await past.state_at(conn, at, past.Scope())
+        return [(d.key, d.status, sorted(d.values.items()), sorted(d.times.items())) for d in devices]
+
+    async def state_after():  # an hour after the day: every segment has ended
+        return await state(DAY + timedelta(days=1, hours=1))
 
     n = len(lamps)
     dd_ms, dd = await timed(device_day, rounds)
     ww_ms, ww = await timed(ward_week, rounds)
     la_ms, la = await timed(latest, max(3, rounds // 3))
-    st_ms, st = await timed(state, max(3, rounds // 3))
+    st_ms, st = await timed(state, rounds)
+    sa_ms, sa = await timed(state_after, rounds)
     return {"device_day": (dd_ms / n, dd), "ward_week": (ww_ms, ww), "latest_at": (la_ms, la),
-            "state_at": (st_ms, st)}
+            "state_at": (st_ms, st), "state_after": (sa_ms, sa)}
 
 
 async def ward_week_hourly(conn: asyncpg.Connection, ward_keys: list[int], power: int) -> float:
@@ -267,7 +273,9 @@ async def bench(args: argparse.Namespace, stack: Stack) -> int:
                        ("ward_week", f"ward-week hourly aggregate from points ({len(ward_keys)} "
                                      "devices), ms"),
                        ("latest_at", "city-wide latest value at noon (latest_at), ms"),
-                       ("state_at", "city-wide state?at= noon (server/live/past.state_at), ms")):
+                       ("state_at", "city-wide state?at= noon (server/live/past.state_at), ms"),
+                       ("state_after", "city-wide state?at= 01:00 the day after (segments ended: "
+                                       "their tail columns), ms")):
         r, p = raw[key][0], packed[key][0]
         rows.append([label, f"{r:.1f} → {p:.1f}", "compressed ≤ raw",
                      f"{'same answer' if same[key] else 'ANSWERS DIFFER'}; ×{p / r:.2f}"])

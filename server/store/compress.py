@@ -15,10 +15,18 @@ the points in blocks of :data:`BLOCK`, each block's timestamp and value words by
 frames a plain head: the header, the qualities, a checkpoint per block boundary (the
 decoder's state just before the block: timestamp, its delta, the value's running integer
 or bits) and where each frame ends. The newest reading at or before an instant then reads
-the head in place, bisects the checkpoints and decompresses one block, instead of the whole
-day: :func:`latest_upto` does so for many segments at once, the blocks' arithmetic as the
-rows of one matrix. Format 1 (one zstd frame of the whole day, no checkpoints) is still
-read; the next fold of its day rewrites it.
+the head in place, counts the checkpoints before the instant and decompresses one block,
+instead of the whole day: :func:`latest_upto` does so for many segments at once, the heads
+as numpy arrays and the blocks' arithmetic as the rows of one matrix; a block where nothing
+changes (all zeros: regular times, one value) is known by its frame and not decompressed.
+Format 1 (one zstd frame of the whole day, no checkpoints) is still read; the next fold of
+its day rewrites it.
+
+Beside its data, a segment row keeps its newest reading in plain columns (``ts_last``,
+``last_value``, ``last_quality``, written with the data in the same COPY): the map at an
+instant after the segment's end reads them and decodes nothing (server/store/history.py's
+``latest_in_segments``). Segments written before migration 0014 were filled by it; a row
+left NULL is decoded.
 
 Decoding gives back exactly the same timestamps, value bits and qualities.
 
@@ -36,11 +44,11 @@ the segment's value: the row store keeps the first write of a (device, metric, t
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import logging
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,7 +74,6 @@ CHUNK_ROWS = 1_000_000  # points folded per transaction (about 100 MB of memory)
 _HEADER = struct.Struct("<BBBxII")  # format, value mode, decimals, -, points, quality runs
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # format 1 is one plain zstd frame
 _BLOCK_BYTES = 16 * BLOCK  # a block's 8 byte planes of timestamps and 8 of values
-LOOKUP_ROWS = 4096  # segments whose blocks latest_upto decodes at once (~25 MB of work arrays)
 _XOR, _DECIMAL = 0, 1
 _SCALES = [10.0 ** k for k in range(MAX_DECIMALS + 1)]
 # Format 2's frames go without zstd's magic number (4 bytes, a dozen times a segment) and
@@ -74,9 +81,26 @@ _SCALES = [10.0 ** k for k in range(MAX_DECIMALS + 1)]
 _PARAMS = zstandard.ZstdCompressionParameters.from_level(
     ZSTD_LEVEL, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_checksum=False,
     write_content_size=True)
-_cctx = zstandard.ZstdCompressor(compression_params=_PARAMS)
-_dctx = zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS)
-_dctx_v1 = zstandard.ZstdDecompressor()
+_zstd = threading.local()  # zstd contexts are not thread-safe: lookups decode in worker threads
+
+
+def _cctx() -> zstandard.ZstdCompressor:
+    if not hasattr(_zstd, "c"):
+        _zstd.c = zstandard.ZstdCompressor(compression_params=_PARAMS)
+    return _zstd.c
+
+
+def _dctx() -> zstandard.ZstdDecompressor:
+    if not hasattr(_zstd, "d"):
+        _zstd.d = zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS)
+    return _zstd.d
+
+
+def _dctx_v1() -> zstandard.ZstdDecompressor:
+    if not hasattr(_zstd, "d1"):
+        _zstd.d1 = zstandard.ZstdDecompressor()
+    return _zstd.d1
+
 
 
 # ---------------------------------------------------------------- the codec
@@ -137,7 +161,8 @@ def encode(ts: np.ndarray, value: np.ndarray, quality: np.ndarray) -> bytes:
     cols[:, 1].flat[:n] = words
     # byte planes within each block: the mostly-zero high bytes of the words lie together
     planes = cols.view(np.uint8).reshape(blocks, 2, BLOCK, 8).transpose(0, 1, 3, 2)
-    frames = [_cctx.compress(b) for b in planes.reshape(blocks, _BLOCK_BYTES)]
+    cctx = _cctx()
+    frames = [cctx.compress(b) for b in planes.reshape(blocks, _BLOCK_BYTES)]
     ends = np.cumsum([len(f) for f in frames]).astype("<u4")
     # the head stays uncompressed: a lookup reads it in place, then decompresses one block
     return b"".join((_HEADER.pack(FORMAT, mode, k, n, len(starts)),
@@ -168,7 +193,7 @@ def _words(planes: np.ndarray) -> np.ndarray:
 def decode(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ts int64 µs, value float64, quality int16) of one segment."""
     if data[:4] == _ZSTD_MAGIC:
-        return _decode_v1(memoryview(_dctx_v1.decompress(data)))
+        return _decode_v1(memoryview(_dctx_v1().decompress(data)))
     fmt, mode, k, n, r = _HEADER.unpack_from(data)
     if fmt != FORMAT:
         raise ValueError(f"unknown telemetry segment format {fmt}")
@@ -176,7 +201,8 @@ def decode(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     blocks = -(-n // BLOCK)
     ends = np.frombuffer(data, "<u4", blocks, ends_at).tolist()
     view = memoryview(data)
-    body = b"".join(_dctx.decompress(view[at + a:at + b]) for a, b in itertools.pairwise([0, *ends]))
+    dctx = _dctx()
+    body = b"".join(dctx.decompress(view[at + a:at + b]) for a, b in itertools.pairwise([0, *ends]))
     w = _words(np.frombuffer(body, np.uint8).reshape(blocks, 2, 8, BLOCK))
     ts = np.cumsum(np.cumsum(_unzigzag(w[:, 0].ravel()[:n])))
     words = w[:, 1].ravel()[:n]
@@ -209,9 +235,18 @@ def _decode_v1(body: memoryview) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ts, value, quality
 
 
-_CHECKPOINT = struct.Struct("<qqq")  # ts, delta, value state (the integer or the bits)
-_QUALITY = struct.Struct("<h")
-_END = struct.Struct("<I")
+_MATRIX_ROWS = 512  # blocks decoded as one matrix: its work arrays (~2 MB) stay in the cache
+_MAGIC_LE = int.from_bytes(_ZSTD_MAGIC, "little")
+
+
+def _at(buf: np.ndarray, offsets: np.ndarray, dtype: str) -> np.ndarray:
+    """The little-endian numbers of ``dtype`` at byte ``offsets`` of ``buf`` (any alignment)."""
+    size = np.dtype(dtype).itemsize
+    return buf[offsets[:, None] + np.arange(size)].view(dtype).ravel()
+
+
+_ZERO_FRAME = _cctx().compress(bytes(_BLOCK_BYTES))  # a block of zeros, as encode() writes it
+_ZERO_BYTES = np.frombuffer(_ZERO_FRAME, np.uint8)
 
 
 def latest_upto(segments: list[bytes], limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
@@ -219,88 +254,151 @@ def latest_upto(segments: list[bytes], limit: int) -> tuple[np.ndarray, np.ndarr
     """For each segment, its newest reading with ``ts <= limit`` (µs): ``(found, ts, value,
     quality)``, arrays in the segments' order (``found`` False: every reading is later).
 
-    The same answer as searching :func:`decode`'s output, for a fraction of the work: per
-    segment the head is decompressed, the checkpoints' timestamps bisected and the one block
-    holding the answer decompressed; the blocks of all segments are then decoded together,
-    from their checkpoints, as the rows of one matrix.
+    The same answer as searching :func:`decode`'s output, for a fraction of the work: the
+    heads of all segments are read in place as numpy arrays (header, checkpoints' timestamps
+    counted against ``limit``, frame ends), the one block holding each answer decompressed,
+    and the blocks decoded together, from their checkpoints, as the rows of a matrix. No
+    Python work per segment but the decompression call (a state?at= over a city reads one
+    segment per device and metric: the loop per segment was most of its time).
     """
-    count = len(segments)
+    lens = np.fromiter(map(len, segments), np.int64, len(segments))
+    off = np.zeros(len(segments), np.int64)
+    np.cumsum(lens[:-1], out=off[1:])
+    return latest_upto_in(b"".join(segments), off, lens, limit)
+
+
+def latest_upto_in(whole: bytes, off: np.ndarray, lens: np.ndarray,
+                   limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`latest_upto` of the segments at byte offsets ``off`` (``lens`` bytes each) of
+    ``whole`` (segments laid end to end, as a query aggregates them)."""
+    count = len(off)
     found = np.zeros(count, bool)
     out_ts = np.zeros(count, np.int64)
     out_v = np.zeros(count, np.float64)
     out_q = np.zeros(count, np.int16)
-    rows: list[int] = []  # the segments decoded by block; for each of them:
-    blocks: list[bytes] = []  # its block's byte planes
-    before: list[tuple[int, int, int]] = []  # the state before the block: ts, delta, value
-    info: list[tuple[int, int, int, int]] = []  # mode, decimals, points in the block, first index
-    runs_of: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # qualities, when not one run
-    for i, data in enumerate(segments):
-        if data[:4] == _ZSTD_MAGIC:  # format 1: the whole segment
-            t, v, q = decode(data)
-            j = int(np.searchsorted(t, limit, side="right")) - 1
-            if j >= 0:
-                found[i], out_ts[i], out_v[i], out_q[i] = True, t[j], v[j], q[j]
-            continue
-        fmt, mode, k, n, r = _HEADER.unpack_from(data)
-        if fmt != FORMAT:
-            raise ValueError(f"unknown telemetry segment format {fmt}")
-        q_at, cp_at, ends_at, at = _layout(n, r)
-        view = memoryview(data)
-        b = bisect.bisect_right(view[cp_at:ends_at].cast("q")[::3], limit)
-        start = _END.unpack_from(data, ends_at + 4 * (b - 1))[0] if b else 0
-        end = _END.unpack_from(data, ends_at + 4 * b)[0]
-        rows.append(i)
-        blocks.append(_dctx.decompress(view[at + start:at + end]))
-        before.append(_CHECKPOINT.unpack_from(data, cp_at + 24 * (b - 1)) if b else (0, 0, 0))
-        info.append((mode, k, min(BLOCK, n - b * BLOCK), b * BLOCK))
-        if r > 1:
-            runs_of[i] = (np.frombuffer(data, "<i2", r, q_at),
-                          np.cumsum(np.frombuffer(data, "<u4", r, q_at + 2 * r)))
-        else:
-            out_q[i] = _QUALITY.unpack_from(data, q_at)[0]
-    if rows:
-        idx = np.array(rows)
-        ok, ts, value, index = _latest_in_blocks(blocks, before, info, limit)
-        found[idx], out_ts[idx], out_v[idx] = ok, ts, value
-        for i, j in zip(idx.tolist(), index.tolist(), strict=True):
-            if i in runs_of and j >= 0:
-                qv, ends = runs_of[i]
-                out_q[i] = qv[int(np.searchsorted(ends, j, side="right"))]
+    if not count:
+        return found, out_ts, out_v, out_q
+    buf = np.frombuffer(whole, np.uint8)
+    v1 = _at(buf, off, "<u4") == _MAGIC_LE
+    for i in np.flatnonzero(v1).tolist():  # format 1: the whole segment (one zstd frame)
+        t, v, q = decode(whole[off[i]:off[i] + lens[i]])
+        j = int(np.searchsorted(t, limit, side="right")) - 1
+        if j >= 0:
+            found[i], out_ts[i], out_v[i], out_q[i] = True, t[j], v[j], q[j]
+    idx = np.flatnonzero(~v1)
+    if not len(idx):
+        return found, out_ts, out_v, out_q
+    off = off[idx]
+    if np.any(buf[off] != FORMAT):
+        raise ValueError(f"unknown telemetry segment format {set(buf[off].tolist()) - {FORMAT}}")
+    mode, k = buf[off + 1].astype(np.int64), buf[off + 2].astype(np.int64)
+    n, r = _at(buf, off + 4, "<u4").astype(np.int64), _at(buf, off + 8, "<u4").astype(np.int64)
+    # the layout of _layout(), per segment
+    q_at = off + _HEADER.size
+    cp_at = q_at + 6 * r
+    cps = np.maximum(0, (n - 1) // BLOCK)
+    ends_at = cp_at + 24 * cps
+    at = ends_at + 4 * -(-n // BLOCK)
+    # the block holding the answer: how many checkpoints (ascending) are at or before limit
+    owner = np.repeat(np.arange(len(idx)), cps)
+    nth = np.arange(len(owner)) - np.repeat(np.cumsum(cps) - cps, cps)
+    b = np.bincount(owner, weights=_at(buf, cp_at[owner] + 24 * nth, "<i8") <= limit,
+                    minlength=len(idx)).astype(np.int64)
+    # the decoder's state before that block: its checkpoint (none before the first block)
+    has = np.flatnonzero(b > 0)
+    t0, d0, s0 = (np.zeros(len(idx), np.int64) for _ in range(3))
+    start = at.copy()
+    prev = cp_at[has] + 24 * (b[has] - 1)
+    t0[has], d0[has], s0[has] = (_at(buf, prev + 8 * f, "<i8") for f in range(3))
+    start[has] += _at(buf, ends_at[has] + 4 * (b[has] - 1), "<u4")
+    end = at + _at(buf, ends_at + 4 * b, "<u4")
+    size = np.minimum(BLOCK, n - b * BLOCK)
+    first = b * BLOCK
+    ok = np.zeros(len(idx), bool)
+    ts = np.zeros(len(idx), np.int64)
+    value = np.zeros(len(idx), np.float64)
+    index = np.zeros(len(idx), np.int64)
+    # A block where nothing changes (regular timestamps, the same value: a lamp by day) is
+    # all zeros, whose frame is known: answered from its checkpoint, not decompressed.
+    still = (end - start == len(_ZERO_FRAME)) & (b > 0)
+    maybe = np.flatnonzero(still)
+    if len(maybe):
+        still[maybe] = (buf[start[maybe, None] + np.arange(len(_ZERO_FRAME))] == _ZERO_BYTES).all(axis=1)
+    z = np.flatnonzero(still)
+    if len(z):
+        jz = np.minimum((limit - t0[z]) // d0[z] - 1, size[z] - 1)
+        ts[z] = t0[z] + (jz + 1) * d0[z]
+        index[z] = first[z] + jz
+        ok[z] = True  # after a checkpoint: at least the checkpoint's own point
+        value[z] = np.where(mode[z] == _DECIMAL, s0[z].astype(np.float64) / np.array(_SCALES)[k[z]],
+                            s0[z].view(np.float64))
+    rest = np.flatnonzero(~still)
+    view = memoryview(whole)
+    frames = [view[a:e] for a, e in zip(start[rest].tolist(), end[rest].tolist(), strict=True)]
+    dctx = _dctx()
+    for c in range(0, len(rest), _MATRIX_ROWS):
+        part = rest[c:c + _MATRIX_ROWS]
+        blocks = b"".join(map(dctx.decompress, frames[c:c + _MATRIX_ROWS]))
+        ok[part], ts[part], value[part], index[part] = _latest_in_blocks(
+            blocks, t0[part], d0[part], s0[part], mode[part], k[part], size[part], first[part],
+            limit)
+    found[idx], out_ts[idx], out_v[idx] = ok, ts, value
+    # qualities: one run (the rule) is read in place; several are searched
+    one = r == 1
+    out_q[idx[one]] = _at(buf, q_at[one], "<i2")
+    for s in np.flatnonzero(~one & ok).tolist():
+        qv = np.frombuffer(whole, "<i2", r[s], q_at[s])
+        ends = np.cumsum(np.frombuffer(whole, "<u4", r[s], q_at[s] + 2 * r[s]))
+        out_q[idx[s]] = qv[int(np.searchsorted(ends, index[s], side="right"))]
     return found, out_ts, out_v, out_q
 
 
-def _latest_in_blocks(blocks: list[bytes], before: list[tuple[int, int, int]],
-                      info: list[tuple[int, int, int, int]],
+def _latest_in_blocks(blocks: bytes, t0: np.ndarray, d0: np.ndarray, s0: np.ndarray,
+                      mode: np.ndarray, k: np.ndarray, size: np.ndarray, first: np.ndarray,
                       limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One block of each of many segments, decoded together: per block its newest point at
     or before ``limit``, else the checkpoint's own point (the one just before the block).
+    ``t0, d0, s0``: the state before each block (timestamp, its delta, the value's integer or
+    bits); ``size``: its points; ``first``: its first point's index in the segment.
     Returns (found, ts, value, index in the segment: -1 when nothing is that old)."""
-    m = len(blocks)
-    planes = np.frombuffer(b"".join(blocks), np.uint8).reshape(m, 2, 8, BLOCK)
-    # (2, m, BLOCK): the timestamps' words of every block, then the values'
-    w = np.ascontiguousarray(planes.transpose(1, 0, 3, 2)).view(np.int64).reshape(2, m, BLOCK)
-    t0, d0, s0 = (np.array(col, np.int64) for col in zip(*before, strict=True))
-    mode, k, size, first = (np.array(col, np.int64) for col in zip(*info, strict=True))
-    ts = np.cumsum(_unzigzag(w[0]), axis=1)
-    ts += d0[:, None]
-    ts = np.cumsum(ts, axis=1, out=ts)
-    ts += t0[:, None]
-    ts[np.arange(BLOCK)[None, :] >= size[:, None]] = np.iinfo(np.int64).max  # the padding
-    j = np.count_nonzero(ts <= limit, axis=1) - 1  # the newest in the block, or -1
-    row, at = np.arange(m), np.maximum(j, 0)
+    m = len(t0)
+    planes = np.frombuffer(blocks, np.uint8).reshape(m, 2, 8, BLOCK)
+    j = np.empty(m, np.int64)  # the newest point at or before limit in the block, or -1
+    out_ts = np.empty(m, np.int64)
+    # A regular block (every delta-of-delta 0: one-minute readings, the rule) after a
+    # checkpoint needs no decoding of its timestamps: they are t0 + d0, t0 + 2 d0, ...
+    regular = (d0 > 0) & ~planes[:, 0].reshape(m, 8 * BLOCK).any(axis=1)
+    reg = np.flatnonzero(regular)
+    if len(reg):
+        jr = np.minimum((limit - t0[reg]) // d0[reg] - 1, size[reg] - 1)
+        j[reg] = jr
+        out_ts[reg] = t0[reg] + (jr + 1) * d0[reg]  # jr = -1: the checkpoint's own point
+    irr = np.flatnonzero(~regular)
+    if len(irr):
+        words = np.ascontiguousarray(planes[irr, 0].transpose(0, 2, 1)).view(np.int64)
+        ts = np.cumsum(_unzigzag(words.reshape(len(irr), BLOCK)), axis=1)
+        ts += d0[irr, None]
+        ts = np.cumsum(ts, axis=1, out=ts)
+        ts += t0[irr, None]
+        ts[np.arange(BLOCK)[None, :] >= size[irr, None]] = np.iinfo(np.int64).max  # the padding
+        ji = np.count_nonzero(ts <= limit, axis=1) - 1
+        j[irr] = ji
+        out_ts[irr] = np.where(ji >= 0, ts[np.arange(len(irr)), np.maximum(ji, 0)], t0[irr])
+    # (m, BLOCK): the values' words of every block
+    w = np.ascontiguousarray(planes[:, 1].transpose(0, 2, 1)).view(np.int64).reshape(m, BLOCK)
+    at = np.maximum(j, 0)
     dec = mode == _DECIMAL
     state = s0.copy()
     d_rows = np.flatnonzero(dec & (j >= 0))
     if len(d_rows):
-        acc = np.cumsum(_unzigzag(w[1, d_rows]), axis=1)[np.arange(len(d_rows)), at[d_rows]]
+        acc = np.cumsum(_unzigzag(w[d_rows]), axis=1)[np.arange(len(d_rows)), at[d_rows]]
         state[d_rows] += acc
     x_rows = np.flatnonzero(~dec & (j >= 0))
     if len(x_rows):
-        bits = np.bitwise_xor.accumulate(w[1, x_rows], axis=1)[np.arange(len(x_rows)), at[x_rows]]
+        bits = np.bitwise_xor.accumulate(w[x_rows], axis=1)[np.arange(len(x_rows)), at[x_rows]]
         state[x_rows] ^= bits
     value = state.view(np.float64).copy()
     value[dec] = state[dec].astype(np.float64) / np.array(_SCALES)[k[dec]]
-    out_ts = np.where(j >= 0, ts[row, at], t0)
     index = first + j  # j = -1: the checkpoint's point (index first - 1), none if first = 0
     return index >= 0, out_ts, value, index
 
@@ -427,12 +525,15 @@ def encode_points(p: Points, day: date) -> list[tuple]:
     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
         ts = p.ts[s:e]
         out.append((int(p.device[s]), int(p.metric[s]), day, e - s, from_us(ts[0]), from_us(ts[-1]),
-                    encode(ts, p.value[s:e], p.quality[s:e])))
+                    encode(ts, p.value[s:e], p.quality[s:e]), float(p.value[e - 1]),
+                    int(p.quality[e - 1])))
     return out
 
 
 # ---------------------------------------------------------------- the job
-SEGMENT_COLS = ("device_key", "metric_id", "day", "n", "ts_first", "ts_last", "data")
+# last_value, last_quality: the reading at ts_last, for lookups after the segment's end
+SEGMENT_COLS = ("device_key", "metric_id", "day", "n", "ts_first", "ts_last", "data", "last_value",
+                "last_quality")
 
 
 @dataclass

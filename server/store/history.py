@@ -30,7 +30,6 @@ import numpy as np
 
 from server.errors import Invalid
 from server.store.compress import (
-    LOOKUP_ROWS,
     US,
     Points,
     copy_points,
@@ -81,6 +80,7 @@ ROLLUP_LOCK = 0x10C_0001  # pg_advisory_lock key of the rollup job
 ROLLUP_LAG = timedelta(minutes=2)  # an hour is rolled up this long after it ends
 ROLLUP_HOURS_PER_ROUND = 24  # a long outage catches up a day per round
 DIRTY_HOURS_PER_ROUND = 48
+LOOKUP_ROWS = 4096  # segments fetched and looked up at once by latest_in_segments (~4 MB)
 ROLLUP_DEVICES = 5_000  # devices read at once by the rollup (~2 M readings an hour at 1/min)
 
 
@@ -210,11 +210,25 @@ async def latest_at(conn: asyncpg.Connection, at: datetime,
     return both.take(group_starts(both.device, both.metric))
 
 
-SEGMENTS_OF_PAIRS_SQL = """
-select s.device_key, s.metric_id, s.data from telemetry_segments s
-join unnest($1::int[], $2::smallint[]) as p(k, m) on s.device_key = p.k and s.metric_id = p.m
-where s.day = $3 and s.ts_first < $4
+# A day's segments that began before $2: those that also ended before it answer with their
+# tail columns (TAIL), the others (holding the instant) bring their data to be looked up
+# (DATA). Either the segments of the pairs $3, $4 or, when they are most of the day, every
+# one (filtered here: one scan of the day instead of a join).
+TAIL_SQL = """
+select device_key, metric_id, ts_last, last_value, last_quality from telemetry_segments s
+where s.day = $1 and s.ts_first < $2 and s.ts_last < $2 and s.last_quality is not null{pairs}
 """
+DATA_SQL = """
+select device_key, metric_id, data from telemetry_segments s
+where s.day = $1 and s.ts_first < $2 and not (s.ts_last < $2 and s.last_quality is not null){pairs}
+"""
+WHOLE_DAY_SHARE = 0.5  # pairs at least this share of the day's segments: scan the whole day
+OF_PAIRS = (" and exists (select from unnest($3::int[], $4::smallint[]) as p(k, m)"
+            " where s.device_key = p.k and s.metric_id = p.m)")
+
+
+def _pair_keys(device_keys, metric_ids) -> np.ndarray:
+    return (np.asarray(device_keys, np.int64) << 16) | np.asarray(metric_ids, np.int64)
 
 
 async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int],
@@ -225,22 +239,43 @@ async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int
     the row store's newest of the same day (the later wins; a tie is the segment's), this is
     the day's answer of :func:`latest_at` pair by pair (server/live/past.py probes so).
 
-    The segments come in parts of :data:`~server.store.compress.LOOKUP_ROWS` through a
-    cursor, each part decoded in a worker thread while the next one arrives: a whole city's
-    lookup neither waits for all its segments nor holds the event loop while it decodes."""
+    A segment that ended before ``before`` answers from its tail columns; one that holds
+    the instant is looked up in its data (:func:`~server.store.compress.latest_upto`: one
+    block decoded). The data comes in parts of :data:`LOOKUP_ROWS` through a cursor, each
+    part decoded in a worker thread while the next one arrives: a whole city's lookup
+    neither waits for all its segments nor holds the event loop while it decodes."""
     out: dict[tuple[int, int], tuple[datetime, float, int]] = {}
     limit = to_us(before) - 1
+    wanted = np.unique(_pair_keys(device_keys, metric_ids))
 
-    def lookup(rows: list) -> None:
-        found, ts, value, quality = latest_upto([r["data"] for r in rows], limit)
-        ts_, value_, quality_ = ts.tolist(), value.tolist(), quality.tolist()
-        for i in np.flatnonzero(found).tolist():
-            out[(rows[i]["device_key"], rows[i]["metric_id"])] = (from_us(ts_[i]), value_[i],
-                                                                   quality_[i])
+    def keep(rows: list, filtered: bool) -> list:
+        if filtered or not rows:
+            return rows
+        n = len(rows)
+        keys = (np.fromiter((r[0] for r in rows), np.int64, n) << 16) | np.fromiter(
+            (r[1] for r in rows), np.int64, n)
+        ok = np.isin(keys, wanted)
+        return rows if ok.all() else [r for r, k in zip(rows, ok.tolist(), strict=True) if k]
 
+    def lookup(rows: list, filtered: bool) -> None:
+        rows = keep(rows, filtered)
+        if not rows:
+            return
+        found, ts, value, quality = latest_upto([r[2] for r in rows], limit)
+        for i, t, v, q in zip(np.flatnonzero(found).tolist(), ts[found].tolist(), value[found].tolist(),
+                              quality[found].tolist(), strict=True):
+            out[(rows[i][0], rows[i][1])] = (from_us(t), v, q)
+
+    d = day.astimezone(UTC).date()
     async with snapshot(conn):  # a cursor lives in a transaction
-        cursor = await conn.cursor(SEGMENTS_OF_PAIRS_SQL, [int(k) for k in device_keys],
-                                   [int(m) for m in metric_ids], day.astimezone(UTC).date(), before)
+        whole = len(wanted) >= WHOLE_DAY_SHARE * await conn.fetchval(
+            "select count(*) from telemetry_segments where day = $1", d)
+        pairs = "" if whole else OF_PAIRS
+        args = (d, before) if whole else (d, before, [int(k) for k in device_keys],
+                                          [int(m) for m in metric_ids])
+        for k, m, t, v, q in keep(await conn.fetch(TAIL_SQL.format(pairs=pairs), *args), not whole):
+            out[(k, m)] = (t, v, q)
+        cursor = await conn.cursor(DATA_SQL.format(pairs=pairs), *args)
         decoding = None
         while True:
             rows = await cursor.fetch(LOOKUP_ROWS)
@@ -248,7 +283,7 @@ async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int
                 await decoding
             if not rows:
                 break
-            decoding = asyncio.ensure_future(asyncio.to_thread(lookup, rows))
+            decoding = asyncio.ensure_future(asyncio.to_thread(lookup, rows, not whole))
     return out
 
 

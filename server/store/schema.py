@@ -213,6 +213,9 @@ telemetry_segments = Table(
     _ts("ts_first", nullable=False),
     _ts("ts_last", nullable=False),
     Column("data", LargeBinary, nullable=False),
+    # the newest reading (at ts_last), plain: read without decoding (NULL: decode)
+    Column("last_value", Float),
+    Column("last_quality", SmallInteger),
     PrimaryKeyConstraint("device_key", "metric_id", "day"),
 )
 Index("ix_telemetry_segments_day", telemetry_segments.c.day)

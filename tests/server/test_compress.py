@@ -9,7 +9,9 @@ the next run folds them in.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from unittest.mock import patch
 
 import asyncpg
@@ -20,6 +22,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from server.live import past
 from server.store import compress, history
 from server.store.compress import Points, decode, encode
 from server.store.history import AGGS, bucket_partials, latest_at, read_points
@@ -69,22 +72,25 @@ segment_rows = st.lists(st.tuples(st.integers(0, 2 * 86_400 * US), values, st.sa
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(segment_rows, st.booleans()), min_size=1, max_size=6),
+@given(st.lists(st.tuples(segment_rows, st.booleans(), st.booleans()), min_size=1, max_size=6),
        st.lists(st.integers(-US, 2 * 86_400 * US + US), min_size=1, max_size=5), st.data())
 def test_latest_upto_is_a_search_of_the_decoded_segments(segments, limits, data):
     """The map at a past instant decodes one block per segment: the same reading as a full
-    decode and a search, on both sides of each checkpoint, for either format."""
+    decode and a search, on both sides of each checkpoint, for either format, for regular
+    series (whose blocks' timestamps are computed, not decoded) and irregular ones."""
     series = []
-    for rows, old in segments:
+    for rows, old, regular in segments:
         rows.sort(key=lambda r: r[0])
         ts = np.array([r[0] for r in rows], np.int64)
+        if regular:
+            ts = rows[0][0] + np.arange(len(rows), dtype=np.int64) * 60 * US
         v = np.array([r[1] for r in rows], np.float64)
         q = np.array([r[2] for r in rows], np.int16)
         series.append((ts, v, q, _v1(ts, v, q) if old else encode(ts, v, q)))
         limits += [int(t) + d for t in data.draw(st.lists(st.sampled_from(ts.tolist()), max_size=3))
                    for d in (-1, 0)]
     for limit in limits:
-        with patch.object(compress, "LOOKUP_ROWS", 4):  # more segments than that: in parts
+        with patch.object(compress, "_MATRIX_ROWS", 4):  # more segments than that: in parts
             found, ts, v, q = compress.latest_upto([s[3] for s in series], limit)
         for i, (t0, v0, q0, _) in enumerate(series):
             j = int(np.searchsorted(t0, limit, side="right")) - 1
@@ -92,6 +98,50 @@ def test_latest_upto_is_a_search_of_the_decoded_segments(segments, limits, data)
             if j >= 0:
                 assert (ts[i], q[i]) == (t0[j], q0[j])
                 assert v[i].view(np.uint64) == v0[j].view(np.uint64)
+
+
+def _migration(name: str):
+    path = Path(__file__).resolve().parents[2] / "migrations" / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@settings(max_examples=150, deadline=None)
+@given(segment_rows, st.booleans(), st.booleans())
+def test_the_migration_fills_tails_as_decoding_reads_them(rows, old, regular):
+    """Migration 0014 fills the tail columns of segments written before it (either format)
+    with its own reader: the last reading's value and quality, bit for bit."""
+    rows.sort(key=lambda r: r[0])
+    ts = np.array([r[0] for r in rows], np.int64)
+    if regular:
+        ts = rows[0][0] + np.arange(len(rows), dtype=np.int64) * 60 * US
+    v = np.array([r[1] for r in rows], np.float64)
+    q = np.array([r[2] for r in rows], np.int16)
+    value, quality = _migration("0014_segment_tail")._tail(_v1(ts, v, q) if old else encode(ts, v, q))
+    assert (float(value).hex(), quality) == (float(v[-1]).hex(), q[-1])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 3 * compress.BLOCK + 5), st.sampled_from([0.0, 230.4, -0.0, 1e300]),
+       st.integers(0, 86_400 * US), st.data())
+def test_a_block_where_nothing_changes_is_answered_from_its_checkpoint(n, value, limit, data):
+    """A lamp by day: regular timestamps and one value, blocks of zeros recognised by their
+    frame and not decompressed; the same answer as a decode and a search."""
+    ts = 1000 + np.arange(n, dtype=np.int64) * 60 * US
+    v = np.full(n, value)
+    if data.draw(st.booleans()):  # a change in one block: the others stay still
+        v[data.draw(st.integers(0, n - 1)):] = 7.5
+    q = np.zeros(n, np.int16)
+    q[data.draw(st.integers(0, n)):] = 2  # bad quality from some point on (or never)
+    seg = encode(ts, v, q)
+    found, t, val, qq = compress.latest_upto([seg, seg], limit)
+    j = int(np.searchsorted(ts, limit, side="right")) - 1
+    assert found.tolist() == [j >= 0] * 2
+    if j >= 0:
+        assert t.tolist() == [ts[j]] * 2 and qq.tolist() == [q[j]] * 2
+        assert float(val[0]).hex() == float(v[j]).hex()
 
 
 def test_a_regular_decimal_series_takes_about_a_byte_a_point():
@@ -133,6 +183,7 @@ async def _compare(conn: asyncpg.Connection, queries) -> None:
         _same(await read_points(conn, frm, to, [A], [M], limit=limit),
               await read_points(conn, frm, to, [B], [M], limit=limit))
         _same(await latest_at(conn, to, [A], [M]), await latest_at(conn, to, [B], [M]))
+        assert await _past_latest(conn, to, A) == await _past_latest(conn, to, B)
         ra, rb = [await history.readings_between(conn, frm, to, [k], limit) for k in (A, B)]
         assert [r[1:] for r in ra] == [r[1:] for r in rb]
         pa, tier_a = await bucket_partials(conn, A, M, frm, to, timedelta(seconds=bucket_s))
@@ -141,6 +192,28 @@ async def _compare(conn: asyncpg.Connection, queries) -> None:
         assert pa.b.tolist() == pb.b.tolist()
         for agg in AGGS:
             assert np.array_equal(np.array(pa.values(agg)), np.array(pb.values(agg)), equal_nan=True), agg
+
+
+async def _past_latest(conn: asyncpg.Connection, at: datetime, key: int) -> dict:
+    """What the map at ``at`` (server/live/past.py) reads of one series: its newest reading,
+    probed day by day through the row store and the segments."""
+    hi = at + timedelta(microseconds=1)
+    lo = at.replace(hour=0, minute=0, second=0, microsecond=0)
+    answers = []
+    for share in (0.0, float("inf")):  # the whole day's segments filtered, or the pair's joined
+        with patch.object(history, "WHOLE_DAY_SHARE", share):
+            got = await past._latest_by_day(conn, {}, [key], [M], lo, hi)
+        answers.append({m: (ts, v.hex(), q) for m, (ts, v, q) in got.get(key, {}).items()})
+    assert answers[0] == answers[1]
+    return answers[0]
+
+
+async def _tails_agree(conn: asyncpg.Connection) -> None:
+    """Each segment's tail columns are its last reading, bit for bit."""
+    for r in await conn.fetch("select ts_last, last_value, last_quality, data from telemetry_segments"):
+        ts, v, q = decode(r["data"])
+        assert (compress.to_us(r["ts_last"]), r["last_quality"]) == (ts[-1], q[-1])
+        assert r["last_value"].hex() == float(v[-1]).hex()
 
 
 async def _rollups(conn: asyncpg.Connection, table: str, key: int) -> list[tuple]:
@@ -189,6 +262,7 @@ def test_reads_are_the_same_raw_and_compressed(run_db, rows, late, qs):
         report = await compress.compress_due(conn, NOW, device_keys=[A])
         assert report.points == len({r[0] for r in rows})
         assert await conn.fetchval("select count(*) from telemetry where device_key = $1", A) == 0
+        await _tails_agree(conn)
         await _compare(conn, qs)
         # late readings, in the row store beside A's segments; some repeat a stored time
         await _insert(conn, late + [(t, v + 1.0, 1 - q % 2) for t, v, q in rows[::3]])
@@ -203,6 +277,7 @@ def test_reads_are_the_same_raw_and_compressed(run_db, rows, late, qs):
         assert n == await conn.fetchval("select count(*) from telemetry where device_key = $1", B)
         assert n == await conn.fetchval("select (value #>> '{}')::bigint from ioc_meta "
                                         "where key = 'compressed_points'") or n == 0
+        await _tails_agree(conn)
         await _compare(conn, qs)
     run_db(check)
 

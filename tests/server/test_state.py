@@ -215,6 +215,47 @@ async def test_the_same_once_compressed(app):
     assert [await app(t) for t in instants] == before
 
 
+async def test_the_same_with_late_readings_beside_compressed_days(app):
+    """Readings that arrive after their day was compressed land in the row store, and the
+    map at an instant merges them with the segments as if they had always been there: inside
+    a segment (its reading, or a later late one), after a segment's end (its tail columns,
+    or a later late one), of bad quality; a late repeat of a compressed time keeps the
+    segment's value, as the row store keeps a time's first write. The same once folded in."""
+    a, c = app.devices["a"], app.devices["c"]
+    with psycopg.connect(app.url) as conn:
+        key = dict(conn.execute("select id, key from devices where id = any(%s)", ([a, c],)))
+        mid = dict(conn.execute("select name, id from metrics"))
+    late = [(key[a], mid["power_w"], at(33), 99.0, 0),  # inside A's first segment (23:00-23:55)
+            (key[a], mid["power_w"], at(30), -5.0, 0),  # a compressed time again: not kept
+            (key[a], mid["lamp_on"], at(58), 1.0, 1),  # after that segment's end, bad quality
+            (key[c], mid["dim_level_pct"], at(20), 40.0, 0)]  # after C's one reading (23:10)
+    insert = ("insert into telemetry (device_key, metric_id, ts, value, quality) "
+              "values (%s, %s, %s, %s, %s) on conflict do nothing")
+    instants = [at(31), at(34), at(57), at(59), at(61), at(75)]
+    with psycopg.connect(app.url) as conn:  # the answers of the row store alone
+        kept = [row for row in late if conn.execute(insert, row).rowcount]
+    assert len(kept) == 3
+    expected = [await app(t) for t in instants]
+    assert props(expected[1][1], a)["values"]["power_w"] == 99.0
+    assert props(expected[0][1], a)["values"]["power_w"] == 6.0
+    with psycopg.connect(app.url) as conn:
+        for k, m, ts, _, _ in kept:
+            conn.execute("delete from telemetry where device_key = %s and metric_id = %s and ts = %s",
+                         (k, m, ts))
+    pg = await asyncpg.connect(app.url)
+    try:
+        await compress.compress_due(pg, NOW + timedelta(days=3))
+        assert await pg.fetchval("select count(*) from telemetry") == 0
+        with psycopg.connect(app.url) as conn:  # now they arrive: all four land in the row store
+            assert sum(conn.execute(insert, row).rowcount for row in late) == 4
+        assert [await app(t) for t in instants] == expected
+        await compress.compress_due(pg, NOW + timedelta(days=3))  # folded in
+        assert await pg.fetchval("select count(*) from telemetry") == 0
+        assert [await app(t) for t in instants] == expected
+    finally:
+        await pg.close()
+
+
 async def test_ward_roll_up_at_a_past_instant(app, token_for):
     """``GET /api/v1/wards/summary?at=``: the roll-up (and its totals, the map's KPIs) as it
     was, from the same past state; crews count their crew's alarms only."""
