@@ -39,6 +39,10 @@ TELEMETRY_COLS = ("device_key", "metric_id", "ts", "value", "quality", "received
 DEAD_COLS = ("received_at", "source", "device_id", "topic", "field", "reason", "payload",
              "payload_size")
 
+# The largest reading kept. Finite values near float8's limit (1e308) overflowed the rollups'
+# sums and stopped the maintenance job; no meter, counter or sensor reports 1e15 of anything.
+MAX_MAGNITUDE = 1e15
+
 
 @dataclass(slots=True)
 class Envelope:
@@ -216,10 +220,14 @@ class Ingest:
                 if not isfinite(value):
                     reject(device_id, name, f"non-finite value {value!r}")
                     continue
+                if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+                    reject(device_id, name, f"value {value!r} is beyond ±{MAX_MAGNITUDE:g}: no reading "
+                                            "this server stores is that large (a wrong scale or register?)")
+                    continue
                 if metric.is_bool and value != 0.0 and value != 1.0:
                     reject(device_id, name, f"{name} is a boolean metric; got {value!r}")
                     continue
-            elif not isfinite(value):
+            elif not isfinite(value) or not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
                 value = 0.0  # a faulty reading keeps its quality, never a NaN in the table
             if it.ts is not last_ts:
                 last_ts = ts = it.ts

@@ -25,7 +25,7 @@ its day rewrites it.
 Beside its data, a segment row keeps its newest reading in plain columns (``ts_last``,
 ``last_value``, ``last_quality``, written with the data in the same COPY): the map at an
 instant after the segment's end reads them and decodes nothing (server/store/history.py's
-``latest_in_segments``). Segments written before migration 0014 were filled by it; a row
+``latest_in_segments``). Segments written before migration 0017 were filled by it; a row
 left NULL is decoded.
 
 Decoding gives back exactly the same timestamps, value bits and qualities.

@@ -22,6 +22,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from server.ingest.writer import MAX_MAGNITUDE
 from server.live import past
 from server.store import compress, history
 from server.store.compress import Points, decode, encode
@@ -32,7 +33,8 @@ NOW = D0 + timedelta(days=10)
 A, B, M = 1, 2, 7  # A is compressed, B stays in the row store; one metric
 US = 1_000_000
 
-finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+# what ingest stores: finite, within ±MAX_MAGNITUDE (server/ingest/writer.py)
+finite = st.floats(-MAX_MAGNITUDE, MAX_MAGNITUDE, allow_nan=False, allow_infinity=False, width=64)
 decimal = st.integers(-10**7, 10**7).map(lambda i: i / 10)
 values = st.one_of(decimal, finite, st.sampled_from([0.0, -0.0, 1.0]))
 
@@ -111,7 +113,7 @@ def _migration(name: str):
 @settings(max_examples=150, deadline=None)
 @given(segment_rows, st.booleans(), st.booleans())
 def test_the_migration_fills_tails_as_decoding_reads_them(rows, old, regular):
-    """Migration 0014 fills the tail columns of segments written before it (either format)
+    """Migration 0017 fills the tail columns of segments written before it (either format)
     with its own reader: the last reading's value and quality, bit for bit."""
     rows.sort(key=lambda r: r[0])
     ts = np.array([r[0] for r in rows], np.int64)
@@ -119,7 +121,7 @@ def test_the_migration_fills_tails_as_decoding_reads_them(rows, old, regular):
         ts = rows[0][0] + np.arange(len(rows), dtype=np.int64) * 60 * US
     v = np.array([r[1] for r in rows], np.float64)
     q = np.array([r[2] for r in rows], np.int16)
-    value, quality = _migration("0014_segment_tail")._tail(_v1(ts, v, q) if old else encode(ts, v, q))
+    value, quality = _migration("0017_segment_tail")._tail(_v1(ts, v, q) if old else encode(ts, v, q))
     assert (float(value).hex(), quality) == (float(v[-1]).hex(), q[-1])
 
 

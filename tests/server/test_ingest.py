@@ -72,11 +72,11 @@ async def test_bad_input_goes_to_dead_letters_and_good_values_are_kept(
         await pub.publish("ioc/v1/NOPE-1/telemetry",
                           orjson.dumps({"values": {"power_w": 1}}), qos=1)
         mixed = {"ts": iso(now), "values": {"power_w": 33.0, "pressure_bar": 2.0,
-                                            "dim_level_pct": "high", "lamp_on": 7}}
+                                            "dim_level_pct": "high", "lamp_on": 7, "energy_kwh": 1e300}}
         await pub.publish(f"ioc/v1/{dev}/telemetry", orjson.dumps(mixed), qos=1)
         future = {"ts": iso(now + timedelta(hours=1)), "values": {"power_w": 1.0}}
         await pub.publish(f"ioc/v1/{dev}/telemetry", orjson.dumps(future), qos=1)
-        await wait_for(lambda: count(city_db_url, "select count(*) from dead_letters") >= 6, blocking=True)
+        await wait_for(lambda: count(city_db_url, "select count(*) from dead_letters") >= 7, blocking=True)
         await wait_for(lambda: count(city_db_url) == 1, blocking=True)
     reasons = [r[0] for r in await aq(city_db_url, "select reason from dead_letters order by id")]
     text = "\n".join(reasons)
@@ -84,6 +84,7 @@ async def test_bad_input_goes_to_dead_letters_and_good_values_are_kept(
     assert "not one a streetlight reports" in text  # pressure_bar on a lamp
     assert "boolean" in text  # lamp_on = 7
     assert "future" in text
+    assert "1e+300 is beyond" in text  # finite, but it overflowed the rollups' sums
     assert any("JSON" in r for r in reasons)
     raw = (await aq(city_db_url, "select payload from dead_letters where reason like '%%future%%'"))[0][0]
     assert b'"power_w"' in bytes(raw), "the raw payload is kept for replay"

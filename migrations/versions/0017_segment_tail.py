@@ -1,8 +1,8 @@
 """telemetry_segments.last_value, last_quality: each segment's newest reading (with ts_last)
 in plain columns, so the map at an instant after a segment's end reads it without decoding
 
-Revision ID: 0014_segment_tail
-Revises: 0013_report_retries
+Revision ID: 0017_segment_tail
+Revises: 0016_rule_history
 Create Date: 2026-12-05 16:40:00
 
 Segments written before this revision are filled in here, a day at a time, by decoding
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0014_segment_tail'
-down_revision: str | None = '0013_report_retries'
+revision: str = '0017_segment_tail'
+down_revision: str | None = '0016_rule_history'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
