@@ -15,7 +15,7 @@ ON_SCREEN = """(device) => {
   const row = document.querySelector(`#alarm-list .alarm[data-device="${device}"]`);
   const m = window.ioc.map;
   const onMap = m.queryRenderedFeatures({layers: ['live-alarms']}).some(f => f.properties.device === device);
-  const state = m.getFeatureState({source: 'pressure_sensor', sourceLayer: 'pressure_sensor', id: device});
+  const state = m.getFeatureState({source: 'ioc', sourceLayer: 'pressure_sensor', id: device});
   return row !== null && onMap && state.sev >= 1;
 }"""
 
