@@ -333,7 +333,9 @@ function renderLayerSwitcher(live) {
         live.onLayersChanged?.();
       } });
     sections[groups[layer.role] ?? "devices"].push(
-      h("label.layer-row", input, h("span.swatch", { style: { background: colour } }),
+      h("label.layer-row", input, layer.role === "alarms" // alarms are rings on the map: here too
+        ? h("span.swatch.ring", { style: { borderColor: colour } })
+        : h("span.swatch", { style: { background: colour } }),
         h("span", layerTitle(layer))));
   }
   const live_alarms = h("input", { type: "checkbox", checked: true, dataset: { layer: "live-alarms" },
