@@ -30,6 +30,12 @@ CUT = """(sel) => {
   return cut;
 }"""
 
+# The KPIs end before the buttons on the right begin (a long word must not run under them).
+KPIS_CLEAR = """() => [...document.querySelectorAll('.kpis .kpi')]
+    .every((k) => k.scrollWidth <= k.clientWidth + 1)
+  && document.querySelector('.kpis').getBoundingClientRect().right
+     <= document.querySelector('.top-right').getBoundingClientRect().left + 1"""
+
 RING = """(device) => window.ioc.map.queryRenderedFeatures({layers: ['pressure_sensor:pressure_sensor:ring']})
   .some((f) => f.id === device || f.properties.id === device)"""
 
@@ -69,6 +75,7 @@ async def test_legible_map_en_vi_desktop_and_phone(browser, city_db_url, make_se
         legend = await page.inner_text("#legend")
         assert "ring round the device" in legend, legend
         await page.screenshot(path=artifact("legible-alarms-en.png"))
+        await page.locator("#legend").screenshot(path=artifact("legible-legend-en.png"))
         assert await page.evaluate(CUT, "#alarm-list") == []
 
         # Street names along the streets at street zoom, drawn from our font file.
@@ -82,6 +89,7 @@ async def test_legible_map_en_vi_desktop_and_phone(browser, city_db_url, make_se
         await page.screenshot(path=artifact("legible-streets-vi.png"))
         # The header keeps everything on screen in the longer language too.
         assert await page.evaluate(CUT, ".topbar") == []
+        assert await page.evaluate(KPIS_CLEAR) is True
         assert await page.evaluate(CUT, "#alarm-list") == []
 
         # The city: ward names stay above the count bubbles' labels.
@@ -100,6 +108,8 @@ async def test_legible_map_en_vi_desktop_and_phone(browser, city_db_url, make_se
         assert await page.evaluate(CUT, "#ward-table") == []
         await page.click("[data-lang=en]")
         assert await page.evaluate(CUT, "#ward-table") == []
+        assert await page.evaluate(CUT, ".topbar") == []
+        assert await page.evaluate(KPIS_CLEAR) is True
         await page.screenshot(path=artifact("legible-wards-en.png"))
         assert page.errors == []
 

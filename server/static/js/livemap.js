@@ -286,6 +286,9 @@ export class LiveMap {
     const ranked = tilejsons.filter(Boolean).map(([entry, tj]) => ({ entry, tj }))
       .sort((a, b) => this.rank(a.entry) - this.rank(b.entry));
     if (!ranked.length) throw new Error("the tile catalogue lists no layers");
+    // Over an external style our street names still draw from our font file (its glyphs URL,
+    // if any, keeps serving its own fonts).
+    if (this.overlay) this.map.setFontFaces({ ...(this.map.getFontFaces() ?? {}), ...FONT_FACES });
     this.addComposite(ranked.map(({ tj }) => tj));
     for (const { entry, tj } of ranked) this.addSource(entry, tj);
     this.bindInteraction();
