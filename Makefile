@@ -33,7 +33,7 @@ HLSJS      := node_modules/hls.js
 TERRADRAW  := node_modules/terra-draw
 TDMAPLIBRE := node_modules/terra-draw-maplibre-gl-adapter
 
-web: $(WEB_STAMP)
+web: $(WEB_STAMP) $(WEB_VENDOR)/fonts/DejaVuSans.ttf
 
 $(WEB_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -54,6 +54,13 @@ $(WEB_STAMP): package.json package-lock.json
 	cp $(TERRADRAW)/dist/terra-draw.module.js $(TERRADRAW)/package.json $(WEB_VENDOR)/terra-draw/
 	cp $(TDMAPLIBRE)/dist/terra-draw-maplibre-gl-adapter.module.js $(WEB_VENDOR)/terra-draw/
 	@touch $@
+
+# The map's street names: MapLibre draws the glyphs in the browser from this font file
+# (style `font-faces`), so no glyph server and no download; DejaVu Sans covers Vietnamese.
+# Debian's fonts-dejavu-core (scripts/setup-system.sh) ships it.
+$(WEB_VENDOR)/fonts/DejaVuSans.ttf: /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+	mkdir -p $(WEB_VENDOR)/fonts
+	cp $< $@
 
 demo: setup
 	$(VENV)/bin/ioc demo $(DEMO_ARGS)

@@ -35,6 +35,7 @@ command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 # (with a font, or headless text renders as boxes).
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# also the font of the map's street names (`make web` copies DejaVuSans.ttf into vendor/fonts)
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
 # GDAL's ogrinfo: the tests read /ogc with it (OAPIF and MVT drivers), a client not written here.
 command -v ogrinfo >/dev/null 2>&1 || need+=(gdal-bin)

@@ -6,30 +6,17 @@ import * as maplibregl from "maplibre-gl";
 
 import { api, h, listOf, pointOf, SEVERITY_RANK } from "./common.js";
 import { kindLabel, kindName } from "./i18n.js";
+import { KIND_COLOURS, SEVERITY_COLOURS, SEVERITY_RING, STATUS_COLOURS } from "./palette.js";
 
 export { maplibregl };
 
 const BG = "#070c16";
 const UNKNOWN_ALPHA = 0.55;
 
-// Colour per device kind when online; the rest of the palette is by status and severity.
-export const KIND_COLOURS = {
-  streetlight: "#ffd166",
-  lighting_cabinet: "#f4a261",
-  water_meter: "#4cc9f0",
-  pressure_sensor: "#4895ef",
-  flow_meter: "#56cfe1",
-  water_pipe: "#2f7de1",
-  traffic_controller: "#b5e48c",
-  road_segment: "#69db7c",
-  env_sensor: "#80ed99",
-  camera: "#d0a2ff",
-  tree: "#37b24d", // issue 14: trees and green areas (no telemetry: drawn as "unknown" status)
-  green_area: "#2b8a3e",
-};
+// One palette for kinds, statuses and alarm severities (palette.js, checked for colour-blind
+// readers by tests/web/test_palette.py). Alarms are rings round the device, not a new fill.
+export { KIND_COLOURS, SEVERITY_COLOURS, SEVERITY_RING, STATUS_COLOURS };
 const DEFAULT_KIND_COLOUR = "#9aa5b1";
-export const SEVERITY_COLOURS = { critical: "#ff4d4f", major: "#ff922b", minor: "#ffd43b", warning: "#74c0fc" };
-export const STATUS_COLOURS = { online: "#40c057", stale: "#d9a441", offline: "#868e96", unknown: "#495565" };
 const CONGESTION = ["#2f9e44", "#94d82d", "#fcc419", "#fd7e14", "#e03131"];
 
 // Drawing order, bottom to top, for the layers we know; unknown device layers go on top
@@ -57,19 +44,29 @@ const fs = (name) => ["feature-state", name];
 const sevColour = ["match", fs("sev"), 4, SEVERITY_COLOURS.critical, 3, SEVERITY_COLOURS.major,
   2, SEVERITY_COLOURS.minor, SEVERITY_COLOURS.warning];
 const alarmed = [">=", ["coalesce", fs("sev"), 0], 1];
+const sevRing = ["match", fs("sev"), 4, SEVERITY_RING.critical, 3, SEVERITY_RING.major,
+  2, SEVERITY_RING.minor, 1, SEVERITY_RING.warning, 0];
+// Severity by name (tile properties, the live alarm layer) to colour and ring thickness.
+const byName = (sev, table, other) => ["match", sev, "critical", table.critical, "major", table.major,
+  "minor", table.minor, "warning", table.warning, other];
+// The font of the street names, a file we serve (`make web` copies Debian's DejaVu Sans, which
+// covers Vietnamese: ă ơ ư đ ệ ...); MapLibre draws its glyphs in the browser, nothing is fetched
+// from outside and no glyph server is needed.
+export const LABEL_FONT = "DejaVu Sans";
+const FONT_FACES = { [LABEL_FONT]: [{ url: new URL("/static/vendor/fonts/DejaVuSans.ttf", location.href).href }] };
 
 function statusColour(kind) {
   const base = KIND_COLOURS[kind] ?? DEFAULT_KIND_COLOUR;
   let online = base;
   if (kind === "streetlight") {
     // A lamp that reports lamp_on=false is drawn dark: a street at night shows its gaps.
-    online = ["case", ["==", fs("on"), false], "#6c5f3c", base];
+    online = ["case", ["==", fs("on"), false], STATUS_COLOURS.lamp_off, base];
   } else if (kind === "road_segment") {
     online = ["match", ["coalesce", fs("cong"), -1], 0, CONGESTION[0], 1, CONGESTION[1],
       2, CONGESTION[2], 3, CONGESTION[3], 4, CONGESTION[4], base];
   }
+  // An alarm does not recolour the device: its ring (the ":ring" layer) says the severity.
   return ["case",
-    alarmed, sevColour,
     ["==", fs("status"), "offline"], STATUS_COLOURS.offline,
     ["==", fs("status"), "stale"], STATUS_COLOURS.stale,
     online];
@@ -80,8 +77,15 @@ const statusOpacity = ["case", alarmed, 1, ["==", fs("status"), "online"], 0.95,
 
 function pointRadius(kind) {
   const [a, b, c] = kind === "streetlight" ? [1.6, 3, 6.5] : [3, 5, 9];
-  const grow = (r) => ["case", alarmed, r * 1.8, r];
+  const grow = (r) => ["case", alarmed, r * 1.4, r];
   return ["interpolate", ["linear"], ["zoom"], 11, grow(a), 15, grow(b), 18, grow(c)];
+}
+
+// The alarm ring: a gap of background, then the severity's colour at the severity's width.
+function ringRadius(kind) {
+  const [a, b, c] = kind === "streetlight" ? [1.6, 3, 6.5] : [3, 5, 9];
+  const r = (v) => ["+", v * 1.4 + 2.5, ["/", sevRing, 2]];
+  return ["interpolate", ["linear"], ["zoom"], 11, r(a), 15, r(b), 18, r(c)];
 }
 
 // The style layers drawing one vector layer of one of our tile sources.
@@ -120,6 +124,15 @@ function styleLayers(source, sourceLayer, role, kind, minzoom, maxzoom, detailMi
         paint: { "line-color": width("#5b6b84", "#4a586e", "#35425a"),
           "line-width": ["interpolate", ["exponential", 1.6], ["zoom"],
             10, width(1.5, 1, 0.3), 14, width(5, 3.5, 1.5), 18, width(26, 18, 9)] } },
+      // Street names along the streets at street zooms, over the devices (a halo of the
+      // ground keeps them readable on a lit street) and never over one another.
+      { ...base, id: id("name"), type: "symbol", minzoom: 15, filter: ["all", lines, ["has", "name"]],
+        layout: { "symbol-placement": "line", "text-field": ["get", "name"], "text-font": [LABEL_FONT],
+          "text-size": ["interpolate", ["linear"], ["zoom"], 15, width(12, 11, 10.5), 18, width(15, 14, 13)],
+          "text-max-angle": 35, "text-padding": 4, "symbol-spacing": 320,
+          "symbol-sort-key": ["match", cls, "primary", 0, "secondary", 1, 2] },
+        paint: { "text-color": "#c9d6ea", "text-halo-color": BG, "text-halo-width": 1.6,
+          "text-halo-blur": 0.4 } },
     ];
   }
   if (role === "aggregates") {
@@ -130,16 +143,14 @@ function styleLayers(source, sourceLayer, role, kind, minzoom, maxzoom, detailMi
     return [
       { ...base, id: id("agg"), type: "circle", filter: points, paint: {
         "circle-radius": ["interpolate", ["linear"], ["sqrt", count], 1, 5, 10, 12, 40, 26, 150, 44],
-        "circle-color": ["match", worst, "critical", SEVERITY_COLOURS.critical,
-          "major", SEVERITY_COLOURS.major, "minor", SEVERITY_COLOURS.minor,
-          "warning", SEVERITY_COLOURS.warning,
-          ["case", [">", offline, ["*", 0.2, count]], STATUS_COLOURS.offline, "#1c7ed6"]],
-        "circle-opacity": 0.55, "circle-stroke-color": "#d0ebff", "circle-stroke-width": 1,
-        "circle-stroke-opacity": 0.7 } },
+        // The fill says the devices (offline share), the outline the worst alarm.
+        "circle-color": ["case", [">", offline, ["*", 0.2, count]], STATUS_COLOURS.offline, "#1c7ed6"],
+        "circle-opacity": 0.4, "circle-stroke-color": byName(worst, SEVERITY_COLOURS, "#d0ebff"),
+        "circle-stroke-width": byName(worst, SEVERITY_RING, 1),
+        "circle-stroke-opacity": 0.85 } },
       { ...base, id: id("aggpoly"), type: "fill", filter: polygons, paint: {
-        "fill-color": ["match", worst, "critical", SEVERITY_COLOURS.critical,
-          "major", SEVERITY_COLOURS.major, "minor", SEVERITY_COLOURS.minor, "#1c7ed6"],
-        "fill-opacity": 0.18, "fill-outline-color": "#4dabf7" } },
+        "fill-color": "#1c7ed6", "fill-opacity": 0.18,
+        "fill-outline-color": byName(worst, SEVERITY_COLOURS, "#4dabf7") } },
     ];
   }
   if (role === "ward_stats") {
@@ -150,17 +161,17 @@ function styleLayers(source, sourceLayer, role, kind, minzoom, maxzoom, detailMi
         "fill-color": ["interpolate", ["linear"], share, 0, "#12324a", 0.05, "#5a3b18", 0.2, "#a61e2e"],
         "fill-opacity": 0.55 } },
       { ...base, id: id("line"), type: "line", filter: polygons, paint: {
-        "line-color": ["match", ["coalesce", ["get", "alarm_severity"], ""],
-          "critical", SEVERITY_COLOURS.critical, "major", SEVERITY_COLOURS.major,
-          "minor", SEVERITY_COLOURS.minor, "warning", SEVERITY_COLOURS.warning, "#3d6a99"],
-        "line-width": 2 } },
+        "line-color": byName(["coalesce", ["get", "alarm_severity"], ""], SEVERITY_COLOURS, "#3d6a99"),
+        "line-width": byName(["coalesce", ["get", "alarm_severity"], ""], SEVERITY_RING, 1.5) } },
     ];
   }
   if (role === "alarms") {
     // Active alarms are drawn live from the alarm store (live-alarms); the tile layer
     // stays as a faint marker for alarms outside the websocket's view.
     return [{ ...base, id: id("alarm"), type: "circle", filter: points, paint: {
-      "circle-radius": 4, "circle-color": "#ff4d4f", "circle-opacity": 0.25 } }];
+      "circle-radius": 5, "circle-opacity": 0, "circle-stroke-width": 1.5,
+      "circle-stroke-color": byName(["get", "severity"], SEVERITY_COLOURS, SEVERITY_COLOURS.critical),
+      "circle-stroke-opacity": 0.4 } }];
   }
   const colour = statusColour(kind);
   const isLamp = kind === "streetlight";
@@ -176,23 +187,28 @@ function styleLayers(source, sourceLayer, role, kind, minzoom, maxzoom, detailMi
     // No maxzoom: a detail tile too dense to list its devices holds cells too (server bound).
     out.push({ ...base, id: id("agg"), type: "circle", filter: isAgg, paint: {
       "circle-radius": ["interpolate", ["linear"], ["sqrt", count], 1, 4, 10, 9, 40, 17, 150, 30],
-      "circle-color": ["match", sevOf, "critical", SEVERITY_COLOURS.critical,
-        "major", SEVERITY_COLOURS.major, "minor", SEVERITY_COLOURS.minor, kc],
+      // The kind's colour fills the cell; an alarm in it is its outline (colour and width).
+      "circle-color": kc,
       "circle-opacity": ["case", [">", ["to-number", ["coalesce", ["get", "offline"], 0]], ["*", 0.3, count]],
         0.15, 0.3],
-      "circle-stroke-color": ["match", sevOf, "critical", SEVERITY_COLOURS.critical,
-        "major", SEVERITY_COLOURS.major, kc],
-      "circle-stroke-width": 1.2, "circle-stroke-opacity": 0.8 } });
+      "circle-stroke-color": byName(sevOf, SEVERITY_COLOURS, kc),
+      "circle-stroke-width": byName(sevOf, SEVERITY_RING, 1.2), "circle-stroke-opacity": 0.9 } });
   }
   out.push(
+    // An alarmed line (a road segment, a pipe) gets a casing in the severity's colour.
+    { ...base, id: id("linering"), type: "line", filter: only(lines),
+      layout: { "line-cap": "round", "line-join": "round" },
+      paint: { "line-color": sevColour, "line-opacity": ["case", alarmed, 0.95, 0],
+        "line-gap-width": ["interpolate", ["linear"], ["zoom"], 11, kind === "road_segment" ? 2 : 1.2, 16,
+          kind === "road_segment" ? 5 : 3],
+        "line-width": sevRing } },
     { ...base, id: id("fill"), type: "fill", filter: only(polygons),
       paint: { "fill-color": colour, "fill-opacity": 0.12, "fill-outline-color": colour } },
     { ...base, id: id("line"), type: "line", filter: only(lines),
       layout: { "line-cap": "round", "line-join": "round" },
       paint: { "line-color": colour, "line-opacity": statusOpacity,
-        "line-width": ["interpolate", ["linear"], ["zoom"], 11,
-          ["case", alarmed, 3, kind === "road_segment" ? 2 : 1.2], 16,
-          ["case", alarmed, 7, kind === "road_segment" ? 5 : 3]],
+        "line-width": ["interpolate", ["linear"], ["zoom"], 11, kind === "road_segment" ? 2 : 1.2, 16,
+          kind === "road_segment" ? 5 : 3],
         ...(kind === "water_pipe" ? { "line-dasharray": [2, 1] } : {}) } },
   );
   if (isLamp) {
@@ -205,10 +221,13 @@ function styleLayers(source, sourceLayer, role, kind, minzoom, maxzoom, detailMi
   }
   out.push({ ...base, id: id("point"), type: "circle", filter: only(points), paint: {
     "circle-radius": pointRadius(kind), "circle-color": colour, "circle-opacity": statusOpacity,
-    "circle-stroke-color": ["case", alarmed, "#ffffff", ["==", fs("status"), "offline"], "#e03131",
-      ["boolean", fs("selected"), false], "#ffffff", "#050910"],
-    "circle-stroke-width": ["case", alarmed, 1.5, ["boolean", fs("selected"), false], 2,
-      isLamp ? 0.3 : 0.8] } });
+    "circle-stroke-color": ["case", ["boolean", fs("selected"), false], "#22c3ee", "#050910"],
+    "circle-stroke-width": ["case", ["boolean", fs("selected"), false], 2, alarmed, 1, isLamp ? 0.3 : 0.8] } });
+  // The alarm: a ring round the device (a dark gap, then the severity's colour and width),
+  // so the kind's colour stays and the alarm reads by its shape even without colour vision.
+  out.push({ ...base, id: id("ring"), type: "circle", filter: only(points), paint: {
+    "circle-radius": ringRadius(kind), "circle-opacity": 0, "circle-stroke-color": sevColour,
+    "circle-stroke-width": sevRing, "circle-stroke-opacity": ["case", alarmed, 1, 0] } });
   return out;
 }
 
@@ -231,7 +250,7 @@ export class LiveMap {
     this.hadHash = /map=/.test(location.hash);
     this.map = new maplibregl.Map({
       container,
-      style: styleUrl || { version: 8, sources: {}, layers: [
+      style: styleUrl || { version: 8, sources: {}, "font-faces": FONT_FACES, layers: [
         { id: "background", type: "background", paint: { "background-color": BG } }] },
       center: [105.84, 21.59],
       zoom: 12,
@@ -267,6 +286,9 @@ export class LiveMap {
     const ranked = tilejsons.filter(Boolean).map(([entry, tj]) => ({ entry, tj }))
       .sort((a, b) => this.rank(a.entry) - this.rank(b.entry));
     if (!ranked.length) throw new Error("the tile catalogue lists no layers");
+    // Over an external style our street names still draw from our font file (its glyphs URL,
+    // if any, keeps serving its own fonts).
+    if (this.overlay) this.map.setFontFaces({ ...(this.map.getFontFaces() ?? {}), ...FONT_FACES });
     this.addComposite(ranked.map(({ tj }) => tj));
     for (const { entry, tj } of ranked) this.addSource(entry, tj);
     this.bindInteraction();
@@ -444,18 +466,19 @@ export class LiveMap {
   addAlarmLayer() {
     this.map.addSource("live-alarms", { type: "geojson", data: { type: "FeatureCollection", features: [] } });
     const sev = ["get", "severity"];
-    const colour = ["match", sev, "critical", SEVERITY_COLOURS.critical, "major", SEVERITY_COLOURS.major,
-      "minor", SEVERITY_COLOURS.minor, SEVERITY_COLOURS.warning];
+    const colour = byName(sev, SEVERITY_COLOURS, SEVERITY_COLOURS.warning);
+    const ring = byName(sev, SEVERITY_RING, SEVERITY_RING.warning);
+    // Rings, not discs: the device inside keeps its own colour (palette.js).
     this.map.addLayer({ id: "live-alarms-halo", type: "circle", source: "live-alarms", paint: {
       "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 10, 16, 22],
-      "circle-color": colour, "circle-blur": 0.6,
-      "circle-opacity": ["case", ["get", "shelved"], 0, ["get", "unacked"], 0.45, 0.22] } });
+      "circle-opacity": 0, "circle-stroke-color": colour, "circle-stroke-width": 1.5,
+      "circle-stroke-opacity": ["case", ["get", "shelved"], 0, ["get", "unacked"], 0.7, 0.3] } });
     this.map.addLayer({ id: "live-alarms", type: "circle", source: "live-alarms", paint: {
-      "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 4, 16, 8],
-      "circle-color": colour,
-      "circle-opacity": ["case", ["get", "shelved"], 0.35, 1],
-      "circle-stroke-color": ["case", ["get", "unacked"], "#ffffff", "#1a1f2b"],
-      "circle-stroke-width": 2 } });
+      "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 6, 16, 12],
+      // nearly transparent, so a click inside the ring still finds the alarm
+      "circle-color": colour, "circle-opacity": 0.01,
+      "circle-stroke-color": colour, "circle-stroke-width": ring,
+      "circle-stroke-opacity": ["case", ["get", "shelved"], 0.35, 1] } });
     this.pulse();
   }
 
@@ -493,7 +516,7 @@ export class LiveMap {
     const ids = ["live-alarms"];
     for (const s of this.sources.values()) {
       if (s.role === "devices" || s.role === "aggregates") {
-        ids.push(...s.styleIds.filter((l) => !l.endsWith(":glow") && !l.endsWith(":fill")));
+        ids.push(...s.styleIds.filter((l) => !l.endsWith(":glow") && !l.endsWith(":fill") && !/ring$/.test(l)));
       } else if (s.role === "alarms" && s.visible) {
         ids.push(...s.styleIds);
       }

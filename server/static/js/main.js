@@ -12,9 +12,9 @@ import { cameraSection, stopCamera } from "./camera.js";
 import { CommandsPanel } from "./commands.js"; // issue 18: commands from the map
 import { DevicePanel } from "./device.js";
 import {
-  applyStatic, kindLabel, lang, onLangChange, setLang, severityLabel, statusLabel, t,
+  addStrings, applyStatic, kindLabel, lang, onLangChange, setLang, severityLabel, statusLabel, t,
 } from "./i18n.js";
-import { KIND_COLOURS, LiveMap, SEVERITY_COLOURS, STATUS_COLOURS } from "./livemap.js";
+import { KIND_COLOURS, LiveMap, SEVERITY_COLOURS, SEVERITY_RING, STATUS_COLOURS } from "./livemap.js";
 import { ReplayControl } from "./replay.js";
 import { ReportsPanel } from "./reports.js"; // issue 14: citizens' reports
 import { RulesPanel } from "./rules.js";
@@ -333,7 +333,9 @@ function renderLayerSwitcher(live) {
         live.onLayersChanged?.();
       } });
     sections[groups[layer.role] ?? "devices"].push(
-      h("label.layer-row", input, h("span.swatch", { style: { background: colour } }),
+      h("label.layer-row", input, layer.role === "alarms" // alarms are rings on the map: here too
+        ? h("span.swatch.ring", { style: { borderColor: colour } })
+        : h("span.swatch", { style: { background: colour } }),
         h("span", layerTitle(layer))));
   }
   const live_alarms = h("input", { type: "checkbox", checked: true, dataset: { layer: "live-alarms" },
@@ -356,16 +358,25 @@ function layerTitle(layer) {
   return (lang() === "vi" ? layer.titleVi : layer.title) ?? known;
 }
 
+// The legend draws what the map draws (palette.js): fills for kinds and statuses, rings of the
+// severity's colour and thickness for alarms.
+addStrings({ legend_alarm_ring: "Alarm: a ring round the device", legend_kinds: "Devices" },
+  { legend_alarm_ring: "Cảnh báo: vòng tròn quanh thiết bị", legend_kinds: "Thiết bị" });
+
 function renderLegend() {
-  const dot = (c, cls = "") => h(`span.dot${cls}`, { style: { background: c } });
+  const dot = (c) => h("span.dot", { style: { background: c } });
+  const ring = (s) => h("span.legend-ring", { dataset: { severity: s }, style: {
+    borderColor: SEVERITY_COLOURS[s], borderWidth: `${SEVERITY_RING[s]}px` } },
+  h("span.dot", { style: { background: KIND_COLOURS.streetlight } }));
   $("#legend").replaceChildren(
     h("h3", t("legend")),
     h("div.legend-row", dot(KIND_COLOURS.streetlight), h("span", statusLabel("lamp_on"))),
-    h("div.legend-row", dot("#6c5f3c"), h("span", statusLabel("lamp_off"))),
+    h("div.legend-row", dot(STATUS_COLOURS.lamp_off), h("span", statusLabel("lamp_off"))),
     ...["stale", "offline", "unknown"].map((s) => h("div.legend-row",
-      dot(STATUS_COLOURS[s], s === "offline" ? ".ring-red" : ""), h("span", statusLabel(s)))),
-    ...["critical", "major", "minor", "warning"].map((s) => h("div.legend-row",
-      dot(SEVERITY_COLOURS[s]), h("span", `⚠ ${severityLabel(s)}`))));
+      dot(STATUS_COLOURS[s]), h("span", statusLabel(s)))),
+    h("p.legend-note", t("legend_alarm_ring")),
+    ...["critical", "major", "minor", "warning"].map((s) => h("div.legend-row", ring(s),
+      h("span", severityLabel(s)))));
 }
 
 // ---------------------------------------------------------------- clock, boot
