@@ -118,6 +118,11 @@ async def test_replay_shows_the_past_and_returns_to_live(browser, city_db_url, m
         await page.get_by_role("button", name="Phát lại", exact=True).click()
         await page.locator("#replay-badge", has_text="Đang phát lại —").wait_for()
         await page.get_by_role("button", name="Về trực tiếp").wait_for()
+        # the range ends at this press: a minute later than the first one in a slow run
+        start = datetime.fromtimestamp(await page.evaluate(
+            "() => (window.ioc.replay.end - window.ioc.replay.spanMin * 60000) / 1000"), UTC)
+        minutes = int((NOW - timedelta(hours=2, minutes=30) - start).total_seconds() // 60)
+        shown = (start + timedelta(minutes=minutes)).astimezone().strftime("%H:%M")
         await page.get_by_role("slider", name="Thời điểm").fill(str(minutes))
         await page.wait_for_function(f"(id) => ({SEVERITY})(id) === 'major'", arg=lamp)
         await page.wait_for_function(LAMPS_OUT, arg="1")
