@@ -28,8 +28,8 @@ CELLS = 8  # aggregate grid: cells per tile side (64 CSS px on a 512 px vector t
 # Bump when the SQL or the attributes of any layer change: cached tiles of the old shape
 # must not be served (the version is part of every cache key and ETag).
 # 2: detail device tiles no longer carry status; 3: the reports layer; 4: lamps_out as the ward
-# summary counts it (rules.vocab.lamp_out_sql)
-CONFIG_VERSION = 4
+# summary counts it (rules.vocab.lamp_out_sql); 5: cells of one global grid per level (tile_grid)
+CONFIG_VERSION = 5
 
 # Zoom below which a point kind's tiles hold grid aggregates instead of devices.
 DETAIL_MINZOOM = {"streetlight": 14, "water_meter": 13, "lighting_cabinet": 12}
