@@ -168,15 +168,17 @@ function styleLayers(source, sourceLayer, role, kind, minzoom, maxzoom, detailMi
   const out = [];
   if (detailMinzoom > 0) {
     // Below the detail zoom the kind's tiles hold grid cells with counts (server-side).
-    const count = ["to-number", ["coalesce", ["get", "count"], 1]];
+    // Live counts from the websocket (applyCells) win over the tile's, as feature-state.
+    const live = (name, fallback) => ["coalesce", ["feature-state", name], ["get", name], fallback];
+    const count = ["to-number", live("count", 1)];
     const kc = KIND_COLOURS[kind] ?? DEFAULT_KIND_COLOUR;
-    const sevOf = ["coalesce", ["get", "alarm_severity"], "none"];
+    const sevOf = ["coalesce", ["feature-state", "asev"], ["get", "alarm_severity"], "none"];
     // No maxzoom: a detail tile too dense to list its devices holds cells too (server bound).
     out.push({ ...base, id: id("agg"), type: "circle", filter: isAgg, paint: {
       "circle-radius": ["interpolate", ["linear"], ["sqrt", count], 1, 4, 10, 9, 40, 17, 150, 30],
       "circle-color": ["match", sevOf, "critical", SEVERITY_COLOURS.critical,
         "major", SEVERITY_COLOURS.major, "minor", SEVERITY_COLOURS.minor, kc],
-      "circle-opacity": ["case", [">", ["to-number", ["coalesce", ["get", "offline"], 0]], ["*", 0.3, count]],
+      "circle-opacity": ["case", [">", ["to-number", live("offline", 0)], ["*", 0.3, count]],
         0.15, 0.3],
       "circle-stroke-color": ["match", sevOf, "critical", SEVERITY_COLOURS.critical,
         "major", SEVERITY_COLOURS.major, kc],
@@ -424,6 +426,29 @@ export class LiveMap {
     this.setState(id, patch);
   }
 
+  // The zoom of the vector tiles drawn now (512 px tiles: the map's zoom, floored).
+  tileZoom() {
+    return Math.max(0, Math.min(24, Math.floor(this.map.getZoom())));
+  }
+
+  // A wide view's cells from the websocket ({cell_zoom, cells: [{cell, kind, count, ...}]}):
+  // each cell's "cell" is the id property of the same cell in the kind's aggregate tile (our
+  // promoteId), so its live counts go onto the feature the tile drew (feature-state wins over
+  // the tile's properties).
+  applyCells(msg) {
+    if (msg.cell_zoom !== this.tileZoom()) return; // zoomed since: the next subscribe sends them
+    for (const c of msg.cells ?? []) {
+      const src = this.sources.get(c.kind);
+      if (!src) continue;
+      const patch = { count: c.count, offline: c.offline, online: c.online,
+        asev: c.alarm_severity ?? "none" };
+      for (const sl of src.sourceLayers) {
+        this.map.setFeatureState({ source: COMPOSITE, sourceLayer: sl, id: c.cell }, patch);
+      }
+    }
+    this.updateAggregateLabels();
+  }
+
   // After an alarm transition: the device's colour follows its worst open alarm.
   applySeverity(id, severity) {
     const st = this.state.get(id);
@@ -570,7 +595,7 @@ export class LiveMap {
       const key = f.geometry.coordinates.map((v) => v.toFixed(5)).join(",");
       const cell = cells.get(key) ?? { at: f.geometry.coordinates, kinds: new Map() };
       const kind = f.properties.kind ?? f.sourceLayer;
-      cell.kinds.set(kind, Number(f.properties.count ?? 0));
+      cell.kinds.set(kind, Number(f.state?.count ?? f.properties.count ?? 0));
       cells.set(key, cell);
     }
     for (const { at, kinds } of [...cells.values()].slice(0, 400)) {
