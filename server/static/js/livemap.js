@@ -344,9 +344,11 @@ export class LiveMap {
       role, tilejson: tj, styleIds, visible: true, title: entry.title, titleVi: entry.title_vi,
       live: !entry.source || entry.source === "kind", // a device kind: the websocket has it
       sourceLayers: vlayers.map((v) => v.id),
-      // Per-device live state is worth subscribing to only where devices are drawn.
-      minzoom: Math.max(tj.minzoom ?? 0, detailMinzoom),
+      // Subscribed from the layer's minzoom: where a dense kind is drawn as cells, the hub
+      // sends a wide view's counts as cells too (applyCells), not device by device.
+      minzoom: tj.minzoom ?? 0,
     });
+    if (this.cellsMsg) this.applyCells(this.cellsMsg); // a snapshot that came before the layer
     // The alarm tiles are covered by the live alarm layer and the ward roll-up tiles by
     // the ward view: both off unless asked for.
     if (role === "alarms" || role === "ward_stats") this.setVisible(id, false);
@@ -437,6 +439,9 @@ export class LiveMap {
   // the tile's properties).
   applyCells(msg) {
     if (msg.cell_zoom !== this.tileZoom()) return; // zoomed since: the next subscribe sends them
+    this.cellsMsg = msg;
+    this.liveCells = msg.cells ?? [];
+    if (!this.map.getSource(COMPOSITE)) return;
     for (const c of msg.cells ?? []) {
       const src = this.sources.get(c.kind);
       if (!src) continue;
