@@ -402,8 +402,15 @@ def _write(path: Path, lines: list[str]) -> Path:
 
 
 async def bench(args: argparse.Namespace, stack: Stack) -> None:
+    t0 = time.perf_counter()
     url = prepare_city(stack, args.lamps)
+    log(f"city of {args.lamps:,} lamps built in {time.perf_counter() - t0:.0f} s")
     layer = await layer_of(url, args.layer)
+    if layer.source == "kind" and layer.geometry == "point":
+        figures = await scale(args, stack, url, layer)
+        report_scale(figures, args.lamps)
+        if args.scale_only:
+            return
     tiles = await tile_list(url, layer, args.per_zoom)
     per_zoom = {z: sum(1 for t in tiles if t[0] == z) for z in ZOOMS}
     log(f"tile list: {len(tiles)} tiles of layer {layer.id} "
@@ -460,6 +467,134 @@ async def bench(args: argparse.Namespace, stack: Stack) -> None:
             tipg.stop()
     report(results, layer, tiles, wrk)
     record_figures(results, layer, tiles, wrk, args)
+
+
+# ---------------------------------------------------------------- scale (issue 18 point 8)
+@dataclass
+class Figure:
+    name: str
+    ms: float  # median of the repetitions
+    kib: float
+    note: str = ""
+
+
+async def _densest(url: str, kind: str, z: int) -> tuple[int, int, int, int]:
+    """The tile of zoom ``z`` holding the most devices of ``kind`` (the grid's level-z cells are
+    the tiles of zoom z) and that number."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("select ioc_tile_grid_fold()")
+        row = await conn.fetchrow("select cx, cy, n from tile_grid where kind = $1 and level = $2"
+                                  " order by n desc limit 1", kind, z)
+    finally:
+        await conn.close()
+    return z, row["cx"], row["cy"], row["n"]
+
+
+async def _timed_statement(url: str, statement: str, args: tuple, reps: int) -> tuple[float, int]:
+    conn = await asyncpg.connect(url, server_settings={"jit": "off"})
+    try:
+        await conn.fetchval(statement, *args)  # prepared, cached pages
+        times, size = [], 0
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            size = len(await conn.fetchval(statement, *args) or b"")
+            times.append((time.perf_counter() - t0) * 1000)
+    finally:
+        await conn.close()
+    return percentile(times, 50), size
+
+
+def _timed_get(base: str, path: str, token: str, reps: int, gzip_ok: bool = False) -> tuple[float, int]:
+    headers = {"Authorization": f"Bearer {token}",
+               "Accept-Encoding": "gzip" if gzip_ok else "identity"}
+    times, size = [], 0
+    for _ in range(reps + 1):
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(urllib.request.Request(base + path, headers=headers), timeout=120) as r:
+            size = len(r.read())
+        times.append((time.perf_counter() - t0) * 1000)
+    return percentile(times[1:], 50), size
+
+
+async def _ws_snapshot(base: str, token: str, bbox: list[float], zoom: int,
+                       reps: int) -> tuple[float, int, dict]:
+    import aiohttp
+    import orjson
+
+    times, size, head = [], 0, {}
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            base + "/api/v1/ws", headers={"Authorization": f"Bearer {token}"},
+            max_msg_size=256 * 2**20) as ws:
+        for _ in range(reps + 1):
+            t0 = time.perf_counter()
+            await ws.send_str(orjson.dumps({"op": "subscribe", "bbox": bbox, "layers": ["streetlight"],
+                                            "zoom": zoom}).decode())
+            while True:
+                msg = await ws.receive(timeout=120)
+                doc = orjson.loads(msg.data)
+                if isinstance(doc, dict) and doc.get("type") == "snapshot":
+                    break
+            times.append((time.perf_counter() - t0) * 1000)
+            size = len(msg.data)
+            head = {k: (len(v) if isinstance(v, list) else v) for k, v in doc.items()}
+    return percentile(times[1:], 50), size, head
+
+
+async def scale(args: argparse.Namespace, stack: Stack, url: str, layer: catalogue.Layer) -> list[Figure]:
+    """The dense city's figures: the densest z14 (detail) and z12 (aggregate) tiles, uncached,
+    through the server and as bare statements (the grid read beside counting every lamp, which
+    is what the z12 tile did before the grid), and the websocket snapshot of the whole city."""
+    reps = args.reps
+    token = stack.token(url, "viewer")
+    out: list[Figure] = []
+    z14 = await _densest(url, layer.kind, 14)
+    z12 = await _densest(url, layer.kind, 12)
+    for z, x, y, n in (z12, z14):
+        t = sql.bounds(z, x, y)
+        if layer.aggregated(z):
+            for grid, name in ((True, "grid counts (tile_grid)"), (False, "counting every lamp (before)")):
+                stmt, a = sql.query(layer, t, grid=grid)
+                ms, size = await _timed_statement(url, stmt, a, reps)
+                out.append(Figure(f"z{z} tile {z}/{x}/{y} ({n:,} lamps), statement: {name}", ms, size / 1024))
+        else:
+            stmt, a = sql.query(layer, t)  # what the tile held before max_point_features
+            ms, size = await _timed_statement(url, stmt, a, reps)
+            out.append(Figure(f"z{z} tile {z}/{x}/{y} ({n:,} lamps), statement: every lamp listed (before)",
+                              ms, size / 1024))
+    conn = await asyncpg.connect(url)
+    try:
+        box = await conn.fetchrow("select ST_XMin(e) w, ST_YMin(e) s, ST_XMax(e) e, ST_YMax(e) n from"
+                                  " (select ST_Extent(geom) e from devices where kind = $1) x", layer.kind)
+    finally:
+        await conn.close()
+    bbox = [round(v, 6) for v in (box["w"], box["s"], box["e"], box["n"])]
+    for label, env in (("", {}), (" (before: no cells, max_snapshot 50,000)",
+                                  {"IOC_HUB__MAX_SNAPSHOT_DEVICES": "1000000000"})):
+        srv = stack.start_server(url, extra_env={"IOC_TILES__CACHE_MB": "0", "IOC_API__RATE_LIMIT": "false",
+                                                 **env})
+        try:
+            if not label:
+                for z, x, y, n in (z14, z12):
+                    path = f"/tiles/{layer.id}/{z}/{x}/{y}.mvt"
+                    ms, size = _timed_get(srv.base_url, path, token, reps)
+                    _, gz = _timed_get(srv.base_url, path, token, 1, gzip_ok=True)
+                    out.append(Figure(f"z{z} tile {z}/{x}/{y} ({n:,} lamps), our server uncached", ms,
+                                      size / 1024, f"gzip {gz / 1024:,.1f} KiB"))
+            ms, size, head = await _ws_snapshot(srv.base_url, token, bbox, 12, reps)
+            shape = ", ".join(f"{k} {v}" for k, v in head.items() if k != "type")
+            out.append(Figure(f"websocket snapshot, whole city, zoom 12{label}", ms, size / 1024, shape))
+        finally:
+            srv.stop()
+    return out
+
+
+def report_scale(figures: list[Figure], lamps: int) -> None:
+    console.print(table(f"Scale: {lamps:,} lamps (median of the repetitions, one client, nothing cached)",
+                        ["what", "ms", "KiB", ""],
+                        [[f.name, f"{f.ms:,.1f}", f"{f.kib:,.1f}", f.note] for f in figures]))
+    for f in figures:
+        record("tiles", f"{lamps:,} lamps: {f.name}", f.ms, "ms", note=f"{f.kib:,.1f} KiB {f.note}".strip())
 
 
 def record_figures(results: dict[str, Result], layer: catalogue.Layer, tiles: list, wrk: str | None,
@@ -563,6 +698,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-tipg", dest="tipg", action="store_false", help="skip TiPg")
     p.add_argument("--quick", action="store_true", help="8 s per configuration, 3 s warm-up")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (server and TiPg logs)")
+    p.add_argument("--scale-only", action="store_true",
+                   help="only the scale figures (densest z14 and z12 tiles, websocket snapshot)")
+    p.add_argument("--reps", type=int, default=7, help="repetitions of each scale figure (median)")
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 8.0, 3.0

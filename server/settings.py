@@ -313,6 +313,14 @@ class HubSettings(_Section):
                                         "disconnected as too slow (they are never dropped)")
     max_snapshot: int = Field(default=50_000, ge=1,
                               description="devices in one snapshot; more is truncated")
+    max_snapshot_devices: int = Field(
+        default=10_000, ge=1,
+        description="a subscribed kind with more devices than this in the bbox comes as grid cells"
+                    " with counts (snapshot \"cells\", then \"cells\" messages) instead of one entry"
+                    " and one state message per device, as tiles do above [tiles] max_point_features")
+    cells_refresh_s: float = Field(
+        default=5.0, gt=0, le=3_600,
+        description="how often the cells of an aggregated view are read again (sent when changed)")
     send_buffer_bytes: int | None = Field(
         default=None, ge=4096,
         description="SO_SNDBUF of websocket sockets: what a stalled client may hold in the "

@@ -29,8 +29,8 @@ CELLS = 8  # aggregate grid: cells per tile side (64 CSS px on a 512 px vector t
 # must not be served (the version is part of every cache key and ETag).
 # 2: detail device tiles no longer carry status; 3: the reports layer; 4: lamps_out as the ward
 # summary counts it (rules.vocab.lamp_out_sql); 5: ward_stats leaves shelved alarms out of its
-# alarm count and severity
-CONFIG_VERSION = 5
+# alarm count and severity; 6: cells of one global grid per level (tile_grid)
+CONFIG_VERSION = 6
 
 # Zoom below which a point kind's tiles hold grid aggregates instead of devices.
 DETAIL_MINZOOM = {"streetlight": 14, "water_meter": 13, "lighting_cabinet": 12}

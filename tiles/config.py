@@ -42,3 +42,9 @@ class TilesSettings(BaseModel):
                     " detail zoom): about 60 bytes a lamp, so a tile stays under 500 KB at any"
                     " density",
     )
+    grid_fold_s: float = Field(
+        default=2.0, gt=0, le=3600,
+        description="how often the device counts changed since (tile_grid_log, written by triggers)"
+                    " are folded into the aggregate grid (tile_grid); tiles are exact meanwhile, this"
+                    " only keeps the log short",
+    )

@@ -83,15 +83,35 @@ class TileService:
         self._inflight: dict[Hashable, asyncio.Task] = {}
         self._extents: dict[str, tuple[Hashable, tuple[float, float, float, float]]] = {}
         self._check_failed = False
+        self._folder: asyncio.Task | None = None
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         async with self.pool.acquire() as conn:
             await self._read_versions(conn)
             await self._load_catalogue(conn)
+        self._folder = asyncio.create_task(self._fold_grid(), name="tiles.grid.fold")
+
+    async def _fold_grid(self) -> None:
+        """Fold the grid's log into its counts now and then (see migration 0018_tile_grid):
+        tiles read the log too, so this only keeps it short. One folder at a time across
+        server processes (the function takes a try lock)."""
+        failed = False
+        while True:
+            await asyncio.sleep(self.settings.grid_fold_s)
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.execute(sql.FOLD_GRID)
+                if failed:
+                    logger.info("tile grid folded again")
+                    failed = False
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                if not failed:
+                    logger.warning("cannot fold the tile grid's log: %s", err)
+                    failed = True
 
     async def close(self) -> None:
-        tasks = [t for t in (self._check, *self._inflight.values()) if t is not None]
+        tasks = [t for t in (self._check, self._folder, *self._inflight.values()) if t is not None]
         for t in tasks:
             t.cancel()
         for t in tasks:

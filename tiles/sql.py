@@ -131,42 +131,84 @@ DEVICE_SIMPLIFIED = _DEVICE.replace("{geom}", _SIMPLIFIED).replace("{props}", ""
 DEVICE_POINTS_PROPS = _DEVICE.replace("{geom}", _POINT).replace("{props}", _PROPS)
 DEVICE_SIMPLIFIED_PROPS = _DEVICE.replace("{geom}", _SIMPLIFIED).replace("{props}", _PROPS)
 
-# $10 kind, $11 cell size (m), $12 z, $13/$14 the tile's first global cell column/row,
-# $15 the crew whose alarms alone count (null: every alarm).
-# Devices are binned by their stored Web Mercator coordinates (devices.merc_x/merc_y): 3x
-# faster than ST_Transform per row, and a further 30 % faster than computing them per tile.
-# Only the exact tile is searched (no buffer), so every device falls into one of its cells;
-# the clamp keeps devices on the tile's edge in the edge cells.
+# The aggregate grid (migration 0018_tile_grid): a tile at zoom z shows the 8 x 8 cells of grid
+# level z + 3 under it. A device's cell at level 21 is ioc_grid_x/y(merc_x/merc_y), its cell at
+# any coarser level that number shifted right, so levels nest and a device is in exactly one cell
+# of every level (tiles do not count a device on their shared edge twice). tile_grid holds the
+# counts of levels 3 to GRID_MAX_LEVEL, tile_grid_log the changes not folded in yet.
+GRID_MAX_LEVEL = 19
+FINE_LEVEL = 21
+CELL_LEVELS = CELLS.bit_length() - 1  # 8 x 8 cells a tile: level = zoom + 3
+
+# $10 kind, $11 grid level (z + 3), $12/$13 the tile's first global cell column/row, $14 the crew
+# whose alarms alone count (null: every alarm); $6-$9 the widened WGS 84 bounds, for the alarms.
+# A cell's point is the mean position of its devices, from sums of centimetres (exact integers
+# that the grid can add and subtract without drift), so both statements put it at the same place.
+_CELL_ALARMS = f"""a as (
+  select ioc_grid_x(d.merc_x) >> ({FINE_LEVEL} - $11::int) as cx,
+         ioc_grid_y(d.merc_y) >> ({FINE_LEVEL} - $11::int) as cy,
+         count(*) as alarms, min(r.rank) as rank
+  from (select device, min({_RANK}) as rank from alarms
+        where {_ACTIVE_ALARM} and {crew_scope(14)} group by device) r
+  join devices d on d.id = r.device
+  where d.kind = $10 and d.geom && ST_MakeEnvelope($6, $7, $8, $9, 4326)
+  group by 1, 2
+)"""
+_CELLS_TILE = f"""
+select ST_AsMVT(t, $1, {EXTENT}, 'geom', 'cid') from (
+  select c.cy::bigint * (1::bigint << $11::int) + c.cx as cid,
+         'cell:' || ($11::int - 3) || '/' || c.cx || '/' || c.cy as id,
+         'cell' as agg, $10::text as kind, c.n::int as count, c.online::int as online,
+         c.stale::int as stale, c.offline::int as offline, c.unknown::int as unknown,
+         coalesce(a.alarms, 0)::int as alarms, {_SEVERITY.format("a.rank")} as alarm_severity,
+         ST_AsMVTGeom(ST_SetSRID(ST_MakePoint(c.sx::float8 / c.n / 100, c.sy::float8 / c.n / 100), 3857),
+                      e.env, {EXTENT}, {BUFFER}, true) as geom
+  from c left join a on a.cx = c.cx and a.cy = c.cy
+  cross join (select ST_MakeEnvelope($2, $3, $4, $5, 3857) as env) e
+  order by cid
+) t"""
+_IN_TILE = "{x} between $12::int and $12::int + " + str(CELLS - 1) + \
+    " and {y} between $13::int and $13::int + " + str(CELLS - 1)
+
+# Counting every device under the tile: O(devices), the fallback above GRID_MAX_LEVEL (a dense
+# tile at z17-18) and the reference the grid is tested against.
 DEVICE_CELLS = f"""
-with a as (
-  select device, min({_RANK}) as rank from alarms
-  where {_ACTIVE_ALARM} and {crew_scope(15)} group by device
-), p as (
-  select d.key, d.id, d.merc_x as px, d.merc_y as py
-  from devices d cross join (select ST_MakeEnvelope($6, $7, $8, $9, 4326) as box) e
-  where d.kind = $10 and d.geom && e.box
-), q as (
-  select least(greatest(floor((p.px - $2::float8) / $11::float8)::int, 0), {CELLS - 1}) as cx,
-         least(greatest(floor(($5::float8 - p.py) / $11::float8)::int, 0), {CELLS - 1}) as cy,
-         p.px, p.py, coalesce(s.status, 'unknown') as status, a.rank
-  from p left join device_state s on s.device_key = p.key left join a on a.device = p.id
+with p as (
+  select d.merc_x, d.merc_y, coalesce(s.status, 'unknown') as status,
+         ioc_grid_x(d.merc_x) >> ({FINE_LEVEL} - $11::int) as cx,
+         ioc_grid_y(d.merc_y) >> ({FINE_LEVEL} - $11::int) as cy
+  from devices d left join device_state s on s.device_key = d.key
+  where d.kind = $10 and d.geom && ST_MakeEnvelope($6, $7, $8, $9, 4326)
 ), c as (
   select cx, cy, count(*) as n,
          count(*) filter (where status = 'online') as online,
          count(*) filter (where status = 'stale') as stale,
          count(*) filter (where status = 'offline') as offline,
          count(*) filter (where status = 'unknown') as unknown,
-         count(rank) as alarms, min(rank) as rank, avg(px) as mx, avg(py) as my
-  from q group by cx, cy
-)
-select ST_AsMVT(t, $1, {EXTENT}, 'geom', 'cid') from (
-  select ($14::int + c.cy) * ({CELLS}::bigint << $12::int) + $13::int + c.cx as cid,
-         'cell:' || $12::int || '/' || ($13::int + c.cx) || '/' || ($14::int + c.cy) as id,
-         'cell' as agg, $10::text as kind, c.n as count, c.online, c.stale, c.offline, c.unknown,
-         c.alarms, {_SEVERITY.format("c.rank")} as alarm_severity,
-         ST_AsMVTGeom(ST_SetSRID(ST_MakePoint(c.mx, c.my), 3857), e.env, {EXTENT}, {BUFFER}, true) as geom
-  from c cross join (select ST_MakeEnvelope($2, $3, $4, $5, 3857) as env) e
-) t"""
+         sum(round(merc_x * 100)::bigint) as sx, sum(round(merc_y * 100)::bigint) as sy
+  from p where {_IN_TILE.format(x="cx", y="cy")}
+  group by cx, cy
+), {_CELL_ALARMS}{_CELLS_TILE}"""
+
+# Reading the counts the grid keeps: O(cells in the tile) whatever the city's size, plus the
+# log rows not folded yet (the tile service folds them every few seconds).
+DEVICE_GRID = f"""
+with g as (
+  select cx, cy, n, online, stale, offline, unknown, sx, sy from tile_grid
+  where kind = $10 and level = $11::int and {_IN_TILE.format(x="cx", y="cy")}
+  union all
+  select fx >> ({GRID_MAX_LEVEL} - $11::int), fy >> ({GRID_MAX_LEVEL} - $11::int), n, online, stale,
+         offline, unknown, sx, sy
+  from tile_grid_log
+  where kind = $10 and {_IN_TILE.format(x=f"fx >> ({GRID_MAX_LEVEL} - $11::int)",
+                                         y=f"fy >> ({GRID_MAX_LEVEL} - $11::int)")}
+), c as (
+  select cx, cy, sum(n) as n, sum(online) as online, sum(stale) as stale, sum(offline) as offline,
+         sum(unknown) as unknown, sum(sx) as sx, sum(sy) as sy
+  from g group by cx, cy having sum(n) > 0
+), {_CELL_ALARMS}{_CELLS_TILE}"""
+
+FOLD_GRID = "select ioc_tile_grid_fold()"
 
 # $10 simplification tolerance
 WARDS = f"""
@@ -264,18 +306,19 @@ def count_points(layer: Layer, t: TileBounds, bound: int) -> tuple[str, tuple]:
     return COUNT_POINTS, (layer.kind, t.west, t.south, t.east, t.north, bound)
 
 
-def query(layer: Layer, t: TileBounds, crew: str | None = None, aggregate: bool = False) -> tuple[str, tuple]:
+def query(layer: Layer, t: TileBounds, crew: str | None = None, aggregate: bool = False,
+          grid: bool = True) -> tuple[str, tuple]:
     """The statement and its arguments for one tile of ``layer``; ``crew``: only this crew's
     alarms count (for a layer that is :meth:`~tiles.catalogue.Layer.crew_scoped`);
-    ``aggregate``: grid cells even at a detail zoom (a tile too dense to list its devices)."""
+    ``aggregate``: grid cells even at a detail zoom (a tile too dense to list its devices);
+    ``grid``: cells from the kept counts where the grid has the level (else by counting)."""
     base = (layer.id, t.left, t.bottom, t.right, t.top, t.west, t.south, t.east, t.north)
     src = layer.source
     if src == "kind":
         if layer.aggregated(t.z) or aggregate:
-            box = (t.left, t.bottom, t.right, t.top, _lon(t.left), _lat(t.bottom), _lon(t.right),
-                   _lat(t.top))
-            return DEVICE_CELLS, (layer.id, *box, layer.kind, t.width / CELLS, t.z, t.x * CELLS,
-                                  t.y * CELLS, crew)
+            level = t.z + CELL_LEVELS
+            statement = DEVICE_GRID if grid and level <= GRID_MAX_LEVEL else DEVICE_CELLS
+            return statement, (*base, layer.kind, level, t.x * CELLS, t.y * CELLS, crew)
         props = layer.detail_minzoom == 0
         if layer.simplify():
             sql = DEVICE_SIMPLIFIED_PROPS if props else DEVICE_SIMPLIFIED

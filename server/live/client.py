@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from server.live.cells import CellView
 from server.live.deltas import Delta, conflate
 from server.live.index import Viewport
 
@@ -43,6 +44,10 @@ class Client:
         self.crew = principal.crew
         self.crew_scoped = principal.role == "crew"
         self.viewport: Viewport | None = None
+        # The kinds of the subscription sent as grid cells (too many devices in the bbox), and
+        # the cells last sent, to send them again only when they change (server/live/cells.py).
+        self.cells: CellView | None = None
+        self.cells_sent: str | None = None
         self.alarms = False
         self.coalesce = False
         # Command groups whose results this client watches ({"op": "commands"}): None for

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from server.runtime.metrics import Registry
     from server.settings import HubSettings
 
+from server.live.cells import CELLS_SQL, DENSE_SQL, cell_view
 from server.live.client import Client
 from server.live.deltas import Delta, now_ms
 from server.live.index import SpatialIndex, Viewport
@@ -125,6 +126,8 @@ class Hub:
         self._parked: list[Delta] = []
         self._sent: dict[str, int] = {}
         self._sent_children: dict[str, Any] = {}
+        self._cells_at = 0.0
+        self._cells_task: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -142,10 +145,10 @@ class Hub:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(10):
                     await asyncio.shield(reload)
-        for task in (self._watchdog, *self._tasks):
+        for task in (self._watchdog, self._cells_task, *self._tasks):
             if task is not None:
                 task.cancel()
-        for task in (self._watchdog, *self._tasks):
+        for task in (self._watchdog, self._cells_task, *self._tasks):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -192,23 +195,33 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     async def subscribe(self, client: Client, viewport: Viewport, alarms: bool,
-                        request_id: Any = None) -> int:
+                        request_id: Any = None, zoom: int | None = None) -> int:
         """Route ``viewport`` to the client from now on, then queue its snapshot.
 
         Updates routed while the snapshot is read wait behind it, so the client sees
         the snapshot first and then every change since (merged where they overlap).
-        Returns the number of devices in the snapshot.
+        A kind with more devices in the bbox than ``max_snapshot_devices`` comes as grid
+        cells (server/live/cells.py; ``zoom``: the map's tile zoom, whose cells to send) and
+        its devices' updates are not routed. Returns the number of devices in the snapshot.
         """
         self.end_replay(client)
         client.live_sub = (viewport, alarms)
         client.holding = True
         client.clear_states()  # the old viewport's updates are no use now
         client.viewport = viewport
+        client.cells = None
         client.alarms = alarms
         self._subs_dirty = True
+        crew = (client.crew or "") if client.crew_scoped else None
         try:
-            count, devices = await self._snapshot(
-                viewport, (client.crew or "") if client.crew_scoped else None)
+            async with self.pool.acquire() as conn:
+                dense = await self._dense(conn, viewport)
+                if dense:
+                    client.viewport = viewport = Viewport(
+                        viewport.bbox, tuple(k for k in viewport.kinds if k not in dense))
+                    view = cell_view(dense, viewport.bbox, zoom)
+                    cells = await conn.fetchval(CELLS_SQL, *view.args(crew))
+                count, devices = await self._snapshot(viewport, crew, conn)
         except BaseException:
             client.viewport = None
             self._subs_dirty = True
@@ -217,19 +230,49 @@ class Hub:
             client.holding = False
             client._wake.set()
         limit = self.settings.max_snapshot
-        head = {"type": "snapshot"}
+        head: dict[str, Any] = {"type": "snapshot"}
         if request_id is not None:
             head["id"] = request_id
         if count > limit:
             head.update(truncated=True, limit=limit)
-        frame = dumps(head)[:-1] + b',"devices":' + devices.encode() + b"}"
-        client.push("snapshot", frame)
+        frame = dumps(head)[:-1] + b',"devices":' + devices.encode()
+        if dense:
+            client.cells, client.cells_sent = view, cells
+            frame += (b',"aggregated":' + dumps(list(view.kinds)) + b',"cell_zoom":' + str(view.zoom).encode()
+                      + b',"cells":' + cells.encode())
+        client.push("snapshot", frame + b"}")
         return min(count, limit)
+
+    async def _dense(self, conn: asyncpg.Connection, viewport: Viewport) -> tuple[str, ...]:
+        """The subscribed kinds with more devices in the bbox than ``max_snapshot_devices``."""
+        if viewport.bbox is None or not viewport.kinds:
+            return ()
+        rows = await conn.fetch(DENSE_SQL, list(viewport.kinds), *viewport.bbox,
+                                self.settings.max_snapshot_devices)
+        return tuple(r["kind"] for r in rows)
+
+    async def _refresh_cells(self) -> None:
+        """Read the cells of every aggregated view again; send those that changed."""
+        for client in [c for c in self.clients if c.cells is not None and not c.closing]:
+            view = client.cells
+            crew = (client.crew or "") if client.crew_scoped else None
+            try:
+                async with self.pool.acquire() as conn:
+                    cells = await conn.fetchval(CELLS_SQL, *view.args(crew))
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                logger.warning("hub: cells not refreshed (%s)", err)
+                return
+            if client.cells is view and cells != client.cells_sent:
+                client.cells_sent = cells
+                head = b'{"type":"cells","aggregated":' + dumps(list(view.kinds))
+                client.push("cells", head + b',"cell_zoom":' + str(view.zoom).encode()
+                            + b',"cells":' + cells.encode() + b"}")
 
     def unsubscribe(self, client: Client) -> None:
         self.end_replay(client)
         client.live_sub = None
         client.viewport = None
+        client.cells = None
         client.alarms = False
         client.clear_states()
         self._subs_dirty = True
@@ -241,6 +284,7 @@ class Hub:
         self.end_replay(client)
         client.replay_sub = (req.viewport, req.alarms)
         client.viewport = None
+        client.cells = None
         client.alarms = False
         client.clear_states()
         self._subs_dirty = True
@@ -258,14 +302,17 @@ class Hub:
         client.drop(REPLAY_KIND)
         return True
 
-    async def _snapshot(self, viewport: Viewport, crew: str | None = None) -> tuple[int, str]:
+    async def _snapshot(self, viewport: Viewport, crew: str | None = None,
+                        conn: asyncpg.Connection | None = None) -> tuple[int, str]:
         """The devices in ``viewport``, with the worst alarm severity of each: of every
         alarm, or for a crew token (``crew``) of its own crew's alarms only."""
         if viewport.bbox is None or not viewport.kinds:
             return 0, "[]"
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(SNAPSHOT_SQL, *viewport.bbox, list(viewport.kinds),
-                                      self.settings.max_snapshot, crew)
+        if conn is None:
+            async with self.pool.acquire() as conn:
+                return await self._snapshot(viewport, crew, conn)
+        row = await conn.fetchrow(SNAPSHOT_SQL, *viewport.bbox, list(viewport.kinds),
+                                  self.settings.max_snapshot, crew)
         return row["n"], row["devices"]
 
     # ---------------------------------------------------------------- producers
@@ -486,6 +533,11 @@ class Hub:
                           "reconnect for a fresh snapshot")
         self.metrics.ws_queued.set(queued)
         self._flush_sent_counts()
+        if now - self._cells_at >= self.settings.cells_refresh_s and (
+                self._cells_task is None or self._cells_task.done()):
+            self._cells_at = now
+            if any(c.cells is not None for c in self.clients):
+                self._cells_task = asyncio.create_task(self._refresh_cells(), name="hub.cells")
         if self.directory.version != self.index.version:
             self._schedule_reload()
 

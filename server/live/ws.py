@@ -5,6 +5,10 @@ Client → server, one JSON object per text frame:
 - ``{"op": "subscribe", "bbox": [minLon, minLat, maxLon, maxLat], "layers": [kind, ...],
   "alarms": true, "coalesce": false, "id": any}``: route the devices of these kinds in the
   bbox (again to move the viewport). Answered with a ``snapshot``, then ``state`` deltas.
+  A kind with more devices in the bbox than ``[hub] max_snapshot_devices`` comes as grid
+  cells instead (``"aggregated"``, ``"cell_zoom"``, ``"cells"`` in the snapshot, then
+  ``{"type": "cells"}`` when they change, no ``state`` for its devices; server/live/cells.py);
+  ``"zoom"`` (optional, the map's tile zoom) picks the cells of that zoom's aggregate tiles.
   Without ``bbox`` no devices are routed (a crew page that only wants alarms); without
   ``layers``, every device kind. ``coalesce: true`` lets the server put several messages in
   one frame as a JSON array (as Home Assistant's websocket API does), which a busy map wants.
@@ -138,9 +142,13 @@ async def handle_message(hub: Hub, client: Client, data: str | bytes) -> None:
         if op == "subscribe":
             viewport, alarms, coalesce = parse_subscribe(msg, set(hub.directory.kind_metrics))
             reports = _reports_flag(msg)
+            zoom = msg.get("zoom")
+            if zoom is not None and (not isinstance(zoom, int) or isinstance(zoom, bool)
+                                     or not 0 <= zoom <= 24):
+                raise BadMessage("zoom must be the map's tile zoom, an integer 0 to 24", "zoom")
             client.coalesce = coalesce
             client.reports = reports
-            await _subscribe(hub, client, viewport, alarms, request_id)
+            await _subscribe(hub, client, viewport, alarms, request_id, zoom)
         elif op == "replay":
             viewport, alarms, coalesce = parse_subscribe({"alarms": True, **msg},
                                                          set(hub.directory.kind_metrics))
@@ -179,9 +187,9 @@ async def handle_message(hub: Hub, client: Client, data: str | bytes) -> None:
 
 
 async def _subscribe(hub: Hub, client: Client, viewport: Viewport, alarms: bool,
-                     request_id: Any) -> None:
+                     request_id: Any, zoom: int | None = None) -> None:
     try:
-        await hub.subscribe(client, viewport, alarms, request_id)
+        await hub.subscribe(client, viewport, alarms, request_id, zoom)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
         logger.warning("websocket %s: snapshot failed: %s", client.name, err)
         raise BadMessage("the snapshot could not be read (database unavailable); "

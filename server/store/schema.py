@@ -163,6 +163,32 @@ device_state = Table(
 Index("ix_device_state_next_check", device_state.c.next_check,
       postgresql_where=text("next_check is not null"))
 
+# Device counts per (kind, grid level, cell) for the aggregate tiles, kept by triggers on devices
+# and device_state through tile_grid_log (migration 0018_tile_grid, tiles/sql.py DEVICE_GRID).
+def _grid_counts() -> list[Column]:
+    counts = [Column(c, Integer, nullable=False) for c in ("n", "online", "stale", "offline", "unknown")]
+    return [*counts, Column("sx", BigInteger, nullable=False), Column("sy", BigInteger, nullable=False)]
+
+
+tile_grid = Table(
+    "tile_grid",
+    metadata,
+    Column("kind", Text, primary_key=True),
+    Column("level", SmallInteger, primary_key=True),
+    Column("cx", Integer, primary_key=True),
+    Column("cy", Integer, primary_key=True),
+    *_grid_counts(),
+)
+
+tile_grid_log = Table(
+    "tile_grid_log",
+    metadata,
+    Column("kind", Text, nullable=False),
+    Column("fx", Integer, nullable=False),
+    Column("fy", Integer, nullable=False),
+    *_grid_counts(),
+)
+
 # ---------------------------------------------------------------- telemetry
 # Range-partitioned by day (see the ioc_ensure_telemetry_partition SQL function created by
 # the migration). Idempotent on (device, metric, ts): the primary key includes the
@@ -325,7 +351,7 @@ alarms = Table(
     _ts("closed_at"),
     Column("value", Float),
     Column("message", Text, nullable=False, server_default=text("''")),
-    # What the message says, as data (rule kind, metric, unit, value, limit): migration 0014.
+    # What the message says, as data (rule kind, metric, unit, value, limit): migration 0014_alarm_context.
     Column("context", JSONB),
     Column("geom", Geometry("GEOMETRY", srid=4326, spatial_index=True)),
     Column("incident", BigInteger, ForeignKey("alarms.id", ondelete="SET NULL")),

@@ -211,6 +211,51 @@ async def test_snapshot_is_capped(city_db_url, make_settings, token_for):
         await peer.ws.close()
 
 
+async def test_a_wide_view_gets_grid_cells_and_no_device_deltas(city_db_url, make_settings, mosquitto,
+                                                                token_for):
+    """Above max_snapshot_devices a kind comes as the cells of the aggregate tiles (their MVT ids),
+    its devices' updates are not routed, and the cells are sent again when their counts change;
+    a view under the bound is the plain snapshot, without the new fields."""
+    url = city_db_url
+    (a, ax, ay), _ = far_apart(url)
+    t = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    everything = city_bbox(url)
+    cameras = in_bbox(url, everything, ["camera"])
+    bound = len(cameras)  # the cameras are under it, the lamps (many more) above
+    settings = make_settings(url, hub={"max_snapshot_devices": bound, "cells_refresh_s": 0.2})
+    async with running(settings) as client, publisher(mosquitto.url) as pub:
+        await wait_connected(client)
+        peer = await connect(client, await token_for(url, "viewer"))
+        kinds = ["streetlight", "camera"]
+        snap = await peer.snapshot(bbox=everything, layers=kinds, zoom=12, coalesce=True)
+        assert snap["aggregated"] == ["streetlight"] and snap["cell_zoom"] == 12
+        assert 0 < bound < len(in_bbox(url, everything, ["streetlight"]))
+        assert {d["id"] for d in snap["devices"]} == cameras, "the kinds under the bound: devices"
+        cells = snap["cells"]
+        assert sum(c["count"] for c in cells) == len(in_bbox(url, everything, ["streetlight"]))
+        for c in cells:
+            assert c["kind"] == "streetlight" and c["cell"].startswith("cell:12/")
+            _, x, y = (int(v) for v in c["cell"].removeprefix("cell:").split("/"))
+            assert c["id"] == y * 2 ** 15 + x, "the MVT id of the cell in the z12 tile"
+            assert c["count"] == c["online"] + c["stale"] + c["offline"] + c["unknown"]
+        online = sum(c["online"] for c in cells)
+
+        await publish(pub, a, t, power_w=10.0, lamp_on=True)
+        m = await peer.next(lambda m: m["type"] == "cells", within=20)
+        assert sum(c["online"] for c in m["cells"]) == online + 1 and m["cell_zoom"] == 12
+        assert peer.states(a) == [], "no per-device deltas for an aggregated kind"
+
+        narrow = await peer.snapshot(bbox=around(ax, ay), layers=kinds)
+        assert a in {d["id"] for d in narrow["devices"]}
+        assert "cells" not in narrow and "aggregated" not in narrow
+        await publish(pub, a, t + timedelta(seconds=1), power_w=11.0)
+        await peer.next(state_of(a, power_w=11.0))
+
+        bad = await peer.snapshot(bbox=everything, zoom="12")
+        assert bad["type"] == "error" and bad["field"] == "zoom"
+        await peer.ws.close()
+
+
 # ---------------------------------------------------------------- deltas
 async def test_deltas_follow_the_viewport(city_db_url, make_settings, mosquitto, token_for):
     url = city_db_url

@@ -70,7 +70,7 @@ def test_dense_point_kinds_aggregate_below_their_detail_zoom():
     assert not cam.aggregated(0) and not cam.simplify()
     assert {"wards", "roads", "alarms", "ward_stats"} <= set(layers)
     q, args = sql.query(lamp, sql.bounds(12, 3252, 1796))
-    assert q is sql.DEVICE_CELLS and args[0] == "streetlight"
+    assert q is sql.DEVICE_GRID and args[0] == "streetlight"
     q, _ = sql.query(lamp, sql.bounds(16, 52034, 28739))
     assert q is sql.DEVICE_POINTS
     q, _ = sql.query(pipe, sql.bounds(12, 3252, 1796))

@@ -94,6 +94,34 @@ async def test_aggregate_counts_follow_the_view_while_unacknowledged_alarms_puls
         assert page.errors == []
 
 
+async def test_a_wide_view_gets_live_cell_counts_over_the_websocket(browser, city_db_url, make_settings,
+                                                                     token_for):
+    """Above [hub] max_snapshot_devices the hub sends the lamps as cells; the map puts their live
+    counts on the tile's own cell features, and they follow status changes."""
+    token = await token_for(city_db_url, "viewer")
+    settings = make_settings(city_db_url, hub={"max_snapshot_devices": 50, "cells_refresh_s": 0.3})
+    async with running(settings) as client:
+        page = await new_page(browser)
+        await page.goto(f"{base_url(client)}/?token={token}")
+        await map_ready(page)
+        await page.wait_for_function("() => (window.ioc.live.liveCells || []).length > 0", timeout=15_000)
+        on_tiles = """() => window.ioc.map.queryRenderedFeatures()
+            .filter((f) => f.properties.agg === 'cell' && f.sourceLayer === 'streetlight')
+            .map((f) => [f.properties.id, f.state.count, f.state.online])"""
+        await map_idle(page)
+        drawn = await page.evaluate(on_tiles)
+        cells = {c["cell"]: c for c in await page.evaluate("() => window.ioc.live.liveCells")
+                 if c["kind"] == "streetlight"}
+        assert drawn and all(cells[cid]["count"] == n for cid, n, _ in drawn), (drawn, cells)
+        assert all(online == 0 for _, _, online in drawn), "no lamp has reported yet"
+        await aexecute(city_db_url, "insert into device_state (device_key, status) select key, 'online'"
+                                    " from devices where kind = 'streetlight'")
+        await page.wait_for_function(f"() => ({on_tiles})().every(([, n, online]) => online === n)",
+                                     timeout=15_000)
+        await page.screenshot(path=artifact("map-live-cells.png"))
+        assert page.errors == []
+
+
 async def test_layer_switcher_hides_a_kind(browser, city_db_url, make_settings, token_for):
     token = await token_for(city_db_url, "viewer")
     async with running(make_settings(city_db_url)) as client:

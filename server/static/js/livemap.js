@@ -181,15 +181,17 @@ function styleLayers(source, sourceLayer, role, kind, minzoom, maxzoom, detailMi
   const out = [];
   if (detailMinzoom > 0) {
     // Below the detail zoom the kind's tiles hold grid cells with counts (server-side).
-    const count = ["to-number", ["coalesce", ["get", "count"], 1]];
+    // Live counts from the websocket (applyCells) win over the tile's, as feature-state.
+    const live = (name, fallback) => ["coalesce", ["feature-state", name], ["get", name], fallback];
+    const count = ["to-number", live("count", 1)];
     const kc = KIND_COLOURS[kind] ?? DEFAULT_KIND_COLOUR;
-    const sevOf = ["coalesce", ["get", "alarm_severity"], "none"];
+    const sevOf = ["coalesce", ["feature-state", "asev"], ["get", "alarm_severity"], "none"];
     // No maxzoom: a detail tile too dense to list its devices holds cells too (server bound).
     out.push({ ...base, id: id("agg"), type: "circle", filter: isAgg, paint: {
       "circle-radius": ["interpolate", ["linear"], ["sqrt", count], 1, 4, 10, 9, 40, 17, 150, 30],
       // The kind's colour fills the cell; an alarm in it is its outline (colour and width).
       "circle-color": kc,
-      "circle-opacity": ["case", [">", ["to-number", ["coalesce", ["get", "offline"], 0]], ["*", 0.3, count]],
+      "circle-opacity": ["case", [">", ["to-number", live("offline", 0)], ["*", 0.3, count]],
         0.15, 0.3],
       "circle-stroke-color": byName(sevOf, SEVERITY_COLOURS, kc),
       "circle-stroke-width": byName(sevOf, SEVERITY_RING, 1.2), "circle-stroke-opacity": 0.9 } });
@@ -366,9 +368,11 @@ export class LiveMap {
       role, tilejson: tj, styleIds, visible: true, title: entry.title, titleVi: entry.title_vi,
       live: !entry.source || entry.source === "kind", // a device kind: the websocket has it
       sourceLayers: vlayers.map((v) => v.id),
-      // Per-device live state is worth subscribing to only where devices are drawn.
-      minzoom: Math.max(tj.minzoom ?? 0, detailMinzoom),
+      // Subscribed from the layer's minzoom: where a dense kind is drawn as cells, the hub
+      // sends a wide view's counts as cells too (applyCells), not device by device.
+      minzoom: tj.minzoom ?? 0,
     });
+    if (this.cellsMsg) this.applyCells(this.cellsMsg); // a snapshot that came before the layer
     // The alarm tiles are covered by the live alarm layer and the ward roll-up tiles by
     // the ward view: both off unless asked for.
     if (role === "alarms" || role === "ward_stats") this.setVisible(id, false);
@@ -446,6 +450,32 @@ export class LiveMap {
     const sev = alarmSeverity(id) ?? next.snapshotSev ?? null;
     patch.sev = SEVERITY_RANK[sev] ?? 0;
     this.setState(id, patch);
+  }
+
+  // The zoom of the vector tiles drawn now (512 px tiles: the map's zoom, floored).
+  tileZoom() {
+    return Math.max(0, Math.min(24, Math.floor(this.map.getZoom())));
+  }
+
+  // A wide view's cells from the websocket ({cell_zoom, cells: [{cell, kind, count, ...}]}):
+  // each cell's "cell" is the id property of the same cell in the kind's aggregate tile (our
+  // promoteId), so its live counts go onto the feature the tile drew (feature-state wins over
+  // the tile's properties).
+  applyCells(msg) {
+    if (msg.cell_zoom !== this.tileZoom()) return; // zoomed since: the next subscribe sends them
+    this.cellsMsg = msg;
+    this.liveCells = msg.cells ?? [];
+    if (!this.map.getSource(COMPOSITE)) return;
+    for (const c of msg.cells ?? []) {
+      const src = this.sources.get(c.kind);
+      if (!src) continue;
+      const patch = { count: c.count, offline: c.offline, online: c.online,
+        asev: c.alarm_severity ?? "none" };
+      for (const sl of src.sourceLayers) {
+        this.map.setFeatureState({ source: COMPOSITE, sourceLayer: sl, id: c.cell }, patch);
+      }
+    }
+    this.updateAggregateLabels();
   }
 
   // After an alarm transition: the device's colour follows its worst open alarm.
@@ -595,7 +625,7 @@ export class LiveMap {
       const key = f.geometry.coordinates.map((v) => v.toFixed(5)).join(",");
       const cell = cells.get(key) ?? { at: f.geometry.coordinates, kinds: new Map() };
       const kind = f.properties.kind ?? f.sourceLayer;
-      cell.kinds.set(kind, Number(f.properties.count ?? 0));
+      cell.kinds.set(kind, Number(f.state?.count ?? f.properties.count ?? 0));
       cells.set(key, cell);
     }
     for (const { at, kinds } of [...cells.values()].slice(0, 400)) {

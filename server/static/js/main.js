@@ -248,6 +248,10 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
             live.applyDevice(d, (id) => store.severityOf(id));
             devicePanel.update(d);
           }
+          if (msg.cells) live.applyCells(msg);
+          break;
+        case "cells": // a wide view's live counts, on the tiles' own cell features
+          live.applyCells(msg);
           break;
         case "state": {
           const d = { ...msg, id: msg.device ?? msg.id };
@@ -286,13 +290,15 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
       if (active) socket.subscription = null; // a reconnect resumes the replay, not live
       else {
         socket.subscription = { op: "subscribe", bbox: live.viewportBbox(),
-          layers: live.subscribedLayers(), alarms: true, coalesce: true, reports: true };
+          layers: live.subscribedLayers(), zoom: live.tileZoom(), alarms: true, coalesce: true, reports: true };
         store.load().catch((err) => toast(err.message, "error")); // today's alarms again
       }
     },
   });
+  // zoom: a wide view's dense kinds come as the cells of this zoom's aggregate tiles.
   const subscribe = () => socket.subscribe({
-    bbox: live.viewportBbox(), layers: live.subscribedLayers(), alarms: true, coalesce: true, reports: true,
+    bbox: live.viewportBbox(), layers: live.subscribedLayers(), zoom: live.tileZoom(),
+    alarms: true, coalesce: true, reports: true,
   });
   let moveTimer = null;
   const follow = () => (replay.active ? replay.refresh() : subscribe());
