@@ -101,6 +101,7 @@ async def _ringed(page, n: int) -> None:
     """The map rings n devices: the preview's and its exclusions, drawn above the device layers."""
     await page.wait_for_function(
         f"() => document.getElementById('commands-panel').dataset.ringed === '{n}'", timeout=15_000)
+    await map_idle(page)  # the rings drawn, not only handed to the map
 
 
 async def _preview_total(page) -> tuple[int, int]:
@@ -214,12 +215,13 @@ async def test_click_street_ward_cancel_and_history(browser, city_db_url, make_s
         await panel.get_by_role("button", name=w["send"], exact=True).click()
         await panel.locator(".cmd-results").get_by_role("button", name=w["cancel"]).click()
         await panel.locator(".cmd-counts").filter(has_text=f"{w['failed']} {n}").wait_for(timeout=30_000)
-        await page.screenshot(path=artifact(f"cmd-cancelled-{lang}.png"))
 
         # 4. The past groups: both, with who sent them.
         history = panel.locator(".cmd-history li")
         await page.wait_for_function("() => document.querySelectorAll('.cmd-history li').length >= 2")
         assert await history.filter(has_text=w["by"]).count() >= 2
+        await map_idle(page)
+        await page.screenshot(path=artifact(f"cmd-cancelled-{lang}.png"))
         await panel.locator(".cmd-history").scroll_into_view_if_needed()
         await page.screenshot(path=artifact(f"cmd-history-{lang}.png"))
         assert not page.errors, page.errors

@@ -592,8 +592,9 @@ export class CommandsPanel {
         counted(counts)),
       done ? "" : h("button.btn.small.danger", { type: "button", onclick: () => this.doCancel(this.group.id) },
         t("cmd_cancel_group")),
-      h("ul.cmd-failed", ...[...this.results.values()].filter((r) => r.error).slice(0, 20)
-        .map((r) => h("li", `${r.device}: ${r.error}`))));
+      h("ul.cmd-failed", ...[...byError(this.results.values())].slice(0, 10)
+        .map(([error, ids]) => h("li", `${error} (${ids.length}): ${ids.slice(0, 6).join(", ")}`
+          + (ids.length > 6 ? " …" : "")))));
     clearTimeout(this.paintTimer);
     this.paintTimer = setTimeout(() => this.paintPoints(), 300);
   }
@@ -611,6 +612,17 @@ export class CommandsPanel {
             "aria-label": `${t("cmd_cancel_group")} ${g.id}`, onclick: () => this.doCancel(g.id) }, t("cmd_cancel_group")) : "");
       })));
   }
+}
+
+// Failures grouped by their reason: a cancelled group is one line, not one per lamp.
+function byError(results) {
+  const out = new Map();
+  for (const r of results) {
+    if (!r.error) continue;
+    if (!out.has(r.error)) out.set(r.error, []);
+    out.get(r.error).push(r.device);
+  }
+  return out;
 }
 
 function firstCoord(g) {
