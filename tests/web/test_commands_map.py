@@ -113,15 +113,27 @@ async def _preview_total(page) -> tuple[int, int]:
 @pytest.mark.parametrize("lang", ["en", "vi"])
 async def test_click_street_ward_cancel_and_history(browser, city_db_url, make_settings, mosquitto, token_for,
                                                    lang):
-    """Two lamps clicked, previewed (ringed on the map) and sent; a street drawn with its buffer
-    shaded; a ward picked from the list and switched off, refused until its code is typed,
-    parked (its lamps offline) and cancelled; the past groups name who sent them."""
+    """A lamp and a device that takes no dimming clicked, previewed (both ringed on the map, the
+    other marked as excluded) and sent; a street drawn with its buffer shaded; a ward picked
+    from the list and switched off, refused until its code is typed, parked (its lamps offline)
+    and cancelled; the past groups name who sent them."""
     w = WORDS[lang]
     url = city_db_url
-    [(cab,)] = await aq(url, "select parent from devices where kind = 'streetlight' and parent is not null "
-                             "group by parent order by count(*) desc, parent limit 1")
-    two = await aq(url, "select id, ST_X(geom), ST_Y(geom) from devices where parent = %s "
-                        "and kind = 'streetlight' order by id limit 2", cab)
+    [lamp] = await aq(url, """
+        select l.id, ST_X(l.geom), ST_Y(l.geom) from devices l where l.kind = 'streetlight'
+          and not exists (select 1 from devices o where o.kind <> 'streetlight'
+                          and GeometryType(o.geom) = 'POINT'
+                          and ST_DWithin(l.geom::geography, o.geom::geography, 20))
+        order by l.id limit 1""")
+    # A device that takes no dimming, the nearest of those 20 m or more from every lamp (so the
+    # click lands on it): the preview excludes it, with its reason.
+    [other] = await aq(url, """
+        select o.id, ST_X(o.geom), ST_Y(o.geom) from devices o where o.kind not in ('streetlight',
+          'lighting_cabinet', 'road_segment') and GeometryType(o.geom) = 'POINT'
+          and not exists (select 1 from devices l where l.id <> o.id and ST_DWithin(l.geom::geography,
+                          o.geom::geography, 20))
+        order by o.geom <-> ST_SetSRID(ST_MakePoint(%s, %s), 4326) limit 1""", lamp[1], lamp[2])
+    two = [lamp, other]
     [(line,)] = await aq(url, """
         select ST_AsGeoJSON(r.geom)::json from devices r where r.kind = 'road_segment' order by
           (select count(*) from devices l where l.kind = 'streetlight' and ST_DWithin(l.geom::geography,
@@ -159,11 +171,12 @@ async def test_click_street_ward_cancel_and_history(browser, city_db_url, make_s
         await panel.get_by_text(w["selected"]).wait_for()
         await panel.get_by_role("button", name=w["preview"], exact=True).click()
         n, x = await _preview_total(page)
-        assert (n, x) == (2, 0)
+        assert (n, x) == (1, 1), await panel.locator(".cmd-preview").text_content()
         await _ringed(page, 2)
+        assert other[0] in await panel.locator(".cmd-excluded").text_content()
         await page.screenshot(path=artifact(f"cmd-click-{lang}.png"))
         await panel.get_by_role("button", name=w["send"], exact=True).click()
-        await panel.locator(".cmd-counts").filter(has_text=f"{w['succeeded']} 2").wait_for(timeout=30_000)
+        await panel.locator(".cmd-counts").filter(has_text=f"{w['succeeded']} 1").wait_for(timeout=30_000)
 
         # 2. A street: a line drawn along a road segment, 30 m either side, shaded on the map.
         pad = "{padding: {top: 150, bottom: 150, left: 150, right: 560}, maxZoom: 17}"
@@ -197,7 +210,7 @@ async def test_click_street_ward_cancel_and_history(browser, city_db_url, make_s
         assert await ward_select.input_value() == ward
         assert await ward_select.evaluate("e => e === document.activeElement")  # still there to go on
         await panel.locator("#cmd-name").select_option("switch")
-        assert not await panel.get_by_label("on").is_checked()
+        assert not await panel.locator('[data-arg="on"]').is_checked()
         await aexecute(url, """insert into device_state (device_key, status, status_changed_at)
                                select key, 'offline', now() from devices where ward = %s
                                on conflict (device_key) do update set status = 'offline'""", ward)

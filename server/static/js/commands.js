@@ -25,6 +25,7 @@ addStrings({
   cmd_pick_ward: "Choose a ward", cmd_pick_parent: "Choose a cabinet", cmd_reset: "Clear",
   cmd_legend_take: "takes the command", cmd_legend_excluded: "cannot take it",
   cmd_show: "Show {id} on the map", cmd_buffer_shown: "the buffer is shaded on the map",
+  cmd_arg_level: "Level (%)", cmd_arg_on: "On",
 }, {
   cmd_open: "Lệnh", cmd_title: "Lệnh điều khiển thiết bị", cmd_close: "Đóng bảng lệnh",
   cmd_by: "Chọn theo", cmd_click: "Nhấp chọn", cmd_polygon: "Đa giác", cmd_line: "Tuyến phố",
@@ -42,6 +43,7 @@ addStrings({
   cmd_pick_ward: "Chọn phường", cmd_pick_parent: "Chọn tủ điện", cmd_reset: "Xóa chọn",
   cmd_legend_take: "sẽ nhận lệnh", cmd_legend_excluded: "không nhận được",
   cmd_show: "Hiện {id} trên bản đồ", cmd_buffer_shown: "vùng đệm được tô trên bản đồ",
+  cmd_arg_level: "Mức sáng (%)", cmd_arg_on: "Bật",
 });
 
 const counted = (counts) => Object.entries(counts).filter(([, n]) => n)
@@ -250,7 +252,7 @@ export class CommandsPanel {
     // Above every device layer (added last). Taking it: a hollow blue ring; cannot: a filled red
     // disc with a thick ring, told apart by shape as well as colour; results recolour the ring.
     map.addLayer({ id: "cmd-selected", type: "circle", source: "cmd-selected", paint: {
-      "circle-radius": ["interpolate", ["linear"], ["zoom"], 12, 6, 17, 10],
+      "circle-radius": ["interpolate", ["linear"], ["zoom"], 13, 3.5, 18, 10],
       "circle-color": ["match", ["get", "state"], "excluded", "rgba(255,107,107,0.45)", "rgba(0,0,0,0)"],
       "circle-stroke-width": ["match", ["get", "state"], "excluded", 3, 2.5],
       "circle-stroke-color": ["match", ["get", "state"], "excluded", "#ff6b6b", "succeeded", "#51cf66",
@@ -531,12 +533,13 @@ export class CommandsPanel {
     const keep = (k) => (e) => {
       this.form.args[`${this.name}.${k}`] = e.target.type === "checkbox" ? e.target.checked : e.target.value;
     };
-    const argBox = h("div.cmd-args", ...Object.entries(spec?.args ?? {}).map(([k, a]) => h("label", k,
+    const argName = (k) => { const s = t(`cmd_arg_${k}`); return s === `cmd_arg_${k}` ? k : s; };
+    const argBox = h("div.cmd-args", ...Object.entries(spec?.args ?? {}).map(([k, a]) => h("label", argName(k),
       a.type === "boolean"
-        ? h("input", { type: "checkbox", dataset: { arg: k }, "aria-label": k, checked: argVal(k, a) === true,
-          onchange: keep(k) })
+        ? h("input", { type: "checkbox", dataset: { arg: k }, "aria-label": argName(k),
+          checked: argVal(k, a) === true, onchange: keep(k) })
         : h("input", { type: "number", min: a.minimum ?? undefined, max: a.maximum ?? undefined,
-          value: String(argVal(k, a)), dataset: { arg: k }, "aria-label": k, oninput: keep(k) }))));
+          value: String(argVal(k, a)), dataset: { arg: k }, "aria-label": argName(k), oninput: keep(k) }))));
     const picker = h("select", { id: "cmd-name", "aria-label": t("cmd_command"), onchange: (e) => {
       this.name = e.target.value; this.preview = null; this.highlight([]); this.render();
     } }, ...this.catalog.map((c) => h("option", { value: c.name, selected: c.name === this.name, title: c.description }, c.name)));
