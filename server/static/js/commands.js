@@ -25,7 +25,7 @@ addStrings({
   cmd_pick_ward: "Choose a ward", cmd_pick_parent: "Choose a cabinet", cmd_reset: "Clear",
   cmd_legend_take: "takes the command", cmd_legend_excluded: "cannot take it",
   cmd_show: "Show {id} on the map", cmd_buffer_shown: "the buffer is shaded on the map",
-  cmd_arg_level: "Level (%)", cmd_arg_on: "On",
+  cmd_arg_level: "Level (%)", cmd_arg_on: "On", cmd_count_one: "1 device will take it",
 }, {
   cmd_open: "Lệnh", cmd_title: "Lệnh điều khiển thiết bị", cmd_close: "Đóng bảng lệnh",
   cmd_by: "Chọn theo", cmd_click: "Nhấp chọn", cmd_polygon: "Đa giác", cmd_line: "Tuyến phố",
@@ -43,7 +43,7 @@ addStrings({
   cmd_pick_ward: "Chọn phường", cmd_pick_parent: "Chọn tủ điện", cmd_reset: "Xóa chọn",
   cmd_legend_take: "sẽ nhận lệnh", cmd_legend_excluded: "không nhận được",
   cmd_show: "Hiện {id} trên bản đồ", cmd_buffer_shown: "vùng đệm được tô trên bản đồ",
-  cmd_arg_level: "Mức sáng (%)", cmd_arg_on: "Bật",
+  cmd_arg_level: "Mức sáng (%)", cmd_arg_on: "Bật", cmd_count_one: "1 thiết bị sẽ nhận lệnh",
 });
 
 const counted = (counts) => Object.entries(counts).filter(([, n]) => n)
@@ -567,7 +567,7 @@ export class CommandsPanel {
       if (at) this.live.map.easeTo({ center: at, zoom: Math.max(this.live.map.getZoom(), 17), duration: 0 });
     };
     const box = h("div.cmd-preview", { role: "status" },
-      h("p.cmd-count", t("cmd_count", { n: p.count })),
+      h("p.cmd-count", p.count === 1 ? t("cmd_count_one") : t("cmd_count", { n: p.count })),
       h("p.cmd-legend", h("span.cmd-dot.take", { "aria-hidden": "true" }), t("cmd_legend_take"),
         p.excluded.length ? [h("span.cmd-dot.excluded", { "aria-hidden": "true" }), t("cmd_legend_excluded")] : ""),
       p.excluded.length ? h("details", { open: p.excluded.length <= 8 },
