@@ -6,7 +6,7 @@
 import { TerraDraw, TerraDrawLineStringMode, TerraDrawPolygonMode } from "terra-draw";
 import { TerraDrawMapLibreGLAdapter } from "terra-draw-maplibre-gl-adapter";
 import { api, fmtTime, h, toast } from "./common.js";
-import { addStrings, onLangChange, t } from "./i18n.js";
+import { addStrings, kindName, onLangChange, t } from "./i18n.js";
 
 addStrings({
   cmd_open: "Commands", cmd_title: "Commands to devices", cmd_close: "Close the commands",
@@ -26,6 +26,7 @@ addStrings({
   cmd_legend_take: "takes the command", cmd_legend_excluded: "cannot take it",
   cmd_show: "Show {id} on the map", cmd_buffer_shown: "the buffer is shaded on the map",
   cmd_arg_level: "Level (%)", cmd_arg_on: "On", cmd_count_one: "1 device will take it",
+  cmd_reason_kind: "a {kind} does not take {name}",
 }, {
   cmd_open: "Lệnh", cmd_title: "Lệnh điều khiển thiết bị", cmd_close: "Đóng bảng lệnh",
   cmd_by: "Chọn theo", cmd_click: "Nhấp chọn", cmd_polygon: "Đa giác", cmd_line: "Tuyến phố",
@@ -44,6 +45,7 @@ addStrings({
   cmd_legend_take: "sẽ nhận lệnh", cmd_legend_excluded: "không nhận được",
   cmd_show: "Hiện {id} trên bản đồ", cmd_buffer_shown: "vùng đệm được tô trên bản đồ",
   cmd_arg_level: "Mức sáng (%)", cmd_arg_on: "Bật", cmd_count_one: "1 thiết bị sẽ nhận lệnh",
+  cmd_reason_kind: "{kind} không nhận lệnh {name}",
 });
 
 const counted = (counts) => Object.entries(counts).filter(([, n]) => n)
@@ -575,7 +577,7 @@ export class CommandsPanel {
         h("ul.cmd-excluded", ...p.excluded.slice(0, 50).map((e) => h("li",
           h("button.linkish", { type: "button", title: t("cmd_show", { id: e.id }),
             "aria-label": t("cmd_show", { id: e.id }), onclick: show(e.id) }, e.id),
-          h("span", `: ${e.reason}`))))) : "");
+          h("span", `: ${reasonText(e.reason)}`))))) : "");
     if (this.dangerous(p)) {
       box.append(h("label.cmd-danger", { for: "cmd-confirm" }, t("cmd_confirm", { code: this.confirmCode(p) })),
         h("input", { id: "cmd-confirm", autocomplete: "off", "aria-label": t("cmd_confirm_label") }));
@@ -615,6 +617,12 @@ export class CommandsPanel {
             "aria-label": `${t("cmd_cancel_group")} ${g.id}`, onclick: () => this.doCancel(g.id) }, t("cmd_cancel_group")) : "");
       })));
   }
+}
+
+// The server's reasons are English; the one every preview meets is said in the operator's language.
+function reasonText(reason) {
+  const m = /^an? (\w+) does not take (\w+)$/.exec(reason ?? "");
+  return m ? t("cmd_reason_kind", { kind: kindName(m[1]), name: m[2] }) : reason;
 }
 
 // Failures grouped by their reason: a cancelled group is one line, not one per lamp.
