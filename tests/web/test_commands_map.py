@@ -83,12 +83,13 @@ async def test_a_polygon_group_from_the_map(browser, city_db_url, make_settings,
 
 # The panel's words in each language (the keys of js/commands.js), so one walk runs in both.
 WORDS = {
-    "en": {"open": "Commands", "click": "Click", "line": "Street", "ward": "Ward", "draw": "Draw on the map",
+    "en": {"open": "Commands", "click": "Click", "line": "Street", "ward": "Ward", "cabinet": "Cabinet",
+           "draw": "Draw on the map",
            "drawn": "Shape drawn", "preview": "Preview", "send": "Send", "cancel": "Cancel group",
            "confirm": "Confirmation", "to_confirm": "to confirm", "selected": "(2 selected)",
            "succeeded": "succeeded", "failed": "failed", "by": "by test-operator",
            "title": "Commands to devices"},
-    "vi": {"open": "Lệnh", "click": "Nhấp chọn", "line": "Tuyến phố", "ward": "Phường",
+    "vi": {"open": "Lệnh", "click": "Nhấp chọn", "line": "Tuyến phố", "ward": "Phường", "cabinet": "Tủ điện",
            "draw": "Vẽ trên bản đồ", "drawn": "Đã vẽ", "preview": "Xem trước", "send": "Gửi",
            "cancel": "Hủy nhóm lệnh",
            "confirm": "Xác nhận", "to_confirm": "để xác nhận", "selected": "(2 đã chọn)",
@@ -199,6 +200,10 @@ async def test_click_street_ward_cancel_and_history(browser, city_db_url, make_s
 
         # 3. A ward, picked from the list with the keyboard, switched off: dangerous, so refused
         # until the ward's code is typed. Its lamps are offline: the group parks and is cancelled.
+        # Cabinets come from a list too, grouped by ward.
+        await panel.get_by_role("radio", name=w["cabinet"]).click()
+        await panel.locator("#cmd-parent optgroup option").first.wait_for(state="attached")
+        assert await panel.get_by_label(w["cabinet"], exact=True).evaluate("e => e.tagName") == "SELECT"
         await panel.get_by_role("radio", name=w["ward"]).click()
         ward_select = panel.locator("#cmd-ward")
         await ward_select.locator("option").nth(1).wait_for(state="attached")
