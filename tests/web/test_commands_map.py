@@ -142,7 +142,8 @@ async def test_click_street_ward_cancel_and_history(browser, city_db_url, make_s
     [(ward,)] = await aq(url, "select ward from devices where kind = 'streetlight' and ward is not null "
                               "group by ward order by count(*), ward limit 1")
     coords = line["coordinates"]
-    a, b = coords[0], coords[-1]
+    a, end = coords[0], coords[-1]
+    b = [a[0] + (end[0] - a[0]) * 0.3, a[1] + (end[1] - a[1]) * 0.3]  # a block: close enough to see each lamp
     token = await token_for(url, "operator")
     async with running(make_settings(url)) as client, device_client(mosquitto.url, None):
         await wait_connected(client)
@@ -180,7 +181,7 @@ async def test_click_street_ward_cancel_and_history(browser, city_db_url, make_s
         await panel.locator(".cmd-counts").filter(has_text=f"{w['succeeded']} 1").wait_for(timeout=30_000)
 
         # 2. A street: a line drawn along a road segment, 30 m either side, shaded on the map.
-        pad = "{padding: {top: 150, bottom: 150, left: 150, right: 560}, maxZoom: 17}"
+        pad = "{padding: {top: 150, bottom: 150, left: 150, right: 560}, maxZoom: 18}"
         await page.evaluate(f"() => window.ioc.live.fitTo([{min(a[0], b[0])}, {min(a[1], b[1])}, "
                             f"{max(a[0], b[0])}, {max(a[1], b[1])}], {pad})")
         await map_idle(page)
