@@ -303,6 +303,7 @@ export class CommandsPanel {
     else if (target.parent) q.set("parent", target.parent);
     else if (target.geometry) q.set("bbox", bboxOf(target.geometry, target.within_m ?? 0).join(","));
     else if (target.bbox) q.set("bbox", target.bbox.join(","));
+    else if (target.devices) q.set("bbox", this.live.viewportBbox().join(",")); // clicked: in view
     if (target.kind) q.set("kind", [].concat(target.kind).join(","));
     const fetchOne = async (id) => {
       const f = await api(`/api/v1/devices/${encodeURIComponent(id)}`, { quiet: true });
