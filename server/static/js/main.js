@@ -312,6 +312,8 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
   Object.assign(window.ioc, { socket, replay });
   window.ioc.commands = new CommandsPanel({ live, socket, canSend: () => ACTING_ROLES.has(me.role) })
     .mount($(".map-tools"), $(".map-wrap"));
+  // one panel on the map's right side at a time: the commands' panel covers the device's
+  $("#cmd-open").addEventListener("click", () => devicePanel.close());
   if (hashDevice) openDevice(hashDevice);
   window.ioc.ready = true;
 }
