@@ -5,7 +5,8 @@ boundary, a road network (arterials, secondary roads, a jittered residential gri
 length grows with the number of lamps), and the devices of the contract's kinds: streetlights
 about every 30 m along lit roads fed by lighting cabinets in the same ward, water mains with
 meters and sensors, traffic controllers at major intersections with road segments between
-them, one environmental station per ward and about 200 cameras.
+them, one environmental station per ward, about 200 cameras, and trees along central streets
+and in a few parks (:mod:`geo.greenery`).
 
 Everything is built in metres in a local equirectangular frame around the centre (x east,
 y north; cos(latitude) scaling is exact enough over 12 km and far faster than pyproj) and
@@ -29,6 +30,8 @@ from shapely.affinity import translate
 from shapely.geometry import LineString, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import substring
+
+from geo.greenery import plant
 
 __all__ = [
     "CENTRE_LAT",
@@ -695,6 +698,20 @@ def _crews(wards_m: np.ndarray, wards: list[Ward], per_crew: int = 4) -> list[Cr
     return crews
 
 
+def _greenery(seed: int, streetlights: int, roads: list[_RoadDraft], wards_m: np.ndarray,
+              wards: list[Ward], devices: list[Device]) -> list[Device]:
+    """Parks and trees, clear of the point devices already placed."""
+    points = np.array([d.geometry for d in devices if d.geometry.geom_type == "Point"],
+                      dtype=object)
+    placed = (shapely.get_coordinates(points) - (CENTRE_LON, CENTRE_LAT)) * (M_PER_DEG_LON,
+                                                                             M_PER_DEG_LAT)
+    green = plant(_stream(seed, 7), _stream(seed, 8), streetlights, roads, wards_m,
+                  [w.name for w in wards], placed)
+    geoms = to_lonlat(np.array([g.geometry for g in green], dtype=object))
+    return [Device(g.id, g.kind, g.name, geom, parent=g.parent, properties=g.properties)
+            for g, geom in zip(green, geoms, strict=True)]
+
+
 # ---------------------------------------------------------------- the city
 def generate_city(streetlights: int = 5000, seed: int = 42) -> City:
     """The synthetic city with exactly ``streetlights`` lamps; same arguments, same city."""
@@ -723,6 +740,7 @@ def generate_city(streetlights: int = 5000, seed: int = 42) -> City:
     devices += _env_stations(wards_m, wards)
     # ~200 cameras as in Thái Nguyên; a bigger city gets a few more (fourth root of size).
     devices += _cameras(round(200 * (max(streetlights, 1) / 5000) ** 0.25), majors, junctions)
+    devices += _greenery(seed, streetlights, roads_m, wards_m, wards, devices)
     roads = [Road(name, cls, g) for (name, cls, _), g in
              zip(roads_m, to_lonlat(np.array([g for *_, g in roads_m], dtype=object)),
                  strict=True)]

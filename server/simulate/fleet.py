@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-#: Kinds the simulator brings to life; other kinds (water_pipe, …) are static map features.
+#: Kinds the simulator brings to life; other kinds (water_pipe, tree, green_area, …) are static
+#: map features: nothing reports for them, so they never go stale or offline.
 SIMULATED_KINDS = (
     "streetlight", "lighting_cabinet", "water_meter", "pressure_sensor", "flow_meter",
     "traffic_controller", "road_segment", "env_sensor", "camera",

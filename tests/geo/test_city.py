@@ -13,12 +13,13 @@ import shapely
 from geo.city import CENTRE_LAT, CENTRE_LON, City, generate_city, to_metres
 
 KINDS = {"streetlight", "lighting_cabinet", "water_meter", "pressure_sensor", "flow_meter",
-         "water_pipe", "traffic_controller", "road_segment", "env_sensor", "camera"}
+         "water_pipe", "traffic_controller", "road_segment", "env_sensor", "camera", "tree",
+         "green_area"}
 ID_FORMAT = {
     "streetlight": r"SL-\d{6}", "lighting_cabinet": r"LC-\d{4}", "water_pipe": r"WP-\d{4}",
     "water_meter": r"WM-\d{6}", "flow_meter": r"FM-\d{4}", "pressure_sensor": r"PS-\d{4}",
     "traffic_controller": r"TC-\d{4}", "road_segment": r"RS-\d{4}", "env_sensor": r"ENV-\d{3}",
-    "camera": r"CAM-\d{4}",
+    "camera": r"CAM-\d{4}", "tree": r"TR-\d{6}", "green_area": r"GA-\d{3}",
 }
 
 
@@ -157,7 +158,7 @@ def test_parents_exist_and_have_the_right_kind(city: City) -> None:
     kind = {d.id: d.kind for d in city.devices}
     expected = {"streetlight": {"lighting_cabinet"}, "water_meter": {"water_pipe"},
                 "flow_meter": {"water_pipe"}, "pressure_sensor": {"water_pipe"},
-                "road_segment": {"traffic_controller", None}}
+                "road_segment": {"traffic_controller", None}, "tree": {"green_area", None}}
     for d in city.devices:
         assert kind.get(d.parent) in expected.get(d.kind, {None}), (d.id, d.parent)
     assert any(d.parent for d in city.by_kind("road_segment"))

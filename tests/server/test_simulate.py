@@ -20,6 +20,8 @@ from pymodbus.client import AsyncModbusTcpClient
 from adapters.modbus.protocol import decode_request, resolve
 from adapters.mqtt.protocol import decode
 from adapters.sdk import Quality, Reading
+from geo.city import generate_city
+from server.registry.seed import seed_info
 from server.settings import ModbusSettings
 from server.simulate import Simulator
 from server.simulate.cli import to_toml
@@ -321,6 +323,37 @@ async def test_the_seeded_city_comes_alive(city_db_url):
             assert len(arr) == len(fleet.groups[kind]) and not np.isnan(arr).any(), metric
     cabinets = sim.world.values("lighting_cabinet", NIGHT)
     assert (cabinets["power_w"] > 100).all()  # every cabinet feeds lit lamps at 22:00
+    # trees and parks are in the registry, but nothing of theirs is simulated
+    with psycopg.connect(city_db_url) as conn:
+        green = dict(conn.execute("select kind, count(*) from devices "
+                                  "where kind in ('tree', 'green_area') group by kind").fetchall())
+    assert green["tree"] > 0 and green["green_area"] > 0
+    assert not {"tree", "green_area"} & set(fleet.groups)
+    assert not [u for g in gws for u in g.units if u.device.startswith(("TR-", "GA-"))]
+
+
+async def test_the_seeded_city_shows_its_trees_and_parks(aiohttp_client, city_db_url,
+                                                        make_settings, token_for):
+    from server.http.app import create_app
+
+    seeded = seed_info(city_db_url)
+    city = generate_city(seeded["streetlights"], seeded["seed"])
+    client = await aiohttp_client(create_app(make_settings(city_db_url, mqtt_url=None)))
+    auth = {"Authorization": f"Bearer {await token_for(city_db_url, 'viewer')}"}
+    for kind, geom in (("tree", "Point"), ("green_area", "Polygon")):
+        resp = await client.get("/api/v1/devices", params={"kind": kind, "limit": "10000"},
+                                headers=auth)
+        assert resp.status == 200, await resp.text()
+        features = (await resp.json())["features"]
+        assert {f["id"] for f in features} == {d.id for d in city.by_kind(kind)}
+        for f in features:
+            p = f["properties"]
+            assert f["geometry"]["type"] == geom and p["kind"] == kind and p["ward"]
+            # no telemetry: never seen, so never stale or offline
+            assert p["status"] == "unknown" and p["values"] == {}
+            if kind == "tree":
+                assert {"species", "height_m", "trunk_diameter_cm", "planted",
+                        "condition"} <= set(p)
 
 
 def test_ioc_simulate_runs_for_a_duration_and_stops(city, mosquitto, monkeypatch, capsys):
