@@ -52,6 +52,7 @@ from aiohttp import WSCloseCode, web
 from server import keys
 from server.http.jsonutil import dumps
 from server.vocab import severity_rank_sql
+from tiles.catalogue import DETAIL_MINZOOM
 
 if TYPE_CHECKING:
     from server.http.auth import Principal
@@ -215,7 +216,7 @@ class Hub:
         crew = (client.crew or "") if client.crew_scoped else None
         try:
             async with self.pool.acquire() as conn:
-                dense = await self._dense(conn, viewport)
+                dense = await self._dense(conn, viewport, zoom)
                 if dense:
                     client.viewport = viewport = Viewport(
                         viewport.bbox, tuple(k for k in viewport.kinds if k not in dense))
@@ -243,12 +244,18 @@ class Hub:
         client.push("snapshot", frame + b"}")
         return min(count, limit)
 
-    async def _dense(self, conn: asyncpg.Connection, viewport: Viewport) -> tuple[str, ...]:
-        """The subscribed kinds with more devices in the bbox than ``max_snapshot_devices``."""
+    async def _dense(self, conn: asyncpg.Connection, viewport: Viewport,
+                     zoom: int | None = None) -> tuple[str, ...]:
+        """The subscribed kinds with more devices in the bbox than ``max_snapshot_devices``
+        that the map draws as cells at ``zoom`` (below the kind's detail zoom). At or above it
+        the tiles list the devices, so the devices come too, each with its live state (up to
+        ``max_snapshot``); a client that gives no zoom gets cells for every dense kind."""
         if viewport.bbox is None or not viewport.kinds:
             return ()
-        rows = await conn.fetch(DENSE_SQL, list(viewport.kinds), *viewport.bbox,
-                                self.settings.max_snapshot_devices)
+        kinds = [k for k in viewport.kinds if zoom is None or zoom < DETAIL_MINZOOM.get(k, 0)]
+        if not kinds:
+            return ()
+        rows = await conn.fetch(DENSE_SQL, kinds, *viewport.bbox, self.settings.max_snapshot_devices)
         return tuple(r["kind"] for r in rows)
 
     async def _refresh_cells(self) -> None:

@@ -245,6 +245,10 @@ async def test_a_wide_view_gets_grid_cells_and_no_device_deltas(city_db_url, mak
         assert sum(c["online"] for c in m["cells"]) == online + 1 and m["cell_zoom"] == 12
         assert peer.states(a) == [], "no per-device deltas for an aggregated kind"
 
+        # At the lamps' detail zoom the map draws each lamp from its tiles: each needs its state.
+        detailed = await peer.snapshot(bbox=everything, layers=kinds, zoom=14)
+        assert "aggregated" not in detailed and a in {d["id"] for d in detailed["devices"]}
+
         narrow = await peer.snapshot(bbox=around(ax, ay), layers=kinds)
         assert a in {d["id"] for d in narrow["devices"]}
         assert "cells" not in narrow and "aggregated" not in narrow
