@@ -26,6 +26,11 @@ addStrings({
   cmd_legend_take: "takes the command", cmd_legend_excluded: "cannot take it",
   cmd_show: "Show {id} on the map", cmd_buffer_shown: "the buffer is shaded on the map",
   cmd_arg_level: "Level (%)", cmd_arg_on: "On", cmd_count_one: "1 device will take it",
+  cmd_arg_plan: "Plan", cmd_arg_open: "Open",
+  cmd_err_cancelled: "cancelled by {who}",
+  cmd_name_set_dim: "Dim", cmd_name_switch: "Switch on/off", cmd_name_set_plan: "Timing plan",
+  cmd_name_flash: "Flash", cmd_name_set_recording: "Recording", cmd_name_set_valve: "Valve",
+  cmd_name_reboot: "Restart", cmd_yes: "yes", cmd_no: "no",
   cmd_reason_kind: "a {kind} does not take {name}",
 }, {
   cmd_open: "Lệnh", cmd_title: "Lệnh điều khiển thiết bị", cmd_close: "Đóng bảng lệnh",
@@ -45,11 +50,23 @@ addStrings({
   cmd_legend_take: "sẽ nhận lệnh", cmd_legend_excluded: "không nhận được",
   cmd_show: "Hiện {id} trên bản đồ", cmd_buffer_shown: "vùng đệm được tô trên bản đồ",
   cmd_arg_level: "Mức sáng (%)", cmd_arg_on: "Bật", cmd_count_one: "1 thiết bị sẽ nhận lệnh",
+  cmd_arg_plan: "Kế hoạch", cmd_arg_open: "Mở",
+  cmd_err_cancelled: "đã hủy bởi {who}",
+  cmd_name_set_dim: "Điều chỉnh độ sáng", cmd_name_switch: "Bật/tắt", cmd_name_set_plan: "Kế hoạch pha đèn",
+  cmd_name_flash: "Nhấp nháy", cmd_name_set_recording: "Ghi hình", cmd_name_set_valve: "Van",
+  cmd_name_reboot: "Khởi động lại", cmd_yes: "có", cmd_no: "không",
   cmd_reason_kind: "{kind} không nhận lệnh {name}",
 });
 
 const counted = (counts) => Object.entries(counts).filter(([, n]) => n)
   .map(([s, n]) => `${t(`cmd_st_${s}`)} ${n}`).join(" · ");
+
+// A command and its arguments in the operator's words ("Dim · Level (%) 40"), the name
+// itself where this console has no label for it.
+const label = (key, raw) => { const s = t(key); return s === key ? raw : s; };
+const commandLabel = (name) => label(`cmd_name_${name}`, name);
+const argsLabel = (args) => Object.entries(args ?? {}).map(([k, v]) => `${label(`cmd_arg_${k}`, k)} ${
+  v === true ? t("cmd_yes") : v === false ? t("cmd_no") : v}`).join(", ");
 
 const MODES = ["click", "polygon", "line", "ward", "parent", "filter"];
 const DANGEROUS_COUNT = 100; // switching off or dimming below 30 % more lamps than this
@@ -186,7 +203,10 @@ export class CommandsPanel {
 
   // The device layer click, while the panel is open in click mode: toggles the device.
   onDeviceClick(id) {
-    if (this.root.hidden || this.mode !== "click") return false;
+    if (this.root.hidden) return false;
+    // Drawing a shape: its clicks are the shape's, not a device page under this panel.
+    if (this.mode === "polygon" || this.mode === "line") return true;
+    if (this.mode !== "click") return false;
     if (this.picked.has(id)) this.picked.delete(id); else this.picked.add(id);
     this.preview = null;
     this.highlight([...this.picked]);
@@ -536,7 +556,7 @@ export class CommandsPanel {
     const keep = (k) => (e) => {
       this.form.args[`${this.name}.${k}`] = e.target.type === "checkbox" ? e.target.checked : e.target.value;
     };
-    const argName = (k) => { const s = t(`cmd_arg_${k}`); return s === `cmd_arg_${k}` ? k : s; };
+    const argName = (k) => label(`cmd_arg_${k}`, k);
     const argBox = h("div.cmd-args", ...Object.entries(spec?.args ?? {}).map(([k, a]) => h("label", argName(k),
       a.type === "boolean"
         ? h("input", { type: "checkbox", dataset: { arg: k }, "aria-label": argName(k),
@@ -545,7 +565,7 @@ export class CommandsPanel {
           value: String(argVal(k, a)), dataset: { arg: k }, "aria-label": argName(k), oninput: keep(k) }))));
     const picker = h("select", { id: "cmd-name", "aria-label": t("cmd_command"), onchange: (e) => {
       this.name = e.target.value; this.preview = null; this.highlight([]); this.render();
-    } }, ...this.catalog.map((c) => h("option", { value: c.name, selected: c.name === this.name, title: c.description }, c.name)));
+    } }, ...this.catalog.map((c) => h("option", { value: c.name, selected: c.name === this.name, title: c.description }, commandLabel(c.name))));
     this.root.setAttribute("aria-label", t("cmd_title"));
     const prev = this.preview ? this.renderPreview(this.preview) : "";
     this.resultsBox = h("div.cmd-results");
@@ -599,7 +619,7 @@ export class CommandsPanel {
       done ? "" : h("button.btn.small.danger", { type: "button", onclick: () => this.doCancel(this.group.id) },
         t("cmd_cancel_group")),
       h("ul.cmd-failed", ...[...byError(this.results.values())].slice(0, 10)
-        .map(([error, ids]) => h("li", `${error} (${ids.length}): ${ids.slice(0, 6).join(", ")}`
+        .map(([error, ids]) => h("li", `${errorText(error)} (${ids.length}): ${ids.slice(0, 6).join(", ")}`
           + (ids.length > 6 ? " …" : "")))));
     clearTimeout(this.paintTimer);
     this.paintTimer = setTimeout(() => this.paintPoints(), 300);
@@ -611,7 +631,7 @@ export class CommandsPanel {
       h("ul", ...(this.history ?? []).map((g) => {
         const open = (g.counts.pending ?? 0) + (g.counts.sent ?? 0);
         return h("li.cmd-group", { dataset: { group: g.id } },
-          h("span", `${fmtTime(g.created_at)} · ${g.name} ${JSON.stringify(g.args)} · ${g.total} · `
+          h("span", `${fmtTime(g.created_at)} · ${commandLabel(g.name)} (${argsLabel(g.args)}) · ${g.total} · `
             + `${t("cmd_sent_by", { who: g.requested_by ?? "?" })} · `
             + counted(g.counts)),
           open && this.canSend() ? h("button.btn.small.danger", { type: "button",
@@ -623,7 +643,13 @@ export class CommandsPanel {
 // The server's reasons are English; the one every preview meets is said in the operator's language.
 function reasonText(reason) {
   const m = /^an? (\w+) does not take (\w+)$/.exec(reason ?? "");
-  return m ? t("cmd_reason_kind", { kind: kindName(m[1]), name: m[2] }) : reason;
+  return m ? t("cmd_reason_kind", { kind: kindName(m[1]), name: commandLabel(m[2]) }) : reason;
+}
+
+// The server's error for a failed command, in the operator's language where it is one we know.
+function errorText(error) {
+  const who = /^cancelled by (.+)$/.exec(error ?? "")?.[1];
+  return who ? t("cmd_err_cancelled", { who }) : error;
 }
 
 // Failures grouped by their reason: a cancelled group is one line, not one per lamp.

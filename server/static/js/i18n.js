@@ -233,7 +233,7 @@ const KINDS = {
     traffic_controller: "Traffic controllers", road_segment: "Traffic (road segments)",
     env_sensor: "Environment stations", camera: "Cameras", wards: "Ward boundaries",
     roads: "Roads", alarms: "Active alarms (tiles)", aggregates: "City-wide summary",
-    ward_stats: "Ward roll-up (shaded)",
+    ward_stats: "Ward roll-up (shaded)", tree: "Trees", green_area: "Parks and green areas",
   },
   vi: {
     streetlight: "Đèn đường", lighting_cabinet: "Tủ điện chiếu sáng", water_meter: "Đồng hồ nước",
@@ -241,7 +241,7 @@ const KINDS = {
     traffic_controller: "Tủ đèn tín hiệu giao thông", road_segment: "Giao thông (đoạn đường)",
     env_sensor: "Trạm quan trắc môi trường", camera: "Camera", wards: "Ranh giới phường",
     roads: "Đường phố", alarms: "Cảnh báo đang mở (lớp ô)", aggregates: "Tổng hợp toàn thành phố",
-    ward_stats: "Tổng hợp theo phường (tô màu)",
+    ward_stats: "Tổng hợp theo phường (tô màu)", tree: "Cây xanh", green_area: "Công viên, mảng xanh",
   },
 };
 

@@ -87,7 +87,12 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
 
   const live = new LiveMap("map", {
     styleUrl: config.styleUrl,
-    onDeviceClick: (id) => (window.ioc.commands?.onDeviceClick(id) ? null : openDevice(id)),
+    onDeviceClick: (id) => {
+      if (window.ioc.commands?.onDeviceClick(id)) return;
+      const commands = window.ioc.commands; // the device page opens where its panel was
+      if (commands && !commands.root.hidden) commands.close();
+      openDevice(id);
+    },
     onAlarmClick: (alarmId, device) => {
       alarmPanel.select(alarmId);
       if (device) openDevice(device);
