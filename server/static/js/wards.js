@@ -139,12 +139,13 @@ export class WardRollup {
           th("lamps_out", t("col_lamps_out")),
           th("alarms", t("col_alarms")),
           th("offline", t("col_offline")),
-          // an icon: the narrow tab has no room for the word; the name is the label
+          // short: the narrow tab has no room for the word (an emoji needs a font a
+          // control-room PC may lack); the full name is the label
           h(`th.num${this.sort === "cameras" ? ".sorted" : ""}`, { "aria-label": t("wards_col_cameras"),
             title: t("wards_col_cameras"), onclick: () => {
               this.sort = "cameras";
               this.render();
-            } }, "📷"))),
+            } }, "Cam"))),
         h("tbody", ...rows),
         h("tfoot", h("tr", h("td", t("city_total")),
           h("td.num", fmtNumber(tot.lamps_out), h("small", ` / ${fmtNumber(tot.lamps)}`)),
