@@ -53,32 +53,23 @@ CONTRACT = [("combobox", "Search"), ("button", "Commands"), ("button", "Preview"
             ("button", "Rules"), ("button", "Backtest"), ("button", "Replay")]
 
 
-def _walk(tree: dict, out: dict) -> None:
-    attrs = tree.get("attributes") or []
-    for k, v in zip(attrs[::2], attrs[1::2], strict=True):
-        if k == "data-a11y":
-            out[int(v)] = tree["backendNodeId"]
-    for child in (tree.get("children") or []) + (tree.get("shadowRoots") or []):
-        _walk(child, out)
-    if tree.get("contentDocument"):
-        _walk(tree["contentDocument"], out)
-
-
 async def names(page, where: str) -> dict[str, str]:
     """{path: computed name} of the visible controls; records the unnamed in page.unnamed."""
     marked = await page.evaluate(MARK, INTERACTIVE)
+    # Chromium's computed name of each marked element (both lists are in document order)
     cdp = await page.context.new_cdp_session(page)
     try:
-        doc = await cdp.send("DOM.getDocument", {"depth": -1, "pierce": True})
-        index: dict[int, int] = {}
-        _walk(doc["root"], index)
-        ax = await cdp.send("Accessibility.getFullAXTree")
+        root = (await cdp.send("DOM.getDocument", {"depth": 0}))["root"]["nodeId"]
+        ids = (await cdp.send("DOM.querySelectorAll", {"nodeId": root, "selector": "[data-a11y]"}))["nodeIds"]
+        nodes = [((await cdp.send("Accessibility.getPartialAXTree",
+                                  {"nodeId": n, "fetchRelatives": False}))["nodes"] or [None])[0]
+                 for n in ids]
     finally:
         await cdp.detach()
-    by_node = {n["backendDOMNodeId"]: n for n in ax["nodes"] if "backendDOMNodeId" in n}
+    assert len(nodes) == len(marked), (len(nodes), len(marked))
     found: dict[str, str] = {}
     for i, info in enumerate(marked):
-        node = by_node.get(index.get(i))
+        node = nodes[i]
         name = ((node or {}).get("name") or {}).get("value", "").strip()
         if not name:
             why = "not in the accessibility tree" if node is None else (
@@ -90,7 +81,7 @@ async def names(page, where: str) -> dict[str, str]:
         found[key] = name
     page.seen.setdefault(where, {}).update(found)
     for role, name in CONTRACT:
-        if await page.get_by_role(role, name=name, exact=True).count():
+        if (role, name) not in page.contract and await page.get_by_role(role, name=name, exact=True).count():
             page.contract.add((role, name))
     return found
 
