@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 import aiohttp
+from playwright.async_api import Error as PlaywrightError
 
 from server.settings import ReportsSettings
 from tests.helpers import aexecute, aq, running
@@ -53,20 +54,30 @@ CONTRACT = [("combobox", "Search"), ("button", "Commands"), ("button", "Preview"
             ("button", "Rules"), ("button", "Backtest"), ("button", "Replay")]
 
 
-async def names(page, where: str) -> dict[str, str]:
-    """{path: computed name} of the visible controls; records the unnamed in page.unnamed."""
-    marked = await page.evaluate(MARK, INTERACTIVE)
-    # Chromium's computed name of each marked element (both lists are in document order)
+async def _ax_nodes(page) -> list | None:
+    """Chromium's accessibility node of each marked element, in document order (as marked)."""
     cdp = await page.context.new_cdp_session(page)
     try:
         root = (await cdp.send("DOM.getDocument", {"depth": 0}))["root"]["nodeId"]
         ids = (await cdp.send("DOM.querySelectorAll", {"nodeId": root, "selector": "[data-a11y]"}))["nodeIds"]
-        nodes = [((await cdp.send("Accessibility.getPartialAXTree",
-                                  {"nodeId": n, "fetchRelatives": False}))["nodes"] or [None])[0]
-                 for n in ids]
+        return [((await cdp.send("Accessibility.getPartialAXTree",
+                                 {"nodeId": n, "fetchRelatives": False}))["nodes"] or [None])[0]
+                for n in ids]
+    except PlaywrightError:  # a node went away between the two calls
+        return None
     finally:
         await cdp.detach()
-    assert len(nodes) == len(marked), (len(nodes), len(marked))
+
+
+async def names(page, where: str) -> dict[str, str]:
+    """{path: computed name} of the visible controls; records the unnamed in page.unnamed."""
+    for _attempt in range(5):  # a panel that re-renders meanwhile drops the marks: mark again
+        marked = await page.evaluate(MARK, INTERACTIVE)
+        nodes = await _ax_nodes(page)
+        if nodes is not None and len(nodes) == len(marked):
+            break
+    else:
+        raise AssertionError(f"[{where}] the page kept changing while its controls were read")
     found: dict[str, str] = {}
     for i, info in enumerate(marked):
         node = nodes[i]
@@ -107,19 +118,19 @@ async def console_walk(page, base: str, token: str, lang: str, device: str) -> N
     await page.wait_for_function("() => !document.querySelector('#device-panel').textContent.includes('…')")
     await names(page, "device page")
     await page.locator("#device-panel").get_by_role("button", name=w["close"], exact=True).first.click()
-    for opener, region in w["panels"]:
+    for key, (opener, region) in zip(PANELS, w["panels"], strict=True):  # keys alike in both languages
         await page.get_by_role("button", name=opener, exact=True).click()
         await page.get_by_role("region", name=region).first.wait_for()
-        await names(page, opener)
+        await names(page, key)
         if opener == w["commands"]:  # a device picked on the map, previewed: the Send button
             await page.evaluate("(id) => window.ioc.commands.onDeviceClick(id)", device)
             await page.get_by_role("button", name=w["preview"], exact=True).click()
             await page.locator(".cmd-preview button").wait_for()
-            await names(page, f"{opener}: preview")
+            await names(page, f"{key}: preview")
         if opener == w["rules"]:
             await page.get_by_role("button", name=w["new_rule"]).click()
             await page.get_by_role("button", name=w["backtest"]).wait_for()
-            await names(page, f"{opener}: new rule")
+            await names(page, f"{key}: new rule")
         await page.get_by_role("button", name=opener, exact=True).click()  # and closed again
     await page.get_by_role("tab", name=w["reports_tab"]).click()
     await page.locator(".report-item, .rp-empty, .reports-panel").first.wait_for()
@@ -130,6 +141,7 @@ async def console_walk(page, base: str, token: str, lang: str, device: str) -> N
     await map_idle(page)
 
 
+PANELS = ["alarm history", "commands", "schedules", "rules"]
 WORDS = {
     "en": {"search": "Search", "close": "Close", "commands": "Commands", "preview": "Preview",
            "rules": "Rules", "new_rule": "New rule", "backtest": "Backtest", "replay": "Replay",

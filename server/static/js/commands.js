@@ -22,6 +22,7 @@ addStrings({
   cmd_none: "Select devices first", cmd_refresh: "Refresh",
   cmd_st_pending: "pending", cmd_st_sent: "sent", cmd_st_succeeded: "succeeded", cmd_st_failed: "failed",
   cmd_st_expired: "expired",
+  cmd_arg_level: "Level (%)", cmd_arg_on: "On", cmd_arg_plan: "Timing plan", cmd_arg_open: "Open",
 }, {
   cmd_open: "Lệnh", cmd_title: "Lệnh điều khiển thiết bị", cmd_close: "Đóng bảng lệnh",
   cmd_by: "Chọn theo", cmd_click: "Nhấp chọn", cmd_polygon: "Đa giác", cmd_line: "Tuyến phố",
@@ -36,7 +37,10 @@ addStrings({
   cmd_none: "Hãy chọn thiết bị trước", cmd_refresh: "Làm mới",
   cmd_st_pending: "chờ gửi", cmd_st_sent: "đã gửi", cmd_st_succeeded: "thành công", cmd_st_failed: "thất bại",
   cmd_st_expired: "hết hạn",
+  cmd_arg_level: "Mức sáng (%)", cmd_arg_on: "Bật", cmd_arg_plan: "Kế hoạch pha", cmd_arg_open: "Mở",
 });
+// an argument's label in the current language; the catalogue's own name for one we do not know
+const argLabel = (k) => { const s = t(`cmd_arg_${k}`); return s === `cmd_arg_${k}` ? k : s; };
 
 const counted = (counts) => Object.entries(counts).filter(([, n]) => n)
   .map(([s, n]) => `${t(`cmd_st_${s}`)} ${n}`).join(" · ");
@@ -282,11 +286,11 @@ export class CommandsPanel {
         h("select", { id: "cmd-kind" }, ...(spec?.kinds ?? []).map((k) => h("option", { value: k }, k))),
         h("label.cmd-check", h("input", { id: "cmd-in-view", type: "checkbox", checked: true }), t("cmd_in_view")));
     }
-    const argBox = h("div.cmd-args", ...Object.entries(spec?.args ?? {}).map(([k, a]) => h("label", k,
+    const argBox = h("div.cmd-args", ...Object.entries(spec?.args ?? {}).map(([k, a]) => h("label", argLabel(k),
       a.type === "boolean"
-        ? h("input", { type: "checkbox", dataset: { arg: k }, "aria-label": k })
+        ? h("input", { type: "checkbox", dataset: { arg: k }, "aria-label": argLabel(k) })
         : h("input", { type: "number", min: a.minimum ?? undefined, max: a.maximum ?? undefined,
-          value: a.maximum ?? 0, dataset: { arg: k }, "aria-label": k }))));
+          value: a.maximum ?? 0, dataset: { arg: k }, "aria-label": argLabel(k) }))));
     const picker = h("select", { id: "cmd-name", "aria-label": t("cmd_command"), onchange: (e) => {
       this.name = e.target.value; this.preview = null; this.render();
     } }, ...this.catalog.map((c) => h("option", { value: c.name, selected: c.name === this.name, title: c.description }, c.name)));
