@@ -1,8 +1,9 @@
 """The browser pages: the IOC map at ``/``, the crews' page at ``/crew`` and the HTTP API's
 reference at ``/api/docs`` (Swagger UI over ``/api/v1/openapi.json``).
 
-The pages are static files under ``server/static/``; the server only fills in the
-client configuration (the optional external basemap style, the build version that busts
+The pages are static files under ``server/static/``; a line ``{{> name.html}}`` includes
+``static/partials/name.html`` (the citizens' pages share their <head> so), and the server fills
+in the client configuration (the optional external basemap style, the build version that busts
 browser caches of the scripts) so one set of files serves every deployment. The pages are
 public: they ask for a token themselves (a login form, or ``?token=`` from the link
 ``ioc demo`` prints) and send it with every API, tile and websocket request.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import re
 from pathlib import Path
 
 import orjson
@@ -45,6 +47,10 @@ DOCS_VENDOR_HINT = (
     "server/static/vendor/)"
 )
 _NO_STORE = {"Cache-Control": "no-store"}
+# ``{{> name.html}}`` on a line of its own: that line becomes static/partials/name.html, so
+# what several pages share (the citizens' pages' <head>) is written once. The name is one
+# plain file name, never a path.
+_INCLUDE = re.compile(r"^[ \t]*\{\{> ([\w.-]+\.html)\}\}[ \t]*\n?", re.M)
 
 
 def _static_dir(request: web.Request) -> Path:
@@ -136,6 +142,7 @@ def _page(request: web.Request, name: str, vendor: str = "maplibre-gl",
         text = (static / name).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise web.HTTPNotFound(text=f"{name} is missing from {static}") from None
+    text = _INCLUDE.sub(lambda m: _partial(static, m.group(1)), text)
     version = _version(static)
     config = {
         "styleUrl": settings.web_style_url,
@@ -148,6 +155,13 @@ def _page(request: web.Request, name: str, vendor: str = "maplibre-gl",
             .replace("{{VERSION}}", html.escape(version)))
     headers = {**_NO_STORE, "Content-Security-Policy": page_csp(request, import_map)}
     return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
+
+
+def _partial(static: Path, name: str) -> str:
+    try:
+        return (static / "partials" / name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise web.HTTPNotFound(text=f"partials/{name} is missing from {static}") from None
 
 
 @routes.get("/")

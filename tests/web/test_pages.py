@@ -40,6 +40,14 @@ async def test_pages_are_public_and_carry_their_configuration(db_url, make_setti
             for url in imports.values():
                 assert (await client.get(url)).status == 200, url
         assert (await client.get("/favicon.ico")).status == 200
+        # the citizens' pages share one <head> (static/partials/citizen-head.html), filled in
+        for path in ("/report", "/reports/ABCDEFGHJKLMNPQR", "/public"):
+            html = await (await client.get(path)).text()
+            head = html.split("</head>")[0]
+            assert "{{" not in html and head.count('<meta charset="utf-8">') == 1, path
+            assert head.index("charset") < head.index("<title>") < head.index('type="module"'), path
+            assert script_json(html, "application/json")["version"] == version, path
+            assert script_json(html, "importmap")["imports"]["/static/js/citizen.js"].endswith(version)
 
 
 async def test_me_names_the_token(db_url, make_settings, token_for):

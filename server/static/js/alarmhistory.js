@@ -14,6 +14,7 @@ import { addStrings, alarmStateLabel, kindLabel, lang, onLangChange, severityLab
 
 addStrings({
   ah_open: "Alarm history",
+  ah_row_label: "{sev} alarm on {device}: {msg} ({state}). Enter opens its timeline",
   ah_title: "Alarm history",
   ah_close: "Close alarm history",
   ah_tab_history: "History",
@@ -109,6 +110,7 @@ addStrings({
   ah_last_30d: "Last 30 days",
 }, {
   ah_open: "Lịch sử cảnh báo",
+  ah_row_label: "Cảnh báo {sev} tại {device}: {msg} ({state}). Enter để mở diễn biến",
   ah_title: "Lịch sử cảnh báo",
   ah_close: "Đóng lịch sử cảnh báo",
   ah_tab_history: "Lịch sử",
@@ -399,6 +401,9 @@ export class AlarmHistory {
     const rows = this.rows.map((a) => h("tr.ah-row", {
       dataset: { alarmId: String(a.id), state: a.state, severity: a.severity },
       tabindex: "0",
+      // a focusable row needs its own name: what a screen reader says before Enter opens it
+      "aria-label": t("ah_row_label", { sev: severityLabel(a.severity), device: a.device,
+        msg: alarmMessage(a), state: alarmStateLabel(a.state) }),
       onclick: () => this.openAlarm(a.id),
       onkeydown: (ev) => {
         if (ev.key === "Enter") this.openAlarm(a.id);

@@ -2,6 +2,7 @@
 // statuses in both languages, the language toggle, and the public API calls. No token and no
 // session here: the public API needs none.
 
+import "./a11y.js"; // the static landmarks' names, in the current language
 import { addStrings, applyStatic, lang, onLangChange, setLang, t } from "./i18n.js";
 
 addStrings({

@@ -3,6 +3,8 @@
 // 800 kB) is imported only when a page calls openMap, so /report costs nothing until the
 // citizen asks for the map.
 
+import { localizeMap, mapLocale } from "./maplocale.js";
+
 let loading = null;
 
 function loadMapLibre() {
@@ -59,9 +61,11 @@ export async function openMap(container, { center, zoom } = {}) {
     container, style: lightStyle(tilejson), attributionControl: false,
     center: center ?? tilejson.center.slice(0, 2), zoom: zoom ?? (center ? 16 : 12),
     maxBounds: [[w - 0.2, s - 0.2], [e + 0.2, n + 0.2]], dragRotate: false, pitchWithRotate: false,
+    locale: mapLocale(),
   });
   map.touchZoomRotate.disableRotation();
   map.addControl(new maplibregl.NavigationControl({ showCompass: false }), "top-right");
+  localizeMap(map);
   await new Promise((resolve) => (map.loaded() ? resolve() : map.once("load", resolve)));
   return { maplibregl, map };
 }

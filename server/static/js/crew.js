@@ -3,6 +3,7 @@
 // Kept current through the websocket; a slow poll covers a phone that slept. Starting and
 // finishing take a note and a photo (js/workform.js); the tree work orders are js/crewwork.js.
 
+import "./a11y.js"; // the static landmarks' names, in the current language
 import {
   api, fmtTime, h, linkIndicator, listOf, LiveSocket, pointOf, SEVERITY_RANK, signIn, signOut,
   startSession, timeAgo, toast, whenUnauthorized,

@@ -366,13 +366,14 @@ export function unitOf(metric) {
   return "";
 }
 
-// Elements marked data-i18n="key" (text) or data-i18n-placeholder / data-i18n-title.
+// Elements marked data-i18n="key" (text) or data-i18n-placeholder / -title / -aria (aria-label).
 export function applyStatic(root = document) {
   for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
   for (const el of root.querySelectorAll("[data-i18n-placeholder]")) {
     el.placeholder = t(el.dataset.i18nPlaceholder);
   }
   for (const el of root.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
+  for (const el of root.querySelectorAll("[data-i18n-aria]")) el.setAttribute("aria-label", t(el.dataset.i18nAria));
   for (const el of root.querySelectorAll("[data-lang]")) {
     el.classList.toggle("active", el.dataset.lang === current);
   }

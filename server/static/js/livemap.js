@@ -7,6 +7,7 @@ import * as maplibregl from "maplibre-gl";
 import { api, h, listOf, pointOf, SEVERITY_RANK } from "./common.js";
 import { kindLabel, kindName } from "./i18n.js";
 import { KIND_COLOURS, SEVERITY_COLOURS, SEVERITY_RING, STATUS_COLOURS } from "./palette.js";
+import { localizeMap, mapLocale } from "./maplocale.js";
 
 export { maplibregl };
 
@@ -259,6 +260,7 @@ export class LiveMap {
       hash: "map",
       attributionControl: false,
       maxPitch: 60,
+      locale: mapLocale(), // the zoom and compass buttons' names, in the page's language
       // Our tiles and TileJSON go with the session cookie (same origin); nothing to add.
     });
     // A tile that fails is logged with its reason (MapLibre alone logs a bare error object).
@@ -266,6 +268,7 @@ export class LiveMap {
       e.sourceId ? `(source ${e.sourceId})` : ""));
     this.map.addControl(new maplibregl.NavigationControl({ visualizePitch: true }), "bottom-right");
     this.map.addControl(new maplibregl.ScaleControl({ unit: "metric" }), "bottom-left");
+    localizeMap(this.map);
     this.loaded = new Promise((resolve) => this.map.once("load", resolve));
   }
 

@@ -1,6 +1,7 @@
 // The IOC map page: sign-in, then the live map with its panels. Exposes window.ioc for
 // people poking at it from the console (and for the browser tests).
 
+import "./a11y.js"; // the static landmarks' names, in the current language
 import { AlarmHistory } from "./alarmhistory.js"; // issue 18: alarm history, timeline, KPIs
 import { AlarmPanel, AlarmStore, countsAsOpen } from "./alarms.js";
 import {
