@@ -17,8 +17,11 @@ let stats = null;
 let shown = 0;
 window.iocPublic = { ready: false };
 
-function iso(d) {
-  return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 10);
+// The city's days are UTC+7 (the query below says so): "today" is the city's date, not the
+// phone's, or a report made after the city's midnight falls outside the default period.
+const CITY_OFFSET_MS = 7 * 3600 * 1000;
+function cityDate(ms) {
+  return new Date(ms + CITY_OFFSET_MS).toISOString().slice(0, 10);
 }
 
 function options(select, values) {
@@ -169,8 +172,8 @@ async function startMap() {
 }
 
 startLanguage(render);
-$("#f-from").value = iso(new Date(Date.now() - 30 * DAY));
-$("#f-to").value = iso(new Date());
+$("#f-from").value = cityDate(Date.now() - 30 * DAY);
+$("#f-to").value = cityDate(Date.now());
 render();
 for (const id of ["#f-category", "#f-status"]) $(id).addEventListener("change", () => loadMap());
 for (const id of ["#f-from", "#f-to"]) $(id).addEventListener("change", () => Promise.all([loadMap(), loadStats()]));
