@@ -55,18 +55,27 @@ CONTRACT = [("combobox", "Search"), ("button", "Commands"), ("button", "Preview"
 
 
 async def _ax_nodes(page) -> list | None:
-    """Chromium's accessibility node of each marked element, in document order (as marked)."""
+    """Chromium's accessibility node of each marked element, in document order (as marked):
+    the DOM and the accessibility tree read once each, joined on the backend node id."""
     cdp = await page.context.new_cdp_session(page)
     try:
-        root = (await cdp.send("DOM.getDocument", {"depth": 0}))["root"]["nodeId"]
-        ids = (await cdp.send("DOM.querySelectorAll", {"nodeId": root, "selector": "[data-a11y]"}))["nodeIds"]
-        return [((await cdp.send("Accessibility.getPartialAXTree",
-                                 {"nodeId": n, "fetchRelatives": False}))["nodes"] or [None])[0]
-                for n in ids]
-    except PlaywrightError:  # a node went away between the two calls
+        doc = (await cdp.send("DOM.getDocument", {"depth": -1}))["root"]
+        ax = (await cdp.send("Accessibility.getFullAXTree"))["nodes"]
+    except PlaywrightError:  # the page navigated meanwhile
         return None
     finally:
         await cdp.detach()
+    marked: dict[int, int] = {}
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        attrs = node.get("attributes") or []
+        for key, value in zip(attrs[::2], attrs[1::2], strict=True):
+            if key == "data-a11y":
+                marked[int(value)] = node["backendNodeId"]
+        stack.extend(node.get("children") or [])
+    by_backend = {n["backendDOMNodeId"]: n for n in ax if "backendDOMNodeId" in n}
+    return [by_backend.get(marked[i]) for i in sorted(marked)]
 
 
 async def names(page, where: str) -> dict[str, str]:
@@ -125,7 +134,7 @@ async def console_walk(page, base: str, token: str, lang: str, device: str) -> N
         if opener == w["commands"]:  # a device picked on the map, previewed: the Send button
             await page.evaluate("(id) => window.ioc.commands.onDeviceClick(id)", device)
             await page.get_by_role("button", name=w["preview"], exact=True).click()
-            await page.locator(".cmd-preview button").wait_for()
+            await page.locator(".cmd-preview button.primary").wait_for()  # Send
             await names(page, f"{key}: preview")
         if opener == w["rules"]:
             await page.get_by_role("button", name=w["new_rule"]).click()
