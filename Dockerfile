@@ -1,8 +1,12 @@
 # ioc-server: the Python server. PostGIS and mosquitto run as their own containers
 # (compose.yaml).
-# The web pages' browser libraries (maplibre-gl, swagger-ui), from npm at build time by the
-# same Makefile target as `make web`: the image serves them itself, nothing from a CDN.
+# The web pages' browser libraries (maplibre-gl, terra-draw, uplot, hls.js, swagger-ui), from
+# npm at build time by the same Makefile target as `make web`: the image serves them itself,
+# nothing from a CDN.
 FROM node:20-bookworm AS web
+# the street names' font (DejaVu Sans, with Vietnamese), copied into vendor/fonts by `make web`
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile package.json package-lock.json ./
 RUN make web
