@@ -9,7 +9,7 @@
 import uPlot from "uplot";
 
 import { alarmMessage } from "./alarmtext.js";
-import { api, fmtTime, h, listOf, toast } from "./common.js";
+import { api, fmtTime, h, listOf, timeTicks, toast } from "./common.js";
 import { addStrings, alarmStateLabel, kindLabel, lang, onLangChange, severityLabel, t } from "./i18n.js";
 
 addStrings({
@@ -717,7 +717,8 @@ export class AlarmHistory {
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max, s.max_manageable * 1.2)] } },
       series,
       axes: [
-        { stroke: "#9aa7b8", grid: { stroke: "#22324a" }, ticks: { stroke: "#22324a" } },
+        { stroke: "#9aa7b8", grid: { stroke: "#22324a" }, ticks: { stroke: "#22324a" }, size: 44,
+          values: timeTicks },
         { stroke: "#9aa7b8", grid: { stroke: "#22324a" }, ticks: { stroke: "#22324a" }, size: 40 },
       ],
       fmtDate: (tpl) => uPlot.fmtDate(tpl, lang() === "vi" ? VI_NAMES : undefined),

@@ -5,7 +5,7 @@
 
 import uPlot from "uplot";
 import { alarmMessage } from "./alarmtext.js"; // issue 18.4: messages in the reader's language
-import { api, fmtTime, h, toast } from "./common.js";
+import { api, fmtTime, h, timeTicks, toast } from "./common.js";
 import { addStrings, alarmStateLabel, kindName, metricLabel, onLangChange, severityLabel, statusLabel, t, unitOf } from "./i18n.js";
 import { maplibregl } from "./livemap.js";
 
@@ -31,8 +31,10 @@ addStrings({
   assets_id: "Id",
   assets_kind: "Kind",
   assets_create: "Create",
+  assets_time: "Time",
 }, {
   assets_chart: "Chỉ số theo thời gian",
+  assets_time: "Thời gian",
   assets_chart_metrics: "Chỉ số trên biểu đồ",
   assets_range: "Khoảng thời gian",
   assets_children: "Thiết bị đấu nối",
@@ -163,20 +165,23 @@ export class AssetSections {
       width, height: 190, legend: { show: true },
       cursor: { drag: { x: true, y: false } },
       scales: { x: { time: true } },
-      series: [{}, ...metrics.map((m, i) => ({
+      series: [{ label: t("assets_time") }, ...metrics.map((m, i) => ({
         label: `${metricLabel(m)}${unitOf(m) ? ` (${unitOf(m)})` : ""}`,
         stroke: COLOURS[i % COLOURS.length], width: 1.5, scale: scaleOf(m), spanGaps: false,
         paths: isStep(m, values[m]) ? uPlot.paths.stepped({ align: 1 }) : undefined,
         value: (u, v) => (v == null ? "–" : cats[m] ? cats[m][v] ?? v : +v.toFixed(2)),
       }))],
       axes: [
-        { stroke: "#9aa7b8", grid: { stroke: "#22324a" }, ticks: { stroke: "#22324a" } },
+        { stroke: "#9aa7b8", grid: { stroke: "#22324a" }, ticks: { stroke: "#22324a" }, size: 44,
+          values: timeTicks },
         ...axesScales.map((sc, i) => ({
           scale: sc, side: i === 0 ? 3 : 1, stroke: "#9aa7b8", size: 46,
           grid: { show: i === 0, stroke: "#22324a" }, ticks: { stroke: "#22324a" },
           values: (u, splits) => {
             const m = metrics.find((mm) => scaleOf(mm) === sc);
-            return splits.map((v) => (cats[m] ? cats[m][v] ?? "" : v));
+            // a stepped (enum) metric has no values between its codes: no "7.5" tick
+            const whole = (v) => (sc.startsWith("s_") && !Number.isInteger(v) ? "" : v);
+            return splits.map((v) => (cats[m] ? cats[m][v] ?? "" : whole(v)));
           },
         })),
       ],

@@ -236,6 +236,16 @@ export function toast(text, kind = "info") {
 
 const locale = () => (lang() === "vi" ? "vi-VN" : "en-GB");
 
+// A uPlot time axis's tick labels in the page's language, 24-hour, day before month (uPlot's
+// own are US: "12/4/26", "6pm"): the date alone for day steps, else the time over the date.
+export function timeTicks(u, splits, axis, space, incr) {
+  return splits.map((v) => {
+    const d = new Date(v * 1000);
+    const day = d.toLocaleDateString(locale(), { day: "2-digit", month: "2-digit" });
+    return incr >= 86400 ? day : `${d.toLocaleTimeString(locale(), { hour: "2-digit", minute: "2-digit" })}\n${day}`;
+  });
+}
+
 export function fmtTime(value, withDate = false) {
   if (!value) return "";
   const d = new Date(value);

@@ -5,8 +5,8 @@
 // The server checks every rule; its errors (problem+json errors[].field) go next to the field.
 
 import uPlot from "uplot";
-import { api, fmtNumber, fmtTime, h, toast } from "./common.js";
-import { addStrings, kindLabel, lang, metricLabel, onLangChange, severityLabel, t } from "./i18n.js";
+import { api, fmtNumber, fmtTime, h, timeTicks, toast } from "./common.js";
+import { addStrings, kindLabel, metricLabel, onLangChange, severityLabel, t } from "./i18n.js";
 import { KIND_COLOURS } from "./livemap.js";
 
 // Labels and help for every field of every kind, in both languages; a field the server adds
@@ -758,14 +758,7 @@ export class RulesPanel {
         { label: t("rules_bt_raised"), stroke: "#ffd166", fill: "rgba(255,209,102,.6)", width: 1, paths: bars }],
       axes: [
         { stroke: "#9aa7b8", grid: { stroke: "#22324a" }, ticks: { stroke: "#22324a" }, size: 44,
-          // day/month in the page's language (uPlot's default is month/day)
-          values: (u, splits, ax, space, incr) => splits.map((v) => {
-            const d = new Date(v * 1000);
-            const loc = lang() === "vi" ? "vi-VN" : "en-GB";
-            return incr >= 86400 ? d.toLocaleDateString(loc, { day: "2-digit", month: "2-digit" })
-              : `${d.toLocaleTimeString(loc, { hour: "2-digit", minute: "2-digit" })}\n${
-                d.toLocaleDateString(loc, { day: "2-digit", month: "2-digit" })}`;
-          }) },
+          values: timeTicks },
         { stroke: "#9aa7b8", grid: { stroke: "#22324a" }, ticks: { stroke: "#22324a" }, size: 36,
           values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? v : "")) },
       ],
