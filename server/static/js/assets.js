@@ -284,7 +284,9 @@ export class AssetSections {
       ev.preventDefault();
       this.create(form);
     });
-    this.dialog = h("dialog.assets-dialog", { "aria-label": t("assets_add") }, form);
+    // a non-modal dialog gets no Escape from the browser: give it the one a modal would have
+    this.dialog = h("dialog.assets-dialog", { "aria-label": t("assets_add"),
+      onkeydown: (ev) => { if (ev.key === "Escape") this.closeAdd(); } }, form);
     document.body.append(this.dialog);
     this.dialog.show(); // not modal: the map stays usable to drag the marker
     form.elements.namedItem("id").focus();
