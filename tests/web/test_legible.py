@@ -36,6 +36,20 @@ KPIS_CLEAR = """() => [...document.querySelectorAll('.kpis .kpi')]
   && document.querySelector('.kpis').getBoundingClientRect().right
      <= document.querySelector('.top-right').getBoundingClientRect().left + 1"""
 
+# Every empty field's placeholder fits its box: measured in the field's own font by a canvas.
+PLACEHOLDERS_CUT = """(sel) => {
+  const ctx = document.createElement('canvas').getContext('2d');
+  const cut = [];
+  for (const el of document.querySelectorAll(`${sel} input[placeholder]`)) {
+    if (el.value || !el.placeholder || !el.checkVisibility()) continue;
+    const cs = getComputedStyle(el);
+    ctx.font = `${cs.fontStyle} ${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
+    const room = el.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+    if (ctx.measureText(el.placeholder).width > room) cut.push(`${el.id || el.name}: ${el.placeholder}`);
+  }
+  return cut;
+}"""
+
 RING = """(device) => window.ioc.map.queryRenderedFeatures({layers: ['pressure_sensor:pressure_sensor:ring']})
   .some((f) => f.id === device || f.properties.id === device)"""
 
@@ -89,6 +103,7 @@ async def test_legible_map_en_vi_desktop_and_phone(browser, city_db_url, make_se
         await page.screenshot(path=artifact("legible-streets-vi.png"))
         # The header keeps everything on screen in the longer language too.
         assert await page.evaluate(CUT, ".topbar") == []
+        assert await page.evaluate(PLACEHOLDERS_CUT, ".topbar") == []
         assert await page.evaluate(KPIS_CLEAR) is True
         assert await page.evaluate(CUT, "#alarm-list") == []
 
@@ -109,6 +124,7 @@ async def test_legible_map_en_vi_desktop_and_phone(browser, city_db_url, make_se
         await page.click("[data-lang=en]")
         assert await page.evaluate(CUT, "#ward-table") == []
         assert await page.evaluate(CUT, ".topbar") == []
+        assert await page.evaluate(PLACEHOLDERS_CUT, ".topbar") == []
         assert await page.evaluate(KPIS_CLEAR) is True
         await page.screenshot(path=artifact("legible-wards-en.png"))
         assert page.errors == []

@@ -8,12 +8,14 @@ import { addStrings, kindName, onLangChange, t } from "./i18n.js";
 addStrings({
   search_label: "Search",
   search_placeholder: "Search id, name, ward, address  ( / )",
+  search_placeholder_short: "Search  ( / )",
   search_none: "Nothing found for “{q}”",
   search_ward: "Ward",
   search_results: "Search results",
 }, {
   search_label: "Tìm kiếm",
   search_placeholder: "Tìm mã, tên, phường, địa chỉ  ( / )",
+  search_placeholder_short: "Tìm kiếm  ( / )",
   search_none: "Không tìm thấy “{q}”",
   search_ward: "Phường",
   search_results: "Kết quả tìm kiếm",
@@ -36,6 +38,7 @@ export class SearchBox {
     host.append(this.root);
     this.label();
     onLangChange(() => this.label());
+    new ResizeObserver(() => this.fitPlaceholder()).observe(this.input);
 
     let timer = null;
     this.input.addEventListener("input", () => {
@@ -57,8 +60,21 @@ export class SearchBox {
 
   label() {
     this.input.setAttribute("aria-label", t("search_label"));
-    this.input.placeholder = t("search_placeholder");
+    this.input.title = t("search_placeholder");
     this.list.setAttribute("aria-label", t("search_results"));
+    this.fitPlaceholder();
+  }
+
+  // The whole hint when the box is wide enough for it, else the short one (the header narrows
+  // the box on a 1280 px screen, and Vietnamese is longer); the whole hint stays in the title.
+  fitPlaceholder() {
+    const long = t("search_placeholder");
+    const cs = getComputedStyle(this.input);
+    const ctx = (SearchBox.measure ??= document.createElement("canvas").getContext("2d"));
+    ctx.font = `${cs.fontStyle} ${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
+    const room = this.input.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+    const text = ctx.measureText(long).width <= room ? long : t("search_placeholder_short");
+    if (this.input.placeholder !== text) this.input.placeholder = text;
   }
 
   async query() {
