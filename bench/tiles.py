@@ -541,10 +541,61 @@ async def _ws_snapshot(base: str, token: str, bbox: list[float], zoom: int,
     return percentile(times[1:], 50), size, head
 
 
+# The grid's triggers a mass change fires once per row (migration 0018_tile_grid); the same
+# statement with them disabled is the baseline. Each runs in a transaction that is rolled back.
+UPKEEP = {
+    "status change (a gateway drops)": (
+        "update device_state set status = case when status = 'offline' then 'online' else 'offline' end"
+        " where device_key in (select key from devices where kind = $1 order by key limit $2)",
+        {"device_state": ["tile_grid_state_changed"]}),
+    "delete (cascading to their state)": (
+        "delete from devices where key in (select key from devices where kind = $1 order by key limit $2)",
+        {"devices": ["tile_grid_device_removed"], "device_state": ["tile_grid_state_removed"]}),
+}
+
+
+async def _grid_upkeep(url: str, kind: str, n: int, reps: int) -> list[Figure]:
+    """What the grid's row triggers add to a mass status change and a mass delete of ``n``
+    devices, and what folding their log then takes."""
+    out: list[Figure] = []
+    conn = await asyncpg.connect(url, server_settings={"jit": "off"})
+    try:
+        for what, (statement, triggers) in UPKEEP.items():
+            times: dict[bool, list[float]] = {True: [], False: []}
+            fold: list[float] = []
+            for _ in range(max(1, reps // 2)):
+                for on in (False, True):
+                    tr = conn.transaction()
+                    await tr.start()
+                    try:
+                        if not on:
+                            for table_name, names in triggers.items():
+                                for name in names:
+                                    await conn.execute(f"alter table {table_name} disable trigger {name}")
+                        t0 = time.perf_counter()
+                        await conn.execute(statement, kind, n)
+                        times[on].append((time.perf_counter() - t0) * 1000)
+                        if on:
+                            t0 = time.perf_counter()
+                            await conn.fetchval("select ioc_tile_grid_fold()")
+                            fold.append((time.perf_counter() - t0) * 1000)
+                    finally:
+                        await tr.rollback()
+            base, kept = percentile(times[False], 50), percentile(times[True], 50)
+            out.append(Figure(f"{what} of {n:,} devices, without the grid's triggers (baseline)", base, 0))
+            out.append(Figure(f"{what} of {n:,} devices, with the grid kept", kept, 0,
+                              f"+{(kept - base) / n * 1000:,.1f} µs a device"))
+            out.append(Figure(f"{what}: folding the grid log afterwards", percentile(fold, 50), 0))
+    finally:
+        await conn.close()
+    return out
+
+
 async def scale(args: argparse.Namespace, stack: Stack, url: str, layer: catalogue.Layer) -> list[Figure]:
     """The dense city's figures: the densest z14 (detail) and z12 (aggregate) tiles, uncached,
     through the server and as bare statements (the grid read beside counting every lamp, which
-    is what the z12 tile did before the grid), and the websocket snapshot of the whole city."""
+    is what the z12 tile did before the grid), what keeping the grid adds to a mass status
+    change and a mass delete, and the websocket snapshot of the whole city."""
     reps = args.reps
     token = stack.token(url, "viewer")
     out: list[Figure] = []
@@ -562,6 +613,7 @@ async def scale(args: argparse.Namespace, stack: Stack, url: str, layer: catalog
             ms, size = await _timed_statement(url, stmt, a, reps)
             out.append(Figure(f"z{z} tile {z}/{x}/{y} ({n:,} lamps), statement: every lamp listed (before)",
                               ms, size / 1024))
+    out += await _grid_upkeep(url, layer.kind, max(1_000, args.lamps // 10), reps)
     conn = await asyncpg.connect(url)
     try:
         box = await conn.fetchrow("select ST_XMin(e) w, ST_YMin(e) s, ST_XMax(e) e, ST_YMax(e) n from"
