@@ -69,6 +69,7 @@ from report import record
 
 from server.cli.embedded import free_port
 from tiles import catalogue, sql
+from tiles.config import TilesSettings
 
 TIPG_VENV = REPO / "bench" / ".venv-tipg"
 WRK_LUA = REPO / "bench" / "tiles_wrk.lua"
@@ -164,11 +165,13 @@ async def floor(url: str, layer: catalogue.Layer, tiles: list[tuple], seconds: f
                                      server_settings={"jit": "off"})
     queries = []
     plain = dataclasses.replace(layer, detail_minzoom=0)  # the arguments of the detail statements
+    bound = TilesSettings().max_point_features
     for z, x, y in tiles:
-        if statement is None:
-            queries.append(sql.query(layer, sql.bounds(z, x, y)))
+        if statement is None:  # the very statement the server runs (a detail tile: count + tile)
+            q, args, bounded = sql.tile_statement(layer, sql.bounds(z, x, y), None, bound)
+            queries.append((q, args, 1 if bounded else 0))
         else:
-            queries.append((statement, sql.query(plain, sql.bounds(z, x, y))[1]))
+            queries.append((statement, sql.query(plain, sql.bounds(z, x, y))[1], 0))
     try:
         await _closed_loop(pool, queries, warmup, record=False)
         busy0 = system_busy_seconds()
@@ -190,9 +193,9 @@ async def _closed_loop(pool: asyncpg.Pool, queries: list, seconds: float, record
         async with pool.acquire() as conn:
             while time.perf_counter() < deadline:
                 state["i"] = (state["i"] + 1) % len(queries)
-                q, args = queries[state["i"]]
+                q, args, column = queries[state["i"]]
                 t0 = time.perf_counter()
-                data = await conn.fetchval(q, *args)
+                data = await conn.fetchval(q, *args, column=column)
                 if record:
                     lat.append((time.perf_counter() - t0) * 1000)
                     sizes.append(len(data or b""))

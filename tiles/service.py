@@ -218,15 +218,13 @@ class TileService:
             # A detail tile of a dense point kind that would list more devices than the bound
             # (a 1,000,000-lamp city at z14) holds grid cells with counts instead; its counts
             # are live, so it lives as long as the aggregate tiles do.
-            dense = False
-            if layer.source == "kind" and layer.geometry == "point" and not layer.aggregated(z):
-                bound = self.settings.max_point_features
-                count_sql, count_args = sql.count_points(layer, t, bound)
-                dense = await conn.fetchval(count_sql, *count_args) > bound
+            statement, args, bounded = sql.tile_statement(layer, t, crew, self.settings.max_point_features)
+            if bounded:
+                dense, data = await conn.fetchrow(statement, *args)
                 if dense:
                     ttl = self.settings.live_ttl_s
-            statement, args = sql.query(layer, t, crew, dense)
-            data = await conn.fetchval(statement, *args)
+            else:
+                data = await conn.fetchval(statement, *args)
         data = bytes(data or b"")
         entry = Entry(data, etag_of(data), version, time.monotonic() + ttl)
         if self.cache.max_bytes:

@@ -295,15 +295,42 @@ select ST_AsMVT(t, $1, {EXTENT}, 'geom', 'id') from (
 ) t"""
 
 
-# $1 kind, $2-$5 the tile's WGS 84 bounds, $6 the bound: counts at most bound + 1 devices.
-COUNT_POINTS = """
-select count(*) from (
-  select 1 from devices d where d.kind = $1 and d.geom && ST_MakeEnvelope($2, $3, $4, $5, 4326) limit $6 + 1
-) t"""
+# A detail tile of a dense point kind, in one statement: count the devices under the tile (at
+# most bound + 1 of them), then make the points or, past the bound, the grid cells. Each branch
+# is an uncorrelated subquery, an InitPlan that PostgreSQL runs only when the CASE first needs
+# its value, so only the branch taken runs. $1-$14 are the cells' arguments (the points' $1-$10
+# are their prefix), $15 the bound; the first column says which branch it was.
+_BOUNDED = """
+with n as (
+  select count(*) > $15::int as dense from (
+    select 1 from devices d where d.kind = $10 and d.geom && ST_MakeEnvelope($6, $7, $8, $9, 4326)
+    limit $15::int + 1
+  ) t
+)
+select n.dense, case when n.dense then ({cells}) else ({points}) end from n"""
 
 
-def count_points(layer: Layer, t: TileBounds, bound: int) -> tuple[str, tuple]:
-    return COUNT_POINTS, (layer.kind, t.west, t.south, t.east, t.north, bound)
+@functools.cache
+def _bounded(points: str, cells: str) -> str:
+    return _BOUNDED.replace("{cells}", cells).replace("{points}", points)
+
+
+def tile_statement(layer: Layer, t: TileBounds, crew: str | None, bound: int) -> tuple[str, tuple, bool]:
+    """What the tile service runs for one tile: (statement, arguments, bounded); a bounded
+    statement (:func:`bounded`) answers (dense, tile), any other the tile alone."""
+    if layer.source == "kind" and layer.geometry == "point" and not layer.aggregated(t.z):
+        return (*bounded(layer, t, bound, crew), True)
+    return (*query(layer, t, crew), False)
+
+
+def bounded(layer: Layer, t: TileBounds, bound: int, crew: str | None = None) -> tuple[str, tuple]:
+    """The statement for a detail tile of a dense point kind and its arguments: it answers
+    (dense, tile), the tile holding grid cells when more than ``bound`` devices are under it."""
+    assert layer.source == "kind" and layer.geometry == "point" and not layer.aggregated(t.z)
+    points, points_args = query(layer, t)
+    cells, args = query(layer, t, crew, aggregate=True)
+    assert args[:len(points_args)] == points_args
+    return _bounded(points, cells), (*args, bound)
 
 
 def query(layer: Layer, t: TileBounds, crew: str | None = None, aggregate: bool = False,

@@ -71,3 +71,32 @@ async def test_a_detail_tile_denser_than_the_bound_holds_grid_counts(start, city
     assert listed and all("agg" not in f["properties"] for f in listed)
     # the listed tile also holds the lamps in its buffer; the cells count the tile itself
     assert 5 < sum(f["properties"]["count"] for f in feats) <= len(listed)
+
+
+async def test_the_bounded_statement_runs_only_the_branch_it_takes(db):  # noqa: F811
+    """A detail tile counts its lamps and makes points or cells in one statement; the branch
+    not taken must not run (else every street tile would pay for both)."""
+    from tiles import catalogue, sql
+
+    layer = catalogue.kind_layer("streetlight", "Streetlight", "Đèn đường", True)
+    lamp = await db.fetchrow("select ST_X(geom) as lon, ST_Y(geom) as lat from devices"
+                             " where kind = 'streetlight' order by id limit 1")
+    t = sql.bounds(*tile_at(lamp["lon"], lamp["lat"], 15))
+
+    def runs(node: dict) -> list[tuple[str, int]]:
+        """(subplan name, loops) of every InitPlan in the plan."""
+        found = [(node["Subplan Name"], node.get("Actual Loops", 0))] if "Subplan Name" in node else []
+        for child in node.get("Plans", []):
+            found += runs(child)
+        return found
+
+    for bound, dense in ((1_000_000, False), (1, True)):
+        statement, args = sql.bounded(layer, t, bound)
+        got_dense, data = await db.fetchrow(statement, *args)
+        assert got_dense is dense
+        feats = mapbox_vector_tile.decode(bytes(data))["streetlight"]["features"]
+        assert feats and all(("agg" in f["properties"]) is dense for f in feats)
+        plan = json.loads(await db.fetchval(f"explain (analyze, format json) {statement}", *args))
+        # InitPlan 1 is the cells (the CASE's first branch), InitPlan 2 the points: one runs once
+        loops = [n for _, n in runs(plan[0]["Plan"])]
+        assert loops == ([1, 0] if dense else [0, 1]), runs(plan[0]["Plan"])
