@@ -8,9 +8,9 @@ non-empty name. The walk runs once in English and once in Vietnamese (one browse
 each, sharing one server): the operator's console as admin with every panel opened in turn and
 the forms inside them (an alarm's shelve menu and comment, a device's editor, a camera's page, Add
 device, a ward's typed confirmation, an alarm's timeline and the KPIs, a new schedule, a new
-and an existing rule), the crew's phone page with its work form, and the citizens' pages. The
-translated controls must change their names with the language, and the CONTRACT's English names
-must be found by role and name.
+and an existing rule), the crew's phone page with its work form, and the citizens' pages
+(with a report's popup on the public map). The translated controls must change their names
+with the language, and the CONTRACT's English names must be found by role and name.
 """
 
 from __future__ import annotations
@@ -297,6 +297,20 @@ async def test_every_control_has_a_name_in_english_and_vietnamese(
             await phone.wait_for_function("() => window.iocPublic && window.iocPublic.ready", timeout=60_000)
             await phone.click(f".cz-lang [data-lang={lang}]")
             await names(phone, "public")
+            # a report's popup on the public map, with its close button
+            await phone.wait_for_function("() => window.iocPublic.map && window.iocPublic.features?.length")
+            await phone.evaluate("() => window.iocPublic.map.jumpTo({zoom: 16, center:"
+                                 " window.iocPublic.features[0].geometry.coordinates})")
+            await phone.wait_for_function("() => window.iocPublic.map.queryRenderedFeatures("
+                                          "{layers: ['reports']}).length > 0", timeout=30_000)
+            x, y = await phone.evaluate("""() => {
+              const m = window.iocPublic.map, r = m.getCanvas().getBoundingClientRect();
+              const p = m.project(m.queryRenderedFeatures({layers: ['reports']})[0].geometry.coordinates);
+              return [r.left + p.x, r.top + p.y];
+            }""")
+            await phone.mouse.click(x, y)
+            await phone.locator(".maplibregl-popup .maplibregl-popup-close-button").wait_for()
+            await names(phone, "public: report popup")
             assert phone.errors == [] and page.errors == [], (page.errors, phone.errors)
             await phone.context.close()
             seen[lang] = page.seen
