@@ -23,7 +23,10 @@ COPY geo ./geo
 COPY rules ./rules
 COPY tiles ./tiles
 COPY migrations ./migrations
-RUN pip install . && useradd --system --no-create-home ioc
+# The data directory (IOC_DATA_DIR): citizens' and crews' photos; compose.yaml keeps it on a volume.
+RUN pip install . && useradd --system --no-create-home ioc \
+    && mkdir -p /var/lib/ioc && chown ioc /var/lib/ioc
+ENV IOC_DATA_DIR=/var/lib/ioc
 USER ioc
 EXPOSE 8080
 ENV IOC_HTTP_HOST=0.0.0.0 IOC_HTTP_PORT=8080

@@ -370,11 +370,39 @@ class ApiSettings(_Section):
         return {**_default_rate_limits(), **v}
 
 
+# ---------------------------------------------------------------- the data directory
+# Where the city's files live beside its database: the demo's PostgreSQL and broker, and the
+# citizens' and crews' photos. ``--data-dir`` (any ``ioc`` command), else IOC_DATA_DIR, else
+# the user's XDG data directory.
+
+#: The data directory ``--data-dir`` named for this command (set by ``ioc``'s main), if any.
+_chosen_data_dir: Path | None = None
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ioc"
+
+
+def choose_data_dir(path: Path | None) -> None:
+    """Remember the ``--data-dir`` of this command line (``None``: the environment decides)."""
+    global _chosen_data_dir
+    _chosen_data_dir = path
+
+
+def data_dir() -> Path:
+    """``--data-dir``, else ``IOC_DATA_DIR``, else the default."""
+    chosen = _chosen_data_dir or os.environ.get("IOC_DATA_DIR") or default_data_dir()
+    return Path(chosen).expanduser().resolve()
+
+
 class ReportsSettings(_Section):
     """Citizens' reports: photo storage, SLAs and which unit answers a category in a ward."""
 
-    photo_dir: Path = Field(default=Path("data/report-photos"),
-                            description="where report photos are kept, named by content hash")
+    # (a factory: the data directory is known only once the command line is read)
+    photo_dir: Path = Field(default_factory=lambda: data_dir() / "report-photos", description=(
+        "where report photos are kept, named by content hash (crews' photos go in work-photos "
+        "beside it); default: report-photos in the data directory"))
     photo_quota_bytes: int = Field(default=2_000_000_000, ge=0,
                                    description="all photos together; past it uploads get 503")
     sla_hours: dict[str, float] = Field(default={"water_leak": 24.0}, description=(
@@ -435,7 +463,7 @@ class Settings(BaseSettings):
     hub: HubSettings = HubSettings()
     tiles: TilesSettings = TilesSettings()
     api: ApiSettings = ApiSettings()
-    reports: ReportsSettings = ReportsSettings()
+    reports: ReportsSettings = Field(default_factory=ReportsSettings)
     security: SecuritySettings = SecuritySettings()
     adapters: dict[str, dict[str, Any]] = {}
     sparkplug: SparkplugSettings = SparkplugSettings()

@@ -8,8 +8,11 @@ so tests never see each other's rows and the cluster starts only once per sessio
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -74,6 +77,20 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory):
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_directory(tmp_path_factory) -> Iterator[Path]:
+    """The session's own data directory (IOC_DATA_DIR): photos and anything else a server or
+    an ``ioc`` command keeps there land in it, never in the user's ~/.local/share/ioc."""
+    path = tmp_path_factory.mktemp("ioc-data")
+    before = os.environ.get("IOC_DATA_DIR")
+    os.environ["IOC_DATA_DIR"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("IOC_DATA_DIR", None)
+    else:
+        os.environ["IOC_DATA_DIR"] = before
 
 
 @pytest.fixture

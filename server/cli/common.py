@@ -24,29 +24,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from server.settings import ConfigFileError, Settings
+from server.settings import ConfigFileError, Settings, choose_data_dir, data_dir, default_data_dir
 
 SERVICES_FILE = "services.json"
+__all__ = ["choose_data_dir", "data_dir", "default_data_dir"]  # (from server.settings) and the rest
 
-#: The data directory ``--data-dir`` named for this command (set by ``main``), if any.
-_chosen_data_dir: Path | None = None
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "ioc"
-
-
-def choose_data_dir(path: Path | None) -> None:
-    """Remember the ``--data-dir`` of this command line (``None``: the environment decides)."""
-    global _chosen_data_dir
-    _chosen_data_dir = path
-
-
-def data_dir() -> Path:
-    """``--data-dir``, else ``IOC_DATA_DIR``, else the default."""
-    chosen = _chosen_data_dir or os.environ.get("IOC_DATA_DIR") or default_data_dir()
-    return Path(chosen).expanduser().resolve()
 
 
 # -- the demo's services ----------------------------------------------------------------

@@ -109,3 +109,11 @@ def test_an_unreachable_database_ends_a_command_with_one_line(argv, no_ioc_env, 
     message = str(exc.value)
     assert message.startswith(f"ioc {argv[0]}: ") and "\n" not in message
     assert "refused" in message.lower() or "failed" in message.lower()
+
+
+def test_photos_live_in_the_data_directory_unless_configured(tmp_path, no_ioc_env, monkeypatch):
+    monkeypatch.setenv("IOC_DATA_DIR", str(tmp_path))
+    settings = common.load_settings(find_demo=False)
+    assert settings.reports.photo_dir == tmp_path.resolve() / "report-photos"
+    monkeypatch.setenv("IOC_REPORTS__PHOTO_DIR", str(tmp_path / "elsewhere"))
+    assert common.load_settings(find_demo=False).reports.photo_dir == tmp_path / "elsewhere"
