@@ -7,7 +7,7 @@ Every sub-command gets its settings from :func:`load_settings` and its database 
 A running ``ioc demo`` advertises its services in ``<data dir>/services.json`` (readable by
 its owner only; removed when it stops). When ``IOC_DATABASE_URL`` (or ``IOC_MQTT_URL``) is
 not set, the other commands use the services of the demo that runs in the data directory
-(``--data-dir``, else ``IOC_DATA_DIR``, else :func:`default_data_dir`), so
+(``--data-dir``, else ``IOC_DATA_DIR``, else :func:`server.settings.default_data_dir`), so
 ``ioc token create`` works beside ``ioc demo`` with no configuration.
 """
 
@@ -24,11 +24,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from server.settings import ConfigFileError, Settings, choose_data_dir, data_dir, default_data_dir
+from server.settings import ConfigFileError, Settings, data_dir
 
 SERVICES_FILE = "services.json"
-__all__ = ["choose_data_dir", "data_dir", "default_data_dir"]  # (from server.settings) and the rest
-
 
 
 # -- the demo's services ----------------------------------------------------------------

@@ -82,8 +82,9 @@ def _device_hashes(url: str) -> list[tuple[str, str | None]]:
 def run_demo(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from server.cli.common import advertise_services, data_dir, load_settings
+    from server.cli.common import advertise_services, load_settings
     from server.http.app import create_app
+    from server.settings import data_dir
 
     home = data_dir()
     home.mkdir(parents=True, exist_ok=True)

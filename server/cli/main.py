@@ -7,14 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from server.cli.common import (
-    choose_data_dir,
-    default_data_dir,
-    load_settings,
-    need_database,
-    run_command,
-)
-from server.settings import ROLES
+from server.cli.common import load_settings, need_database, run_command
+from server.settings import ROLES, choose_data_dir, default_data_dir
 
 logger = logging.getLogger("ioc")
 

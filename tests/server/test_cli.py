@@ -22,6 +22,7 @@ from server.cli.common import SERVICES_FILE, advertise_services
 from server.cli.embedded import free_port
 from server.cli.main import main
 from server.http.auth import TokenStore
+from server.settings import choose_data_dir
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def no_ioc_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("IOC_DATABASE_URL", "IOC_MQTT_URL", "IOC_CONFIG", "IOC_DATA_DIR"):
         monkeypatch.delenv(name, raising=False)
     yield
-    common.choose_data_dir(None)  # main() remembers --data-dir; the next test starts clean
+    choose_data_dir(None)  # main() remembers --data-dir; the next test starts clean
 
 
 def _authenticate(url: str, token: str):
@@ -77,7 +78,7 @@ def test_environment_wins_over_the_demo(tmp_path, db_url, no_ioc_env, monkeypatc
     monkeypatch.setenv("IOC_DATABASE_URL", db_url)
     with advertise_services(tmp_path, database_url="postgresql://elsewhere@127.0.0.1:1/x",
                             mqtt_url="mqtt://127.0.0.1:1884", http_base="http://x"):
-        common.choose_data_dir(tmp_path)
+        choose_data_dir(tmp_path)
         settings = common.load_settings()
     assert settings.database_url == db_url
     assert settings.mqtt_url == "mqtt://127.0.0.1:1884"  # unset in the environment: the demo's

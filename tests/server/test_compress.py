@@ -402,8 +402,8 @@ async def test_late_readings_reach_the_hourly_and_daily_rollups(db_url):
 
 
 def test_ioc_compress_compresses_the_closed_days(db_url, monkeypatch, capsys):
-    from server.cli import common
     from server.cli.main import main
+    from server.settings import choose_data_dir
 
     for name in ("IOC_CONFIG", "IOC_DATA_DIR"):
         monkeypatch.delenv(name, raising=False)
@@ -433,7 +433,7 @@ def test_ioc_compress_compresses_the_closed_days(db_url, monkeypatch, capsys):
         assert main(["compress"]) == 0
         assert "nothing to compress" in capsys.readouterr().out
     finally:
-        common.choose_data_dir(None)
+        choose_data_dir(None)
 
     async def check():
         conn = await asyncpg.connect(db_url)
