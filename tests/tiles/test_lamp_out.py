@@ -6,7 +6,9 @@ import json
 
 import mapbox_vector_tile
 
+from tests.tiles.test_tile_grid import LAMP
 from tests.tiles.test_tiles import api, auth, db, start, tile_at  # noqa: F401 (fixtures)
+from tiles import sql
 
 
 async def test_ward_stats_tile_and_summary_count_the_same_lamps_out(api, db):  # noqa: F811
@@ -76,9 +78,6 @@ async def test_a_detail_tile_denser_than_the_bound_holds_grid_counts(start, city
 async def test_the_bounded_statement_runs_only_the_branch_it_takes(db):  # noqa: F811
     """A detail tile counts its lamps and makes points or cells in one statement; the branch
     not taken must not run (else every street tile would pay for both)."""
-    from tiles import catalogue, sql
-
-    layer = catalogue.kind_layer("streetlight", "Streetlight", "Đèn đường", True)
     lamp = await db.fetchrow("select ST_X(geom) as lon, ST_Y(geom) as lat from devices"
                              " where kind = 'streetlight' order by id limit 1")
     t = sql.bounds(*tile_at(lamp["lon"], lamp["lat"], 15))
@@ -91,12 +90,12 @@ async def test_the_bounded_statement_runs_only_the_branch_it_takes(db):  # noqa:
         return found
 
     for bound, dense in ((1_000_000, False), (1, True)):
-        statement, args = sql.bounded(layer, t, bound)
+        statement, args = sql.bounded(LAMP, t, bound)
         got_dense, data = await db.fetchrow(statement, *args)
         assert got_dense is dense
         feats = mapbox_vector_tile.decode(bytes(data))["streetlight"]["features"]
         assert feats and all(("agg" in f["properties"]) is dense for f in feats)
         plan = json.loads(await db.fetchval(f"explain (analyze, format json) {statement}", *args))
         # InitPlan 1 is the cells (the CASE's first branch), InitPlan 2 the points: one runs once
-        loops = [n for _, n in runs(plan[0]["Plan"])]
-        assert loops == ([1, 0] if dense else [0, 1]), runs(plan[0]["Plan"])
+        inits = runs(plan[0]["Plan"])
+        assert [n for _, n in inits] == ([1, 0] if dense else [0, 1]), inits
