@@ -170,14 +170,15 @@ def encode(ts: np.ndarray, value: np.ndarray, quality: np.ndarray) -> bytes:
                      checkpoints.tobytes(), ends.tobytes(), *frames))
 
 
-def _checkpoints(n: int) -> int:
-    """How many checkpoints a segment of ``n`` points holds (one per block after the first)."""
-    return max(0, (n - 1) // BLOCK)
+def _checkpoints(n):
+    """How many checkpoints a segment of ``n`` points holds (one per block after the first);
+    ``n`` an int or an array of them."""
+    return np.maximum(0, (n - 1) // BLOCK)
 
 
-def _layout(n: int, r: int) -> tuple[int, int, int, int]:
+def _layout(n, r):
     """Offsets in a format-2 segment of the qualities, the checkpoints, the block frames'
-    ends and the block frames."""
+    ends and the block frames (``n`` points, ``r`` quality runs: ints or arrays of them)."""
     q_at = _HEADER.size
     cp_at = q_at + 6 * r
     ends_at = cp_at + 24 * _checkpoints(n)
@@ -264,13 +265,13 @@ def latest_upto(segments: list[bytes], limit: int) -> tuple[np.ndarray, np.ndarr
     lens = np.fromiter(map(len, segments), np.int64, len(segments))
     off = np.zeros(len(segments), np.int64)
     np.cumsum(lens[:-1], out=off[1:])
-    return latest_upto_in(b"".join(segments), off, lens, limit)
+    return _latest_upto_in(b"".join(segments), off, lens, limit)
 
 
-def latest_upto_in(whole: bytes, off: np.ndarray, lens: np.ndarray,
+def _latest_upto_in(whole: bytes, off: np.ndarray, lens: np.ndarray,
                    limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`latest_upto` of the segments at byte offsets ``off`` (``lens`` bytes each) of
-    ``whole`` (segments laid end to end, as a query aggregates them)."""
+    ``whole`` (the segments laid end to end)."""
     count = len(off)
     found = np.zeros(count, bool)
     out_ts = np.zeros(count, np.int64)
@@ -293,12 +294,8 @@ def latest_upto_in(whole: bytes, off: np.ndarray, lens: np.ndarray,
         raise ValueError(f"unknown telemetry segment format {set(buf[off].tolist()) - {FORMAT}}")
     mode, k = buf[off + 1].astype(np.int64), buf[off + 2].astype(np.int64)
     n, r = _at(buf, off + 4, "<u4").astype(np.int64), _at(buf, off + 8, "<u4").astype(np.int64)
-    # the layout of _layout(), per segment
-    q_at = off + _HEADER.size
-    cp_at = q_at + 6 * r
-    cps = np.maximum(0, (n - 1) // BLOCK)
-    ends_at = cp_at + 24 * cps
-    at = ends_at + 4 * -(-n // BLOCK)
+    q_at, cp_at, ends_at, at = (off + x for x in _layout(n, r))
+    cps = _checkpoints(n)
     # the block holding the answer: how many checkpoints (ascending) are at or before limit
     owner = np.repeat(np.arange(len(idx)), cps)
     nth = np.arange(len(owner)) - np.repeat(np.cumsum(cps) - cps, cps)
@@ -326,8 +323,7 @@ def latest_upto_in(whole: bytes, off: np.ndarray, lens: np.ndarray,
         still[maybe] = (buf[start[maybe, None] + np.arange(len(_ZERO_FRAME))] == _ZERO_BYTES).all(axis=1)
     z = np.flatnonzero(still)
     if len(z):
-        jz = np.minimum((limit - t0[z]) // d0[z] - 1, size[z] - 1)
-        ts[z] = t0[z] + (jz + 1) * d0[z]
+        jz, ts[z] = _on_grid(t0[z], d0[z], size[z], limit)
         index[z] = first[z] + jz
         ok[z] = True  # after a checkpoint: at least the checkpoint's own point
         value[z] = np.where(mode[z] == _DECIMAL, s0[z].astype(np.float64) / np.array(_SCALES)[k[z]],
@@ -353,6 +349,14 @@ def latest_upto_in(whole: bytes, off: np.ndarray, lens: np.ndarray,
     return found, out_ts, out_v, out_q
 
 
+def _on_grid(t0: np.ndarray, d0: np.ndarray, size: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """In blocks whose timestamps are t0 + d0, t0 + 2 d0, … (``size`` of them): the index of
+    the newest at or before ``limit`` and its timestamp (index -1: the checkpoint's own point,
+    at t0)."""
+    j = np.minimum((limit - t0) // d0 - 1, size - 1)
+    return j, t0 + (j + 1) * d0
+
+
 def _latest_in_blocks(blocks: bytes, t0: np.ndarray, d0: np.ndarray, s0: np.ndarray,
                       mode: np.ndarray, k: np.ndarray, size: np.ndarray, first: np.ndarray,
                       limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -370,9 +374,7 @@ def _latest_in_blocks(blocks: bytes, t0: np.ndarray, d0: np.ndarray, s0: np.ndar
     regular = (d0 > 0) & ~planes[:, 0].reshape(m, 8 * BLOCK).any(axis=1)
     reg = np.flatnonzero(regular)
     if len(reg):
-        jr = np.minimum((limit - t0[reg]) // d0[reg] - 1, size[reg] - 1)
-        j[reg] = jr
-        out_ts[reg] = t0[reg] + (jr + 1) * d0[reg]  # jr = -1: the checkpoint's own point
+        j[reg], out_ts[reg] = _on_grid(t0[reg], d0[reg], size[reg], limit)
     irr = np.flatnonzero(~regular)
     if len(irr):
         words = np.ascontiguousarray(planes[irr, 0].transpose(0, 2, 1)).view(np.int64)
