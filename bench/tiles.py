@@ -486,7 +486,7 @@ async def _densest(url: str, kind: str, z: int) -> tuple[int, int, int, int]:
     the tiles of zoom z) and that number."""
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("select ioc_tile_grid_fold()")
+        await conn.execute(sql.FOLD_GRID)
         row = await conn.fetchrow("select cx, cy, n from tile_grid where kind = $1 and level = $2"
                                   " order by n desc limit 1", kind, z)
     finally:
@@ -580,7 +580,7 @@ async def _grid_upkeep(url: str, kind: str, n: int, reps: int) -> list[Figure]:
                         times[on].append((time.perf_counter() - t0) * 1000)
                         if on:
                             t0 = time.perf_counter()
-                            await conn.fetchval("select ioc_tile_grid_fold()")
+                            await conn.fetchval(sql.FOLD_GRID)
                             fold.append((time.perf_counter() - t0) * 1000)
                     finally:
                         await tr.rollback()

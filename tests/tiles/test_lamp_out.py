@@ -89,6 +89,9 @@ async def test_the_bounded_statement_runs_only_the_branch_it_takes(db):  # noqa:
             found += runs(child)
         return found
 
+    # one argument list serves both branches: the points' arguments are the cells' first ones
+    points_args = sql.query(LAMP, t)[1]
+    assert sql.query(LAMP, t, aggregate=True)[1][:len(points_args)] == points_args
     for bound, dense in ((1_000_000, False), (1, True)):
         statement, args = sql.bounded(LAMP, t, bound)
         got_dense, data = await db.fetchrow(statement, *args)
