@@ -159,12 +159,12 @@ async def console_walk(page, base: str, token: str, lang: str, device: str, came
         await page.get_by_role("button", name=opener, exact=True).click()
         await page.get_by_role("region", name=region).first.wait_for()
         await names(page, key)
-        if opener == w["commands"]:  # a device picked on the map, previewed: the Send button
+        if key == "commands":  # a device picked on the map, previewed: the Send button
             await page.evaluate("(id) => window.ioc.commands.onDeviceClick(id)", device)
             await page.get_by_role("button", name=w["preview"], exact=True).click()
             await page.locator(".cmd-preview button.primary").wait_for()  # Send
             await names(page, f"{key}: preview")
-        if opener == w["commands"]:  # a ward switched off: the typed confirmation
+            # then a ward switched off: the typed confirmation
             panel = page.locator("#commands-panel")
             await panel.get_by_role("radio", name=w["ward"]).click()
             await panel.locator("#cmd-ward option").nth(1).wait_for(state="attached")
@@ -173,7 +173,7 @@ async def console_walk(page, base: str, token: str, lang: str, device: str, came
             await page.get_by_role("button", name=w["preview"], exact=True).click()
             await panel.locator("#cmd-confirm").wait_for()
             await names(page, f"{key}: typed confirmation")
-        if opener == w["alarm_history"][0]:  # an alarm's timeline, then the KPI charts
+        if key == "alarm history":  # an alarm's timeline, then the KPI charts
             ah = page.get_by_role("region", name=region).first
             await ah.locator("tr.ah-row").first.click()
             await ah.locator(".ah-timeline-head").wait_for()  # (the SQL-made alarm has no events)
@@ -181,11 +181,11 @@ async def console_walk(page, base: str, token: str, lang: str, device: str, came
             await ah.get_by_role("tab", name=w["kpis"]).click()
             await ah.locator(".ah-kpi-card").first.wait_for()
             await names(page, f"{key}: KPIs")
-        if opener == w["schedules"]:
+        if key == "schedules":
             await page.get_by_role("button", name=w["new_schedule"]).click()
             await page.locator(".sched-preview").wait_for()
             await names(page, f"{key}: new schedule")
-        if opener == w["rules"]:
+        if key == "rules":
             await page.get_by_role("button", name=w["new_rule"]).click()
             await page.get_by_role("button", name=w["backtest"]).wait_for()
             await names(page, f"{key}: new rule")
@@ -206,19 +206,26 @@ async def console_walk(page, base: str, token: str, lang: str, device: str, came
     await map_idle(page)
 
 
+async def citizen_page(phone, url: str, ready: str, lang: str, where: str, wait_ms: int = 30_000) -> None:
+    """A citizens' page, ready (``window[ready].ready``), in ``lang``: its names read."""
+    await phone.goto(url)
+    await phone.wait_for_function(f"() => window.{ready} && window.{ready}.ready", timeout=wait_ms)
+    await phone.click(f".cz-lang [data-lang={lang}]")
+    await names(phone, where)
+
+
 PANELS = ["alarm history", "commands", "schedules", "rules"]
 WORDS = {
-    "en": {"search": "Search", "close": "Close", "commands": "Commands", "preview": "Preview",
-           "rules": "Rules", "new_rule": "New rule", "backtest": "Backtest", "replay": "Replay",
+    "en": {"search": "Search", "close": "Close", "preview": "Preview", "new_rule": "New rule",
+           "backtest": "Backtest", "replay": "Replay",
            "reports_tab": "Reports", "add_device": "Add device", "ward": "Ward", "kpis": "KPIs",
-           "alarm_history": ("Alarm history",), "schedules": "Schedules", "new_schedule": "New schedule",
+           "new_schedule": "New schedule",
            "edit": "Edit|View",
            "panels": [("Alarm history", "Alarm history"), ("Commands", "Commands to devices"),
                       ("Schedules", "Lighting schedules"), ("Rules", "Alarm rules")]},
-    "vi": {"search": "Tìm kiếm", "close": "Đóng", "commands": "Lệnh", "preview": "Xem trước",
-           "rules": "Quy tắc", "new_rule": "Tạo quy tắc", "backtest": "Chạy thử", "replay": "Phát lại",
+    "vi": {"search": "Tìm kiếm", "close": "Đóng", "preview": "Xem trước", "new_rule": "Tạo quy tắc",
+           "backtest": "Chạy thử", "replay": "Phát lại",
            "reports_tab": "Phản ánh", "add_device": "Thêm thiết bị", "ward": "Phường", "kpis": "Chỉ số KPI",
-           "alarm_history": ("Lịch sử cảnh báo",), "schedules": "Lịch chiếu sáng",
            "new_schedule": "Tạo lịch mới", "edit": "Sửa|Xem",
            "panels": [("Lịch sử cảnh báo", "Lịch sử cảnh báo"), ("Lệnh", "Lệnh điều khiển thiết bị"),
                       ("Lịch chiếu sáng", "Lịch chiếu sáng"), ("Quy tắc", "Quy tắc cảnh báo")]},
@@ -282,21 +289,12 @@ async def test_every_control_has_a_name_in_english_and_vietnamese(
             await phone.locator("button[data-work=in_progress]").first.click()
             await phone.locator("#crew-list .work-form").wait_for()
             await names(phone, "crew: work form")
-            await phone.goto(f"{base}/report")
-            await phone.wait_for_function("() => window.iocReport && window.iocReport.ready")
-            await phone.click(f".cz-lang [data-lang={lang}]")
-            await names(phone, "report")
+            await citizen_page(phone, f"{base}/report", "iocReport", lang, "report")
             await phone.click("#pick-map")
             await phone.locator("#pick-map-box canvas").wait_for()
             await names(phone, "report: map")
-            await phone.goto(f"{base}/reports/{code}")
-            await phone.wait_for_function("() => window.iocTracking && window.iocTracking.ready")
-            await phone.click(f".cz-lang [data-lang={lang}]")
-            await names(phone, "tracking")
-            await phone.goto(f"{base}/public")
-            await phone.wait_for_function("() => window.iocPublic && window.iocPublic.ready", timeout=60_000)
-            await phone.click(f".cz-lang [data-lang={lang}]")
-            await names(phone, "public")
+            await citizen_page(phone, f"{base}/reports/{code}", "iocTracking", lang, "tracking")
+            await citizen_page(phone, f"{base}/public", "iocPublic", lang, "public", wait_ms=60_000)
             # a report's popup on the public map, with its close button
             await phone.wait_for_function("() => window.iocPublic.map && window.iocPublic.features?.length")
             await phone.evaluate("() => window.iocPublic.map.jumpTo({zoom: 16, center:"

@@ -224,7 +224,6 @@ async def test_click_street_ward_cancel_and_history(browser, city_db_url, make_s
         n, x = await _preview_total(page)
         assert n >= 1
         await _ringed(page, n + x)
-        await map_idle(page)
         await panel.get_by_text(f"{ward} {w['to_confirm']}").wait_for()
         await page.screenshot(path=artifact(f"cmd-ward-{lang}.png"))
         await panel.get_by_role("button", name=w["send"], exact=True).click()  # not confirmed

@@ -112,10 +112,10 @@ async def test_legible_map_en_vi_desktop_and_phone(browser, city_db_url, make_se
         await page.evaluate("() => { const b = window.ioc.wards.data.bbox; window.ioc.map.jumpTo("
                             "{center: [(b[0] + b[2]) / 2, (b[1] + b[3]) / 2], zoom: 12.6}); }")
         await map_idle(page)
+        await page.locator(".maplibregl-marker.agg-label").first.wait_for()  # both kinds shown
         z = await page.evaluate("""() => {
           const zi = (sel) => Number(getComputedStyle(document.querySelector(sel)).zIndex) || 0;
-          return [zi('.maplibregl-marker.ward-label'), document.querySelector('.agg-label')
-            ? zi('.maplibregl-marker.agg-label') : -1];
+          return [zi('.maplibregl-marker.ward-label'), zi('.maplibregl-marker.agg-label')];
         }""")
         assert z[0] > z[1], z
         await show_wards(page)

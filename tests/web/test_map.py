@@ -104,13 +104,14 @@ async def test_a_wide_view_gets_live_cell_counts_over_the_websocket(browser, cit
         page = await new_page(browser)
         await page.goto(f"{base_url(client)}/?token={token}")
         await map_ready(page)
-        await page.wait_for_function("() => (window.ioc.live.liveCells || []).length > 0", timeout=15_000)
+        await page.wait_for_function("() => (window.ioc.live.cellsMsg?.cells || []).length > 0",
+                                     timeout=15_000)
         on_tiles = """() => window.ioc.map.queryRenderedFeatures()
             .filter((f) => f.properties.agg === 'cell' && f.sourceLayer === 'streetlight')
             .map((f) => [f.properties.id, f.state.count, f.state.online])"""
         await map_idle(page)
         drawn = await page.evaluate(on_tiles)
-        cells = {c["cell"]: c for c in await page.evaluate("() => window.ioc.live.liveCells")
+        cells = {c["cell"]: c for c in await page.evaluate("() => window.ioc.live.cellsMsg.cells")
                  if c["kind"] == "streetlight"}
         assert drawn and all(cells[cid]["count"] == n for cid, n, _ in drawn), (drawn, cells)
         assert all(online == 0 for _, _, online in drawn), "no lamp has reported yet"

@@ -180,7 +180,7 @@ export class AssetSections {
           values: (u, splits) => {
             const m = metrics.find((mm) => scaleOf(mm) === sc);
             // a stepped (enum) metric has no values between its codes: no "7.5" tick
-            const whole = (v) => (sc.startsWith("s_") && !Number.isInteger(v) ? "" : v);
+            const whole = (v) => (isStep(m, values[m]) && !Number.isInteger(v) ? "" : v);
             return splits.map((v) => (cats[m] ? cats[m][v] ?? "" : whole(v)));
           },
         })),

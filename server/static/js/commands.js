@@ -5,7 +5,7 @@
 
 import { TerraDraw, TerraDrawLineStringMode, TerraDrawPolygonMode } from "terra-draw";
 import { TerraDrawMapLibreGLAdapter } from "terra-draw-maplibre-gl-adapter";
-import { api, fmtTime, h, toast } from "./common.js";
+import { api, fmtTime, h, pointOf, toast } from "./common.js";
 import { addStrings, kindName, onLangChange, t } from "./i18n.js";
 
 addStrings({
@@ -325,16 +325,13 @@ export class CommandsPanel {
     else if (target.bbox) q.set("bbox", target.bbox.join(","));
     else if (target.devices) q.set("bbox", this.live.viewportBbox().join(",")); // clicked: in view
     if (target.kind) q.set("kind", [].concat(target.kind).join(","));
-    const fetchOne = async (id) => {
-      const f = await api(`/api/v1/devices/${encodeURIComponent(id)}`, { quiet: true });
-      return [f];
-    };
     const feats = target.devices && want.size <= 50
-      ? (await Promise.all([...want].map((id) => fetchOne(id).catch(() => [])))).flat()
+      ? (await Promise.all([...want].map((id) => api(`/api/v1/devices/${encodeURIComponent(id)}`,
+        { quiet: true }).then((f) => [f], () => [])))).flat()
       : (await api(`/api/v1/devices?${q}`, { quiet: true })).features;
     for (const f of feats) {
       if (!want.has(f.id) || !f.geometry) continue;
-      const c = f.geometry.type === "Point" ? f.geometry.coordinates : firstCoord(f.geometry);
+      const c = pointOf(f.geometry);
       if (c) this.points.set(f.id, c);
     }
   }
@@ -661,12 +658,6 @@ function byError(results) {
     out.get(r.error).push(r.device);
   }
   return out;
-}
-
-function firstCoord(g) {
-  let c = g.coordinates;
-  while (Array.isArray(c) && Array.isArray(c[0])) c = c[0];
-  return Array.isArray(c) && typeof c[0] === "number" ? c : null;
 }
 
 // A geometry's bounding box widened by `m` metres (for the devices API's bbox).

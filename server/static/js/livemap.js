@@ -76,17 +76,21 @@ function statusColour(kind) {
 const statusOpacity = ["case", alarmed, 1, ["==", fs("status"), "online"], 0.95,
   ["==", fs("status"), "offline"], 0.85, ["==", fs("status"), "stale"], 0.85, UNKNOWN_ALPHA];
 
+// A point's radius at zooms 11, 15 and 18; an alarmed point grows by ALARM_GROW.
+const radii = (kind) => (kind === "streetlight" ? [1.6, 3, 6.5] : [3, 5, 9]);
+const ALARM_GROW = 1.4;
+const byZoom = (kind, r) => {
+  const [a, b, c] = radii(kind);
+  return ["interpolate", ["linear"], ["zoom"], 11, r(a), 15, r(b), 18, r(c)];
+};
+
 function pointRadius(kind) {
-  const [a, b, c] = kind === "streetlight" ? [1.6, 3, 6.5] : [3, 5, 9];
-  const grow = (r) => ["case", alarmed, r * 1.4, r];
-  return ["interpolate", ["linear"], ["zoom"], 11, grow(a), 15, grow(b), 18, grow(c)];
+  return byZoom(kind, (r) => ["case", alarmed, r * ALARM_GROW, r]);
 }
 
 // The alarm ring: a gap of background, then the severity's colour at the severity's width.
 function ringRadius(kind) {
-  const [a, b, c] = kind === "streetlight" ? [1.6, 3, 6.5] : [3, 5, 9];
-  const r = (v) => ["+", v * 1.4 + 2.5, ["/", sevRing, 2]];
-  return ["interpolate", ["linear"], ["zoom"], 11, r(a), 15, r(b), 18, r(c)];
+  return byZoom(kind, (r) => ["+", r * ALARM_GROW + 2.5, ["/", sevRing, 2]]);
 }
 
 // The style layers drawing one vector layer of one of our tile sources.
@@ -467,7 +471,6 @@ export class LiveMap {
   applyCells(msg) {
     if (msg.cell_zoom !== this.tileZoom()) return; // zoomed since: the next subscribe sends them
     this.cellsMsg = msg;
-    this.liveCells = msg.cells ?? [];
     if (!this.map.getSource(COMPOSITE)) return;
     for (const c of msg.cells ?? []) {
       const src = this.sources.get(c.kind);

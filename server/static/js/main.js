@@ -285,6 +285,10 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
       }
     },
   });
+  // What the live map watches (zoom: a wide view's dense kinds come as the cells of this
+  // zoom's aggregate tiles).
+  const watched = () => ({ bbox: live.viewportBbox(), layers: live.subscribedLayers(), zoom: live.tileZoom(),
+    alarms: true, coalesce: true, reports: true });
   replay = new ReplayControl({
     bar: $("#replay-bar"),
     badge: $("#replay-badge"),
@@ -295,17 +299,12 @@ async function start(session = api("/api/v1/me", { quiet: true })) {
       wards.refresh(); // today's figures, or those of the replayed moment
       if (active) socket.subscription = null; // a reconnect resumes the replay, not live
       else {
-        socket.subscription = { op: "subscribe", bbox: live.viewportBbox(),
-          layers: live.subscribedLayers(), zoom: live.tileZoom(), alarms: true, coalesce: true, reports: true };
+        socket.subscription = { op: "subscribe", ...watched() };
         store.load().catch((err) => toast(err.message, "error")); // today's alarms again
       }
     },
   });
-  // zoom: a wide view's dense kinds come as the cells of this zoom's aggregate tiles.
-  const subscribe = () => socket.subscribe({
-    bbox: live.viewportBbox(), layers: live.subscribedLayers(), zoom: live.tileZoom(),
-    alarms: true, coalesce: true, reports: true,
-  });
+  const subscribe = () => socket.subscribe(watched());
   let moveTimer = null;
   const follow = () => (replay.active ? replay.refresh() : subscribe());
   live.map.on("moveend", () => {
