@@ -227,7 +227,7 @@ class Ingest:
                 if metric.is_bool and value != 0.0 and value != 1.0:
                     reject(device_id, name, f"{name} is a boolean metric; got {value!r}")
                     continue
-            elif not isfinite(value) or not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+            elif not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:  # (NaN and ±inf fail it too)
                 value = 0.0  # a faulty reading keeps its quality, never a NaN in the table
             if it.ts is not last_ts:
                 last_ts = ts = it.ts

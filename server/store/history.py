@@ -251,10 +251,7 @@ async def latest_in_segments(conn: asyncpg.Connection, device_keys: Sequence[int
     def keep(rows: list, filtered: bool) -> list:
         if filtered or not rows:
             return rows
-        n = len(rows)
-        keys = (np.fromiter((r[0] for r in rows), np.int64, n) << 16) | np.fromiter(
-            (r[1] for r in rows), np.int64, n)
-        ok = np.isin(keys, wanted)
+        ok = np.isin(_pair_keys([r[0] for r in rows], [r[1] for r in rows]), wanted)
         return rows if ok.all() else [r for r, k in zip(rows, ok.tolist(), strict=True) if k]
 
     def lookup(rows: list, filtered: bool) -> None:

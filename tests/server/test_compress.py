@@ -82,13 +82,8 @@ def test_latest_upto_is_a_search_of_the_decoded_segments(segments, limits, data)
     series (whose blocks' timestamps are computed, not decoded) and irregular ones."""
     series = []
     for rows, old, regular in segments:
-        rows.sort(key=lambda r: r[0])
-        ts = np.array([r[0] for r in rows], np.int64)
-        if regular:
-            ts = rows[0][0] + np.arange(len(rows), dtype=np.int64) * 60 * US
-        v = np.array([r[1] for r in rows], np.float64)
-        q = np.array([r[2] for r in rows], np.int16)
-        series.append((ts, v, q, _v1(ts, v, q) if old else encode(ts, v, q)))
+        series.append(_series(rows, old, regular))
+        ts = series[-1][0]
         limits += [int(t) + d for t in data.draw(st.lists(st.sampled_from(ts.tolist()), max_size=3))
                    for d in (-1, 0)]
     for limit in limits:
@@ -100,6 +95,17 @@ def test_latest_upto_is_a_search_of_the_decoded_segments(segments, limits, data)
             if j >= 0:
                 assert (ts[i], q[i]) == (t0[j], q0[j])
                 assert v[i].view(np.uint64) == v0[j].view(np.uint64)
+
+
+def _series(rows, old: bool, regular: bool):
+    """(ts, v, q, segment) of hypothesis rows: sorted by time, on a one-minute grid when
+    ``regular``, in format 1 when ``old``."""
+    rows = sorted(rows, key=lambda r: r[0])
+    ts = (rows[0][0] + np.arange(len(rows), dtype=np.int64) * 60 * US if regular
+          else np.array([r[0] for r in rows], np.int64))
+    v = np.array([r[1] for r in rows], np.float64)
+    q = np.array([r[2] for r in rows], np.int16)
+    return ts, v, q, (_v1(ts, v, q) if old else encode(ts, v, q))
 
 
 def _migration(name: str):
@@ -115,13 +121,8 @@ def _migration(name: str):
 def test_the_migration_fills_tails_as_decoding_reads_them(rows, old, regular):
     """Migration 0017 fills the tail columns of segments written before it (either format)
     with its own reader: the last reading's value and quality, bit for bit."""
-    rows.sort(key=lambda r: r[0])
-    ts = np.array([r[0] for r in rows], np.int64)
-    if regular:
-        ts = rows[0][0] + np.arange(len(rows), dtype=np.int64) * 60 * US
-    v = np.array([r[1] for r in rows], np.float64)
-    q = np.array([r[2] for r in rows], np.int16)
-    value, quality = _migration("0017_segment_tail")._tail(_v1(ts, v, q) if old else encode(ts, v, q))
+    _, v, q, segment = _series(rows, old, regular)
+    value, quality = _migration("0017_segment_tail")._tail(segment)
     assert (float(value).hex(), quality) == (float(v[-1]).hex(), q[-1])
 
 
@@ -143,7 +144,31 @@ def test_a_block_where_nothing_changes_is_answered_from_its_checkpoint(n, value,
     assert found.tolist() == [j >= 0] * 2
     if j >= 0:
         assert t.tolist() == [ts[j]] * 2 and qq.tolist() == [q[j]] * 2
-        assert float(val[0]).hex() == float(v[j]).hex()
+        assert [float(x).hex() for x in val] == [float(v[j]).hex()] * 2
+
+
+def test_a_still_block_is_not_decompressed():
+    """The shortcut above is taken: a lamp's still last block costs no decompression, while
+    one change in it does (the same answer either way is the test above)."""
+    n = 3 * compress.BLOCK
+    ts = 1000 + np.arange(n, dtype=np.int64) * 60 * US
+    real = compress._dctx()
+    calls = []
+
+    class Counting:
+        def decompress(self, frame):
+            calls.append(len(frame))
+            return real.decompress(frame)
+
+    for changed, expected_calls in ((False, 0), (True, 1)):
+        v = np.full(n, 230.4)
+        if changed:
+            v[-5:] = 7.5
+        calls.clear()
+        with patch.object(compress, "_dctx", Counting):
+            found, _, val, _ = compress.latest_upto([encode(ts, v, np.zeros(n, np.int16))], int(ts[-1]))
+        assert found.tolist() == [True] and float(val[0]).hex() == float(v[-1]).hex()
+        assert len(calls) == expected_calls, (changed, calls)
 
 
 def test_a_regular_decimal_series_takes_about_a_byte_a_point():
